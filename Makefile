@@ -1,0 +1,78 @@
+# calltrace: set-up, demo, tests, benchmarks. `make demo` and `make test` do all
+# set-up on a fresh machine (Python 3.11, gcc; root with apt-get).
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+BUILD   := build
+FIX     := $(BUILD)/fixtures
+CC      ?= gcc
+CXX     ?= g++
+FIXFLAGS := -g -finstrument-functions -rdynamic -pthread
+# System packages: gdb (debug backend), chromium (HTML export test),
+# uftrace (benchmark comparison), binutils (c++filt).
+SYSPKGS := gdb:gdb chromium:chromium uftrace:uftrace c++filt:binutils valgrind:valgrind
+
+C_FIXTURES   := $(wildcard fixtures/*.c)
+CXX_FIXTURES := $(wildcard fixtures/*.cpp)
+FIX_NAMES := $(basename $(notdir $(C_FIXTURES) $(CXX_FIXTURES)))
+FIX_BINS  := $(foreach n,$(FIX_NAMES),$(FIX)/$(n) $(FIX)/$(n)-O2)
+
+.PHONY: all setup sysdeps venv install fixtures demo test bench clean
+
+all: test
+
+sysdeps:
+	@missing=""; for pair in $(SYSPKGS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: need root to apt-get install$$missing" >&2; exit 1; fi; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
+	fi
+
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@touch $@
+
+# Reinstall whenever a source file changes (pip install . builds the runtime).
+$(VENV)/.installed: $(VENV)/.created pyproject.toml setup.py $(wildcard runtime/*.c runtime/*.h) \
+		$(shell find calltrace gdb_scripts -name '*.py' -o -name '*.json' 2>/dev/null)
+	$(PY) -m pip install -q '.[test]'
+	@touch $@
+
+venv: $(VENV)/.installed
+install: venv
+setup: sysdeps venv fixtures
+
+fixtures: $(FIX_BINS)
+
+# Fixtures named plain_* are built without -finstrument-functions.
+$(FIX)/%: fixtures/%.c | $(FIX)/.dir
+	$(CC) -O0 $(if $(filter plain_%,$*),-g -rdynamic -pthread,$(FIXFLAGS)) $< -o $@ -lm
+$(FIX)/%-O2: fixtures/%.c | $(FIX)/.dir
+	$(CC) -O2 $(if $(filter plain_%,$*),-g -rdynamic -pthread,$(FIXFLAGS)) $< -o $@ -lm
+$(FIX)/%: fixtures/%.cpp | $(FIX)/.dir
+	$(CXX) -O0 $(FIXFLAGS) $< -o $@
+$(FIX)/%-O2: fixtures/%.cpp | $(FIX)/.dir
+	$(CXX) -O2 $(FIXFLAGS) $< -o $@
+$(FIX)/.dir:
+	@mkdir -p $(FIX) && touch $@
+
+demo: setup
+	@echo; echo '$$ calltrace run -o $(BUILD)/demo.json $(FIX)/recursion'
+	@$(VENV)/bin/calltrace run -o $(BUILD)/demo.json $(FIX)/recursion
+	@echo; echo '$$ jq .metadata.total_calls $(BUILD)/demo.json'
+	@$(PY) -c "import json; print(json.load(open('$(BUILD)/demo.json'))['metadata']['total_calls'])"
+	@if $(VENV)/bin/calltrace replay --help >/dev/null 2>&1; then \
+	  echo; echo '$$ calltrace replay $(BUILD)/demo.json'; $(VENV)/bin/calltrace replay $(BUILD)/demo.json; fi
+
+test: setup
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(BUILD) $(VENV) *.egg-info

@@ -1,0 +1,1 @@
+"""The trace format: model, reader, writer, and the raw runtime stream."""

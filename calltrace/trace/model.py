@@ -1,0 +1,106 @@
+"""Typed values for a loaded trace (see docs/FORMAT.md)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+
+@dataclass(slots=True)
+class Call:
+    function: str
+    depth: int
+    start_ns: int
+    duration_ns: int
+    incomplete: bool = False
+    unwound: bool = False
+    call_site: str | None = None
+    args: list[dict] | None = None
+    args_note: str | None = None
+    ret: dict | None = None
+
+    @property
+    def end_ns(self) -> int:
+        return self.start_ns + self.duration_ns
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Call":
+        return cls(d["function"], d["depth"], d["start_ns"], d["duration_ns"],
+                   d.get("incomplete", False), d.get("unwound", False),
+                   d.get("call_site"), d.get("args"), d.get("args_note"), d.get("return"))
+
+    def to_json(self) -> dict:
+        d: dict[str, Any] = {"function": self.function, "depth": self.depth,
+                             "start_ns": self.start_ns, "duration_ns": self.duration_ns}
+        if self.incomplete:
+            d["incomplete"] = True
+        if self.unwound:
+            d["unwound"] = True
+        if self.call_site is not None:
+            d["call_site"] = self.call_site
+        if self.args is not None:
+            d["args"] = self.args
+        if self.args_note is not None:
+            d["args_note"] = self.args_note
+        if self.ret is not None:
+            d["return"] = self.ret
+        return d
+
+
+@dataclass(slots=True)
+class FunctionStats:
+    function: str
+    calls: int = 0
+    total_ns: int = 0
+    self_ns: int = 0
+    min_ns: int = 0
+    max_ns: int = 0
+    address: str | None = None
+    module: str | None = None
+    file: str | None = None
+    line: int | None = None
+    symbol: str | None = None
+
+    @classmethod
+    def from_json(cls, d: dict) -> "FunctionStats":
+        return cls(d["function"], d["calls"], d["total_ns"], d["self_ns"], d["min_ns"],
+                   d["max_ns"], d.get("address"), d.get("module"), d.get("file"),
+                   d.get("line"), d.get("symbol"))
+
+    def to_json(self) -> dict:
+        d: dict[str, Any] = {"function": self.function}
+        if self.symbol and self.symbol != self.function:
+            d["symbol"] = self.symbol
+        if self.address is not None:
+            d["address"] = self.address
+        d.update(module=self.module, file=self.file, line=self.line, calls=self.calls,
+                 total_ns=self.total_ns, self_ns=self.self_ns, min_ns=self.min_ns,
+                 max_ns=self.max_ns)
+        return d
+
+
+@dataclass(slots=True)
+class Thread:
+    tid: int
+    calls: list[Call] = field(default_factory=list)
+    name: str | None = None
+    main: bool = False
+
+    def __iter__(self) -> Iterator[Call]:
+        return iter(self.calls)
+
+
+@dataclass(slots=True)
+class Trace:
+    metadata: dict
+    functions: list[FunctionStats]
+    threads: list[Thread]
+    path: str | None = None
+
+    @property
+    def total_calls(self) -> int:
+        return self.metadata["total_calls"]
+
+    def iter_calls(self) -> Iterator[tuple[Thread, Call]]:
+        for t in self.threads:
+            for c in t.calls:
+                yield t, c

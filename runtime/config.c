@@ -1,0 +1,113 @@
+/* CALLTRACE_* environment variables. A bad value gets one line on stderr and
+ * the default: the traced program always runs. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "ct.h"
+
+struct ct_config ct_cfg;
+
+static CT_NOINST void vsay(const char *fmt, va_list ap) {
+    char buf[1024];
+    int n = snprintf(buf, sizeof buf, "calltrace: ");
+    int m = vsnprintf(buf + n, sizeof buf - (size_t)n - 1, fmt, ap);
+    if (m < 0)
+        return;
+    n += m;
+    if (n > (int)sizeof buf - 2)
+        n = (int)sizeof buf - 2;
+    buf[n++] = '\n';
+    ssize_t w = write(2, buf, (size_t)n);
+    (void)w;
+}
+
+CT_NOINST void ct_warn(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsay(fmt, ap);
+    va_end(ap);
+}
+
+CT_NOINST void ct_log(const char *fmt, ...) {
+    if (!ct_cfg.debug)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsay(fmt, ap);
+    va_end(ap);
+}
+
+/* 1/0, true/false, yes/no, on/off; anything else warns and keeps `dflt`. */
+static CT_NOINST int env_bool(const char *name, int dflt) {
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return dflt;
+    static const char *yes[] = {"1", "true", "yes", "on", "TRUE", "YES", "ON", "True"};
+    static const char *no[] = {"0", "false", "no", "off", "FALSE", "NO", "OFF", "False"};
+    for (size_t i = 0; i < sizeof yes / sizeof *yes; i++) {
+        if (!strcmp(v, yes[i]))
+            return 1;
+        if (!strcmp(v, no[i]))
+            return 0;
+    }
+    ct_warn("%s=%s is not a boolean (use 1 or 0); using %d", name, v, dflt);
+    return dflt;
+}
+
+static CT_NOINST long env_long(const char *name, long dflt, long lo, long hi) {
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return dflt;
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || end == v || x < lo || x > hi) {
+        ct_warn("%s=%s is not a whole number from %ld to %ld; ignoring it", name, v, lo, hi);
+        return dflt;
+    }
+    return x;
+}
+
+CT_NOINST void ct_config_read(void) {
+    struct ct_config *c = &ct_cfg;
+    c->debug = env_bool("CALLTRACE_DEBUG", 0);
+    const char *out = getenv("CALLTRACE_OUTPUT");
+    if (!out || !*out)
+        out = "calltrace.json";
+    if (strlen(out) >= sizeof c->output - 32) {
+        ct_warn("CALLTRACE_OUTPUT is too long; using calltrace.json");
+        out = "calltrace.json";
+    }
+    strcpy(c->output, out);
+    c->to_null = !strcmp(out, "/dev/null");
+    const char *raw = getenv("CALLTRACE_RAW_DIR");
+    c->bare = !(raw && *raw);
+    if (!c->bare) {
+        if (strlen(raw) >= sizeof c->raw_dir - 32)
+            raw = "/tmp";
+        strcpy(c->raw_dir, raw);
+    }
+    long depth = env_long("CALLTRACE_MAX_DEPTH", 0, 0, 0x7fffffff);
+    c->max_depth = depth > 0 ? (uint32_t)depth : 0x7fffffffu;
+    c->pretty = env_bool("CALLTRACE_PRETTY_JSON", 0);
+    c->capture_args = env_bool("CALLTRACE_CAPTURE_ARGS", 0);
+    c->start_off = 0;
+    const char *start = getenv("CALLTRACE_START");
+    if (start && *start) {
+        if (!strcmp(start, "off"))
+            c->start_off = 1;
+        else if (strcmp(start, "on"))
+            ct_warn("CALLTRACE_START=%s is not 'on' or 'off'; starting on", start);
+    }
+    long kb = env_long("CALLTRACE_BUFFER_KB", 256, 16, 65536);
+    c->chunk_size = (size_t)kb * 1024;
+    if (c->chunk_size % 4096)
+        c->chunk_size = (c->chunk_size + 4095) & ~(size_t)4095;
+    ct_max_depth = c->max_depth;
+    ct_log("config: output=%s max_depth=%ld (0: unlimited) pretty=%d capture_args=%d start=%s "
+           "buffer=%zuKB mode=%s", c->output, depth, c->pretty, c->capture_args,
+           c->start_off ? "off" : "on", c->chunk_size / 1024, c->bare ? "preload" : "calltrace-run");
+}

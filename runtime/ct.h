@@ -1,0 +1,143 @@
+/* calltrace runtime: internal declarations shared by the runtime's files.
+ *
+ * The raw stream written here is described in docs/FORMAT.md ("The raw
+ * stream"); calltrace/trace/raw.py and convert.c read it. Keep all three in
+ * step. Everything is hidden except the two -finstrument-functions hooks, the
+ * libc entry points interposed in lifecycle.c and the ct_conv_* API. */
+#ifndef CT_H
+#define CT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define CT_HIDDEN __attribute__((visibility("hidden")))
+#define CT_EXPORT __attribute__((visibility("default")))
+#define CT_NOINST __attribute__((no_instrument_function))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define ct_barrier() __asm__ __volatile__("" ::: "memory")
+
+/* ---- raw file layout ---------------------------------------------------- */
+#define CT_MAGIC "CTRAW01"          /* 8 bytes with the NUL */
+#define CT_VERSION 1
+#define CT_HEADER_SIZE 4096
+#define CT_CHUNK_MAGIC 0x48435443u   /* "CTCH" */
+#define CT_CHUNK_HEADER 64
+
+enum { CT_CHUNK_EVENTS = 1, CT_CHUNK_META = 2 };
+
+/* An event is one little-endian u64; the top two bits say which kind.
+ *   ENTER/EXIT: kind:2 | address:47 | ticks since the thread's previous event:15
+ *   TIME:       kind:2 | absolute ticks:62   (precedes an event whose delta overflows)
+ *   EXT:        kind:2 | subtype:8 | payload words:16 | value:38, then the payload
+ * A zero word ends a chunk's events (an ENTER always has a non-zero address). */
+enum { CT_EV_ENTER = 0, CT_EV_EXIT = 1, CT_EV_TIME = 2, CT_EV_EXT = 3 };
+enum { CT_EXT_PAUSE = 1, CT_EXT_RESUME = 2, CT_EXT_ARGS = 3, CT_EXT_THREAD_END = 4 };
+#define CT_ADDR_BITS 47
+#define CT_DELTA_BITS 15
+#define CT_DELTA_MASK ((1ull << CT_DELTA_BITS) - 1)
+#define CT_ADDR_MASK ((1ull << CT_ADDR_BITS) - 1)
+#define CT_TIME_MASK ((1ull << 62) - 1)
+#define CT_EXT_WORD(sub, words, value) \
+    ((3ull << 62) | ((uint64_t)(sub) << 54) | ((uint64_t)(words) << 38) | ((uint64_t)(value) & ((1ull << 38) - 1)))
+
+/* META chunks hold records: u32 key, u32 length, bytes, padded to 8. */
+enum { CT_META_EXE = 1, CT_META_CMDLINE = 2, CT_META_MODULE = 3, CT_META_THREAD = 4, CT_META_OUTPUT = 5 };
+
+enum { CT_CLOCK_TSC = 0, CT_CLOCK_MONOTONIC = 1 };
+enum { CT_END_RUNNING = 0, CT_END_EXIT = 1, CT_END_SIGNAL = 2, CT_END_EXEC = 3 };
+enum { CT_FLAG_CAPTURE_ARGS = 1, CT_FLAG_PRETTY = 2, CT_FLAG_START_OFF = 4, CT_FLAG_BARE = 8 };
+
+struct ct_header {
+    char magic[8];
+    uint32_t version, header_size;
+    uint32_t chunk_size, clock;
+    int32_t pid, ppid;              /* ppid: the traced parent for a forked child, else 0 */
+    uint64_t start_ticks, start_mono_ns, start_real_ns;
+    double ns_per_tick;             /* measured at start-up */
+    uint32_t max_depth, flags;
+    uint64_t next_offset;           /* allocation cursor: where the next chunk goes */
+    uint32_t end_state;
+    int32_t exit_code, end_signal, main_tid;
+    uint64_t end_ticks, end_mono_ns;
+};
+
+struct ct_chunk {
+    uint32_t magic, type;
+    int32_t tid;
+    uint32_t start_depth;
+    uint64_t seq;                   /* per thread, from 0 */
+    uint64_t ticks, mono_ns;        /* a calibration point taken at allocation */
+    uint64_t depth_limited, dropped;
+    uint64_t reserved;
+};
+
+/* ---- runtime state ------------------------------------------------------ */
+struct ct_thread {
+    uint64_t *cur, *end;
+    uint64_t last;
+    uint32_t depth, epoch;
+    uint32_t on, busy;
+    struct ct_chunk *chunk;
+    uint64_t seq;
+    int32_t tid;
+    uint32_t failed;
+};
+
+extern __thread struct ct_thread ct_tls __attribute__((tls_model("initial-exec"))) CT_HIDDEN;
+extern volatile uint32_t ct_epoch CT_HIDDEN;      /* bumped to make threads re-sync */
+extern volatile uint32_t ct_recording CT_HIDDEN;  /* toggled at run time */
+extern uint32_t ct_max_depth CT_HIDDEN;
+extern int ct_use_tsc CT_HIDDEN;
+
+struct ct_config {
+    char output[4096];
+    char raw_dir[4096];
+    uint32_t max_depth;
+    int pretty, debug, capture_args, start_off, bare, to_null;
+    size_t chunk_size;
+};
+extern struct ct_config ct_cfg CT_HIDDEN;
+
+/* clock.c */
+CT_HIDDEN uint64_t ct_ticks_slow(void);
+CT_HIDDEN uint64_t ct_mono_ns(void);
+CT_HIDDEN void ct_clock_init(struct ct_header *h);
+
+static inline CT_NOINST uint64_t ct_ticks(void) {
+#if defined(__x86_64__)
+    if (likely(ct_use_tsc)) {
+        uint32_t lo, hi;
+        __asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi));
+        return ((uint64_t)hi << 32) | lo;
+    }
+#endif
+    return ct_ticks_slow();
+}
+
+/* config.c */
+CT_HIDDEN void ct_config_read(void);
+CT_HIDDEN void ct_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+CT_HIDDEN void ct_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* stream.c */
+CT_HIDDEN int ct_stream_open(pid_t ppid);
+CT_HIDDEN uint64_t *ct_next_chunk(struct ct_thread *t);
+CT_HIDDEN void ct_release_chunk(struct ct_thread *t);
+CT_HIDDEN void ct_meta(uint32_t key, const void *data, size_t len);
+CT_HIDDEN void ct_meta_modules(void);
+CT_HIDDEN struct ct_header *ct_header(void);
+CT_HIDDEN const char *ct_raw_path(void);
+CT_HIDDEN void ct_stream_close(void);
+
+/* hooks.c */
+CT_HIDDEN void ct_thread_sync(struct ct_thread *t, uint64_t where);
+CT_HIDDEN void ct_write_ext(struct ct_thread *t, uint32_t sub, uint64_t value);
+
+/* lifecycle.c */
+CT_HIDDEN void ct_thread_register(struct ct_thread *t);
+CT_HIDDEN void ct_init(void);
+CT_HIDDEN void ct_finish(int state, int code, int sig);
+
+#endif

@@ -1,0 +1,269 @@
+/* Start-up, exit, fatal signals and fork: everything off the hot path.
+ *
+ * Under `calltrace run` (CALLTRACE_RAW_DIR set) the runtime only records: the
+ * parent process converts the raw file whatever way the program ends. With a
+ * bare LD_PRELOAD the runtime itself runs the converter (`python -m calltrace
+ * convert`) at exit or on a fatal signal, so CALLTRACE_OUTPUT is there when
+ * the program has exited. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "ct.h"
+
+#ifndef CT_PYTHON
+#define CT_PYTHON "python3"
+#endif
+
+extern char **environ;
+static volatile int init_state;        /* 0 none, 1 running, 2 done */
+static volatile int finished;
+static pthread_key_t thread_key;
+static int exit_code_known, exit_code;
+static const int fatal_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTERM,
+                                    SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGXCPU, SIGXFSZ};
+
+static CT_NOINST void read_comm(int32_t tid) {
+    char path[64], line[96];
+    snprintf(path, sizeof path, "/proc/self/task/%d/comm", (int)tid);
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return;
+    int off = snprintf(line, sizeof line, "%d ", (int)tid);
+    ssize_t n = read(f, line + off, sizeof line - (size_t)off - 1);
+    close(f);
+    if (n <= 0)
+        return;
+    if (line[off + n - 1] == '\n')
+        n--;
+    ct_meta(CT_META_THREAD, line, (size_t)(off + n));
+}
+
+static CT_NOINST void thread_done(void *arg) {
+    struct ct_thread *t = arg;
+    read_comm(t->tid);
+    if (t->on && t->chunk)
+        ct_write_ext(t, CT_EXT_THREAD_END, 0);
+    ct_release_chunk(t);
+    t->on = 0;
+    t->failed = 1;   /* calls from later TLS destructors are not recorded */
+}
+
+static CT_NOINST void on_fork_child(void) {
+    pid_t parent = getppid();
+    struct ct_thread *t = &ct_tls;
+    ct_release_chunk(t);
+    ct_stream_close();
+    t->seq = 0;
+    t->tid = (int32_t)syscall(SYS_gettid);
+    t->failed = 0;
+    t->busy = 0;
+    t->epoch = 0;
+    finished = 0;
+    exit_code_known = 0;
+    if (ct_cfg.bare && !ct_cfg.to_null) {
+        /* The child's trace is named by its pid: trace.json -> trace.<pid>.json */
+        char out[sizeof ct_cfg.output];
+        const char *dot = strrchr(ct_cfg.output, '.');
+        const char *slash = strrchr(ct_cfg.output, '/');
+        if (dot && (!slash || dot > slash))
+            snprintf(out, sizeof out, "%.*s.%d%s", (int)(dot - ct_cfg.output), ct_cfg.output,
+                     (int)getpid(), dot);
+        else
+            snprintf(out, sizeof out, "%s.%d", ct_cfg.output, (int)getpid());
+        strcpy(ct_cfg.output, out);
+    }
+    if (ct_recording || ct_cfg.start_off) {
+        if (ct_stream_open(parent) < 0)
+            ct_recording = 0;
+    }
+    pthread_setspecific(thread_key, t);
+    __atomic_add_fetch(&ct_epoch, 1, __ATOMIC_RELEASE);
+}
+
+static CT_NOINST void on_fatal(int sig) {
+    int saved = errno;
+    ct_finish(CT_END_SIGNAL, 128 + sig, sig);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigaction(sig, &sa, NULL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    raise(sig);
+    errno = saved;
+}
+
+static CT_NOINST void install_fatal_handlers(void) {
+    /* Own stack, so a stack overflow in deep recursion can still be handled. */
+    size_t size = 64 * 1024;
+    void *alt = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (alt != MAP_FAILED) {
+        stack_t ss = {.ss_sp = alt, .ss_size = size, .ss_flags = 0};
+        sigaltstack(&ss, NULL);
+    }
+    for (size_t i = 0; i < sizeof fatal_signals / sizeof *fatal_signals; i++) {
+        struct sigaction old;
+        if (sigaction(fatal_signals[i], NULL, &old) < 0 || old.sa_handler != SIG_DFL ||
+            (old.sa_flags & SA_SIGINFO))
+            continue;   /* someone else's handler, or ignored: leave it alone */
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_fatal;
+        sa.sa_flags = SA_ONSTACK | SA_NODEFER | SA_RESETHAND;
+        sigemptyset(&sa.sa_mask);
+        sigaction(fatal_signals[i], &sa, NULL);
+    }
+}
+
+CT_NOINST void ct_init(void) {
+    if (__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) == 2)
+        return;
+    int expected = 0;
+    if (!__atomic_compare_exchange_n(&init_state, &expected, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        while (__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) != 2)
+            ;
+        return;
+    }
+    ct_config_read();
+    if (ct_cfg.output[0] != '/' && !ct_cfg.to_null) {
+        char cwd[PATH_MAX], abs[sizeof ct_cfg.output];
+        if (getcwd(cwd, sizeof cwd) && strlen(cwd) + strlen(ct_cfg.output) + 2 < sizeof abs) {
+            snprintf(abs, sizeof abs, "%s/%s", cwd, ct_cfg.output);
+            strcpy(ct_cfg.output, abs);
+        }
+    }
+    pthread_key_create(&thread_key, thread_done);
+    pthread_atfork(NULL, NULL, on_fork_child);
+    int ok = 0;
+    if (!ct_cfg.to_null)
+        ok = ct_stream_open(0) == 0;
+    else
+        ct_log("CALLTRACE_OUTPUT=/dev/null: not recording");
+    if (ok && ct_cfg.bare)
+        install_fatal_handlers();
+    ct_recording = ok && !ct_cfg.start_off;
+    __atomic_add_fetch(&ct_epoch, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
+}
+
+__attribute__((constructor)) static CT_NOINST void ct_constructor(void) { ct_init(); }
+
+/* Run `python -m calltrace convert RAW` and wait; nothing here allocates, so
+ * it is usable from a signal handler. */
+static CT_NOINST void run_converter(void) {
+    const char *raw = ct_raw_path();
+    const char *python = getenv("CALLTRACE_PYTHON");
+    if (!python || !*python)
+        python = CT_PYTHON;
+    char *env[512];
+    size_t n = 0;
+    for (char **e = environ; e && *e && n < sizeof env / sizeof *env - 1; e++)
+        if (strncmp(*e, "LD_PRELOAD=", 11) && strncmp(*e, "CALLTRACE_", 10))
+            env[n++] = *e;
+    env[n] = NULL;
+    char *argv[] = {(char *)python, "-m", "calltrace", "convert", (char *)raw, "--from-runtime",
+                    ct_cfg.debug ? "--verbose" : "--quiet", NULL};
+    pid_t pid = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) {
+            dup2(null, 0);
+            dup2(null, 1);
+        }
+        execve(python, argv, env);
+        execvpe(python, argv, env);
+        char msg[] = "calltrace: cannot start the trace converter (set CALLTRACE_PYTHON)\n";
+        ssize_t w = write(2, msg, sizeof msg - 1);
+        (void)w;
+        _exit(127);
+    }
+    if (pid < 0) {
+        ct_warn("cannot start the trace converter; raw trace kept at %s", raw);
+        return;
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        ct_warn("converting the trace failed; raw trace kept at %s (calltrace convert %s)", raw, raw);
+}
+
+CT_NOINST void ct_finish(int state, int code, int sig) {
+    if (__atomic_exchange_n(&finished, 1, __ATOMIC_ACQ_REL))
+        return;
+    struct ct_header *h = ct_header();
+    if (!h)
+        return;
+    ct_recording = 0;
+    __atomic_add_fetch(&ct_epoch, 1, __ATOMIC_RELEASE);
+    h->end_ticks = ct_ticks();
+    h->end_mono_ns = ct_mono_ns();
+    h->exit_code = code;
+    h->end_signal = sig;
+    __atomic_store_n(&h->end_state, (uint32_t)state, __ATOMIC_RELEASE);
+    read_comm(h->main_tid);
+    ct_log("finished (%s %d); raw trace %s, %llu bytes", state == CT_END_SIGNAL ? "signal" : "exit",
+           state == CT_END_SIGNAL ? sig : code, ct_raw_path(), (unsigned long long)h->next_offset);
+    if (ct_cfg.bare)
+        run_converter();
+}
+
+__attribute__((destructor)) static CT_NOINST void ct_destructor(void) {
+    ct_finish(CT_END_EXIT, exit_code_known ? exit_code : -1, 0);
+}
+
+/* Exit-status capture: return from main, exit(), _exit(). */
+static CT_NOINST void note_exit(int status) {
+    exit_code_known = 1;
+    exit_code = status & 0xff;
+}
+
+typedef int (*main_fn)(int, char **, char **);
+static main_fn real_main;
+
+static CT_NOINST int wrapped_main(int argc, char **argv, char **envp) {
+    int r = real_main(argc, argv, envp);
+    note_exit(r);
+    return r;
+}
+
+CT_EXPORT CT_NOINST int __libc_start_main(main_fn main, int argc, char **argv, void (*init)(void),
+                                          void (*fini)(void), void (*rtld_fini)(void), void *stack_end) {
+    typedef int (*start_fn)(main_fn, int, char **, void (*)(void), void (*)(void), void (*)(void), void *);
+    start_fn real = (start_fn)dlsym(RTLD_NEXT, "__libc_start_main");
+    real_main = main;
+    return real(wrapped_main, argc, argv, init, fini, rtld_fini, stack_end);
+}
+
+CT_EXPORT CT_NOINST __attribute__((noreturn)) void exit(int status) {
+    typedef void (*exit_fn)(int) __attribute__((noreturn));
+    note_exit(status);
+    exit_fn real = (exit_fn)dlsym(RTLD_NEXT, "exit");
+    real(status);
+}
+
+CT_EXPORT CT_NOINST __attribute__((noreturn)) void _exit(int status) {
+    typedef void (*exit_fn)(int) __attribute__((noreturn));
+    note_exit(status);
+    ct_finish(CT_END_EXIT, status & 0xff, 0);
+    exit_fn real = (exit_fn)dlsym(RTLD_NEXT, "_exit");
+    real(status);
+}
+
+CT_EXPORT CT_NOINST __attribute__((noreturn)) void _Exit(int status) { _exit(status); }
+
+CT_NOINST void ct_thread_register(struct ct_thread *t) { pthread_setspecific(thread_key, t); }

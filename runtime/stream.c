@@ -1,0 +1,235 @@
+/* The raw file: a 4 KiB header, then fixed-size chunks claimed with one
+ * atomic add. Each thread writes events into its own chunk through a
+ * MAP_SHARED mapping, so everything stored is in the page cache the moment
+ * it is written and survives any death of the process. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <link.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "ct.h"
+
+static int fd = -1;
+static struct ct_header *hdr;
+static char raw_path[PATH_MAX];
+static struct ct_chunk *meta;          /* current META chunk */
+static size_t meta_used;
+static volatile int meta_lock;
+
+CT_NOINST struct ct_header *ct_header(void) { return hdr; }
+CT_NOINST const char *ct_raw_path(void) { return raw_path; }
+
+static CT_NOINST void *map_chunk(uint32_t type, int32_t tid, uint64_t seq, uint32_t depth) {
+    size_t size = hdr->chunk_size;
+    uint64_t off = __atomic_fetch_add(&hdr->next_offset, size, __ATOMIC_RELAXED);
+    /* Extend with a write of the last byte, never ftruncate: two threads
+     * extending at once can only grow the file this way. */
+    char zero = 0;
+    if (pwrite(fd, &zero, 1, (off_t)(off + size - 1)) != 1) {
+        ct_warn("cannot grow the raw trace %s: %s; recording stops here", raw_path, strerror(errno));
+        return NULL;
+    }
+    void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)off);
+    if (m == MAP_FAILED) {
+        ct_warn("cannot map the raw trace: %s; recording stops here", strerror(errno));
+        return NULL;
+    }
+    struct ct_chunk *c = m;
+    c->type = type;
+    c->tid = tid;
+    c->seq = seq;
+    c->start_depth = depth;
+    c->ticks = ct_ticks();
+    c->mono_ns = ct_mono_ns();
+    __atomic_store_n(&c->magic, CT_CHUNK_MAGIC, __ATOMIC_RELEASE);
+    return m;
+}
+
+CT_NOINST uint64_t *ct_next_chunk(struct ct_thread *t) {
+    if (!hdr || t->failed) {
+        t->on = 0;
+        return NULL;
+    }
+    if (!t->tid)
+        t->tid = (int32_t)syscall(SYS_gettid);
+    if (t->chunk)
+        munmap(t->chunk, hdr->chunk_size);
+    t->chunk = NULL;
+    struct ct_chunk *c = map_chunk(CT_CHUNK_EVENTS, t->tid, t->seq, t->depth);
+    if (!c) {
+        t->failed = 1;
+        t->on = 0;
+        t->cur = t->end = NULL;
+        return NULL;
+    }
+    t->seq++;
+    t->chunk = c;
+    t->cur = (uint64_t *)((char *)c + CT_CHUNK_HEADER);
+    /* Room for the longest single write (TIME + EXT + payload) past `end`. */
+    t->end = (uint64_t *)((char *)c + hdr->chunk_size) - 8;
+    t->last = 0;
+    return t->cur;
+}
+
+CT_NOINST void ct_release_chunk(struct ct_thread *t) {
+    if (t->chunk && hdr)
+        munmap(t->chunk, hdr->chunk_size);
+    t->chunk = NULL;
+    t->cur = t->end = NULL;
+}
+
+/* META records come from start-up, dlopen and exit, never the hot path. */
+CT_NOINST void ct_meta(uint32_t key, const void *data, size_t len) {
+    if (!hdr)
+        return;
+    size_t need = 8 + ((len + 7) & ~(size_t)7);
+    size_t room = hdr->chunk_size - CT_CHUNK_HEADER;
+    if (need > room)
+        return;
+    while (__atomic_exchange_n(&meta_lock, 1, __ATOMIC_ACQUIRE))
+        ;
+    if (!meta || meta_used + need > room) {
+        if (meta)
+            munmap(meta, hdr->chunk_size);
+        meta = map_chunk(CT_CHUNK_META, 0, 0, 0);
+        meta_used = 0;
+    }
+    if (meta) {
+        char *p = (char *)meta + CT_CHUNK_HEADER + meta_used;
+        memcpy(p + 8, data, len);
+        memcpy(p + 4, &(uint32_t){(uint32_t)len}, 4);
+        __atomic_store_n((uint32_t *)p, key, __ATOMIC_RELEASE);
+        meta_used += need;
+    }
+    __atomic_store_n(&meta_lock, 0, __ATOMIC_RELEASE);
+}
+
+/* One MODULE record per loaded object with code: "bias lo hi path". */
+static CT_NOINST int module_cb(struct dl_phdr_info *info, size_t size, void *arg) {
+    (void)size;
+    (void)arg;
+    char path[PATH_MAX];
+    const char *name = info->dlpi_name;
+    if (!name || !*name) {
+        ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+        if (n <= 0)
+            return 0;
+        path[n] = 0;
+        name = path;
+    }
+    if (name[0] != '/')
+        return 0;   /* the vDSO and friends: no file to read symbols from */
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+            uint64_t a = info->dlpi_addr + ph->p_vaddr;
+            if (a < lo)
+                lo = a;
+            if (a + ph->p_memsz > hi)
+                hi = a + ph->p_memsz;
+        }
+    }
+    if (hi == 0)
+        return 0;
+    char line[PATH_MAX + 64];
+    int n = snprintf(line, sizeof line, "%llx %llx %llx %s", (unsigned long long)info->dlpi_addr,
+                     (unsigned long long)lo, (unsigned long long)hi, name);
+    if (n > 0)
+        ct_meta(CT_META_MODULE, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    return 0;
+}
+
+CT_NOINST void ct_meta_modules(void) { dl_iterate_phdr(module_cb, NULL); }
+
+static CT_NOINST void meta_file(uint32_t key, const char *path) {
+    char buf[65536];
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return;
+    ssize_t n = read(f, buf, sizeof buf);
+    close(f);
+    if (n > 0)
+        ct_meta(key, buf, (size_t)n);
+}
+
+/* Create the raw file: O_EXCL|O_NOFOLLOW so a file or symlink already there is
+ * never written through; mode 0666 minus the user's umask. */
+CT_NOINST int ct_stream_open(pid_t ppid) {
+    pid_t pid = getpid();
+    /* A process that exec()s keeps its pid: number the later images. */
+    for (int i = 0; i < 1000; i++) {
+        char seq[16] = "";
+        if (i)
+            snprintf(seq, sizeof seq, "-%d", i);
+        int n;
+        if (ct_cfg.bare)
+            n = snprintf(raw_path, sizeof raw_path, "%s.%d%s.raw", ct_cfg.output, (int)pid, seq);
+        else
+            n = snprintf(raw_path, sizeof raw_path, "%s/%d%s.raw", ct_cfg.raw_dir, (int)pid, seq);
+        if (n <= 0 || n >= (int)sizeof raw_path)
+            return -1;
+        fd = open(raw_path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+        if (fd >= 0 || errno != EEXIST)
+            break;
+    }
+    if (fd < 0) {
+        ct_warn("cannot create %s: %s; this run is not traced", raw_path, strerror(errno));
+        return -1;
+    }
+    if (ftruncate(fd, CT_HEADER_SIZE) < 0) {
+        ct_warn("cannot write %s: %s; this run is not traced", raw_path, strerror(errno));
+        close(fd);
+        fd = -1;
+        return -1;
+    }
+    hdr = mmap(NULL, CT_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (hdr == MAP_FAILED) {
+        hdr = NULL;
+        close(fd);
+        fd = -1;
+        return -1;
+    }
+    hdr->version = CT_VERSION;
+    hdr->header_size = CT_HEADER_SIZE;
+    hdr->chunk_size = (uint32_t)ct_cfg.chunk_size;
+    hdr->pid = (int32_t)pid;
+    hdr->ppid = (int32_t)ppid;
+    hdr->main_tid = (int32_t)syscall(SYS_gettid);
+    hdr->max_depth = ct_cfg.max_depth;
+    hdr->flags = (ct_cfg.capture_args ? CT_FLAG_CAPTURE_ARGS : 0) | (ct_cfg.pretty ? CT_FLAG_PRETTY : 0) |
+                 (ct_cfg.start_off ? CT_FLAG_START_OFF : 0) | (ct_cfg.bare ? CT_FLAG_BARE : 0);
+    hdr->next_offset = CT_HEADER_SIZE;
+    ct_clock_init(hdr);
+    memcpy(hdr->magic, CT_MAGIC, 8);
+    meta = NULL;
+    meta_used = 0;
+    char exe[PATH_MAX];
+    ssize_t e = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (e > 0)
+        ct_meta(CT_META_EXE, exe, (size_t)e);
+    meta_file(CT_META_CMDLINE, "/proc/self/cmdline");
+    ct_meta(CT_META_OUTPUT, ct_cfg.output, strlen(ct_cfg.output));
+    ct_meta_modules();
+    ct_log("recording to %s (clock %s, %.4f ns/tick)", raw_path, hdr->clock == CT_CLOCK_TSC ? "tsc" : "monotonic",
+           hdr->ns_per_tick);
+    return 0;
+}
+
+/* After fork() the child must not touch the parent's file or mappings. */
+CT_NOINST void ct_stream_close(void) {
+    if (meta && hdr)
+        munmap(meta, hdr->chunk_size);
+    meta = NULL;
+    if (hdr)
+        munmap(hdr, CT_HEADER_SIZE);
+    hdr = NULL;
+    if (fd >= 0)
+        close(fd);
+    fd = -1;
+}

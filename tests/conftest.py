@@ -1,0 +1,97 @@
+"""Shared test helpers: fixture binaries, running the installed CLI, schema checks.
+
+Fixtures are built by `make fixtures` into build/fixtures (NAME and NAME-O2).
+Tests never skip a missing tool: they fail naming the package to install.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+import calltrace
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "build" / "fixtures"
+SCHEMA = json.loads((Path(calltrace.__file__).parent / "trace" / "schema.json").read_text())
+_validator = jsonschema.Draft202012Validator(SCHEMA)
+
+
+def fixture(name: str) -> str:
+    """Path of a built fixture binary (e.g. "recursion" or "recursion-O2")."""
+    path = FIXTURES / name
+    if not path.exists():
+        pytest.fail(f"fixture {path} is not built: run `make fixtures`")
+    return str(path)
+
+
+def require_tool(cmd: str, package: str) -> str:
+    path = shutil.which(cmd)
+    if path is None:
+        pytest.fail(f"`{cmd}` is missing: install the Debian package {package} (make sysdeps)")
+    return path
+
+
+def run_cli(*args: str, cwd: str | os.PathLike | None = None, env: dict | None = None,
+            input: bytes | None = None, timeout: float = 120, check: bool = False
+            ) -> subprocess.CompletedProcess:
+    """Run the installed CLI as a user would: `python -m calltrace ARGS`.
+
+    `cwd` defaults to a scratch folder outside the source tree, so the
+    installed package is used, never the checkout."""
+    full_env = dict(os.environ)
+    for k in list(full_env):
+        if k.startswith("CALLTRACE_") or k == "LD_PRELOAD":
+            del full_env[k]
+    if env:
+        full_env.update(env)
+    if cwd is None:
+        cwd = ROOT / "build" / "cli-cwd"
+        Path(cwd).mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([sys.executable, "-m", "calltrace", *map(str, args)], cwd=cwd,
+                          env=full_env, input=input, capture_output=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"calltrace {' '.join(map(str, args))} exited {proc.returncode}:\n"
+                             f"{proc.stderr.decode(errors='replace')}")
+    return proc
+
+
+def validate(doc: dict) -> dict:
+    """Assert `doc` follows calltrace/trace/schema.json and the flat-list rules
+    of docs/FORMAT.md that a schema cannot express."""
+    errors = sorted(_validator.iter_errors(doc), key=lambda e: list(e.path))
+    assert not errors, "schema: " + "; ".join(f"{list(e.path)}: {e.message}" for e in errors[:5])
+    total = 0
+    names = {f["function"] for f in doc["functions"]}
+    for t in doc["threads"]:
+        stack: list[dict] = []
+        for c in t["calls"]:
+            assert c["function"] in names, c["function"]
+            while stack and stack[-1]["depth"] >= c["depth"]:
+                stack.pop()
+            assert c["depth"] == len(stack), f"depth jumps at {c}"
+            if stack:
+                p = stack[-1]
+                assert p["start_ns"] <= c["start_ns"], (p, c)
+                assert c["start_ns"] + c["duration_ns"] <= p["start_ns"] + p["duration_ns"], (p, c)
+            stack.append(c)
+        total += len(t["calls"])
+    assert doc["metadata"]["total_calls"] == total
+    assert doc["metadata"]["thread_count"] == len(doc["threads"])
+    return doc
+
+
+def load_json(path: str | os.PathLike) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def shape(calls: list[dict]) -> list[tuple[int, str]]:
+    """(depth, function) per call: the part of a trace that never varies."""
+    return [(c["depth"], c["function"]) for c in calls]
