@@ -2,7 +2,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
+
+
+class Row(NamedTuple):
+    """One call as a plain tuple: the fast form analyses iterate over.
+    ``extra`` holds the optional JSON keys (``incomplete``, ``args``,
+    ``return``, ...) as they appear in the file, or None when there are none."""
+    function: str
+    depth: int
+    start_ns: int
+    duration_ns: int
+    extra: dict | None = None
 
 
 @dataclass(slots=True)
@@ -27,6 +38,21 @@ class Call:
         return cls(d["function"], d["depth"], d["start_ns"], d["duration_ns"],
                    d.get("incomplete", False), d.get("unwound", False),
                    d.get("call_site"), d.get("args"), d.get("args_note"), d.get("return"))
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "Call":
+        function, depth, start, dur, extra = row
+        if extra is None:
+            return cls(function, depth, start, dur)
+        return cls(function, depth, start, dur, extra.get("incomplete", False),
+                   extra.get("unwound", False), extra.get("call_site"), extra.get("args"),
+                   extra.get("args_note"), extra.get("return"))
+
+    def to_row(self) -> Row:
+        d = self.to_json()
+        for k in ("function", "depth", "start_ns", "duration_ns"):
+            del d[k]
+        return Row(self.function, self.depth, self.start_ns, self.duration_ns, d or None)
 
     def to_json(self) -> dict:
         d: dict[str, Any] = {"function": self.function, "depth": self.depth,
@@ -80,6 +106,9 @@ class FunctionStats:
 
 @dataclass(slots=True)
 class Thread:
+    """A thread's calls in call order. ``calls`` is a list when built in
+    memory, or a lazy sequence streamed from the file (see reader.CallList)
+    when loaded: iterate it, take ``len()``; avoid random access on big traces."""
     tid: int
     calls: list[Call] = field(default_factory=list)
     name: str | None = None
@@ -88,6 +117,17 @@ class Thread:
     def __iter__(self) -> Iterator[Call]:
         return iter(self.calls)
 
+    def rows(self) -> Iterator[Row]:
+        """The calls as Row tuples: about five times faster than Call objects."""
+        rows = getattr(self.calls, "rows", None)
+        if rows is not None:
+            return rows()
+        return (c.to_row() for c in self.calls)
+
+    @property
+    def label(self) -> str:
+        return f"thread {self.tid}" + (f" ({self.name})" if self.name else "")
+
 
 @dataclass(slots=True)
 class Trace:
@@ -95,6 +135,10 @@ class Trace:
     functions: list[FunctionStats]
     threads: list[Thread]
     path: str | None = None
+    # Set when the file ends early: the calls before the cut are still readable.
+    truncated: bool = False
+    warnings: list[str] = field(default_factory=list)
+    source: Any = None  # reader-private: where lazy call lists read from
 
     @property
     def total_calls(self) -> int:

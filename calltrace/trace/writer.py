@@ -54,30 +54,35 @@ def write_trace(path: str, metadata: dict, functions: Iterable[FunctionStats],
         raise CalltraceError(f"cannot write trace {path}: {e.strerror}") from None
 
 
+def document_head(metadata: dict, functions: Iterable[FunctionStats], pretty: bool) -> str:
+    """Everything up to and including `"threads":[` (runtime/convert.c
+    writes the threads after this for runtime traces)."""
+    ind = "  " if pretty else ""
+    sep = ": " if pretty else ":"
+    parts = ["{\n", f'{ind}"format"{sep}"calltrace",\n', f'{ind}"version"{sep}1,\n',
+             f'{ind}"metadata"{sep}{_dump(metadata, pretty, len(ind))},\n', f'{ind}"functions"{sep}[']
+    fns = [("\n" + ind * 2 + _dump(fn.to_json(), False)) for fn in functions]
+    parts.append(",".join(fns))
+    parts.append(("\n" + ind + "],\n") if fns else "],\n")
+    parts.append(f'{ind}"threads"{sep}[')
+    return "".join(parts)
+
+
+def thread_head(tid: int, name: str | None, main: bool) -> str:
+    """The opening of one thread object, up to where `"calls":[` follows."""
+    return _dump({"tid": tid, "name": name, "main": main}, False)[:-1] + ","
+
+
+def document_tail(pretty: bool) -> str:
+    return "\n  ]\n}\n" if pretty else "\n]\n}\n"
+
+
 def _write(f, metadata, functions, threads, pretty: bool) -> None:
-    nl = "\n"
-    f.write('{\n"format":"calltrace",\n"version":1,\n' if not pretty
-            else '{\n  "format": "calltrace",\n  "version": 1,\n')
-    key = (lambda k: f'  "{k}": ') if pretty else (lambda k: f'"{k}":')
-    f.write(key("metadata") + _dump(metadata, pretty, 2) + ",\n")
-    f.write(key("functions") + "[")
-    first = True
-    for fn in functions:
-        f.write(("" if first else ",") + nl + ("    " if pretty else "")
-                + _dump(fn.to_json(), False))
-        first = False
-    f.write(nl + ("  " if pretty else "") + "],\n" if not first else "],\n")
-    f.write(key("threads") + "[")
-    first_t = True
-    for t in threads:
-        head = {"tid": t.tid, "name": t.name, "main": t.main}
-        f.write(("" if first_t else ",") + nl + ("    " if pretty else "")
-                + _dump(head, False)[:-1] + ',"calls":[')
-        first_t = False
-        first_c = True
-        for c in t.calls:
-            f.write(("" if first_c else ",") + nl + ("      " if pretty else "")
-                    + _dump(c.to_json(), False))
-            first_c = False
+    f.write(document_head(metadata, functions, pretty))
+    for i, t in enumerate(threads):
+        f.write(("," if i else "") + "\n" + ("    " if pretty else "")
+                + thread_head(t.tid, t.name, t.main) + '"calls":[')
+        lead = "\n      " if pretty else "\n"
+        f.write(",".join(lead + _dump(c.to_json(), False) for c in t.calls))
         f.write("]}")
-    f.write(nl + ("  " if pretty else "") + "]\n}\n" if not first_t else "]\n}\n")
+    f.write(document_tail(pretty))

@@ -1,0 +1,43 @@
+"""``calltrace convert``: turn a raw runtime stream into the JSON trace.
+
+The runtime runs this itself at exit under a bare LD_PRELOAD; by hand it
+recovers a trace whose process was killed before conversion (SIGKILL)."""
+from __future__ import annotations
+
+import os
+import sys
+
+from ..trace.convert import convert
+from . import options
+from .output import count
+
+NAME = "convert"
+ORDER = 80
+HELP = "convert a raw stream left by the runtime (FILE.raw) into a JSON trace"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("raw", metavar="RAW", help="raw stream written by libcalltrace.so")
+    p.add_argument("-o", "--output", metavar="PATH",
+                   help="JSON trace to write (default: the output the program was given)")
+    options.add_format(p)
+    p.add_argument("--from-runtime", action="store_true", help=argparse_hidden())
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    p.add_argument("--verbose", action="store_true", help=argparse_hidden())
+
+
+def argparse_hidden():
+    import argparse
+    return argparse.SUPPRESS
+
+
+def run(args) -> int:
+    result = convert(args.raw, args.output, pretty=args.pretty,
+                     progress=sys.stderr.isatty() and not args.quiet)
+    if args.from_runtime:
+        os.unlink(args.raw)
+    if not args.quiet or args.verbose:
+        m = result.metadata
+        print(f"calltrace: {count(m['total_calls'])} calls, {m['thread_count']} threads: "
+              f"trace written to {result.path}", file=sys.stderr)
+    return 0

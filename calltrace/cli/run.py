@@ -1,0 +1,180 @@
+"""``calltrace run``: run a program with the recorder preloaded, then write the
+JSON trace and print a summary on stderr (stdout stays the program's)."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ..errors import CalltraceError
+from ..runtime import library_path, preload_env
+from ..symbols.elf import check_instrumented
+from ..trace.convert import Converted, convert
+from . import options
+from .output import count, ns
+
+NAME = "run"
+ORDER = 10
+HELP = "run a program and record every call it makes"
+DESCRIPTION = """\
+Run PROGRAM with the calltrace recorder preloaded and write a JSON trace.
+
+  calltrace run ./prog                      # writes calltrace.json
+  calltrace run -o t.json ./prog arg1 arg2
+  calltrace run ./prog --max-depth 5 -- --prog-option
+
+calltrace's long options may also follow the program path; everything after
+`--` goes to the program unchanged. The program's stdin, stdout and stderr
+are its own; calltrace exits with the program's exit status (128+N when it
+was killed by signal N). Build the program with:
+  gcc -g -finstrument-functions -rdynamic prog.c -o prog
+"""
+
+
+def add_arguments(p) -> None:
+    options.add_output(p)
+    p.add_argument("--max-depth", type=options.positive_int, metavar="N",
+                   help="record only calls less than N deep (CALLTRACE_MAX_DEPTH)")
+    options.add_format(p)
+    p.add_argument("--debug", action="store_true", default=None,
+                   help="runtime diagnostics on stderr (CALLTRACE_DEBUG=1)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary")
+    p.add_argument("--top", type=options.positive_int, default=10, metavar="N",
+                   help="functions in the summary (default 10)")
+    p.add_argument("--force", action="store_true",
+                   help="run even if the program does not look instrumented")
+    options.add_command(p)
+
+
+def _environment(args, raw_dir: str) -> dict[str, str]:
+    env = preload_env(os.environ, library_path())
+    env["CALLTRACE_RAW_DIR"] = raw_dir
+    if args.max_depth is not None:
+        env["CALLTRACE_MAX_DEPTH"] = str(args.max_depth)
+    if args.pretty is not None:
+        env["CALLTRACE_PRETTY_JSON"] = "1" if args.pretty else "0"
+    if args.debug:
+        env["CALLTRACE_DEBUG"] = "1"
+    if args.output:
+        env["CALLTRACE_OUTPUT"] = args.output
+    return env
+
+
+def _check_program(args, path: str) -> None:
+    if not options.is_elf(path):
+        print(f"calltrace: note: {args.command[0]} is not an ELF executable; recording the "
+              "instrumented programs it starts", file=sys.stderr)
+        return
+    if not args.force and not check_instrumented(path):
+        raise CalltraceError(
+            f"{args.command[0]} was not built with -finstrument-functions; rebuild it with "
+            "`gcc -g -finstrument-functions -rdynamic ...` (or pass --force)")
+
+
+def _wait(proc: subprocess.Popen) -> int:
+    """Wait like a shell: Ctrl-C and Ctrl-\\ reach the program (same process
+    group), not us; SIGTERM/SIGHUP sent to us are passed on to it."""
+    def forward(sig, _frame):
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)}
+    old.update({s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)})
+    try:
+        return proc.wait()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _child_output(output: str, pid: int) -> str:
+    p = Path(output)
+    return str(p.with_name(f"{p.stem}.{pid}{p.suffix}")) if p.suffix else f"{output}.{pid}"
+
+
+def run(args) -> int:
+    program = options.parse_command(args._parser, args)
+    path = options.resolve_program(program[0])
+    _check_program(args, path)
+    output = args.output or os.environ.get("CALLTRACE_OUTPUT") or "calltrace.json"
+    out_dir = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(out_dir):
+        raise CalltraceError(f"cannot write {output}: folder {out_dir} does not exist")
+    if not os.access(out_dir, os.W_OK):
+        raise CalltraceError(f"cannot write {output}: folder {out_dir} is not writable")
+    raw_dir = tempfile.mkdtemp(prefix="calltrace-")
+    try:
+        proc = subprocess.Popen([path, *program[1:]], executable=path,
+                                env=_environment(args, raw_dir))
+    except OSError as e:
+        shutil.rmtree(raw_dir, ignore_errors=True)
+        raise CalltraceError(f"cannot run {program[0]}: {e.strerror}", 126) from None
+    rc = _wait(proc)
+    status, term, sig = (128 - rc, "signal", -rc) if rc < 0 else (rc, "exit", None)
+    results = _convert_all(raw_dir, proc.pid, output, status, term, sig, args)
+    if not args.quiet:
+        _summary(results, output)
+    return status
+
+
+def _convert_all(raw_dir, pid, output, status, term, sig, args) -> list[Converted]:
+    raws = sorted(Path(raw_dir).glob("*.raw"), key=lambda p: p.stat().st_mtime)
+    if output == "/dev/null":
+        shutil.rmtree(raw_dir, ignore_errors=True)
+        return []
+    if not raws:
+        shutil.rmtree(raw_dir, ignore_errors=True)
+        raise CalltraceError("the program ran but nothing was recorded (did the runtime load? "
+                             "try --debug)", status or 1)
+    results, failed = [], []
+    for raw in raws:
+        stem = raw.stem
+        rpid = int(stem.split("-")[0]) if stem.split("-")[0].isdigit() else 0
+        main = rpid == pid and "-" not in stem
+        out = output if main else _child_output(output, stem)
+        try:
+            results.append(convert(str(raw), out, exit_status=status if main else None,
+                                   termination=term if main else None,
+                                   signal=sig if main else None, pretty=args.pretty,
+                                   progress=sys.stderr.isatty()))
+            raw.unlink()
+        except CalltraceError as e:
+            failed.append(f"{raw}: {e}")
+    if failed:
+        print("calltrace: error: " + "; ".join(failed), file=sys.stderr)
+        print(f"calltrace: raw streams kept in {raw_dir} (calltrace convert FILE)", file=sys.stderr)
+    else:
+        shutil.rmtree(raw_dir, ignore_errors=True)
+    return results
+
+
+def _summary(results: list[Converted], output: str) -> None:
+    err = sys.stderr
+    for r in results:
+        m = r.metadata
+        extra = []
+        if m["incomplete_calls"]:
+            extra.append(f"{count(m['incomplete_calls'])} still open at the end")
+        if m["depth_limited_calls"]:
+            extra.append(f"{count(m['depth_limited_calls'])} below --max-depth not recorded")
+        if m["dropped_events"]:
+            extra.append(f"{count(m['dropped_events'])} events dropped")
+        end = (f"killed by signal {m['signal']}" if m["termination"] == "signal"
+               else f"exit status {m['exit_status']}")
+        print(f"calltrace: {count(m['total_calls'])} calls, {m['thread_count']} thread"
+              f"{'s' if m['thread_count'] != 1 else ''}, {ns(m['duration_ns'])}, pid {m['pid']}, "
+              f"{end}" + (f" ({'; '.join(extra)})" if extra else ""), file=err)
+        top = [f for f in r.functions if f.calls][:10]
+        if top:
+            print(f"  {'self':>12} {'total':>12} {'calls':>10}  function", file=err)
+            for f in top:
+                print(f"  {ns(f.self_ns):>12} {ns(f.total_ns):>12} {count(f.calls):>10}  {f.function}",
+                      file=err)
+        for note in r.notes:
+            print(f"calltrace: note: {note}", file=err)
+        print(f"calltrace: trace written to {r.path}", file=err)

@@ -1,0 +1,48 @@
+"""Where the runtime libraries live, and the environment that drives them.
+
+The CLI talks to the runtime only through environment variables and
+LD_PRELOAD (see docs/RUNTIME.md for every CALLTRACE_* variable)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import CalltraceError
+
+_DIR = Path(__file__).resolve().parent / "_runtime"
+
+
+def _find(name: str) -> str:
+    path = _DIR / name
+    if not path.is_file():
+        raise CalltraceError(f"the calltrace runtime is not built ({path} is missing): "
+                             "install calltrace with `pip install .` from a source checkout")
+    return str(path)
+
+
+def library_path() -> str:
+    """Absolute path of libcalltrace.so, the preloaded recorder."""
+    return _find("libcalltrace.so")
+
+
+def converter_path() -> str:
+    """Absolute path of libcalltrace-convert.so (raw stream -> JSON)."""
+    return _find("libcalltrace-convert.so")
+
+
+def preload_env(base: dict[str, str], lib: str) -> dict[str, str]:
+    """`base` with `lib` first in LD_PRELOAD (keeping what the user had)."""
+    env = dict(base)
+    old = env.get("LD_PRELOAD", "").strip()
+    env["LD_PRELOAD"] = f"{lib} {old}".strip() if old else lib
+    return env
+
+
+def clean_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """`base` without our variables, for processes that must not be traced."""
+    env = dict(os.environ if base is None else base)
+    for k in list(env):
+        if k.startswith("CALLTRACE_"):
+            del env[k]
+    env.pop("LD_PRELOAD", None)
+    return env

@@ -1,0 +1,94 @@
+"""Run-time addresses to function names, using the module map the runtime
+recorded (so PIE executables and shared libraries resolve)."""
+from __future__ import annotations
+
+import bisect
+import os
+from dataclasses import dataclass
+
+from ..errors import CalltraceError
+from ..trace.raw import Module
+from .demangle import demangle
+from .dwarf import dwarf_functions
+from .elf import elf_symbols
+
+
+@dataclass
+class FunctionInfo:
+    address: int
+    function: str          # display name, unique within one trace
+    symbol: str | None     # raw symbol (mangled for C++)
+    module: str | None
+    file: str | None
+    line: int | None
+
+
+class Resolver:
+    def __init__(self, modules: list[Module]):
+        self.modules = sorted(modules, key=lambda m: m.lo)
+        self._los = [m.lo for m in self.modules]
+        self.notes: list[str] = []
+
+    def module_of(self, addr: int) -> Module | None:
+        i = bisect.bisect_right(self._los, addr) - 1
+        if i >= 0 and addr < self.modules[i].hi:
+            return self.modules[i]
+        return None
+
+    def resolve(self, addrs: list[int]) -> dict[int, FunctionInfo]:
+        out: dict[int, FunctionInfo] = {}
+        no_debug: set[str] = set()
+        for addr in addrs:
+            mod = self.module_of(addr)
+            if mod is None:
+                out[addr] = FunctionInfo(addr, f"0x{addr:x}", None, None, None, None)
+                continue
+            vaddr = addr - mod.bias
+            name = sym = file = line = None
+            try:
+                syms = elf_symbols(mod.path)
+                s = syms.lookup(vaddr)
+                if s is not None:
+                    sym = s.name
+                    name = s.name if s.start == vaddr else f"{s.name}+0x{vaddr - s.start:x}"
+                src = dwarf_functions(mod.path).get(vaddr)
+                if src is not None:
+                    file, line = src.file, src.line
+                    if name is None:
+                        sym = src.linkage_name or src.name
+                        name = sym
+                elif not syms.has_debug_info:
+                    no_debug.add(mod.path)
+            except CalltraceError as e:
+                self.notes.append(str(e))
+            if name is None:
+                name = f"{os.path.basename(mod.path)}+0x{vaddr:x}"
+            out[addr] = FunctionInfo(addr, name, sym, mod.path, file, line)
+        for path in sorted(no_debug):
+            self.notes.append(f"{path} has no DWARF debug info (build with -g): no file:line")
+        self._demangle(out)
+        self._make_unique(out)
+        return out
+
+    @staticmethod
+    def _demangle(infos: dict[int, FunctionInfo]) -> None:
+        table = demangle([i.function for i in infos.values()])
+        for info in infos.values():
+            if info.function in table:
+                info.function = table[info.function]
+
+    @staticmethod
+    def _make_unique(infos: dict[int, FunctionInfo]) -> None:
+        by_name: dict[str, list[FunctionInfo]] = {}
+        for info in infos.values():
+            by_name.setdefault(info.function, []).append(info)
+        for name, group in by_name.items():
+            if len(group) < 2:
+                continue
+            for info in group:
+                where = (os.path.basename(info.file) if info.file else
+                         os.path.basename(info.module) if info.module else None)
+                info.function = f"{name} [{where}]" if where else f"{name} [0x{info.address:x}]"
+            if len({i.function for i in group}) < len(group):
+                for info in group:
+                    info.function = f"{name} [0x{info.address:x}]"

@@ -1,0 +1,145 @@
+"""Raw runtime stream -> JSON trace: symbolize, then let C stream the calls."""
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from .. import __version__
+from ..errors import CalltraceError
+from ..symbols import Resolver
+from .model import FunctionStats
+from .raw import (END_EXIT, END_SIGNAL, FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF,
+                  RawStream, read_info)
+from .writer import document_head, thread_head
+
+
+@dataclass
+class Converted:
+    path: str
+    metadata: dict
+    functions: list[FunctionStats]
+    notes: list[str] = field(default_factory=list)
+
+
+def _json_str(s: str) -> bytes:
+    import json
+    return json.dumps(s, ensure_ascii=False).encode("utf-8", "surrogateescape")
+
+
+def _ending(info, exit_status, termination, signal):
+    if termination is not None:
+        return exit_status, termination, signal
+    if info.end_state == END_EXIT:
+        return (info.exit_code if info.exit_code >= 0 else None), "exit", None
+    if info.end_state == END_SIGNAL:
+        return 128 + info.end_signal, "signal", info.end_signal
+    return None, "unknown", None
+
+
+def convert(raw_path: str, output: str | None = None, *, exit_status: int | None = None,
+            termination: str | None = None, signal: int | None = None, pretty: bool | None = None,
+            progress: bool = False, options: dict | None = None) -> Converted:
+    """Write the JSON trace for one raw stream and return its metadata and
+    per-function table. `exit_status`/`termination`/`signal` come from the
+    parent process when it saw the program end (calltrace run)."""
+    info = read_info(raw_path)
+    output = output or info.output or "calltrace.json"
+    pretty = bool(info.flags & FLAG_PRETTY) if pretty is None else pretty
+    with RawStream(raw_path) as raw:
+        bar = None
+        second_pass = [0]
+        if progress:
+            from tqdm import tqdm
+            # Shown only when converting takes more than a second.
+            bar = tqdm(desc="calltrace: converting", unit=" events", unit_scale=True, delay=1.0,
+                       leave=False, dynamic_ncols=True)
+
+            def tick(done, total):
+                bar.total = 2 * total
+                bar.n = second_pass[0] * total + done
+                bar.refresh()
+            raw.set_progress(tick)
+        raw.analyze()
+        summary = raw.summary()
+        funcs = raw.functions()
+        threads = raw.threads()
+        resolver = Resolver(info.modules)
+        infos = resolver.resolve([f.addr for f in funcs])
+        stats = []
+        for f in funcs:
+            fi = infos[f.addr]
+            stats.append(FunctionStats(fi.function, f.calls, f.total_ns, f.self_ns, f.min_ns,
+                                       f.max_ns, f"0x{f.addr:x}", fi.module, fi.file, fi.line,
+                                       fi.symbol))
+        stats.sort(key=lambda s: (-s.self_ns, s.function))
+        status, term, sig = _ending(info, exit_status, termination, signal)
+        notes = list(resolver.notes)
+        if summary.unmatched:
+            notes.append(f"{summary.unmatched} returns without a recorded call were ignored "
+                         "(calls entered before recording started)")
+        opts = {"max_depth": info.max_depth_option,
+                "capture_args": bool(info.flags & FLAG_CAPTURE_ARGS),
+                "pretty": pretty, "start": "off" if info.flags & FLAG_START_OFF else "on",
+                "buffer_kb": info.chunk_size // 1024}
+        opts.update(options or {})
+        metadata = {
+            "total_calls": summary.total_calls,
+            "program": info.exe,
+            "argv": info.argv,
+            "pid": info.pid,
+            "parent_pid": info.ppid or None,
+            "exit_status": status,
+            "termination": term,
+            "signal": sig,
+            "backend": "runtime",
+            "start_time": datetime.fromtimestamp(info.start_real_ns / 1e9, timezone.utc)
+                                  .astimezone().isoformat(timespec="microseconds"),
+            "duration_ns": summary.duration_ns,
+            "clock": info.clock,
+            "options": opts,
+            "thread_count": summary.threads,
+            "incomplete_calls": summary.incomplete,
+            "unwound_calls": summary.unwound,
+            "depth_limited_calls": summary.depth_limited,
+            "dropped_events": summary.dropped,
+            "calltrace_version": __version__,
+            "hostname": socket.gethostname(),
+        }
+        if notes:
+            metadata["notes"] = notes
+        names = [_json_str(infos[f.addr].function) for f in funcs]
+        heads = [thread_head(t.tid, info.thread_names.get(t.tid), t.main).encode()
+                 for t in threads]
+        second_pass[0] = 1
+        _write_atomic(output, lambda fd: (
+            os.write(fd, document_head(metadata, stats, pretty).encode("utf-8", "surrogateescape")),
+            raw.write_threads(fd, names, heads, pretty)))
+        if bar is not None:
+            bar.close()
+    return Converted(output, metadata, stats, notes)
+
+
+def _write_atomic(path: str, write) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".calltrace-", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise CalltraceError(f"cannot write trace {path}: {e.strerror}") from None
+    try:
+        try:
+            write(fd)
+        finally:
+            os.close(fd)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise CalltraceError(f"cannot write trace {path}: {e.strerror or e}") from None
