@@ -1,0 +1,33 @@
+"""A progress bar (tqdm, on stderr) for reading calls, shown only when the
+read takes more than about a second and stderr is a terminal."""
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Iterator
+
+from ..trace.model import Trace
+
+
+@contextlib.contextmanager
+def reading(trace: Trace, what: str = "reading calls", passes: int = 1) -> Iterator[None]:
+    src = trace.source
+    if src is None or not sys.stderr.isatty():
+        yield
+        return
+    from tqdm import tqdm
+    total = max(0, src.body_end - src.body_start) * passes
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc=what, delay=1.0, leave=False,
+               file=sys.stderr, dynamic_ncols=True)
+    src.progress = bar.update
+    try:
+        yield
+    finally:
+        src.progress = None
+        bar.close()
+
+
+def warn(trace: Trace) -> None:
+    """Say on stderr what is wrong with a trace that could still be read."""
+    for w in trace.warnings:
+        print(f"calltrace: warning: {trace.path}: {w}", file=sys.stderr)

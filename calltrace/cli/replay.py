@@ -1,0 +1,94 @@
+"""``calltrace replay``: the call tree as an indented timeline."""
+from __future__ import annotations
+
+import re
+import sys
+
+from .. import load
+from ..analysis.paths import Filter, select
+from ..analysis.progress import reading, warn
+from ..analysis.render import Colour, fmt_call, use_colour
+from ..analysis.units import argparse_duration, fmt_ns
+from ..errors import CalltraceError
+
+NAME = "replay"
+HELP = "show the calls as an indented timeline, thread by thread"
+ORDER = 20
+DESCRIPTION = """Show every call of a trace as an indented timeline: start time (since
+the trace began), duration, and the call, indented by depth, with captured
+arguments and return values. Threads are shown one after the other.
+
+examples:
+  calltrace replay trace.json
+  calltrace replay -F '^parse' -D 2 trace.json     only parse* subtrees, 2 levels
+  calltrace replay -t 10us -N 'log_' trace.json    hide short calls and log_* subtrees"""
+
+
+def add_arguments(p) -> None:
+    p.add_argument("trace", help="a trace file (calltrace.json)")
+    p.add_argument("-F", "--function", metavar="REGEX",
+                   help="show only the subtrees of calls whose name matches")
+    p.add_argument("-N", "--exclude", metavar="REGEX",
+                   help="hide calls whose name matches, with everything they call")
+    p.add_argument("-D", "--depth", metavar="N", type=int,
+                   help="show N levels (counted from the -F match when given)")
+    p.add_argument("-t", "--threshold", metavar="TIME", type=argparse_duration, default=0,
+                   help="hide calls shorter than TIME (e.g. 10us, 2ms) and what they call")
+    p.add_argument("--tid", metavar="N", type=int, action="append",
+                   help="show only thread N (repeatable)")
+    p.add_argument("--color", "--colour", choices=("auto", "always", "never"), default="auto",
+                   help="colour output (default: only on a terminal)")
+
+
+def _regex(text: str | None, flag: str):
+    if text is None:
+        return None
+    try:
+        return re.compile(text)
+    except re.error as e:
+        raise CalltraceError(f"{flag}: bad regular expression {text!r}: {e}") from None
+
+
+def pick_threads(trace, tids):
+    if not tids:
+        return list(trace.threads)
+    have = {t.tid for t in trace.threads}
+    missing = [t for t in tids if t not in have]
+    if missing:
+        raise CalltraceError(f"no thread {missing[0]} in {trace.path} "
+                             f"(threads: {', '.join(str(t.tid) for t in trace.threads) or 'none'})")
+    return [t for t in trace.threads if t.tid in tids]
+
+
+def run(args) -> int:
+    if args.depth is not None and args.depth < 1:
+        raise CalltraceError("-D/--depth must be at least 1")
+    flt = Filter(_regex(args.function, "-F"), _regex(args.exclude, "-N"), args.depth, args.threshold)
+    trace = load(args.trace)
+    warn(trace)
+    threads = pick_threads(trace, args.tid)
+    col = Colour(use_colour(args.color))
+    out = sys.stdout
+    first = True
+    with reading(trace):
+        for t in threads:
+            if not first:
+                out.write("\n")
+            first = False
+            label = f"thread {t.tid}" + (" [main]" if t.main else "") + (f" {t.name}" if t.name else "")
+            out.write(f"{col.bold}== {label} =={col.reset}\n")
+            buf: list[str] = []
+            shown = 0
+            for (fn, _, start, dur, extra), depth in select(t.rows(), flt):
+                text = fmt_call(fn, extra)
+                buf.append(f"{fmt_ns(start):>11}  {col.duration(dur, f'{fmt_ns(dur):>11}')}  "
+                           f"{'  ' * depth}{col.cyan if depth == 0 else ''}{text}"
+                           f"{col.reset if depth == 0 else ''}\n")
+                shown += 1
+                if len(buf) >= 4096:
+                    out.write("".join(buf))
+                    buf.clear()
+            out.write("".join(buf))
+            if not shown:
+                out.write("  (no calls shown)\n")
+    return 0

@@ -1,0 +1,89 @@
+"""Synthetic traces for the post-mortem tests, written through the project's
+own TraceBuilder and write_trace, so they have the canonical layout.
+
+A call tree is given as nested tuples ``(function, start_ns, end_ns,
+[children], extra)`` where ``extra`` (optional) is a dict of Call fields
+such as ``args`` or ``ret``.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from calltrace.trace.builder import TraceBuilder
+from calltrace.trace.writer import write_trace
+
+
+def metadata(builder: TraceBuilder, **over) -> dict:
+    md = {"total_calls": builder.total_calls, "program": "/opt/demo/prog", "argv": ["prog", "-x"],
+          "pid": 4242, "parent_pid": None, "exit_status": 0, "termination": "exit",
+          "signal": None, "backend": "runtime", "start_time": "2026-01-02T03:04:05+00:00",
+          "duration_ns": builder.last_ns, "clock": "monotonic",
+          "options": {"max_depth": None, "capture_args": False, "pretty": False},
+          "thread_count": len(builder.threads), "incomplete_calls": builder.incomplete,
+          "depth_limited_calls": 0, "dropped_events": 0, "calltrace_version": "0.1.0",
+          "hostname": "testhost"}
+    md.update(over)
+    return md
+
+
+def _feed(b: TraceBuilder, tid: int, node) -> None:
+    name, start, end, children, *rest = node
+    extra = dict(rest[0]) if rest else {}
+    ret = extra.pop("ret", None)
+    b.enter(tid, name, start, **extra)
+    for child in children:
+        _feed(b, tid, child)
+    if end is not None:
+        b.exit(tid, end, ret=ret)
+
+
+def build(threads: list[tuple[int, str | None, list]], end_ns: int | None = None) -> TraceBuilder:
+    """``threads``: (tid, name, [root nodes]); the first is the main thread.
+    A node whose end is None stays open and is closed as incomplete."""
+    b = TraceBuilder()
+    for i, (tid, name, roots) in enumerate(threads):
+        b.thread(tid, name, main=(i == 0))
+        for root in roots:
+            _feed(b, tid, root)
+    b.finish(end_ns)
+    return b
+
+
+def write(path: str | Path, threads, pretty: bool = False, end_ns: int | None = None,
+          **meta) -> str:
+    b = build(threads, end_ns)
+    write_trace(str(path), metadata(b, **meta), b.functions(), list(b.threads.values()), pretty)
+    return str(path)
+
+
+def leaf(name: str, start: int, end: int, **extra):
+    return (name, start, end, [], extra)
+
+
+# A small two-thread program: main -> parse (twice), compute -> fib recursion;
+# a worker thread running work() -> fib.
+def demo_threads() -> list:
+    fib3 = ("fib", 2000, 2900, [("fib", 2100, 2500, [leaf("fib", 2150, 2250), leaf("fib", 2300, 2450)]),
+                                leaf("fib", 2550, 2800)])
+    main = ("main", 0, 10_000, [
+        leaf("parse", 100, 600, args=[{"name": "s", "type": "const char *", "value": "a,b"}],
+             ret={"type": "int", "value": 2}),
+        leaf("parse", 700, 1000, args=[{"name": "s", "type": "const char *", "value": "c"}],
+             ret={"type": "int", "value": 1}),
+        ("compute", 1500, 9000, [fib3, leaf("report", 3000, 8500)]),
+    ])
+    worker = ("work", 1000, 6000, [leaf("fib", 1200, 5200)])
+    return [(100, None, [main]), (101, "worker-1", [worker])]
+
+
+def write_demo(path: str | Path, pretty: bool = False) -> str:
+    return write(path, demo_threads(), pretty=pretty)
+
+
+_TIME = re.compile(r"\b\d+(?:\.\d+)?\s?(?:ns|us|µs|ms|s)\b")
+
+
+def normalise_times(text: str) -> str:
+    """Durations vary from run to run: replace every one by a placeholder."""
+    return _TIME.sub("<t>", text)
