@@ -1,0 +1,89 @@
+"""``calltrace diff``: per-function changes between two traces."""
+from __future__ import annotations
+
+import sys
+
+from .. import load
+from ..analysis.diff import METRICS, compare, regressions
+from ..analysis.progress import warn
+from ..analysis.render import table
+from ..analysis.units import argparse_duration, fmt_ns
+from ..errors import CalltraceError
+
+NAME = "diff"
+HELP = "compare two traces function by function (regressions first)"
+ORDER = 22
+DESCRIPTION = """Compare the per-function calls and time of two traces of the same
+program: functions that got slower come first, then unchanged ones, then
+those that got faster. With --fail-above PCT the exit status is 1 when a
+function's time grew by more than PCT percent, so it can gate CI.
+
+examples:
+  calltrace diff base.json new.json
+  calltrace diff --fail-above 20 --min-time 1ms base.json new.json"""
+
+
+def add_arguments(p) -> None:
+    p.add_argument("base", help="the baseline trace")
+    p.add_argument("new", help="the trace to compare with it")
+    p.add_argument("-m", "--metric", choices=METRICS, default="total",
+                   help="time compared: total (inclusive, default) or self (exclusive)")
+    p.add_argument("--fail-above", metavar="PCT", type=float,
+                   help="exit with status 1 if a function's time grew by more than PCT percent")
+    p.add_argument("--min-time", metavar="TIME", type=argparse_duration, default=0,
+                   help="for --fail-above: ignore functions shorter than TIME in both traces")
+    p.add_argument("-n", "--limit", metavar="N", type=int, help="show only the first N rows")
+    p.add_argument("-a", "--all", action="store_true", help="also list unchanged functions")
+
+
+def _pct(c) -> str:
+    pct = c.percent
+    if c.base is None:
+        return "new"
+    if c.new is None:
+        return "gone"
+    return f"{pct:+.1f}%"
+
+
+def _calls(c) -> str:
+    d = c.new_calls - c.base_calls
+    return f"{c.base_calls} -> {c.new_calls}" + (f" ({d:+d})" if d else "")
+
+
+def _delta(ns: int) -> str:
+    return ("+" if ns > 0 else "-" if ns < 0 else "") + fmt_ns(abs(ns))
+
+
+def run(args) -> int:
+    if args.fail_above is not None and args.fail_above < 0:
+        raise CalltraceError("--fail-above must not be negative")
+    base, new = load(args.base), load(args.new)
+    warn(base)
+    warn(new)
+    changes = compare(base, new, args.metric)
+    shown = [c for c in changes if args.all or c.delta_ns or c.base_calls != c.new_calls
+             or c.base is None or c.new is None]
+    if args.limit is not None:
+        shown = shown[:args.limit]
+    out = [f"{args.metric} time per function, {base.path} -> {new.path}",
+           f"traced time: {fmt_ns(base.metadata.get('duration_ns') or 0)} -> "
+           f"{fmt_ns(new.metadata.get('duration_ns') or 0)}; "
+           f"calls: {base.metadata['total_calls']} -> {new.metadata['total_calls']}", ""]
+    body = [(fmt_ns(c.base_ns), fmt_ns(c.new_ns), _delta(c.delta_ns), _pct(c), _calls(c), c.function)
+            for c in shown]
+    if body:
+        out.extend(table(("base", "new", "change", "%", "calls", "function"), body, left=2))
+    else:
+        out.append("no differences")
+    status = 0
+    if args.fail_above is not None:
+        bad = regressions(changes, args.fail_above, args.min_time)
+        out.append("")
+        if bad:
+            worst = ", ".join(f"{c.function} {_pct(c)}" for c in bad[:5])
+            out.append(f"FAIL: {len(bad)} function(s) slower by more than {args.fail_above:g}%: {worst}")
+            status = 1
+        else:
+            out.append(f"ok: no function slower by more than {args.fail_above:g}%")
+    sys.stdout.write("\n".join(out) + "\n")
+    return status
