@@ -130,6 +130,7 @@ CT_HIDDEN void ct_meta_modules(void);
 CT_HIDDEN struct ct_header *ct_header(void);
 CT_HIDDEN const char *ct_raw_path(void);
 CT_HIDDEN void ct_stream_close(void);
+CT_HIDDEN void ct_prefault_start(void);
 
 /* hooks.c */
 CT_HIDDEN void ct_thread_sync(struct ct_thread *t, uint64_t where);

@@ -155,6 +155,8 @@ CT_NOINST void ct_init(void) {
         ct_log("CALLTRACE_OUTPUT=/dev/null: not recording");
     if (ok && ct_cfg.bare)
         install_fatal_handlers();
+    if (ok)
+        ct_prefault_start();
     ct_recording = ok && !ct_cfg.start_off;
     __atomic_add_fetch(&ct_epoch, 1, __ATOMIC_RELEASE);
     __atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);

@@ -97,6 +97,21 @@ def _child_output(output: str, pid: int) -> str:
     return str(p.with_name(f"{p.stem}.{pid}{p.suffix}")) if p.suffix else f"{output}.{pid}"
 
 
+def _probe_writable(output: str, folder: str) -> None:
+    """Create and remove a file where the trace will go: access() says yes to
+    root even on read-only file systems and /proc."""
+    if output == "/dev/null":
+        return
+    if os.path.islink(output):
+        raise CalltraceError(f"{output} is a symbolic link: refusing to write a trace through it")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".calltrace-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise CalltraceError(f"cannot write {output}: {e.strerror}") from None
+
+
 def run(args) -> int:
     program = options.parse_command(args._parser, args)
     path = options.resolve_program(program[0])
@@ -105,8 +120,7 @@ def run(args) -> int:
     out_dir = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(out_dir):
         raise CalltraceError(f"cannot write {output}: folder {out_dir} does not exist")
-    if not os.access(out_dir, os.W_OK):
-        raise CalltraceError(f"cannot write {output}: folder {out_dir} is not writable")
+    _probe_writable(output, out_dir)
     raw_dir = tempfile.mkdtemp(prefix="calltrace-")
     try:
         proc = subprocess.Popen([path, *program[1:]], executable=path,
@@ -116,17 +130,18 @@ def run(args) -> int:
         raise CalltraceError(f"cannot run {program[0]}: {e.strerror}", 126) from None
     rc = _wait(proc)
     status, term, sig = (128 - rc, "signal", -rc) if rc < 0 else (rc, "exit", None)
-    results = _convert_all(raw_dir, proc.pid, output, status, term, sig, args)
+    results, ok = _convert_all(raw_dir, proc.pid, output, status, term, sig, args)
     if not args.quiet:
         _summary(results, output)
-    return status
+    # The program's status wins; a lost trace still must not look like success.
+    return status if ok or status else 2
 
 
 def _convert_all(raw_dir, pid, output, status, term, sig, args) -> list[Converted]:
     raws = sorted(Path(raw_dir).glob("*.raw"), key=lambda p: p.stat().st_mtime)
     if output == "/dev/null":
         shutil.rmtree(raw_dir, ignore_errors=True)
-        return []
+        return [], True
     if not raws:
         shutil.rmtree(raw_dir, ignore_errors=True)
         raise CalltraceError("the program ran but nothing was recorded (did the runtime load? "
@@ -150,7 +165,7 @@ def _convert_all(raw_dir, pid, output, status, term, sig, args) -> list[Converte
         print(f"calltrace: raw streams kept in {raw_dir} (calltrace convert FILE)", file=sys.stderr)
     else:
         shutil.rmtree(raw_dir, ignore_errors=True)
-    return results
+    return results, not failed
 
 
 def _summary(results: list[Converted], output: str) -> None:
