@@ -105,3 +105,7 @@ def table(header: Sequence[str], rows: list[Sequence[str]], left: int = 1) -> li
         return "  ".join(out).rstrip()
 
     return [line(header)] + [line(r) for r in rows]
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")

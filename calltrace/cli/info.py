@@ -6,6 +6,7 @@ import sys
 
 from .. import load
 from ..analysis.progress import reading, warn
+from ..analysis.render import plural
 from ..analysis.units import fmt_ns
 
 NAME = "info"
@@ -67,11 +68,11 @@ def run(args) -> int:
         out.append(f"{'note:':<{width + 1}} {note}")
     if trace.functions:
         hot = trace.functions[0]
-        out.append(f"{'hottest:':<{width + 1}} {hot.function} ({fmt_ns(hot.self_ns)} self, {hot.calls} calls)")
+        out.append(f"{'hottest:':<{width + 1}} {hot.function} ({fmt_ns(hot.self_ns)} self, {plural(hot.calls, 'call')})")
     out.append(f"threads ({md.get('thread_count', len(trace.threads))}):")
     with reading(trace, "counting calls"):
         for t in trace.threads:
             n = len(t.calls)
-            out.append(f"  {t.tid:>8}  {n:>10} calls  {'[main] ' if t.main else ''}{t.name or ''}")
+            out.append(f"  {t.tid:>8}  {plural(n, 'call'):>12}  {'[main] ' if t.main else ''}{t.name or ''}")
     sys.stdout.write("\n".join(line.rstrip() for line in out) + "\n")
     return 0

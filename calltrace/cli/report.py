@@ -5,7 +5,7 @@ import sys
 
 from .. import load
 from ..analysis.progress import reading, warn
-from ..analysis.render import fmt_call, table
+from ..analysis.render import fmt_call, plural, table
 from ..analysis.stats import COLUMNS, average, slowest, sort_stats, thread_stats
 from ..analysis.units import fmt_ns
 from ..errors import CalltraceError
@@ -63,8 +63,10 @@ def run(args) -> int:
     warn(trace)
     out: list[str] = []
     md = trace.metadata
-    out.append(f"{md.get('program', '?')}: {md['total_calls']} calls, {len(trace.functions)} functions, "
-               f"{md.get('thread_count', len(trace.threads))} threads, {fmt_ns(md.get('duration_ns') or 0)}")
+    out.append(f"{md.get('program', '?')}: {plural(md['total_calls'], 'call')}, "
+               f"{plural(len(trace.functions), 'function')}, "
+               f"{plural(md.get('thread_count', len(trace.threads)), 'thread')}, "
+               f"{fmt_ns(md.get('duration_ns') or 0)}")
     passes = int(bool(args.threads)) + int(args.slowest is not None)
     with reading(trace, passes=max(1, passes)):
         if args.threads:

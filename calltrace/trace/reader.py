@@ -30,7 +30,8 @@ _CALL = re.compile(
 _PLAIN_ENDS = frozenset((b"}", b"},", b"}]}", b"}]},"))
 _THREADS_KEY = re.compile(rb'^(?:  )?"threads": ?\[(\]?)\s*$')
 _FUNCTIONS_KEY = re.compile(rb'^(?:  )?"functions": ?\[')
-_TRAILER = re.compile(rb'\n[ \t]*\][ \t]*\n?\}\s*$')
+# The end of the thread list: "\n]\n}\n"; a file cut inside it lacks the "}".
+_TRAILER = re.compile(rb'\n[ \t]*\][ \t]*(?:\n(\})?\s*)?$')
 
 
 class _Source:
@@ -205,6 +206,11 @@ def _load_canonical(path: str, f, size: int) -> Trace | None:
     while True:
         line = f.readline()
         if not line:
+            try:
+                return _load_whole(path, f)
+            except TraceFormatError as e:
+                if "truncated" not in str(e):
+                    raise
             return _recover_header(path, head)
         m = _THREADS_KEY.match(line)
         if m:
@@ -222,7 +228,7 @@ def _load_canonical(path: str, f, size: int) -> Trace | None:
     f.seek(max(body_start, size - 64))
     tail = f.read()
     t = _TRAILER.search(tail)
-    truncated = t is None
+    truncated = t is None or t.group(1) is None
     body_end = size - (len(tail) - t.start()) if t else size
     src = _Source(path, size, body_start, body_end, truncated)
     trace.source = src
@@ -240,7 +246,7 @@ def _load_canonical(path: str, f, size: int) -> Trace | None:
 def _threads(src: _Source, f, count) -> list[Thread]:
     first = f.readline()
     prefix = first[:len(first) - len(first.lstrip())]
-    if not first.strip() or not first.endswith(b"\n"):
+    if not first.strip() or first.lstrip().startswith(b"]") or not first.endswith(b"\n"):
         return []  # no threads, or the file ends inside the first one's opening
     heads = [(src.body_start, first)]
     if count != 1:
