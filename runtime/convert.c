@@ -311,6 +311,9 @@ static CT_NOINST int walk(struct walk *w) {
                     while (w->sp && (c->stack[w->sp - 1].rt > d || (!on_exit && c->stack[w->sp - 1].rt == d)))
                         pop(w, to_ns(c, paused), FLAG_INCOMPLETE);
                     next_rt = d;
+                } else if (sub == CT_EXT_UNWIND) {
+                    while (w->sp && c->stack[w->sp - 1].rt >= (uint32_t)val)
+                        pop(w, to_ns(c, last), FLAG_UNWOUND);
                 } else if (sub == CT_EXT_THREAD_END) {
                     while (w->sp)
                         pop(w, to_ns(c, last), FLAG_UNWOUND);

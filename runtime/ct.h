@@ -33,7 +33,9 @@ enum { CT_CHUNK_EVENTS = 1, CT_CHUNK_META = 2 };
  *   EXT:        kind:2 | subtype:8 | payload words:16 | value:38, then the payload
  * A zero word ends a chunk's events (an ENTER always has a non-zero address). */
 enum { CT_EV_ENTER = 0, CT_EV_EXIT = 1, CT_EV_TIME = 2, CT_EV_EXT = 3 };
-enum { CT_EXT_PAUSE = 1, CT_EXT_RESUME = 2, CT_EXT_ARGS = 3, CT_EXT_THREAD_END = 4 };
+enum { CT_EXT_PAUSE = 1, CT_EXT_RESUME = 2, CT_EXT_ARGS = 3, CT_EXT_THREAD_END = 4, CT_EXT_UNWIND = 5 };
+/* UNWIND: frames at run-time depth >= value were left without returning
+ * (longjmp, pthread_exit); the converter closes them as "unwound" there. */
 #define CT_ADDR_BITS 47
 #define CT_DELTA_BITS 15
 #define CT_DELTA_MASK ((1ull << CT_DELTA_BITS) - 1)
