@@ -87,3 +87,61 @@ _TIME = re.compile(r"\b\d+(?:\.\d+)?\s?(?:ns|us|µs|ms|s)\b")
 def normalise_times(text: str) -> str:
     """Durations vary from run to run: replace every one by a placeholder."""
     return _TIME.sub("<t>", text)
+
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def check_golden(name: str, text: str) -> None:
+    """Compare with tests/golden/NAME; CALLTRACE_UPDATE_GOLDEN=1 rewrites it."""
+    import os
+    path = GOLDEN / name
+    if os.environ.get("CALLTRACE_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"missing golden file {path}: run with CALLTRACE_UPDATE_GOLDEN=1"
+    assert text == path.read_text()
+
+
+_REPLAY_LINE = re.compile(r"^(.{11})  (.{11})  (.*)$")
+_THREAD = re.compile(r"^== thread \d+")
+
+
+def normalise_replay(text: str, sort_threads: bool = False) -> str:
+    """Start and duration columns and thread ids vary between runs; depth
+    (the indentation) and everything else must not. Threads that run
+    concurrently may be listed in either order: ``sort_threads``."""
+    blocks, cur = [], []
+    for line in text.splitlines():
+        m = _REPLAY_LINE.match(line)
+        if m and _TIME.fullmatch(m.group(1).strip()) and _TIME.fullmatch(m.group(2).strip()):
+            line = f"<t> <t>  {m.group(3)}"
+        line = _THREAD.sub("== thread <tid>", line)
+        if line == "" and cur:
+            blocks.append(cur)
+            cur = []
+            continue
+        cur.append(line)
+    if cur:
+        blocks.append(cur)
+    if sort_threads:
+        blocks.sort()
+    return "\n\n".join("\n".join(b) for b in blocks) + "\n"
+
+
+def normalise_table(text: str, sort_threads: bool = False, tids=()) -> str:
+    """Report-style output: cells are split on runs of 2+ spaces, every time
+    replaced, thread ids and the program's path normalised."""
+    out = []
+    for line in text.splitlines():
+        line = _THREAD.sub("== thread <tid>", line)
+        line = re.sub(r"^/\S+/(\w[\w.-]*):", r"\1:", line)
+        cells = re.split(r"\s{2,}", line.strip())
+        cells = [_TIME.sub("<t>", c) if not _TIME.fullmatch(c) else "<t>" for c in cells]
+        cells = ["<tid>" if c in {str(t) for t in tids} else c for c in cells]
+        out.append(" | ".join(cells))
+    text = "\n".join(out) + "\n"
+    if sort_threads:
+        head, *blocks = text.split("\n\n== ")
+        text = "\n\n== ".join([head] + sorted(b.rstrip("\n") for b in blocks)) + "\n"
+    return text
