@@ -1,0 +1,113 @@
+"""``calltrace debug``: the slow, detailed backend (GDB): typed arguments and
+return values from DWARF, programs built without instrumentation."""
+from __future__ import annotations
+
+import os
+import sys
+
+from ..debug.tracer import Options, trace
+from ..errors import CalltraceError
+from . import options
+from .output import count, ns
+
+NAME = "debug"
+ORDER = 20
+HELP = "trace a program under GDB, with typed arguments and return values"
+DESCRIPTION = """\
+Trace PROGRAM under GDB and write a JSON trace (the same format as `run`).
+
+  calltrace debug ./prog --capture-args
+  calltrace debug --capture-args --capture-returns -o t.json ./prog -- -v
+  calltrace debug ./prog --function '^parse_' --exclude 'parse_ws'
+  calltrace debug --uninstrumented ./plain --function 'fib|square'
+
+Slower than `run` (tens of microseconds per call) but reads arguments and
+return values as GDB sees them from DWARF. --function/--exclude put
+breakpoints only in the selected functions. --uninstrumented traces a program
+built with -g but without -finstrument-functions. calltrace's long options may
+also follow the program path; everything after `--` goes to the program.
+Durations are the thread's CPU time minus the cost of the stops (see
+metadata.timing). Ctrl-C: the program gets SIGINT; twice: it is killed.
+The trace collected so far is written in every case.
+"""
+
+
+def add_arguments(p) -> None:
+    options.add_output(p)
+    p.add_argument("--capture-args", action="store_true", default=None,
+                   help="record each call's arguments, typed from DWARF")
+    p.add_argument("--capture-returns", action="store_true", default=None,
+                   help="record each call's return value")
+    p.add_argument("--deref", action="store_true", default=None,
+                   help="with --capture-args: also the struct a pointer argument points to")
+    p.add_argument("--max-depth", type=options.positive_int, metavar="N",
+                   help="record only calls less than N deep")
+    p.add_argument("--function", metavar="REGEX",
+                   help="trace only functions whose name matches (breakpoints only there)")
+    p.add_argument("--exclude", metavar="REGEX", help="do not trace functions whose name matches")
+    p.add_argument("--uninstrumented", action="store_true", default=None,
+                   help="the program was built without -finstrument-functions: breakpoints "
+                        "on the entries and returns of the --function functions")
+    p.add_argument("--string-cap", type=options.positive_int, default=None, metavar="BYTES",
+                   help="bytes of a string argument to copy (default 256)")
+    options.add_format(p)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="progress bar on stderr (default: when stderr is a terminal)")
+    g.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("-q", "--quiet", action="store_true", default=None,
+                   help="no progress bar, no summary")
+    options.add_command(p)
+
+
+def run(args) -> int:
+    program = options.parse_command(args._parser, args)
+    path = options.resolve_program(program[0])
+    if not options.is_elf(path):
+        raise CalltraceError(f"{program[0]} is not an ELF executable")
+    output = args.output or os.environ.get("CALLTRACE_OUTPUT") or "calltrace.json"
+    out_dir = os.path.dirname(os.path.abspath(output))
+    if output != "/dev/null" and not os.path.isdir(out_dir):
+        raise CalltraceError(f"cannot write {output}: folder {out_dir} does not exist")
+    if args.deref and not args.capture_args:
+        raise CalltraceError("--deref needs --capture-args")
+    opts = Options(program=path, argv=[program[0], *program[1:]], output=output,
+                   capture_args=bool(args.capture_args),
+                   capture_returns=bool(args.capture_returns), deref=bool(args.deref),
+                   max_depth=args.max_depth, function=args.function, exclude=args.exclude,
+                   uninstrumented=bool(args.uninstrumented), pretty=bool(args.pretty),
+                   progress=args.progress, quiet=bool(args.quiet),
+                   string_cap=args.string_cap or 256)
+    res = trace(opts)
+    if not opts.quiet:
+        summary(res, output)
+    return res.status
+
+
+def summary(res, output: str) -> None:
+    err = sys.stderr
+    m = res.metadata
+    end = (f"killed by signal {m['signal']}" if m["termination"] == "signal"
+           else f"exit status {m['exit_status']}")
+    rate = res.stops / res.wall_s if res.wall_s else 0
+    print(f"calltrace debug: {count(m['total_calls'])} calls, {m['thread_count']} thread"
+          f"{'s' if m['thread_count'] != 1 else ''}, pid {m['pid']}, {end}", file=err)
+    print(f"  {count(res.stops)} GDB stops in {res.wall_s:.2f} s ({rate:,.0f} stops/s); "
+          f"{ns(res.per_stop_ns)} per stop subtracted from CPU-time durations", file=err)
+    extra = []
+    if m["incomplete_calls"]:
+        extra.append(f"{count(m['incomplete_calls'])} calls still open at the end")
+    if m["depth_limited_calls"]:
+        extra.append(f"{count(m['depth_limited_calls'])} calls below --max-depth not recorded")
+    if extra:
+        print("  " + "; ".join(extra), file=err)
+    top = [f for f in res.functions if f.calls][:8]
+    if top:
+        print(f"  {'self (cpu)':>12} {'total':>12} {'calls':>10}  function", file=err)
+        for f in top:
+            print(f"  {ns(f.self_ns):>12} {ns(f.total_ns):>12} {count(f.calls):>10}  {f.function}",
+                  file=err)
+    for note in res.notes:
+        print(f"calltrace: note: {note}", file=err)
+    if output != "/dev/null":
+        print(f"calltrace: trace written to {output}", file=err)

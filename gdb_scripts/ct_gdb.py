@@ -1,0 +1,418 @@
+"""GDB-side recorder of `calltrace debug` (stdlib + gdb module only).
+
+The controller (calltrace/debug/session.py) loads this module, calls
+setup(config.json) and arm() once the program is mapped, then lets the
+program run. Every breakpoint here returns False from stop(): GDB resumes at
+once and no MI round trip happens per call. Events are buffered and appended
+to the events file in batches (one line each, tab-separated):
+
+  E tid fn site cpu n [args-json] a call entered (fn: entry address)
+  X tid fn cpu n                  a call returned
+  R tid value-json                the value the last returned call returned
+  F addr info-json                first sight of a function: name, file, ...
+  T tid name                      first event of a thread
+  Z what                          exec: tracing stopped (image replaced)
+  S summary-json                  written once when the program ends
+
+cpu is the thread's CPU time in ns from /proc/PID/task/TID/schedstat, read
+while the thread is stopped, so time spent stopped in GDB is not in it; n
+counts the thread's stops so far, so the controller can subtract the kernel's
+per-stop cost (calibrated from the whole run).
+"""
+import json
+import os
+import re
+import time
+
+import gdb
+
+import ct_values as V
+
+
+class Recorder:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.out = os.open(cfg["events"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                           0o600)
+        self.buf = []
+        self.last_flush = time.monotonic()
+        self.args = cfg.get("capture_args", False)
+        self.rets = cfg.get("capture_returns", False)
+        self.deref = cfg.get("deref", False)
+        self.max_depth = cfg.get("max_depth") or 1 << 30
+        self.only = None            # runtime entry addresses to record, or None for all
+        self.fds = {}               # tid -> schedstat fd
+        self.depth = {}             # tid -> depth of recorded calls
+        self.sites = {}             # tid -> [return site] (with --capture-returns)
+        self.pending = {}           # tid -> (site, fn) of the call that just returned
+        self.fns = set()            # entry addresses already described by an F line
+        self.plans = {}             # pc -> [(symbol, name)] of the frame's arguments
+        self.rtypes = {}            # fn -> return gdb.Type or None
+        self.rsite_bps = {}         # return site -> breakpoint
+        self.bps = []
+        self.stops = 0
+        self.tstops = {}            # tid -> stops of that thread so far
+        self.depth_limited = 0
+        self.errors = 0
+        self.first_error = None
+        self.pid = 0
+        self.armed = False
+        self.main_bias = 0
+        self.execed = False
+        V.STR_CAP = cfg.get("string_cap", V.STR_CAP)
+
+    # -- output ---------------------------------------------------------------
+    def emit(self, line):
+        self.buf.append(line)
+        if len(self.buf) >= 4096 or time.monotonic() - self.last_flush > 0.2:
+            self.flush()
+
+    def flush(self):
+        if self.buf:
+            data = ("\n".join(self.buf) + "\n").encode()
+            self.buf = []
+            while data:
+                data = data[os.write(self.out, data):]
+        self.last_flush = time.monotonic()
+
+    def error(self, exc):
+        self.errors += 1
+        if self.first_error is None:
+            self.first_error = "%s: %s" % (type(exc).__name__, exc)
+
+    # -- per stop ---------------------------------------------------------------
+    def cpu(self, tid):
+        fd = self.fds.get(tid)
+        if fd is None:
+            if len(self.fds) > 256:     # threads come and go: do not hoard fds
+                for old in self.fds.values():
+                    os.close(old)
+                self.fds.clear()
+            path = "/proc/%d/task/%d/schedstat" % (self.pid, tid)
+            fd = self.fds[tid] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            self.emit("T\t%d\t%s" % (tid, gdb.selected_thread().name or ""))
+        return int(os.pread(fd, 64, 0).split(b" ", 1)[0])
+
+    def stop(self, tid):
+        self.stops += 1
+        n = self.tstops[tid] = self.tstops.get(tid, 0) + 1
+        return n
+
+    def enter(self, tid, fn, site, frame):
+        """A call to fn entered; frame is the frame whose arguments to read."""
+        n = self.stop(tid)
+        if self.only is not None and fn not in self.only:
+            return
+        d = self.depth.get(tid, 0)
+        self.depth[tid] = d + 1
+        if d >= self.max_depth:
+            self.depth_limited += 1
+            return
+        cpu = self.cpu(tid)
+        if fn not in self.fns:
+            self.describe(fn)
+        line = "E\t%d\t%d\t%d\t%d\t%d" % (tid, fn, site, cpu, n)
+        if self.args:
+            line += "\t" + json.dumps(self.read_args(frame), separators=(",", ":"))
+        if self.rets:
+            self.sites.setdefault(tid, []).append(site)
+            if site and site not in self.rsite_bps:
+                self.rsite_bps[site] = ReturnSite(self, site)
+        self.emit(line)
+
+    def exit(self, tid, fn, frame=None):
+        n = self.stop(tid)
+        if self.only is not None and fn not in self.only:
+            return
+        d = self.depth.get(tid, 0) - 1
+        self.depth[tid] = max(d, 0)
+        if d >= self.max_depth or d < 0:
+            return
+        self.emit("X\t%d\t%d\t%d\t%d" % (tid, fn, self.cpu(tid), n))
+        if self.rets:
+            stack = self.sites.get(tid)
+            site = stack.pop() if stack else 0
+            if frame is not None:           # at a `ret`: the value is in place now
+                self.emit_return(tid, fn, frame)
+            else:
+                self.pending[tid] = (site, fn)
+
+    def returned(self, tid, pc, frame):
+        """A return-site breakpoint: the value of the call that just exited."""
+        self.stop(tid)
+        p = self.pending.get(tid)
+        if p is None or p[0] != pc:
+            return                 # the site reached some other way (a loop)
+        del self.pending[tid]
+        self.emit_return(tid, p[1], frame)
+
+    def emit_return(self, tid, fn, frame):
+        rtype = self.rtypes.get(fn, False)
+        if rtype is False:
+            self.describe(fn)
+            rtype = self.rtypes.get(fn)
+        if rtype is None or rtype.strip_typedefs().code == gdb.TYPE_CODE_VOID:
+            return
+        try:
+            val = V.return_value(frame, rtype)
+            d = V.value(None, val)
+        except gdb.error:
+            d = {"type": str(rtype), "value": None, "note": "unavailable"}
+        self.emit("R\t%d\t%s" % (tid, json.dumps(d, separators=(",", ":"))))
+
+    def read_args(self, frame):
+        pc = frame.pc()
+        plan = self.plans.get(pc)
+        if plan is None:
+            plan = self.plans[pc] = self.arg_plan(frame)
+        if isinstance(plan, str):
+            return plan
+        out = []
+        for sym, name in plan:
+            try:
+                val = frame.read_var(sym)
+            except gdb.error as e:
+                note = "optimized out" if "optimized out" in str(e) else "unavailable"
+                out.append({"name": name, "type": str(sym.type), "value": None, "note": note})
+                continue
+            out.append(V.value(name, val, self.deref))
+        return out
+
+    def arg_plan(self, frame):
+        try:
+            b = frame.block()
+        except RuntimeError:
+            return "no debug info"
+        while b is not None and b.function is None:
+            b = b.superblock
+        if b is None:
+            return "no debug info"
+        return [(s, s.name) for s in b if s.is_argument]
+
+    def describe(self, fn):
+        """Emit an F line for fn: its name and where it is defined."""
+        self.fns.add(fn)
+        info = {"name": None, "module": gdb.solib_name(fn), "file": None, "line": None}
+        rtype = None
+        try:
+            b = gdb.block_for_pc(fn)
+            while b is not None and b.function is None:
+                b = b.superblock
+            if b is not None:
+                sym = b.function
+                info["name"] = sym.print_name
+                info["linkage"] = sym.linkage_name
+                if sym.symtab is not None:
+                    info["file"] = sym.symtab.filename
+                    info["line"] = sym.line
+                ftype = sym.type
+                if ftype is not None:
+                    rtype = ftype.target()
+                    if str(ftype).endswith("...)"):
+                        info["variadic"] = True
+        except RuntimeError:
+            pass
+        if info["name"] is None:
+            s = gdb.execute("info symbol 0x%x" % fn, to_string=True)
+            m = re.match(r"(\S+)( \+ \d+)? in section", s)
+            if m and not m.group(2):
+                info["name"] = m.group(1)
+        self.rtypes[fn] = rtype
+        self.emit("F\t%d\t%s" % (fn, json.dumps(info, separators=(",", ":"))))
+
+    # -- setting up ---------------------------------------------------------------
+    def bias(self):
+        """Load bias of the main executable (PIE): AT_ENTRY minus e_entry."""
+        auxv = gdb.execute("info auxv", to_string=True)
+        m = re.search(r"AT_ENTRY\s.*?(0x[0-9a-f]+)", auxv)
+        return int(m.group(1), 16) - self.cfg["elf_entry"] if m else 0
+
+    def arm(self):
+        self.pid = gdb.selected_inferior().pid
+        self.armed = True
+        mode = self.cfg["mode"]
+        bias = self.main_bias = self.bias()
+        if self.cfg.get("only") is not None:
+            self.only = {a + bias for a in self.cfg["only"]}
+        if mode == "hooks":
+            for objfile in gdb.objfiles():
+                self.on_objfile(objfile)
+        elif mode == "sites":
+            for addr, kind in self.cfg["sites"]:
+                self.bps.append(HookSite(self, addr + bias, kind))
+        elif mode == "plain":
+            for name in self.cfg["entries"]:
+                self.bps.append(Entry(self, name))
+            for addr, fn in self.cfg["rets"]:
+                self.bps.append(Ret(self, addr + bias, fn + bias))
+        gdb.events.new_objfile.connect(lambda ev: self.on_objfile(ev.new_objfile))
+        gdb.events.clear_objfiles.connect(self.on_clear)
+        gdb.events.exited.connect(self.on_exit)
+
+    def on_objfile(self, objfile):
+        lib = self.cfg.get("hook_lib")
+        if self.cfg["mode"] != "hooks" or self.bps or not objfile.filename:
+            return
+        if os.path.realpath(objfile.filename) != lib:
+            return
+        for name, kind in (("__cyg_profile_func_enter", "E"), ("__cyg_profile_func_exit", "X")):
+            sym = objfile.lookup_global_symbol(name)
+            addr = int(sym.value().address) if sym is not None else \
+                self.cfg["hook_offsets"][kind] + self.lib_base(objfile)
+            self.bps.append(Hook(self, addr, kind))
+
+    def lib_base(self, objfile):
+        text = gdb.execute("info sharedlibrary", to_string=True)
+        for line in text.splitlines():
+            if line.rstrip().endswith(objfile.filename):
+                return int(line.split()[0], 16) - self.cfg["hook_text"]
+        raise gdb.GdbError("cannot locate %s" % objfile.filename)
+
+    def on_clear(self, ev):
+        # The process replaced its image (exec): our addresses mean nothing now.
+        if self.armed and not self.execed and self.bps:
+            self.execed = True
+            for bp in self.bps + list(self.rsite_bps.values()):
+                if bp.is_valid():
+                    bp.delete()
+            self.bps, self.rsite_bps = [], {}
+            self.emit("Z\texec")
+            self.flush()
+
+    def on_exit(self, ev):
+        self.summary()
+
+    def summary(self):
+        self.emit("S\t" + json.dumps({"stops": self.stops, "depth_limited": self.depth_limited,
+                                      "errors": self.errors, "first_error": self.first_error,
+                                      "pid": self.pid, "bias": self.main_bias}))
+        self.flush()
+
+
+class _Bp(gdb.Breakpoint):
+    def __init__(self, rec, spec):
+        super().__init__(spec, internal=True)
+        self.silent = True
+        self.rec = rec
+
+
+class Hook(_Bp):
+    """First instruction of a hook in the preloaded runtime: rdi = fn,
+    rsi = call site; the instrumented function is the next frame out."""
+    def __init__(self, rec, addr, kind):
+        super().__init__(rec, "*0x%x" % addr)
+        self.kind = kind
+
+    def stop(self):
+        rec = self.rec
+        try:
+            f = gdb.selected_frame()
+            tid = gdb.selected_thread().ptid[1]
+            fn = int(f.read_register("rdi"))
+            if self.kind == "E":
+                rec.enter(tid, fn, int(f.read_register("rsi")), f.older() if rec.args else None)
+            else:
+                rec.exit(tid, fn)
+        except Exception as e:          # never let an error stop the program
+            rec.error(e)
+        return False
+
+
+class HookSite(Hook):
+    """A `call` of a hook inside a selected function (--function): the
+    arguments are already in rdi/rsi and the frame is the function's own."""
+    def stop(self):
+        rec = self.rec
+        try:
+            f = gdb.selected_frame()
+            tid = gdb.selected_thread().ptid[1]
+            fn = int(f.read_register("rdi"))
+            if self.kind == "E":
+                rec.enter(tid, fn, int(f.read_register("rsi")), f)
+            else:
+                rec.exit(tid, fn)
+        except Exception as e:
+            rec.error(e)
+        return False
+
+
+class ReturnSite(_Bp):
+    """One permanent breakpoint per return site, shared by every call that
+    returns there (never a temporary FinishBreakpoint per call)."""
+    def __init__(self, rec, addr):
+        super().__init__(rec, "*0x%x" % addr)
+        self.addr = addr
+
+    def stop(self):
+        try:
+            self.rec.returned(gdb.selected_thread().ptid[1], self.addr, gdb.selected_frame())
+        except Exception as e:
+            self.rec.error(e)
+        return False
+
+
+class Entry(_Bp):
+    """--uninstrumented: a function's entry (after the prologue at -O0)."""
+    def stop(self):
+        rec = self.rec
+        try:
+            f = gdb.selected_frame()
+            b = f.block()
+            while b is not None and b.function is None:
+                b = b.superblock
+            if b is not None:
+                rec.enter(gdb.selected_thread().ptid[1], b.start, 0, f)
+        except Exception as e:
+            rec.error(e)
+        return False
+
+
+class Ret(_Bp):
+    """--uninstrumented: a `ret` (or a tail-call jump) of a selected function."""
+    def __init__(self, rec, addr, fn):
+        super().__init__(rec, "*0x%x" % addr)
+        self.fn = fn
+
+    def stop(self):
+        rec = self.rec
+        try:
+            rec.exit(gdb.selected_thread().ptid[1], self.fn, gdb.selected_frame())
+        except Exception as e:
+            rec.error(e)
+        return False
+
+
+REC = None
+
+
+SETTINGS = (
+    "set pagination off", "set confirm off", "set print thread-events off",
+    "set print inferior-events off", "set startup-with-shell on",
+    "set disable-randomization off", "set non-stop off",
+    # fork: keep tracing the parent, the child runs on untraced
+    "set follow-fork-mode parent", "set detach-on-fork on", "set follow-exec-mode same",
+    # the program's signals are its own: never stop on them, always deliver
+    "handle all nostop noprint pass", "handle SIGINT nostop noprint pass",
+)
+
+
+def setup(config_path):
+    """Settings, the program's arguments (with the stdio redirections) and
+    environment; then the recorder, armed later by arm()."""
+    global REC
+    with open(config_path) as f:
+        cfg = json.load(f)
+    for cmd in SETTINGS:
+        gdb.execute(cmd, to_string=True)
+    gdb.execute("set args " + cfg["args"], to_string=True)
+    if cfg["mode"] == "hooks":
+        preload = cfg["hook_lib"] + (" " + cfg["preload"] if cfg.get("preload") else "")
+        gdb.execute("set environment LD_PRELOAD=" + preload, to_string=True)
+        gdb.execute("set environment CALLTRACE_OUTPUT=/dev/null", to_string=True)
+    elif cfg.get("preload"):
+        gdb.execute("set environment LD_PRELOAD=" + cfg["preload"], to_string=True)
+    REC = Recorder(cfg)
+
+
+def arm():
+    REC.arm()
