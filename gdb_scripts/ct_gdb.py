@@ -120,7 +120,7 @@ class Recorder:
                 self.rsite_bps[site] = ReturnSite(self, site)
         self.emit(line)
 
-    def exit(self, tid, fn, frame=None):
+    def exit(self, tid, fn, frame=None, tail=False):
         n = self.stop(tid)
         if self.only is not None and fn not in self.only:
             return
@@ -132,7 +132,9 @@ class Recorder:
         if self.rets:
             stack = self.sites.get(tid)
             site = stack.pop() if stack else 0
-            if frame is not None:           # at a `ret`: the value is in place now
+            if tail:
+                pass                        # the tail-called function returns for it
+            elif frame is not None:         # at a `ret`: the value is in place now
                 self.emit_return(tid, fn, frame)
             else:
                 self.pending[tid] = (site, fn)
@@ -243,8 +245,9 @@ class Recorder:
         elif mode == "plain":
             for name in self.cfg["entries"]:
                 self.bps.append(Entry(self, name))
-            for addr, fn in self.cfg["rets"]:
-                self.bps.append(Ret(self, addr + bias, fn + bias))
+            for addr, fn, kind, size in self.cfg["rets"]:
+                reg = kind[2:] if kind.startswith("J:") else None
+                self.bps.append(Ret(self, addr + bias, fn + bias, reg, size, kind == "X"))
         gdb.events.new_objfile.connect(lambda ev: self.on_objfile(ev.new_objfile))
         gdb.events.clear_objfiles.connect(self.on_clear)
         gdb.events.exited.connect(self.on_exit)
@@ -369,14 +372,22 @@ class Entry(_Bp):
 
 class Ret(_Bp):
     """--uninstrumented: a `ret` (or a tail-call jump) of a selected function."""
-    def __init__(self, rec, addr, fn):
+    def __init__(self, rec, addr, fn, reg=None, size=0, is_ret=True):
         super().__init__(rec, "*0x%x" % addr)
         self.fn = fn
+        self.is_ret = is_ret    # a tail jump has no return value of its own
+        self.reg = reg          # `jmp reg`: an exit only when it leaves the function
+        self.end = fn + size
 
     def stop(self):
         rec = self.rec
         try:
-            rec.exit(gdb.selected_thread().ptid[1], self.fn, gdb.selected_frame())
+            if self.reg is not None:
+                target = int(gdb.selected_frame().read_register(self.reg))
+                if self.fn <= target < self.end:
+                    return False
+            rec.exit(gdb.selected_thread().ptid[1], self.fn, gdb.selected_frame(),
+                     tail=not self.is_ret)
         except Exception as e:
             rec.error(e)
         return False

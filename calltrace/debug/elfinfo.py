@@ -31,7 +31,7 @@ class Function(NamedTuple):
 
 class Site(NamedTuple):
     addr: int       # ELF address of the instruction
-    kind: str       # "E"/"X" for hook calls; "X" for returns
+    kind: str       # "E"/"X" for hook calls; "X" for `ret`s, "T" tail jumps, "J:reg" maybe-tail jumps
     fn: int         # entry address of the function containing it
 
 
@@ -167,13 +167,19 @@ class ElfInfo:
             m = insn.mnemonic
             if m in ("ret", "retq", "bnd ret"):
                 out.append(Site(insn.address, "X", fn.addr))
-            elif m in ("jmp", "bnd jmp") and insn.operands:
+            elif m in ("jmp", "bnd jmp", "notrack jmp") and insn.operands:
                 op = insn.operands[0]
                 if op.type == capstone.x86.X86_OP_IMM and not (fn.addr <= op.imm < end):
                     # a jump to another function's entry; not to a .cold part
                     t = self.containing(op.imm)
                     if t is not None and t.addr == op.imm and ".cold" not in t.name:
-                        out.append(Site(insn.address, "X", fn.addr))
+                        out.append(Site(insn.address, "T", fn.addr))
+                elif self._rip_target(insn) is not None:
+                    out.append(Site(insn.address, "T", fn.addr))     # jmp [GOT]: -fno-plt
+                elif op.type == capstone.x86.X86_OP_REG:
+                    # a switch's jump table or a tail call through a pointer:
+                    # decided at the stop, by where the register points
+                    out.append(Site(insn.address, "J:" + insn.reg_name(op.reg), fn.addr))
         return out
 
     def containing(self, addr: int) -> Function | None:

@@ -87,7 +87,7 @@ def plan(opts: Options, elf: ElfInfo) -> dict:
         funcs = elf.select(opts.function, opts.exclude)
         if not funcs:
             raise CalltraceError(f"no function of {name} matches {opts.function!r}")
-        rets = [(s.addr, s.fn) for f in funcs for s in elf.return_sites(f)]
+        rets = [(s.addr, s.fn, s.kind, f.size) for f in funcs for s in elf.return_sites(f)]
         cfg.update(mode="plain", entries=sorted({f.name for f in funcs}), rets=rets,
                    only=[f.addr for f in funcs])
         return cfg
