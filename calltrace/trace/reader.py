@@ -196,6 +196,38 @@ def load(path: str | os.PathLike) -> Trace:
             raise TraceFormatError(f"{path}: cannot read: {e.strerror}") from None
 
 
+class LazyThreads(Sequence):
+    """The thread list of a multi-thread trace, found by scanning the file the
+    first time it is needed (the plain report never needs it)."""
+
+    def __init__(self, src: _Source, count):
+        self._src = src
+        self._count = count
+        self._threads: list[Thread] | None = None
+
+    def _get(self) -> list[Thread]:
+        if self._threads is None:
+            with open(self._src.path, "rb") as f:
+                f.seek(self._src.body_start)
+                self._threads = _threads(self._src, f, self._count)
+        return self._threads
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __getitem__(self, i):
+        return self._get()[i]
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return repr(self._get()) if self._threads is not None else "LazyThreads(<not read yet>)"
+
+
 def _load_canonical(path: str, f, size: int) -> Trace | None:
     """The header-then-lines fast path; None when the layout is another one."""
     first = f.readline()
@@ -234,8 +266,12 @@ def _load_canonical(path: str, f, size: int) -> Trace | None:
     trace.source = src
     if m.group(1):  # "threads":[] - no threads at all
         return trace
-    f.seek(body_start)
-    trace.threads = _threads(src, f, trace.metadata.get("thread_count"))
+    count = trace.metadata.get("thread_count")
+    if count == 1:
+        f.seek(body_start)
+        trace.threads = _threads(src, f, count)
+    else:
+        trace.threads = LazyThreads(src, count)
     if truncated:
         trace.truncated = True
         trace.warnings.append("truncated trace: showing the calls before the cut"
