@@ -174,9 +174,14 @@ class Recorder:
             try:
                 val = frame.read_var(sym)
             except gdb.error as e:
-                note = "optimized out" if "optimized out" in str(e) else "unavailable"
-                out.append({"name": name, "type": str(sym.type), "value": None, "note": note})
-                continue
+                val = V.entry_value(frame, name)
+                if val is None:
+                    note = "optimized out" if "optimized out" in str(e) else "unavailable"
+                    out.append({"name": name, "type": str(sym.type), "value": None,
+                                "note": note})
+                    continue
+            if val.is_optimized_out:
+                val = V.entry_value(frame, name) or val
             out.append(V.value(name, val, self.deref))
         return out
 

@@ -170,6 +170,20 @@ def array(val, t, level):
     return out, ("truncated" if n > ARRAY_CAP else None)
 
 
+def entry_value(frame, name):
+    """name@entry: the argument's value at the call, from the caller's
+    DW_TAG_call_site (DW_OP_entry_value), when DWARF offers it; or None."""
+    try:
+        frame.select()
+        val = gdb.parse_and_eval(name + "@entry")
+        if val.is_optimized_out:
+            return None
+        val.fetch_lazy()
+        return val
+    except gdb.error:
+        return None
+
+
 def value(name, val, deref=False):
     """A complete VALUE object {name, type, value, note?[, deref]}."""
     v, note = plain(val, 0, deref)

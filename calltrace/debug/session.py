@@ -37,10 +37,15 @@ def find_gdb() -> str:
     return path
 
 
+# The shell GDB starts the program with: bash reads `0<&12`; POSIX sh only
+# takes one-digit descriptors.
+SHELL = shutil.which("bash") or "/bin/sh"
+
+
 def _high_dup(fd: int) -> int:
-    """A copy of fd numbered 3..9 (the shell's redirections take one digit)."""
+    """A copy of fd numbered 3 or more, for the shell's redirections."""
     new = fcntl.fcntl(fd, fcntl.F_DUPFD, 3)
-    if new > 9:
+    if new > 9 and not SHELL.endswith("bash"):
         os.close(new)
         raise CalltraceError("too many open files to hand the program its standard streams")
     return new
@@ -64,7 +69,9 @@ class Session(GdbController):
 
     def spawn_new_gdb_subprocess(self) -> int:
         env = dict(os.environ)
-        env["SHELL"] = "/bin/sh"           # GDB starts the program via $SHELL
+        env["SHELL"] = SHELL               # GDB starts the program via $SHELL
+        env.pop("BASH_ENV", None)
+        env.pop("ENV", None)
         env.pop("LD_PRELOAD", None)        # ours goes to the program only
         try:
             self.gdb_process = subprocess.Popen(
