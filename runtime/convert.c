@@ -39,6 +39,9 @@ struct frame {
 };
 
 typedef void (*ct_progress_fn)(uint64_t done, uint64_t total);
+/* Formats one call's captured argument bytes as `,"args":[...]` into `out`;
+ * returns the length, or a negative number for nothing. */
+typedef int (*ct_args_fn)(uint32_t fidx, const uint8_t *payload, uint64_t value, char *out, uint32_t cap);
 
 struct ct_conv {
     const unsigned char *map;
@@ -60,6 +63,7 @@ struct ct_conv {
     uint64_t total_calls, incomplete, unwound, unmatched, depth_limited, dropped;
     uint64_t first_ticks, last_ticks, end_ticks, total_words, done_words;
     ct_progress_fn progress;
+    ct_args_fn args;
     char err[256];
 };
 
@@ -204,6 +208,9 @@ struct walk {
     struct out *o;
     const char *const *names;
     size_t *namelen;
+    const char *const *notes;    /* per function: what to say when a call has no args */
+    char *argbuf;
+    int64_t pending;             /* function of a written call whose '}' is still due */
     uint64_t ncall, nwritten;
     size_t sp;
 };
@@ -246,7 +253,7 @@ static CT_NOINST int push(struct walk *w, uint32_t f, uint64_t ticks, uint32_t r
             OUT_LIT(o, ",\"incomplete\":true");
         if (d & FLAG_UNWOUND)
             OUT_LIT(o, ",\"unwound\":true");
-        OUT_LIT(o, "}");
+        w->pending = f;   /* ARGS may follow */
     }
     w->ncall++;
     w->sp++;
@@ -278,6 +285,29 @@ static CT_NOINST void pop(struct walk *w, uint64_t end_ns, uint64_t flags) {
         c->unwound++;
 }
 
+/* Close the call written last: its args (from an ARGS record at `v`, if
+ * that is what follows it) or its note, then the brace. */
+static CT_NOINST void close_call(struct walk *w, const uint64_t *v, size_t avail) {
+    if (w->pending < 0)
+        return;
+    struct ct_conv *c = w->c;
+    struct out *o = w->o;
+    int done = 0;
+    if (v && avail && (v[0] >> 62) == CT_EV_EXT && ((v[0] >> 54) & 0xff) == CT_EXT_ARGS && c->args) {
+        uint64_t words = (v[0] >> 38) & 0xffff, value = v[0] & ((1ull << 38) - 1);
+        if (words < avail && (value & 0xffff) <= words * 8) {
+            int n = c->args((uint32_t)w->pending, (const uint8_t *)(v + 1), value, w->argbuf, 1 << 16);
+            if (n > 0)
+                out_str(o, w->argbuf, (size_t)n);
+            done = 1;
+        }
+    }
+    if (!done && w->notes && w->notes[w->pending])
+        out_str(o, w->notes[w->pending], strlen(w->notes[w->pending]));
+    OUT_LIT(o, "}");
+    w->pending = -1;
+}
+
 static CT_NOINST int walk(struct walk *w) {
     struct ct_conv *c = w->c;
     struct cthread *t = w->t;
@@ -295,6 +325,8 @@ static CT_NOINST int walk(struct walk *w) {
             uint64_t v = p[i];
             if (!v)
                 break;
+            if (w->pending >= 0)
+                close_call(w, p + i, n - i);
             unsigned kind = (unsigned)(v >> 62);
             if (kind == CT_EV_TIME) {
                 last = v & CT_TIME_MASK;
@@ -355,6 +387,8 @@ static CT_NOINST int walk(struct walk *w) {
         if (c->progress && (k & 15) == 15)
             c->progress(c->done_words, c->total_words);
     }
+    if (w->pending >= 0)
+        close_call(w, NULL, 0);
     uint64_t end = to_ns(c, c->end_ticks);
     while (w->sp)
         pop(w, end, FLAG_INCOMPLETE);
@@ -525,6 +559,8 @@ CT_EXPORT CT_NOINST struct ct_conv *ct_conv_open(const char *path, char *err, si
 
 CT_EXPORT CT_NOINST void ct_conv_set_progress(struct ct_conv *c, ct_progress_fn fn) { c->progress = fn; }
 
+CT_EXPORT CT_NOINST void ct_conv_set_args(struct ct_conv *c, ct_args_fn fn) { c->args = fn; }
+
 CT_EXPORT CT_NOINST int ct_conv_analyze(struct ct_conv *c, char *err, size_t errlen) {
     c->durcap = c->total_calls ? c->total_calls : 1;
     FILE *tmp = tmpfile();
@@ -543,7 +579,7 @@ CT_EXPORT CT_NOINST int ct_conv_analyze(struct ct_conv *c, char *err, size_t err
     c->dur = m;
     c->done_words = 0;
     for (size_t ti = 0; ti < c->nthreads; ti++) {
-        struct walk w = {.c = c, .t = &c->threads[ti], .mode = WALK_MEASURE};
+        struct walk w = {.c = c, .t = &c->threads[ti], .mode = WALK_MEASURE, .pending = -1};
         if (walk(&w) < 0) {
             snprintf(err, errlen, "out of memory");
             return -1;
@@ -594,12 +630,15 @@ CT_EXPORT CT_NOINST int ct_conv_thread(struct ct_conv *c, size_t i, struct ct_co
  * `"threads":[`); `names` are JSON string literals, one per function index,
  * `heads` the opening `{"tid":...,` of each thread in ct_conv_thread order. */
 CT_EXPORT CT_NOINST int ct_conv_write(struct ct_conv *c, int fd, const char *const *names,
-                                      const char *const *heads, int pretty, char *err, size_t errlen) {
+                                      const char *const *notes, const char *const *heads, int pretty,
+                                      char *err, size_t errlen) {
     struct out *o = malloc(sizeof *o);
     size_t *lens = calloc(c->nfuncs + 1, sizeof *lens);
-    if (!o || !lens) {
+    char *argbuf = malloc(1 << 16);
+    if (!o || !lens || !argbuf) {
         free(o);
         free(lens);
+        free(argbuf);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -618,11 +657,12 @@ CT_EXPORT CT_NOINST int ct_conv_write(struct ct_conv *c, int fd, const char *con
         out_str(o, heads[ti], strlen(heads[ti]));
         OUT_LIT(o, "\"calls\":[");
         struct walk w = {.c = c, .t = &c->threads[ti], .mode = WALK_WRITE, .pretty = pretty, .o = o,
-                         .names = names, .namelen = lens};
+                         .names = names, .namelen = lens, .notes = notes, .argbuf = argbuf, .pending = -1};
         if (walk(&w) < 0) {
             snprintf(err, errlen, "out of memory");
             free(o);
             free(lens);
+            free(argbuf);
             return -1;
         }
         OUT_LIT(o, "]}");
@@ -635,6 +675,7 @@ CT_EXPORT CT_NOINST int ct_conv_write(struct ct_conv *c, int fd, const char *con
     int failed = o->failed;
     free(o);
     free(lens);
+    free(argbuf);
     if (failed) {
         snprintf(err, errlen, "%s", strerror(failed));
         return -1;

@@ -134,6 +134,12 @@ CT_HIDDEN const char *ct_raw_path(void);
 CT_HIDDEN void ct_stream_close(void);
 CT_HIDDEN void ct_prefault_start(void);
 
+/* capture.c */
+extern volatile uint32_t ct_capture_on CT_HIDDEN;
+CT_HIDDEN int ct_capture_load(const char *path);
+CT_HIDDEN long ct_capture_copy(const uint64_t *regs, uint8_t *out, size_t room, uint32_t *index);
+extern size_t ct_chunk_bytes CT_HIDDEN;
+
 /* hooks.c */
 CT_HIDDEN void ct_thread_sync(struct ct_thread *t, uint64_t where);
 CT_HIDDEN void ct_write_ext(struct ct_thread *t, uint32_t sub, uint64_t value);

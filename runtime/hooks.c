@@ -6,6 +6,7 @@
  * when a chunk fills. */
 #define _GNU_SOURCE
 #include <sys/syscall.h>
+#include <string.h>
 #include <unistd.h>
 #include "ct.h"
 
@@ -45,7 +46,37 @@ static inline CT_NOINST void record(struct ct_thread *t, uint64_t kind, void *fn
     t->busy = 0;
 }
 
-CT_EXPORT CT_NOINST void __cyg_profile_func_enter(void *fn, void *site) {
+/* The exported entry hook is this stub: the plain path is one compare and a
+ * jump to ct_enter; with a capture plan loaded it saves the callee-saved
+ * registers (where optimized code keeps its arguments across the hook call)
+ * and the return address for ct_enter_capture. */
+__asm__(".text\n"
+        ".globl __cyg_profile_func_enter\n"
+        ".type __cyg_profile_func_enter,@function\n"
+        "__cyg_profile_func_enter:\n"
+        "    cmpl $0, ct_capture_on(%rip)\n"
+        "    jne 1f\n"
+        "    jmp ct_enter\n"
+        "1:  push %r15\n"
+        "    push %r14\n"
+        "    push %r13\n"
+        "    push %r12\n"
+        "    push %rbp\n"
+        "    push %rbx\n"
+        "    mov %rsp, %rdx\n"
+        "    sub $8, %rsp\n"
+        "    call ct_enter_capture\n"
+        "    add $8, %rsp\n"
+        "    pop %rbx\n"
+        "    pop %rbp\n"
+        "    pop %r12\n"
+        "    pop %r13\n"
+        "    pop %r14\n"
+        "    pop %r15\n"
+        "    ret\n"
+        ".size __cyg_profile_func_enter, .-__cyg_profile_func_enter\n");
+
+CT_HIDDEN CT_NOINST void ct_enter(void *fn, void *site) {
     (void)site;
     struct ct_thread *t = &ct_tls;
     uint32_t d = t->depth++;
@@ -70,6 +101,66 @@ CT_EXPORT CT_NOINST void __cyg_profile_func_exit(void *fn, void *site) {
     if (unlikely(!t->on) || unlikely(d >= ct_max_depth))
         return;
     record(t, CT_EV_EXIT, fn);
+}
+
+/* Entry with arguments: ENTER, then EXT ARGS with the planned bytes, both
+ * in the same chunk so the converter finds them together. */
+CT_HIDDEN CT_NOINST void ct_enter_capture(void *fn, void *site, uint64_t *regs) {
+    (void)site;
+    struct ct_thread *t = &ct_tls;
+    uint32_t d = t->depth++;
+    if (unlikely(t->epoch != ct_epoch))
+        ct_thread_sync(t, (uint64_t)d << 1);
+    if (unlikely(!t->on))
+        return;
+    if (unlikely(d >= ct_max_depth)) {
+        if (t->chunk)
+            t->chunk->depth_limited++;
+        return;
+    }
+    if (t->busy) {
+        if (t->chunk)
+            t->chunk->dropped++;
+        return;
+    }
+    t->busy = 1;
+    ct_barrier();
+    uint64_t *p = t->cur;
+    if (p >= t->end)
+        p = ct_next_chunk(t);
+    for (int attempt = 0; p && attempt < 2; attempt++) {
+        uint64_t *limit = (uint64_t *)((char *)t->chunk + ct_chunk_bytes);
+        size_t room = (size_t)((char *)limit - (char *)p);
+        uint32_t index = 0;
+        /* TIME + ENTER + EXT first, then the payload after them. */
+        long n = room > 24 ? ct_capture_copy(regs, (uint8_t *)(p + 3), room - 24, &index) : -2;
+        if (n == -2 && attempt == 0) {
+            p = ct_next_chunk(t);   /* payload does not fit: start the call in a fresh chunk */
+            continue;
+        }
+        uint64_t now = ct_ticks();
+        uint64_t delta = now - t->last;
+        uint64_t *q = p;
+        if (delta > CT_DELTA_MASK) {
+            *q++ = ((uint64_t)CT_EV_TIME << 62) | (now & CT_TIME_MASK);
+            delta = 0;
+        }
+        t->last = now;
+        *q++ = (((uint64_t)(uintptr_t)fn & CT_ADDR_MASK) << CT_DELTA_BITS) | delta;
+        if (n >= 0) {
+            size_t words = ((size_t)n + 7) / 8;
+            uint8_t *payload = (uint8_t *)(p + 3);
+            memset(payload + n, 0, words * 8 - (size_t)n);
+            if (q != p + 2)
+                memmove(q + 1, payload, words * 8);   /* no TIME word: close the gap */
+            *q++ = CT_EXT_WORD(CT_EXT_ARGS, words, ((uint64_t)index << 16) | (uint64_t)n);
+            q += words;
+        }
+        t->cur = q;
+        break;
+    }
+    ct_barrier();
+    t->busy = 0;
 }
 
 /* An EXT word with no payload (PAUSE/RESUME carry the thread's depth). */

@@ -30,6 +30,7 @@ extern char **environ;
 static volatile int init_state;        /* 0 none, 1 running, 2 done */
 static volatile int finished;
 static pthread_key_t thread_key;
+static void load_plan(void);
 static int exit_code_known, exit_code;
 static const int fatal_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTERM,
                                     SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGXCPU, SIGXFSZ};
@@ -157,6 +158,8 @@ CT_NOINST void ct_init(void) {
         install_fatal_handlers();
     if (ok)
         ct_prefault_start();
+    if (ok && ct_cfg.capture_args)
+        load_plan();
     ct_recording = ok && !ct_cfg.start_off;
     __atomic_add_fetch(&ct_epoch, 1, __ATOMIC_RELEASE);
     __atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
@@ -164,10 +167,10 @@ CT_NOINST void ct_init(void) {
 
 __attribute__((constructor)) static CT_NOINST void ct_constructor(void) { ct_init(); }
 
-/* Run `python -m calltrace convert RAW` and wait; nothing here allocates, so
- * it is usable from a signal handler. */
-static CT_NOINST void run_converter(void) {
-    const char *raw = ct_raw_path();
+/* Run `python -m calltrace ARGS...` untraced and wait for it; nothing here
+ * allocates, so it is usable from a signal handler. Returns its exit status. */
+static CT_NOINST int run_python(const char *a1, const char *a2, const char *a3, const char *a4,
+                                const char *a5) {
     const char *python = getenv("CALLTRACE_PYTHON");
     if (!python || !*python)
         python = CT_PYTHON;
@@ -177,8 +180,8 @@ static CT_NOINST void run_converter(void) {
         if (strncmp(*e, "LD_PRELOAD=", 11) && strncmp(*e, "CALLTRACE_", 10))
             env[n++] = *e;
     env[n] = NULL;
-    char *argv[] = {(char *)python, "-m", "calltrace", "convert", (char *)raw, "--from-runtime",
-                    ct_cfg.debug ? "--verbose" : "--quiet", NULL};
+    char *argv[] = {(char *)python, "-m", "calltrace", (char *)a1, (char *)a2, (char *)a3,
+                    (char *)a4, (char *)a5, NULL};
     pid_t pid = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
     if (pid == 0) {
         int null = open("/dev/null", O_RDWR);
@@ -188,20 +191,43 @@ static CT_NOINST void run_converter(void) {
         }
         execve(python, argv, env);
         execvpe(python, argv, env);
-        char msg[] = "calltrace: cannot start the trace converter (set CALLTRACE_PYTHON)\n";
+        char msg[] = "calltrace: cannot start python for calltrace (set CALLTRACE_PYTHON)\n";
         ssize_t w = write(2, msg, sizeof msg - 1);
         (void)w;
         _exit(127);
     }
-    if (pid < 0) {
-        ct_warn("cannot start the trace converter; raw trace kept at %s", raw);
-        return;
-    }
+    if (pid < 0)
+        return -1;
     int status;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static CT_NOINST void run_converter(void) {
+    const char *raw = ct_raw_path();
+    if (run_python("convert", raw, "--from-runtime", ct_cfg.debug ? "--verbose" : "--quiet", NULL) != 0)
         ct_warn("converting the trace failed; raw trace kept at %s (calltrace convert %s)", raw, raw);
+}
+
+/* CALLTRACE_CAPTURE_ARGS=1: load the plan `calltrace run` made, or make one. */
+static CT_NOINST void load_plan(void) {
+    const char *plan = getenv("CALLTRACE_PLAN");
+    if (plan && *plan) {
+        ct_capture_load(plan);
+        return;
+    }
+    char exe[PATH_MAX], path[PATH_MAX + 32];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return;
+    exe[n] = 0;
+    snprintf(path, sizeof path, "%s.plan", ct_raw_path());
+    if (run_python("plan", exe, "-o", path, NULL) == 0)
+        ct_capture_load(path);
+    else
+        ct_warn("could not make a capture plan for %s; arguments not captured", exe);
+    unlink(path);
 }
 
 CT_NOINST void ct_finish(int state, int code, int sig) {

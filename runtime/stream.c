@@ -19,6 +19,7 @@
 #include "ct.h"
 
 static int fd = -1;
+size_t ct_chunk_bytes;
 static struct ct_header *hdr;
 static char raw_path[PATH_MAX];
 static struct ct_chunk *meta;          /* current META chunk */
@@ -310,6 +311,7 @@ CT_NOINST int ct_stream_open(pid_t ppid) {
     hdr->version = CT_VERSION;
     hdr->header_size = CT_HEADER_SIZE;
     hdr->chunk_size = (uint32_t)ct_cfg.chunk_size;
+    ct_chunk_bytes = ct_cfg.chunk_size;
     hdr->pid = (int32_t)pid;
     hdr->ppid = (int32_t)ppid;
     hdr->main_tid = (int32_t)syscall(SYS_gettid);

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import signal
 import sys
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
+    except MemoryError:
+        error("out of memory")
+        return 70
     except BrokenPipeError:
         # Output piped into `head` and closed: not an error worth a message.
         try:
@@ -70,3 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 0
+    except Exception as e:  # a bug in calltrace: one line, details on request
+        if os.environ.get("CALLTRACE_TRACEBACK"):
+            raise
+        error(f"internal error: {type(e).__name__}: {e} (set CALLTRACE_TRACEBACK=1 for details "
+              "and please report it)")
+        return 70

@@ -40,6 +40,8 @@ def add_arguments(p) -> None:
     p.add_argument("--max-depth", type=options.positive_int, metavar="N",
                    help="record only calls less than N deep (CALLTRACE_MAX_DEPTH)")
     options.add_format(p)
+    p.add_argument("--capture-args", action="store_true", default=None,
+                   help="record each call's arguments, typed from DWARF (CALLTRACE_CAPTURE_ARGS=1)")
     p.add_argument("--debug", action="store_true", default=None,
                    help="runtime diagnostics on stderr (CALLTRACE_DEBUG=1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary")
@@ -50,9 +52,19 @@ def add_arguments(p) -> None:
     options.add_command(p)
 
 
-def _environment(args, raw_dir: str) -> dict[str, str]:
+def _environment(args, raw_dir: str, program: str) -> dict[str, str]:
     env = preload_env(os.environ, library_path())
     env["CALLTRACE_RAW_DIR"] = raw_dir
+    capture = args.capture_args
+    if capture is None and os.environ.get("CALLTRACE_CAPTURE_ARGS", "") in ("1", "true", "yes", "on"):
+        capture = True
+    if capture:
+        # Plan here, once, rather than in the runtime at start-up.
+        from .plan import write_plan
+        plan = os.path.join(raw_dir, "capture.plan")
+        if options.is_elf(program) and write_plan(program, plan):
+            env["CALLTRACE_PLAN"] = plan
+        env["CALLTRACE_CAPTURE_ARGS"] = "1"
     if args.max_depth is not None:
         env["CALLTRACE_MAX_DEPTH"] = str(args.max_depth)
     if args.pretty is not None:
@@ -124,7 +136,7 @@ def run(args) -> int:
     raw_dir = tempfile.mkdtemp(prefix="calltrace-")
     try:
         proc = subprocess.Popen([path, *program[1:]], executable=path,
-                                env=_environment(args, raw_dir))
+                                env=_environment(args, raw_dir, path))
     except OSError as e:
         shutil.rmtree(raw_dir, ignore_errors=True)
         raise CalltraceError(f"cannot run {program[0]}: {e.strerror}", 126) from None

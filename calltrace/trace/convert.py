@@ -111,15 +111,44 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
         if notes:
             metadata["notes"] = notes
         names = [_json_str(infos[f.addr].function) for f in funcs]
+        arg_notes = None
+        if info.flags & FLAG_CAPTURE_ARGS:
+            arg_notes = _capture_args(raw, info, funcs, infos, notes, metadata)
         heads = [thread_head(t.tid, info.thread_names.get(t.tid), t.main).encode()
                  for t in threads]
         second_pass[0] = 1
         _write_atomic(output, lambda fd: (
             os.write(fd, document_head(metadata, stats, pretty).encode("utf-8", "surrogateescape")),
-            raw.write_threads(fd, names, heads, pretty)))
+            raw.write_threads(fd, names, heads, pretty, arg_notes)))
         if bar is not None:
             bar.close()
     return Converted(output, metadata, stats, notes)
+
+
+def _capture_args(raw, info, funcs, infos, notes, metadata) -> list[bytes | None]:
+    """Wire the argument decoder into the C walk; returns per-function notes."""
+    from ..symbols.plan import capture_plan
+    from .args import ArgsDecoder
+    exe = next((m for m in info.modules if m.path == info.exe), None)
+    plan = capture_plan(info.exe) if exe else None
+    if plan is None or not plan.has_dwarf:
+        notes.append(f"{info.exe} has no DWARF debug info (build with -g): arguments not captured")
+        metadata["notes"] = notes
+    by_addr = {f.addr: infos[f.addr].function for f in funcs}
+
+    def symbolize(addr: int) -> str | None:
+        name = by_addr.get(addr)
+        if name is None and exe is not None:
+            from ..symbols.elf import elf_symbols
+            s = elf_symbols(exe.path).lookup(addr - exe.bias)
+            name = s.name if s is not None and s.start == addr - exe.bias else None
+        return name
+
+    from ..symbols.plan import CapturePlan
+    decoder = ArgsDecoder(plan or CapturePlan(info.exe, {}, set()), exe.bias if exe else 0,
+                          [f.addr for f in funcs], symbolize)
+    raw.set_args(decoder)
+    return decoder.notes()
 
 
 def _write_atomic(path: str, write) -> None:

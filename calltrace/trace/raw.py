@@ -135,6 +135,8 @@ class _Thread(ctypes.Structure):
 
 
 PROGRESS = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint64)
+ARGS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint8), ctypes.c_uint64,
+                        ctypes.c_void_p, ctypes.c_uint32)
 _lib = None
 
 
@@ -150,9 +152,10 @@ def _library():
         lib.ct_conv_summary.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Summary)]
         lib.ct_conv_function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(_Func)]
         lib.ct_conv_thread.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(_Thread)]
+        lib.ct_conv_set_args.argtypes = [ctypes.c_void_p, ARGS]
         lib.ct_conv_write.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_char_p),
-                                      ctypes.POINTER(ctypes.c_char_p), ctypes.c_int,
-                                      ctypes.c_char_p, ctypes.c_size_t]
+                                      ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_char_p),
+                                      ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
         _lib = lib
     return _lib
 
@@ -191,6 +194,21 @@ class RawStream:
         self._progress = PROGRESS(fn)   # keep a reference while C holds it
         self._lib.ct_conv_set_progress(self._h, self._progress)
 
+    def set_args(self, fn) -> None:
+        """`fn(function_index, plan_index, payload_bytes) -> bytes` (the
+        `,"args":[...]` fragment of one call, or b"")."""
+        def shim(fidx, payload, value, out, cap):
+            try:
+                text = fn(fidx, value >> 16, ctypes.string_at(payload, value & 0xFFFF))
+            except Exception as e:   # never let a decoding bug kill the conversion
+                text = (',"args_note":"cannot decode arguments: %s"' % type(e).__name__).encode()
+            if not text or len(text) > cap:
+                return -1
+            ctypes.memmove(out, text, len(text))
+            return len(text)
+        self._args = ARGS(shim)
+        self._lib.ct_conv_set_args(self._h, self._args)
+
     def analyze(self) -> None:
         err = ctypes.create_string_buffer(256)
         if self._lib.ct_conv_analyze(self._h, err, len(err)) < 0:
@@ -215,11 +233,14 @@ class RawStream:
             i += 1
         return out
 
-    def write_threads(self, fd: int, names: list[bytes], heads: list[bytes], pretty: bool) -> None:
+    def write_threads(self, fd: int, names: list[bytes], heads: list[bytes], pretty: bool,
+                      notes: list[bytes | None] | None = None) -> None:
         err = ctypes.create_string_buffer(256)
         c_names = (ctypes.c_char_p * max(1, len(names)))(*names)
+        c_notes = (ctypes.c_char_p * max(1, len(names)))(*(notes or [None] * len(names)))
         c_heads = (ctypes.c_char_p * max(1, len(heads)))(*heads)
-        if self._lib.ct_conv_write(self._h, fd, c_names, c_heads, int(pretty), err, len(err)) < 0:
+        if self._lib.ct_conv_write(self._h, fd, c_names, c_notes, c_heads, int(pretty), err,
+                                   len(err)) < 0:
             raise OSError(0, err.value.decode(errors="replace"))
 
     def close(self) -> None:

@@ -1,0 +1,373 @@
+"""Capture plans: which bytes the runtime copies at each function's entry hook.
+
+For every function with DWARF parameters, at the instruction after its call
+to __cyg_profile_func_enter (found with capstone), we look up
+
+- the CFA rule there (call frame information), and
+- where each parameter lives there (DWARF location lists): in a callee-saved
+  register, or in memory relative to the CFA, rsp or a callee-saved register.
+
+At that point only callee-saved registers and memory still hold the
+function's values: the hook call clobbered the rest, and DWARF knows it, so a
+value the compiler kept only in a clobbered register is honestly "optimized
+out". The runtime copies exactly the planned bytes (runtime/capture.c);
+values.py decodes them after the run. The binary layout written by
+`serialize` is read by capture.c: keep both in step."""
+from __future__ import annotations
+
+import bisect
+import struct
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from elftools.common.exceptions import DWARFError, ELFError
+from elftools.dwarf.dwarf_expr import DWARFExprParser
+from elftools.dwarf.locationlists import BaseAddressEntry, LocationExpr, LocationParser
+from elftools.elf.elffile import ELFFile
+
+from .ctypes_dwarf import ARRAY, STRUCT, UNION, CType, TypeReader
+
+OP_REG, OP_MEM, OP_STRING = 1, 2, 0x80
+BASE_RSP, BASE_CFA = 0xFD, 0xFE
+SAVED = {3: 0, 6: 1, 12: 2, 13: 3, 14: 4, 15: 5}   # DWARF reg -> slot saved by capture.c
+MEM_CAP = 256                                      # bytes copied of one by-value argument
+MAGIC = b"CTPLAN01"
+
+
+@dataclass(frozen=True)
+class Op:
+    kind: int
+    base: int
+    size: int
+    off: int = 0
+
+
+@dataclass
+class ParamPlan:
+    name: str
+    ctype: CType
+    ops: list[Op] = field(default_factory=list)
+    const: bytes | None = None
+    note: str | None = None      # "optimized out" / "unavailable"
+
+    @property
+    def is_string(self) -> bool:
+        return len(self.ops) == 1 and bool(self.ops[0].kind & OP_STRING)
+
+
+@dataclass
+class FunctionPlan:
+    origin: int          # DIE offset of the function (shared by its inlined copies)
+    ret_vaddr: int       # the key: where the entry hook call returns to
+    cfa_base: int
+    cfa_off: int
+    params: list[ParamPlan]
+
+    @property
+    def ops(self) -> list[Op]:
+        return [op for p in self.params for op in p.ops]
+
+
+class _Unavailable(Exception):
+    def __init__(self, note: str):
+        self.note = note
+
+
+def _reg_of(name: str, args) -> int | None:
+    if name.startswith("DW_OP_reg") and name != "DW_OP_regx":
+        return int(name[len("DW_OP_reg"):])
+    if name == "DW_OP_regx":
+        return args[0]
+    return None
+
+
+class _Planner:
+    def __init__(self, elf: ELFFile):
+        self.elf = elf
+        self.dwarf = elf.get_dwarf_info()
+        self.loc = LocationParser(self.dwarf.location_lists())
+        self.expr = DWARFExprParser(self.dwarf.structs)
+        self.types = TypeReader()
+        self._cfi = self._index_cfi()
+        self._text = [s for s in elf.iter_sections() if s["sh_flags"] & 0x4 and s["sh_type"] == "SHT_PROGBITS"]
+
+    def _index_cfi(self):
+        entries = []
+        try:
+            if self.dwarf.has_EH_CFI():
+                entries = self.dwarf.EH_CFI_entries()
+            elif self.dwarf.has_CFI():
+                entries = self.dwarf.CFI_entries()
+        except (DWARFError, KeyError, ValueError):
+            entries = []
+        fdes = sorted(((e.header.initial_location, e.header.address_range, e) for e in entries
+                       if hasattr(e, "header") and hasattr(e.header, "initial_location")),
+                      key=lambda x: x[0])
+        return fdes, [f[0] for f in fdes]
+
+    def cfa_at(self, pc: int) -> tuple[int, int] | None:
+        fdes, starts = self._cfi
+        i = bisect.bisect_right(starts, pc) - 1
+        if i < 0 or pc >= fdes[i][0] + fdes[i][1]:
+            return None
+        rule = None
+        for row in fdes[i][2].get_decoded().table:
+            if row["pc"] > pc:
+                break
+            rule = row["cfa"]
+        if rule is None or rule.expr is not None:
+            return None
+        if rule.reg == 7:
+            return BASE_RSP, rule.offset
+        if rule.reg in SAVED:
+            return SAVED[rule.reg], rule.offset
+        return None
+
+    def hook_return(self, lo: int, hi: int) -> int | None:
+        """The address after the function's first call: gcc emits the entry
+        hook call before any other. capture.c checks it at run time too."""
+        from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+        for sec in self._text:
+            start = sec["sh_addr"]
+            if start <= lo < start + sec["sh_size"]:
+                data = sec.data()[lo - start:min(hi, start + sec["sh_size"]) - start]
+                md = Cs(CS_ARCH_X86, CS_MODE_64)
+                for insn in md.disasm(data, lo):
+                    if insn.mnemonic == "call":
+                        return insn.address + insn.size
+                return None
+        return None
+
+    def _location(self, die, cu, pc: int, frame_base):
+        attr = die.attributes.get("DW_AT_location")
+        if attr is None:
+            if "DW_AT_const_value" in die.attributes:
+                return die.attributes["DW_AT_const_value"].value
+            raise _Unavailable("optimized out")
+        loc = self.loc.parse_from_attribute(attr, cu["version"], die)
+        if isinstance(loc, LocationExpr):
+            return loc.loc_expr
+        top = cu.get_top_DIE()
+        base = top.attributes["DW_AT_low_pc"].value if "DW_AT_low_pc" in top.attributes else 0
+        for entry in loc:
+            if isinstance(entry, BaseAddressEntry):
+                base = entry.base_address
+                continue
+            lo, hi = ((entry.begin_offset, entry.end_offset) if entry.is_absolute
+                      else (base + entry.begin_offset, base + entry.end_offset))
+            if lo <= pc < hi:
+                return entry.loc_expr
+        raise _Unavailable("optimized out")
+
+    def _ops(self, expr, ctype: CType, frame_base) -> tuple[list[Op], bytes | None]:
+        if isinstance(expr, int):
+            return [], expr.to_bytes(8, "little", signed=expr < 0)[:max(ctype.size, 1)]
+        if isinstance(expr, bytes):
+            return [], expr
+        parsed = self.expr.parse_expr(expr)
+        ops: list[Op] = []
+        pending: tuple | None = None
+        stack_const: int | None = None
+        size_left = ctype.size or 8
+        for op in parsed:
+            name, args = op.op_name, op.args
+            reg = _reg_of(name, args)
+            if name in ("DW_OP_entry_value", "DW_OP_GNU_entry_value"):
+                raise _Unavailable("optimized out")
+            if reg is not None:
+                if reg not in SAVED:
+                    raise _Unavailable("optimized out")
+                pending = (OP_REG, SAVED[reg], 0)
+            elif name == "DW_OP_fbreg":
+                if frame_base is None:
+                    raise _Unavailable("unavailable")
+                pending = (OP_MEM, frame_base[0], frame_base[1] + args[0])
+            elif name.startswith("DW_OP_breg") and name != "DW_OP_bregx":
+                r = int(name[len("DW_OP_breg"):])
+                base = BASE_RSP if r == 7 else SAVED.get(r)
+                if base is None:
+                    raise _Unavailable("optimized out")
+                pending = (OP_MEM, base, args[0])
+            elif name == "DW_OP_call_frame_cfa":
+                pending = (OP_MEM, BASE_CFA, 0)
+            elif name.startswith("DW_OP_lit"):
+                stack_const = int(name[len("DW_OP_lit"):])
+            elif name in ("DW_OP_const1u", "DW_OP_const2u", "DW_OP_const4u", "DW_OP_const8u",
+                          "DW_OP_const1s", "DW_OP_const2s", "DW_OP_const4s", "DW_OP_const8s",
+                          "DW_OP_constu", "DW_OP_consts"):
+                stack_const = args[0]
+            elif name == "DW_OP_stack_value":
+                if stack_const is None:
+                    raise _Unavailable("unavailable")
+                return [], stack_const.to_bytes(8, "little", signed=stack_const < 0)[:max(ctype.size, 1)]
+            elif name == "DW_OP_implicit_value":
+                return [], bytes(args[1])
+            elif name == "DW_OP_piece":
+                if pending is None:
+                    raise _Unavailable("optimized out")   # an empty piece: part optimized out
+                ops.append(Op(pending[0], pending[1], args[0], pending[2]))
+                size_left -= args[0]
+                pending = None
+            else:
+                raise _Unavailable("unavailable")
+        if pending is not None:
+            size = min(max(size_left, 1), MEM_CAP)
+            if pending[0] == OP_REG:
+                size = min(size, 8)
+            ops.append(Op(pending[0], pending[1], size, pending[2]))
+        if not ops:
+            raise _Unavailable("unavailable")
+        return ops, None
+
+    def plans(self, die, cu) -> list[FunctionPlan]:
+        """The plan of a function's own entry hook call, and of the hook calls
+        gcc kept for each copy of another function inlined into it."""
+        out = []
+        frame_base = self._frame_base(die)
+        bounds = self._bounds(die, None)
+        plan = self.function(die, cu, die, frame_base, bounds)
+        if plan is not None:
+            out.append(plan)
+        stack = list(die.iter_children())
+        while stack:
+            child = stack.pop()
+            if child.tag == "DW_TAG_inlined_subroutine" and "DW_AT_abstract_origin" in child.attributes:
+                plan = self.function(child, cu, child.get_DIE_from_attribute("DW_AT_abstract_origin"),
+                                     frame_base, self._bounds(child, bounds))
+                if plan is not None:
+                    out.append(plan)
+            if child.has_children:
+                stack.extend(child.iter_children())
+        return out
+
+    def _frame_base(self, die):
+        fb = die.attributes.get("DW_AT_frame_base")
+        if fb is not None and fb.form == "DW_FORM_exprloc":
+            ops = self.expr.parse_expr(fb.value)
+            if len(ops) == 1 and ops[0].op_name == "DW_OP_call_frame_cfa":
+                return BASE_CFA, 0
+            if len(ops) == 1 and ops[0].op_name.startswith("DW_OP_breg"):
+                r = int(ops[0].op_name[len("DW_OP_breg"):])
+                if r == 7 or r in SAVED:
+                    return BASE_RSP if r == 7 else SAVED[r], ops[0].args[0]
+        return None
+
+    @staticmethod
+    def _bounds(die, parent):
+        """Where to look for the entry hook call: from the entry (low_pc, or
+        entry_pc for inlined copies split into ranges) to the end of the
+        code, or of the enclosing function."""
+        a = die.attributes
+        low = a["DW_AT_low_pc"].value if "DW_AT_low_pc" in a else (
+            a["DW_AT_entry_pc"].value if "DW_AT_entry_pc" in a and a["DW_AT_entry_pc"].form == "DW_FORM_addr"
+            else None)
+        if low is None:
+            return None
+        high_attr = a.get("DW_AT_high_pc")
+        if high_attr is not None:
+            high = high_attr.value if high_attr.form == "DW_FORM_addr" else low + high_attr.value
+        elif parent is not None:
+            high = parent[1]
+        else:
+            return None
+        return low, high
+
+    def function(self, die, cu, origin, frame_base, bounds) -> FunctionPlan | None:
+        if bounds is None:
+            return None
+        ret = self.hook_return(*bounds)
+        cfa = self.cfa_at(ret) if ret is not None else None
+        params = []
+        # The declaration order comes from the abstract function; the
+        # locations from this concrete or inlined copy.
+        if origin is die and "DW_AT_abstract_origin" in die.attributes:
+            origin = die.get_DIE_from_attribute("DW_AT_abstract_origin")
+        concrete = {}
+        for child in die.iter_children():
+            if child.tag == "DW_TAG_formal_parameter":
+                ref = (child.get_DIE_from_attribute("DW_AT_abstract_origin").offset
+                       if "DW_AT_abstract_origin" in child.attributes else child.offset)
+                concrete[ref] = child
+        for decl in origin.iter_children():
+            if decl.tag != "DW_TAG_formal_parameter":
+                continue
+            name = decl.attributes.get("DW_AT_name")
+            name = name.value.decode(errors="replace") if name else f"arg{len(params)}"
+            p = ParamPlan(name, self.types.of(decl))
+            child = concrete.get(decl.offset)
+            if ret is None or cfa is None:
+                p.note = "unavailable"
+            elif child is None:
+                p.note = "optimized out"
+            else:
+                try:
+                    p.ops, p.const = self._ops(self._location(child, cu, ret, frame_base), p.ctype,
+                                               frame_base)
+                    if p.ctype.is_string and len(p.ops) == 1 and p.ops[0].size == 8:
+                        p.ops = [Op(p.ops[0].kind | OP_STRING, p.ops[0].base, 8, p.ops[0].off)]
+                except _Unavailable as e:
+                    p.note = e.note
+                except (DWARFError, KeyError, ValueError, NotImplementedError):
+                    p.note = "unavailable"
+            params.append(p)
+        if ret is None:
+            return None
+        base, off = cfa if cfa else (BASE_RSP, 0)
+        return FunctionPlan(origin.offset, ret, base, off, params)
+
+
+@dataclass
+class CapturePlan:
+    path: str
+    sites: dict[int, FunctionPlan]      # by ret_vaddr
+    defined: set[int]                   # entry addresses of functions with DWARF
+
+    @property
+    def has_dwarf(self) -> bool:
+        return bool(self.defined)
+
+    def ordered(self) -> list[FunctionPlan]:
+        """Plans in file order: the runtime records the index of the one used."""
+        return sorted(self.sites.values(), key=lambda f: f.ret_vaddr)
+
+    def serialize(self) -> bytes:
+        funcs = self.ordered()
+        out_f, out_o = [], []
+        for f in funcs:
+            ops = f.ops
+            payload = sum(op.size + (2 + 128 if op.kind & OP_STRING else 0) for op in ops)
+            out_f.append(struct.pack("<QQiBBHII", f.origin, f.ret_vaddr, f.cfa_off, f.cfa_base, 0,
+                                     len(ops), len(out_o), (payload + 7) & ~7))
+            out_o.extend(struct.pack("<BBHi", op.kind, op.base, op.size, op.off) for op in ops)
+        head = MAGIC + struct.pack("<IIII", 1, len(out_f), len(out_o), 0)
+        return head + b"".join(out_f) + b"".join(out_o)
+
+
+@lru_cache(maxsize=16)
+def capture_plan(path: str) -> CapturePlan:
+    """The plan for every entry hook call of a function with DWARF in `path`."""
+    sites: dict[int, FunctionPlan] = {}
+    defined: set[int] = set()
+    try:
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            if not elf.has_dwarf_info() or elf.get_section_by_name(".debug_info") is None:
+                return CapturePlan(path, {}, set())
+            planner = _Planner(elf)
+            for cu in planner.dwarf.iter_CUs():
+                for die in cu.get_top_DIE().iter_children():
+                    if die.tag == "DW_TAG_subprogram" and "DW_AT_low_pc" in die.attributes:
+                        defined.add(die.attributes["DW_AT_low_pc"].value)
+                        try:
+                            plans = planner.plans(die, cu)
+                        except (DWARFError, KeyError, ValueError, AttributeError, NotImplementedError):
+                            plans = []
+                        for plan in plans:
+                            sites[plan.ret_vaddr] = plan
+    except (OSError, ELFError):
+        return CapturePlan(path, {}, set())
+    return CapturePlan(path, sites, defined)
+
+
+def is_aggregate(t: CType) -> bool:
+    return t.kind in (STRUCT, UNION, ARRAY)

@@ -1,0 +1,238 @@
+/* Argument capture (CALLTRACE_CAPTURE_ARGS=1): copy the bytes a capture plan
+ * names at each function's entry hook, off the plain path.
+ *
+ * The plan (calltrace/symbols/plan.py, `serialize`) is computed from DWARF
+ * in Python once per binary and handed over as a file: CALLTRACE_PLAN under
+ * `calltrace run`, or made at start-up by running `python -m calltrace plan`
+ * under a bare LD_PRELOAD. Decoding into typed values happens after the run. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <link.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "ct.h"
+
+struct plan_func {
+    uint64_t origin, ret_vaddr;
+    int32_t cfa_off;
+    uint8_t cfa_base, flags;
+    uint16_t nops;
+    uint32_t first_op, max_payload;
+};
+
+struct plan_op {
+    uint8_t kind, base;
+    uint16_t size;
+    int32_t off;
+};
+
+enum { OP_REG = 1, OP_MEM = 2, OP_STRING = 0x80, BASE_RSP = 0xfd, BASE_CFA = 0xfe };
+enum { STR_OK = 0, STR_NULL = 1, STR_INVALID = 2, STR_TRUNCATED = 3 };
+#define STRING_CAP 128
+
+struct slot {
+    uint64_t key;       /* run-time entry address */
+    uint32_t idx;
+};
+
+volatile uint32_t ct_capture_on;
+static const struct plan_func *funcs;
+static const struct plan_op *ops;
+static struct slot *table;
+static size_t table_mask;
+static uint64_t bias;
+
+static CT_NOINST int exe_bias(struct dl_phdr_info *info, size_t size, void *arg) {
+    (void)size;
+    *(uint64_t *)arg = info->dlpi_addr;
+    return 1;   /* the first object is the executable */
+}
+
+/* Map the plan file and index it by run-time address. */
+CT_NOINST int ct_capture_load(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        ct_warn("cannot read the capture plan %s: %s; arguments not captured", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || st.st_size < 24) {
+        close(fd);
+        ct_warn("capture plan %s is empty; arguments not captured", path);
+        return -1;
+    }
+    const char *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED || memcmp(m, "CTPLAN01", 8)) {
+        ct_warn("%s is not a capture plan; arguments not captured", path);
+        return -1;
+    }
+    uint32_t nfuncs, nops;
+    memcpy(&nfuncs, m + 12, 4);
+    memcpy(&nops, m + 16, 4);
+    if (24 + (uint64_t)nfuncs * sizeof *funcs + (uint64_t)nops * sizeof *ops > (uint64_t)st.st_size) {
+        ct_warn("capture plan %s is truncated; arguments not captured", path);
+        return -1;
+    }
+    funcs = (const struct plan_func *)(m + 24);
+    ops = (const struct plan_op *)(m + 24 + nfuncs * sizeof *funcs);
+    dl_iterate_phdr(exe_bias, &bias);
+    size_t cap = 16;
+    while (cap < 2 * (size_t)nfuncs)
+        cap <<= 1;
+    table = mmap(NULL, cap * sizeof *table, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (table == MAP_FAILED)
+        return -1;
+    table_mask = cap - 1;
+    for (uint32_t i = 0; i < nfuncs; i++) {
+        uint64_t key = funcs[i].ret_vaddr + bias;
+        size_t j = (key * 0x9E3779B97F4A7C15ull >> 32) & table_mask;
+        while (table[j].key)
+            j = (j + 1) & table_mask;
+        table[j].key = key;
+        table[j].idx = i;
+    }
+    ct_log("capture plan %s: %u functions", path, nfuncs);
+    __atomic_store_n(&ct_capture_on, 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static inline CT_NOINST const struct plan_func *lookup(uint64_t fn) {
+    size_t j = (fn * 0x9E3779B97F4A7C15ull >> 32) & table_mask;
+    while (table[j].key) {
+        if (table[j].key == fn)
+            return &funcs[table[j].idx];
+        j = (j + 1) & table_mask;
+    }
+    return NULL;
+}
+
+/* ---- readable memory, for pointers we follow --------------------------------
+ * A cached copy of /proc/self/maps, re-read when a pointer falls outside it,
+ * so that a bad `char *` gives "invalid pointer" rather than a crash. */
+#define MAX_RANGES 4096
+static uint64_t rlo[MAX_RANGES], rhi[MAX_RANGES];
+static size_t nranges;
+static volatile int maps_lock;
+
+static CT_NOINST void read_maps(void) {
+    static char buf[1 << 16];
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    nranges = 0;
+    if (fd < 0)
+        return;
+    size_t used = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + used, sizeof buf - 1 - used);
+        if (n <= 0)
+            break;
+        used += (size_t)n;
+        buf[used] = 0;
+        char *line = buf, *nl;
+        while ((nl = memchr(line, '\n', (size_t)(buf + used - line)))) {
+            unsigned long long lo, hi;
+            char perms[8];
+            if (sscanf(line, "%llx-%llx %7s", &lo, &hi, perms) == 3 && perms[0] == 'r' &&
+                nranges < MAX_RANGES) {
+                if (nranges && rhi[nranges - 1] == lo)
+                    rhi[nranges - 1] = hi;   /* merge neighbours: strings may span them */
+                else {
+                    rlo[nranges] = lo;
+                    rhi[nranges++] = hi;
+                }
+            }
+            line = nl + 1;
+        }
+        used = (size_t)(buf + used - line);
+        memmove(buf, line, used);
+    }
+    close(fd);
+}
+
+/* How many bytes from `addr` are readable (0: none), looking again once. */
+static CT_NOINST uint64_t readable(uint64_t addr) {
+    if (addr < 4096 || addr >> 47)
+        return 0;
+    uint64_t out = 0;
+    while (__atomic_exchange_n(&maps_lock, 1, __ATOMIC_ACQUIRE))
+        ;
+    for (int pass = 0; pass < 2 && !out; pass++) {
+        if (pass)
+            read_maps();
+        size_t lo = 0, hi = nranges;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (rhi[mid] <= addr)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo < nranges && rlo[lo] <= addr)
+            out = rhi[lo] - addr;
+    }
+    __atomic_store_n(&maps_lock, 0, __ATOMIC_RELEASE);
+    return out;
+}
+
+/* Copy one call's planned bytes to `out`; returns the byte count, or -1 when
+ * no plan covers this hook call site (then no ARGS record is written), -2
+ * when `room` is too small. Plans are keyed by the hook's return address, so
+ * copies of a function inlined elsewhere get the plan of their own site. */
+CT_NOINST long ct_capture_copy(const uint64_t *regs, uint8_t *out, size_t room, uint32_t *index) {
+    const struct plan_func *pf = lookup(regs[6]);
+    if (!pf)
+        return -1;
+    *index = (uint32_t)(pf - funcs);
+    if (pf->max_payload > room)
+        return -2;
+    uint64_t rsp = (uint64_t)(regs + 7);   /* the function's rsp after the hook returns */
+    uint64_t cfa = (pf->cfa_base == BASE_RSP ? rsp : regs[pf->cfa_base]) + (int64_t)pf->cfa_off;
+    uint8_t *p = out;
+    for (uint32_t i = 0; i < pf->nops; i++) {
+        const struct plan_op *op = &ops[pf->first_op + i];
+        uint8_t kind = op->kind & 0x7f;
+        uint64_t val = 0;
+        if (kind == OP_REG) {
+            val = regs[op->base];
+            memcpy(p, &val, op->size);
+        } else {
+            uint64_t base = op->base == BASE_CFA ? cfa : op->base == BASE_RSP ? rsp : regs[op->base];
+            uint64_t src = base + (int64_t)op->off;
+            /* Frame slots are always there; a register used as a pointer may not be. */
+            if (op->base < 6 && readable(src) < op->size)
+                memset(p, 0, op->size);
+            else
+                memcpy(p, (const void *)src, op->size);
+            memcpy(&val, p, op->size < 8 ? op->size : 8);
+        }
+        p += op->size;
+        if (op->kind & OP_STRING) {
+            uint8_t status = STR_OK, len = 0;
+            if (!val) {
+                status = STR_NULL;
+            } else {
+                uint64_t avail = readable(val);
+                if (!avail) {
+                    status = STR_INVALID;
+                } else {
+                    const char *s = (const char *)val;
+                    size_t max = avail < STRING_CAP ? (size_t)avail : STRING_CAP;
+                    while (len < max && s[len])
+                        len++;
+                    memcpy(p + 2, s, len);
+                    if (len == max && !(max < avail && s[max] == 0))
+                        status = STR_TRUNCATED;
+                }
+            }
+            p[0] = status;
+            p[1] = len;
+            p += 2 + len;
+        }
+    }
+    return (long)(p - out);
+}
