@@ -162,3 +162,45 @@ def test_deep_recursion_counts_once(recorded):
     paths = [s.path for s in slowest(trace, 5001)]
     assert sorted(len(p) for p in paths) == list(range(1, 5002))
     assert max(paths, key=len) == ("main",) + ("down",) * 5000
+
+
+def _bench_writer():
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "bench_postmortem", Path(__file__).resolve().parent.parent / "bench" / "bench_postmortem.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.write_trace
+
+
+def test_progress_bar_on_a_terminal_for_long_reads(tmp_path):
+    """A read that takes more than about a second shows tqdm's bar on a
+    terminal; in a pipe (every other test) stderr stays empty."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    path = tmp_path / "big.json"
+    _bench_writer()(str(path), 2_000_000)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "calltrace", "report", "--threads", str(path)],
+                            stdout=subprocess.PIPE, stderr=slave, cwd="/")
+    os.close(slave)
+    err = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        err.append(data)
+    out = proc.stdout.read().decode()
+    assert proc.wait(timeout=300) == 0
+    os.close(master)
+    err = b"".join(err).decode(errors="replace")
+    assert "reading calls:" in err and "B/s" in err, err[-500:]
+    assert out.count("== thread ") == 4
+    piped = run_cli("report", "--slowest", "1", path)
+    assert piped.returncode == 0 and piped.stderr == b""

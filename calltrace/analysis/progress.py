@@ -15,10 +15,13 @@ def reading(trace: Trace, what: str = "reading calls", passes: int = 1) -> Itera
     if src is None or not sys.stderr.isatty():
         yield
         return
+    import shutil
     from tqdm import tqdm
+    # A terminal that reports no size (a bare pty) would get an empty bar.
+    size = shutil.get_terminal_size((80, 24))
     total = max(0, src.body_end - src.body_start) * passes
     bar = tqdm(total=total, unit="B", unit_scale=True, desc=what, delay=1.0, leave=False,
-               file=sys.stderr, dynamic_ncols=True)
+               file=sys.stderr, ncols=size.columns or 80, nrows=size.lines or 24)
     src.progress = bar.update
     try:
         yield
