@@ -73,8 +73,9 @@ def write_trace(path: str, calls: int) -> None:
 def run(cmd: list[str], pipe_to: list[str] | None = None) -> tuple[float, int, int]:
     """Wall seconds, peak RSS in MB and exit status of ``cmd``."""
     start = time.perf_counter()
+    # Run outside the source tree: the installed calltrace is measured.
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE if pipe_to else subprocess.DEVNULL,
-                         stderr=subprocess.PIPE)
+                         stderr=subprocess.PIPE, cwd=tempfile.gettempdir())
     tail = subprocess.Popen(pipe_to, stdin=p.stdout, stdout=subprocess.DEVNULL) if pipe_to else None
     if p.stdout:
         p.stdout.close()

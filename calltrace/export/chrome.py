@@ -49,12 +49,15 @@ def write(trace: Trace, out: TextIO, options: Options) -> None:
         head = f',\n{{"ph":"X","pid":{pid},"tid":{t.tid},"cat":"call","name":'
         names: dict[str, str] = {}
         buf = []
+        append = buf.append
         for fn, _, start, dur, extra in t.rows():
             q = names.get(fn)
             if q is None:
-                q = names[fn] = dump(fn, ensure_ascii=False)
-            buf.append(f'{head}{q},"ts":{us(start)},"dur":{us(dur)}{_args(extra)}}}')
-            if len(buf) >= 4096:
+                q = names[fn] = head + dump(fn, ensure_ascii=False) + ',"ts":'
+            # ts and dur in microseconds with exactly three decimals
+            append(f'{q}{start // 1000}.{start % 1000:03d},"dur":{dur // 1000}.{dur % 1000:03d}'
+                   f'{_args(extra) if extra else ""}}}')
+            if len(buf) >= 8192:
                 out.write("".join(buf))
                 buf.clear()
         out.write("".join(buf))
