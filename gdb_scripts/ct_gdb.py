@@ -139,14 +139,14 @@ class Recorder:
             else:
                 self.pending[tid] = (site, fn)
 
-    def returned(self, tid, pc, frame):
+    def returned(self, tid, pc):
         """A return-site breakpoint: the value of the call that just exited."""
         self.stop(tid)
         p = self.pending.get(tid)
         if p is None or p[0] != pc:
             return                 # the site reached some other way (a loop)
         del self.pending[tid]
-        self.emit_return(tid, p[1], frame)
+        self.emit_return(tid, p[1], gdb.selected_frame())
 
     def emit_return(self, tid, fn, frame):
         rtype = self.rtypes.get(fn, False)
@@ -304,21 +304,33 @@ class _Bp(gdb.Breakpoint):
         self.rec = rec
 
 
+def reg(name, _eval=gdb.parse_and_eval):
+    # parse_and_eval("$rdi") costs ~4 us after a resume; building the frame
+    # object to call read_register costs ~30 us (its frame id): per stop, that
+    # is most of what a recorder adds to GDB's own breakpoint cost.
+    return int(_eval(name))
+
+
 class Hook(_Bp):
     """First instruction of a hook in the preloaded runtime: rdi = fn,
     rsi = call site; the instrumented function is the next frame out."""
     def __init__(self, rec, addr, kind):
         super().__init__(rec, "*0x%x" % addr)
         self.kind = kind
+        self.outer = True       # the arguments live one frame out
 
     def stop(self):
         rec = self.rec
         try:
-            f = gdb.selected_frame()
             tid = gdb.selected_thread().ptid[1]
-            fn = int(f.read_register("rdi"))
+            fn = reg("$rdi")
             if self.kind == "E":
-                rec.enter(tid, fn, int(f.read_register("rsi")), f.older() if rec.args else None)
+                site = reg("$rsi") if rec.rets else 0
+                frame = None
+                if rec.args:
+                    frame = gdb.selected_frame()
+                    frame = frame.older() if self.outer else frame
+                rec.enter(tid, fn, site, frame)
             else:
                 rec.exit(tid, fn)
         except Exception as e:          # never let an error stop the program
@@ -329,19 +341,9 @@ class Hook(_Bp):
 class HookSite(Hook):
     """A `call` of a hook inside a selected function (--function): the
     arguments are already in rdi/rsi and the frame is the function's own."""
-    def stop(self):
-        rec = self.rec
-        try:
-            f = gdb.selected_frame()
-            tid = gdb.selected_thread().ptid[1]
-            fn = int(f.read_register("rdi"))
-            if self.kind == "E":
-                rec.enter(tid, fn, int(f.read_register("rsi")), f)
-            else:
-                rec.exit(tid, fn)
-        except Exception as e:
-            rec.error(e)
-        return False
+    def __init__(self, rec, addr, kind):
+        super().__init__(rec, addr, kind)
+        self.outer = False
 
 
 class ReturnSite(_Bp):
@@ -353,7 +355,7 @@ class ReturnSite(_Bp):
 
     def stop(self):
         try:
-            self.rec.returned(gdb.selected_thread().ptid[1], self.addr, gdb.selected_frame())
+            self.rec.returned(gdb.selected_thread().ptid[1], self.addr)
         except Exception as e:
             self.rec.error(e)
         return False
@@ -364,12 +366,12 @@ class Entry(_Bp):
     def stop(self):
         rec = self.rec
         try:
-            f = gdb.selected_frame()
-            b = f.block()
+            b = gdb.block_for_pc(reg("$pc"))
             while b is not None and b.function is None:
                 b = b.superblock
             if b is not None:
-                rec.enter(gdb.selected_thread().ptid[1], b.start, 0, f)
+                rec.enter(gdb.selected_thread().ptid[1], b.start, 0,
+                          gdb.selected_frame() if rec.args else None)
         except Exception as e:
             rec.error(e)
         return False
@@ -388,10 +390,11 @@ class Ret(_Bp):
         rec = self.rec
         try:
             if self.reg is not None:
-                target = int(gdb.selected_frame().read_register(self.reg))
+                target = reg("$" + self.reg)
                 if self.fn <= target < self.end:
                     return False
-            rec.exit(gdb.selected_thread().ptid[1], self.fn, gdb.selected_frame(),
+            rec.exit(gdb.selected_thread().ptid[1], self.fn,
+                     gdb.selected_frame() if rec.rets and self.is_ret else None,
                      tail=not self.is_ret)
         except Exception as e:
             rec.error(e)

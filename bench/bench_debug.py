@@ -1,0 +1,119 @@
+"""`make bench`: the cost of `calltrace debug` per traced call, side by side
+with the floor GDB itself sets: a bare breakpoint that only counts.
+
+  (a) bare GDB breakpoint: a gdb.Breakpoint on each hook whose stop() only
+      counts and returns False (the cheapest a GDB-based tracer can be)
+  (b) calltrace debug
+  (c) calltrace debug --capture-args
+  (d) calltrace debug --function '^rare$' (1% of the calls)
+
+Each figure is (time for N calls - time for 0 calls) / N, median of the
+repeats, the modes interleaved so machine noise hits them alike. Targets:
+(b) <= 1.3x (a), (c) <= 2x (a), (d)'s stops ~1% of (b)'s.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROG = ROOT / "build" / "fixtures" / "callloop"
+N = int(os.environ.get("BENCH_DEBUG_CALLS", "10000"))
+REPEATS = int(os.environ.get("BENCH_DEBUG_REPEATS", "3"))
+
+BARE = r'''
+import gdb
+class Count(gdb.Breakpoint):
+    n = 0
+    def stop(self):
+        Count.n += 1
+        return False
+def arm(ev):
+    # the hooks' addresses as calltrace debug finds them: ELF offsets + load base
+    name = ev.new_objfile.filename or ""
+    if "libcalltrace" in name:
+        for line in gdb.execute("info sharedlibrary", to_string=True).splitlines():
+            if line.rstrip().endswith(name):
+                base = int(line.split()[0], 16) - TEXT
+        for off in OFFSETS:
+            Count("*%d" % (base + off), internal=True)
+gdb.events.new_objfile.connect(arm)
+gdb.events.exited.connect(lambda ev: print("COUNT", Count.n))
+'''
+
+
+def lib() -> str:
+    out = subprocess.run([sys.executable, "-m", "calltrace", "lib"], capture_output=True,
+                         cwd=tempfile.gettempdir(),
+                         text=True, check=True)
+    return out.stdout.strip()
+
+
+def timed(cmd: list[str], env=None) -> tuple[float, str]:
+    t = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
+    dt = time.perf_counter() - t
+    if p.returncode != 0:
+        raise SystemExit(f"bench_debug: {' '.join(cmd)} failed:\n{p.stderr[-2000:]}")
+    return dt, p.stdout + p.stderr
+
+
+def main() -> int:
+    if not PROG.exists():
+        print("bench_debug: build the fixtures first (make fixtures)")
+        return 1
+    script = Path(tempfile.mkdtemp()) / "bare.py"
+    out = str(script.parent / "t.json")
+    so = lib()
+    from calltrace.debug.tracer import _hook_offsets
+    hooks = _hook_offsets(os.path.realpath(so))
+    script.write_text(f"OFFSETS = {sorted(hooks['hook_offsets'].values())}\n"
+                      f"TEXT = {hooks['hook_text']}\n" + BARE)
+
+    def bare(n):
+        return ["gdb", "-nx", "-q", "-batch", "-iex", "set auto-load off",
+                "-iex", "set debuginfod enabled off", "-ex", f"source {script}",
+                "-ex", f"set environment LD_PRELOAD={so}",
+                "-ex", "set environment CALLTRACE_OUTPUT=/dev/null", "-ex", "run",
+                "--args", str(PROG), str(n)]
+
+    def dbg(*extra):
+        return lambda n: [sys.executable, "-m", "calltrace", "debug", "-q", "--output", out,
+                          *extra, str(PROG), str(n)]
+
+    modes = {"(a) bare GDB breakpoint (counts only)": bare,
+             "(b) calltrace debug": dbg(),
+             "(c) calltrace debug --capture-args": dbg("--capture-args"),
+             "(d) calltrace debug --function '^rare$' (1%)": dbg("--function", "^rare$")}
+    per_call: dict[str, list[float]] = {m: [] for m in modes}
+    stops: dict[str, int] = {}
+    for _ in range(REPEATS):
+        for name, cmd in modes.items():
+            t0, _ = timed(cmd(0))
+            t1, text = timed(cmd(N))
+            per_call[name].append((t1 - t0) / N * 1e6)
+            if name.startswith("(a)"):
+                stops[name] = int(text.split("COUNT")[-1].split()[0])
+            else:
+                stops[name] = json.load(open(out))["metadata"]["gdb_stops"]
+    med = {m: statistics.median(v) for m, v in per_call.items()}
+    base = med["(a) bare GDB breakpoint (counts only)"]
+    print(f"callloop {N} calls (main + {N} leaf calls), median of {REPEATS}, modes interleaved")
+    print(f"{'mode':48} {'us/call':>9} {'vs (a)':>7} {'stops':>8}  runs (us/call)")
+    for m, value in med.items():
+        runs = " ".join(f"{x:.0f}" for x in per_call[m])
+        print(f"{m:48} {value:9.1f} {value / base:6.2f}x {stops[m]:8d}  {runs}")
+    full, sel = stops["(b) calltrace debug"], stops["(d) calltrace debug --function '^rare$' (1%)"]
+    print(f"--function selecting 1% of the calls: {sel} stops = {100 * sel / full:.2f}% of the "
+          f"full trace's {full}; targets: (b) <= 1.3x (a), (c) <= 2x (a)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
