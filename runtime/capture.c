@@ -31,9 +31,10 @@ struct plan_op {
     int32_t off;
 };
 
-enum { OP_REG = 1, OP_MEM = 2, OP_STRING = 0x80, BASE_RSP = 0xfd, BASE_CFA = 0xfe };
+enum { OP_REG = 1, OP_MEM = 2, OP_FOLLOW = 3, OP_SITE = 4, OP_STRING = 0x80, BASE_RSP = 0xfd, BASE_CFA = 0xfe };
+#define MAX_OPS 64
 enum { STR_OK = 0, STR_NULL = 1, STR_INVALID = 2, STR_TRUNCATED = 3 };
-#define STRING_CAP 128
+#define STRING_CAP 256   /* calltrace/symbols/values.py STRING_CAP */
 
 struct slot {
     uint64_t key;       /* run-time entry address */
@@ -183,7 +184,8 @@ static CT_NOINST uint64_t readable(uint64_t addr) {
  * no plan covers this hook call site (then no ARGS record is written), -2
  * when `room` is too small. Plans are keyed by the hook's return address, so
  * copies of a function inlined elsewhere get the plan of their own site. */
-CT_NOINST long ct_capture_copy(const uint64_t *regs, uint8_t *out, size_t room, uint32_t *index) {
+CT_NOINST long ct_capture_copy(const uint64_t *regs, uint64_t site, uint8_t *out, size_t room,
+                               uint32_t *index) {
     const struct plan_func *pf = lookup(regs[6]);
     if (!pf)
         return -1;
@@ -193,11 +195,24 @@ CT_NOINST long ct_capture_copy(const uint64_t *regs, uint8_t *out, size_t room, 
     uint64_t rsp = (uint64_t)(regs + 7);   /* the function's rsp after the hook returns */
     uint64_t cfa = (pf->cfa_base == BASE_RSP ? rsp : regs[pf->cfa_base]) + (int64_t)pf->cfa_off;
     uint8_t *p = out;
+    uint8_t *starts[MAX_OPS];
+    if (pf->nops > MAX_OPS)
+        return -1;
     for (uint32_t i = 0; i < pf->nops; i++) {
         const struct plan_op *op = &ops[pf->first_op + i];
         uint8_t kind = op->kind & 0x7f;
         uint64_t val = 0;
-        if (kind == OP_REG) {
+        starts[i] = p;
+        if (kind == OP_SITE) {
+            /* An entry value: the caller's call site tells it (decoded later). */
+            memcpy(p, &site, 8);
+        } else if (kind == OP_FOLLOW) {
+            /* A pointer inside bytes copied by an earlier op (a struct's char *). */
+            if (op->base >= i)
+                return -1;
+            memcpy(&val, starts[op->base] + op->off, 8);
+            memcpy(p, &val, 8);
+        } else if (kind == OP_REG) {
             val = regs[op->base];
             memcpy(p, &val, op->size);
         } else {
@@ -212,7 +227,8 @@ CT_NOINST long ct_capture_copy(const uint64_t *regs, uint8_t *out, size_t room, 
         }
         p += op->size;
         if (op->kind & OP_STRING) {
-            uint8_t status = STR_OK, len = 0;
+            uint8_t status = STR_OK;
+            uint16_t len = 0;
             if (!val) {
                 status = STR_NULL;
             } else {
@@ -224,14 +240,15 @@ CT_NOINST long ct_capture_copy(const uint64_t *regs, uint8_t *out, size_t room, 
                     size_t max = avail < STRING_CAP ? (size_t)avail : STRING_CAP;
                     while (len < max && s[len])
                         len++;
-                    memcpy(p + 2, s, len);
+                    memcpy(p + 4, s, len);
                     if (len == max && !(max < avail && s[max] == 0))
                         status = STR_TRUNCATED;
                 }
             }
             p[0] = status;
-            p[1] = len;
-            p += 2 + len;
+            p[1] = 0;
+            memcpy(p + 2, &len, 2);
+            p += 4 + len;
         }
     }
     return (long)(p - out);

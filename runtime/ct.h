@@ -137,7 +137,7 @@ CT_HIDDEN void ct_prefault_start(void);
 /* capture.c */
 extern volatile uint32_t ct_capture_on CT_HIDDEN;
 CT_HIDDEN int ct_capture_load(const char *path);
-CT_HIDDEN long ct_capture_copy(const uint64_t *regs, uint8_t *out, size_t room, uint32_t *index);
+CT_HIDDEN long ct_capture_copy(const uint64_t *regs, uint64_t site, uint8_t *out, size_t room, uint32_t *index);
 extern size_t ct_chunk_bytes CT_HIDDEN;
 
 /* hooks.c */

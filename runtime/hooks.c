@@ -106,7 +106,6 @@ CT_EXPORT CT_NOINST void __cyg_profile_func_exit(void *fn, void *site) {
 /* Entry with arguments: ENTER, then EXT ARGS with the planned bytes, both
  * in the same chunk so the converter finds them together. */
 CT_HIDDEN CT_NOINST void ct_enter_capture(void *fn, void *site, uint64_t *regs) {
-    (void)site;
     struct ct_thread *t = &ct_tls;
     uint32_t d = t->depth++;
     if (unlikely(t->epoch != ct_epoch))
@@ -133,7 +132,8 @@ CT_HIDDEN CT_NOINST void ct_enter_capture(void *fn, void *site, uint64_t *regs) 
         size_t room = (size_t)((char *)limit - (char *)p);
         uint32_t index = 0;
         /* TIME + ENTER + EXT first, then the payload after them. */
-        long n = room > 24 ? ct_capture_copy(regs, (uint8_t *)(p + 3), room - 24, &index) : -2;
+        long n = room > 24 ? ct_capture_copy(regs, (uint64_t)(uintptr_t)site, (uint8_t *)(p + 3), room - 24, &index)
+                           : -2;
         if (n == -2 && attempt == 0) {
             p = ct_next_chunk(t);   /* payload does not fit: start the call in a fresh chunk */
             continue;

@@ -26,8 +26,9 @@ from elftools.dwarf.locationlists import BaseAddressEntry, LocationExpr, Locatio
 from elftools.elf.elffile import ELFFile
 
 from .ctypes_dwarf import ARRAY, STRUCT, UNION, CType, TypeReader
+from .values import STRING_CAP
 
-OP_REG, OP_MEM, OP_STRING = 1, 2, 0x80
+OP_REG, OP_MEM, OP_FOLLOW, OP_SITE, OP_STRING = 1, 2, 3, 4, 0x80
 BASE_RSP, BASE_CFA = 0xFD, 0xFE
 SAVED = {3: 0, 6: 1, 12: 2, 13: 3, 14: 4, 15: 5}   # DWARF reg -> slot saved by capture.c
 MEM_CAP = 256                                      # bytes copied of one by-value argument
@@ -49,6 +50,8 @@ class ParamPlan:
     ops: list[Op] = field(default_factory=list)
     const: bytes | None = None
     note: str | None = None      # "optimized out" / "unavailable"
+    follow: list[str] = field(default_factory=list)   # char * fields copied as strings
+    entry_reg: int | None = None   # value = that register at the call (see call_values)
 
     @property
     def is_string(self) -> bool:
@@ -65,12 +68,29 @@ class FunctionPlan:
 
     @property
     def ops(self) -> list[Op]:
-        return [op for p in self.params for op in p.ops]
+        """Runtime ops in payload order. An OP_FOLLOW's `base` is the index of
+        the op (in this list) whose bytes hold the pointer, `off` the
+        pointer's offset in them."""
+        out: list[Op] = []
+        for p in self.params:
+            first = len(out)
+            out.extend(p.ops)
+            for name in p.follow:
+                off = next(o for n, o, _ in p.ctype.fields if n == name)
+                out.append(Op(OP_FOLLOW | OP_STRING, first, 8, off))
+        return out
 
 
 class _Unavailable(Exception):
     def __init__(self, note: str):
         self.note = note
+
+
+class _EntryValue(Exception):
+    """The value is the one register `reg` had at the call: only the caller's
+    call site knows it (DW_TAG_call_site_parameter), so record the call site."""
+    def __init__(self, reg: int):
+        self.reg = reg
 
 
 def _reg_of(name: str, args) -> int | None:
@@ -88,6 +108,7 @@ class _Planner:
         self.loc = LocationParser(self.dwarf.location_lists())
         self.expr = DWARFExprParser(self.dwarf.structs)
         self.types = TypeReader()
+        self.call_values: dict[tuple[int, int], int] = {}   # (return pc, DWARF reg) -> constant
         self._cfi = self._index_cfi()
         self._text = [s for s in elf.iter_sections() if s["sh_flags"] & 0x4 and s["sh_type"] == "SHT_PROGBITS"]
 
@@ -173,6 +194,10 @@ class _Planner:
             name, args = op.op_name, op.args
             reg = _reg_of(name, args)
             if name in ("DW_OP_entry_value", "DW_OP_GNU_entry_value"):
+                inner = args[-1] if args and isinstance(args[-1], list) else []
+                if (len(parsed) == 2 and parsed[1].op_name == "DW_OP_stack_value" and len(inner) == 1
+                        and _reg_of(inner[0].op_name, inner[0].args) is not None):
+                    raise _EntryValue(_reg_of(inner[0].op_name, inner[0].args))
                 raise _Unavailable("optimized out")
             if reg is not None:
                 if reg not in SAVED:
@@ -231,6 +256,8 @@ class _Planner:
         stack = list(die.iter_children())
         while stack:
             child = stack.pop()
+            if child.tag in ("DW_TAG_call_site", "DW_TAG_GNU_call_site"):
+                self._call_site(child)
             if child.tag == "DW_TAG_inlined_subroutine" and "DW_AT_abstract_origin" in child.attributes:
                 plan = self.function(child, cu, child.get_DIE_from_attribute("DW_AT_abstract_origin"),
                                      frame_base, self._bounds(child, bounds))
@@ -239,6 +266,27 @@ class _Planner:
             if child.has_children:
                 stack.extend(child.iter_children())
         return out
+
+    def _call_site(self, die) -> None:
+        a = die.attributes
+        ret = a.get("DW_AT_call_return_pc") or (a.get("DW_AT_low_pc") if die.tag == "DW_TAG_GNU_call_site" else None)
+        if ret is None:
+            return
+        for p in die.iter_children():
+            loc = p.attributes.get("DW_AT_location")
+            val = p.attributes.get("DW_AT_call_value") or p.attributes.get("DW_AT_GNU_call_site_value")
+            if loc is None or val is None or loc.form != "DW_FORM_exprloc":
+                continue
+            where = self.expr.parse_expr(loc.value)
+            what = self.expr.parse_expr(val.value)
+            reg = _reg_of(where[0].op_name, where[0].args) if len(where) == 1 else None
+            if reg is None or len(what) != 1:
+                continue
+            op = what[0]
+            if op.op_name.startswith("DW_OP_lit"):
+                self.call_values[(ret.value, reg)] = int(op.op_name[len("DW_OP_lit"):])
+            elif op.op_name.startswith("DW_OP_const") and op.args:
+                self.call_values[(ret.value, reg)] = op.args[0]
 
     def _frame_base(self, die):
         fb = die.attributes.get("DW_AT_frame_base")
@@ -305,6 +353,11 @@ class _Planner:
                                                frame_base)
                     if p.ctype.is_string and len(p.ops) == 1 and p.ops[0].size == 8:
                         p.ops = [Op(p.ops[0].kind | OP_STRING, p.ops[0].base, 8, p.ops[0].off)]
+                    elif p.ctype.kind == STRUCT and p.ops:
+                        p.follow = _string_fields(p.ctype, p.ops)
+                except _EntryValue as e:
+                    p.entry_reg = e.reg
+                    p.ops = [Op(OP_SITE, 0, 8, 0)]
                 except _Unavailable as e:
                     p.note = e.note
                 except (DWARFError, KeyError, ValueError, NotImplementedError):
@@ -321,6 +374,7 @@ class CapturePlan:
     path: str
     sites: dict[int, FunctionPlan]      # by ret_vaddr
     defined: set[int]                   # entry addresses of functions with DWARF
+    call_values: dict[tuple[int, int], int] = field(default_factory=dict)
 
     @property
     def has_dwarf(self) -> bool:
@@ -335,12 +389,20 @@ class CapturePlan:
         out_f, out_o = [], []
         for f in funcs:
             ops = f.ops
-            payload = sum(op.size + (2 + 128 if op.kind & OP_STRING else 0) for op in ops)
+            payload = sum(op.size + (4 + STRING_CAP if op.kind & OP_STRING else 0) for op in ops)
             out_f.append(struct.pack("<QQiBBHII", f.origin, f.ret_vaddr, f.cfa_off, f.cfa_base, 0,
                                      len(ops), len(out_o), (payload + 7) & ~7))
             out_o.extend(struct.pack("<BBHi", op.kind, op.base, op.size, op.off) for op in ops)
         head = MAGIC + struct.pack("<IIII", 1, len(out_f), len(out_o), 0)
         return head + b"".join(out_f) + b"".join(out_o)
+
+
+def _string_fields(t: CType, ops: list[Op]) -> list[str]:
+    """Direct `char *` fields of a struct copied whole by one op: the runtime
+    follows them like a `char *` parameter (one level, as GDB shows them)."""
+    if len(ops) != 1 or ops[0].size < t.size:
+        return []
+    return [name for name, off, ft in t.fields if ft.is_string and off + 8 <= t.size][:8]
 
 
 @lru_cache(maxsize=16)
@@ -366,7 +428,7 @@ def capture_plan(path: str) -> CapturePlan:
                             sites[plan.ret_vaddr] = plan
     except (OSError, ELFError):
         return CapturePlan(path, {}, set())
-    return CapturePlan(path, sites, defined)
+    return CapturePlan(path, sites, defined, planner.call_values)
 
 
 def is_aggregate(t: CType) -> bool:

@@ -8,14 +8,25 @@ from typing import Callable
 from .ctypes_dwarf import (ARRAY, ATE_BOOLEAN, ATE_FLOAT, ATE_SIGNED, ATE_SIGNED_CHAR, BASE,
                            ENUM, FUNC, POINTER, STRUCT, UNION, CType)
 
-STRING_CAP = 128       # bytes of a string copied at call time (runtime/capture.c)
+STRING_CAP = 256       # bytes of a string copied at call time (runtime/capture.c, gdb_scripts)
 Symbolize = Callable[[int], "str | None"]
 
 
 def char_text(b: int) -> str:
-    if 32 <= b < 127:
+    """A char as FORMAT.md wants it: itself when printable or \n \t \r,
+    else a literal backslash-x escape (the GDB backend uses the same rule)."""
+    if 32 <= b < 127 or b in (9, 10, 13):
         return chr(b)
-    return {0: "\\0", 9: "\\t", 10: "\\n", 13: "\\r"}.get(b, f"\\x{b:02x}")
+    return f"\\x{b:02x}"
+
+
+def text_of(raw: bytes) -> str:
+    """A C string's bytes: UTF-8 where valid; other bytes and control
+    characters as backslash-x escapes."""
+    text = raw.decode("utf-8", "backslashreplace")
+    if any(ord(ch) < 32 and ch not in "\n\t\r" for ch in text):
+        text = "".join(ch if ord(ch) >= 32 or ch in "\n\t\r" else f"\\x{ord(ch):02x}" for ch in text)
+    return text
 
 
 def _float(x: float):
@@ -73,8 +84,7 @@ def decode(t: CType, raw: bytes, symbolize: Symbolize | None = None):
                 for name, off, ft in t.fields if off < len(raw)}
     if t.kind == ARRAY and t.target is not None and t.target.size:
         if t.target.kind == BASE and t.target.is_char:
-            text = raw[:t.count].split(b"\0", 1)[0]
-            return text.decode("utf-8", "backslashreplace")
+            return text_of(raw[:t.count].split(b"\0", 1)[0])
         step = t.target.size
         return [decode(t.target, raw[i:i + step], symbolize) for i in range(0, min(len(raw), t.size), step)]
     return "0x" + raw[:t.size].hex()
@@ -89,7 +99,7 @@ def decode_string(t: CType, pointer: int, status: int, text: bytes) -> dict:
         return {"type": t.name, "value": None}
     if status == STR_INVALID:
         return {"type": t.name, "value": f"0x{pointer:x}", "note": "invalid pointer"}
-    out = {"type": t.name, "value": text.decode("utf-8", "backslashreplace")}
+    out = {"type": t.name, "value": text_of(text)}
     if status == STR_TRUNCATED:
         out["note"] = "truncated"
     return out

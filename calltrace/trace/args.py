@@ -19,6 +19,7 @@ class ArgsDecoder:
 
     def __init__(self, plan: CapturePlan, bias: int, addrs: list[int], symbolize):
         self.plan = plan
+        self.bias = bias
         self.symbolize = symbolize
         self.sites = plan.ordered()
         self.defined = [a - bias in plan.defined for a in addrs]
@@ -53,13 +54,34 @@ class ArgsDecoder:
             for op in p.ops:
                 raw += payload[pos:pos + op.size]
                 pos += op.size
+            if p.entry_reg is not None:
+                site = int.from_bytes(raw, "little") - self.bias
+                const = self.plan.call_values.get((site, p.entry_reg))
+                if const is None:
+                    out.append({"name": p.name, "type": p.ctype.name, "value": None,
+                                "note": "optimized out"})
+                else:
+                    size = max(p.ctype.size, 1)
+                    data = (const & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+                    out.append({"name": p.name, "type": p.ctype.name,
+                                "value": decode(p.ctype, data, self.symbolize)})
+                continue
             if p.is_string:
-                status, length = payload[pos], payload[pos + 1]
-                text = payload[pos + 2:pos + 2 + length]
-                pos += 2 + length
+                status = payload[pos]
+                length = int.from_bytes(payload[pos + 2:pos + 4], "little")
+                text = payload[pos + 4:pos + 4 + length]
+                pos += 4 + length
                 v = decode_string(p.ctype, int.from_bytes(raw, "little"), status, text)
                 out.append({"name": p.name, **v})
                 continue
-            out.append({"name": p.name, "type": p.ctype.name,
-                        "value": decode(p.ctype, raw, self.symbolize)})
+            value = decode(p.ctype, raw, self.symbolize)
+            for name in p.follow:
+                pointer = int.from_bytes(payload[pos:pos + 8], "little")
+                status = payload[pos + 8]
+                length = int.from_bytes(payload[pos + 10:pos + 12], "little")
+                text = payload[pos + 12:pos + 12 + length]
+                pos += 12 + length
+                field_type = next(ft for n, _, ft in p.ctype.fields if n == name)
+                value[name] = decode_string(field_type, pointer, status, text)["value"]
+            out.append({"name": p.name, "type": p.ctype.name, "value": value})
         return out
