@@ -170,3 +170,34 @@ def test_bad_input_one_line(tmp_path, content, message):
         p = run_cli(*cmd, path)
         assert (p.returncode, p.stdout) == (2, b""), cmd
         assert p.stderr.decode() == f"calltrace: error: {path}: {message}\n", cmd
+
+
+def test_golden_captured_values_from_both_backends(tmp_path):
+    """Arguments recorded by the runtime (run --capture-args) and arguments
+    plus return values recorded by the GDB backend, rendered C-like."""
+    import re
+    run_trace = tmp_path / "args.json"
+    p = run_cli("run", "-q", "--capture-args", "-o", run_trace, fixture("argtypes"))
+    assert p.returncode == 0, p.stderr.decode()
+    gdb_trace = tmp_path / "gdb.json"
+    p = run_cli("debug", "-q", "--capture-args", "--capture-returns", "-o", gdb_trace, fixture("recursion"),
+                timeout=600)
+    assert p.returncode == 0, p.stderr.decode()
+    for name, path in (("replay-argtypes-run.txt", run_trace), ("replay-recursion-debug.txt", gdb_trace)):
+        text = re.sub(r"0x[0-9a-f]{6,}", "0x<addr>", normalise_replay(replay(path)))
+        check_golden(name, text)
+
+
+def test_value_rendering():
+    from calltrace.analysis.render import fmt_call
+    args = [{"name": "a", "type": "int", "value": None, "note": "optimized out"},
+            {"name": "s", "type": "char *", "value": "abc", "note": "truncated"},
+            {"name": "p", "type": "char *", "value": "0x10", "note": "invalid pointer"},
+            {"name": "c", "type": "unsigned char", "value": "\x01"},
+            {"name": "d", "type": "double", "value": "nan"},
+            {"name": "q", "type": "struct q", "value": {"in": {"v": "nan", "s": "x y"}, "l": [1, 2]}},
+            {"type": "int", "value": 3}]
+    assert fmt_call("f", {"args": args, "return": {"type": "_Bool", "value": False}, "unwound": True}) == (
+        'f(a=<optimized out>, s="abc"..., p=0x10 <invalid pointer>, c=\'\\x01\', d=nan, '
+        'q={in={v=nan, s="x y"}, l=[1, 2]}, 3) = false [unwound]')
+    assert fmt_call("g", None) == "g" and fmt_call("g", {"args": []}) == "g()"

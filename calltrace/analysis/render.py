@@ -8,6 +8,17 @@ import sys
 from typing import Sequence
 
 _CHAR_TYPES = {"char", "signed char", "unsigned char", "const char", "wchar_t"}
+_BARE = {"nan", "inf", "-inf", "-nan"}
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0", "'": "\\'"}
+
+
+def _char(c: str) -> str:
+    """A char value on one line: control characters escaped."""
+    if c in _ESCAPES:
+        return _ESCAPES[c]
+    if ord(c) < 0x20 or ord(c) == 0x7f:
+        return f"\\x{ord(c):02x}"
+    return c
 
 
 def fmt_value(v: dict) -> str:
@@ -33,7 +44,11 @@ def _fmt(val, typ: str) -> str:
     if isinstance(val, str):
         base = typ.replace("const ", "").replace("volatile ", "").strip()
         if base in _CHAR_TYPES:
-            return "'" + val.replace("'", "\\'") + "'"
+            return "'" + "".join(_char(c) for c in val) + "'"
+        if not typ:
+            # a struct field: its type is not recorded; quote what is not
+            # plainly a pointer or a special float
+            return val if val.startswith("0x") or val in _BARE else json.dumps(val, ensure_ascii=False)
         if "char" in base and ("*" in base or "[" in base) and not val.startswith("0x"):
             return json.dumps(val, ensure_ascii=False)
         return val
