@@ -10,9 +10,9 @@ Library use::
             print(thread.tid, "  " * call.depth + call.function, call.duration_ns)
 """
 from .errors import CalltraceError, TraceFormatError
-from .trace.model import Call, FunctionStats, Thread, Trace
+from .trace.model import Call, FunctionStats, Row, Thread, Trace
 from .trace.reader import load
 
 __version__ = "0.1.0"
-__all__ = ["load", "Trace", "Thread", "Call", "FunctionStats", "CalltraceError",
+__all__ = ["load", "Trace", "Thread", "Call", "Row", "FunctionStats", "CalltraceError",
            "TraceFormatError", "__version__"]
