@@ -66,25 +66,33 @@ def main() -> None:
         "calltrace recording": ([bins["instr"]], {"LD_PRELOAD": runtime,
                                                   "CALLTRACE_RAW_DIR": raw_dir}),
     }
+    plan = os.path.join(raw_dir, "calls.plan")
+    subprocess.run([sys.executable, "-m", "calltrace", "plan", bins["instr"], "-o", plan], check=True, cwd="/")
+    capture = {"LD_PRELOAD": runtime, "CALLTRACE_RAW_DIR": raw_dir, "CALLTRACE_CAPTURE_ARGS": "1",
+               "CALLTRACE_PLAN": plan}
+    configs["calltrace --capture-args, f(int, int, int)"] = ([bins["instr"]], capture)
+    configs["calltrace --capture-args, f(const char *)"] = ([bins["instr"]], capture, ["str"])
     if uftrace:
         configs["uftrace record"] = ([uftrace, "record", "--no-libcall", "-d",
                                       os.path.join(raw_dir, "uftrace.data"), bins["instr"]], {})
     results = {k: [] for k in configs}
     rss = {k: [] for k in configs}
     for _ in range(REPEAT):
-        for name, (argv, env) in configs.items():
-            ns, kb = measure([*argv, str(CALLS)], env)
+        for name, (argv, env, *tail) in configs.items():
+            ns, kb = measure([*argv, str(CALLS), *(tail[0] if tail else [])], env)
             results[name].append(ns)
             rss[name].append(kb)
             for f in Path(raw_dir).glob("*.raw"):
                 f.unlink()
             shutil.rmtree(os.path.join(raw_dir, "uftrace.data"), ignore_errors=True)
     base = statistics.median(results["empty hooks (glibc's, not preloaded)"])
+    plain = statistics.median(results["calltrace recording"])
     print(f"{CALLS:,} calls of an empty function, median of {REPEAT} interleaved runs")
-    print(f"{'configuration':56} {'ns/call':>8} {'over empty':>11} {'peak RSS':>10}")
+    print(f"{'configuration':56} {'ns/call':>8} {'over empty':>11} {'over rec.':>10} {'peak RSS':>10}")
     for name in configs:
         med = statistics.median(results[name])
-        print(f"{name:56} {med:8.2f} {med - base:+11.2f} {statistics.median(rss[name]) / 1024:8.1f} MB")
+        print(f"{name:56} {med:8.2f} {med - base:+11.2f} {med - plain:+10.2f} "
+              f"{statistics.median(rss[name]) / 1024:8.1f} MB")
     if not uftrace:
         print("(uftrace not installed: `apt-get install uftrace` to compare)")
 
