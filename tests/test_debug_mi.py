@@ -115,3 +115,14 @@ def test_display_names_unique():
                                   2: {"name": "helper", "file": "/y/b.c"},
                                   3: {"name": "main"}, 4: {"name": None}})
     assert names == {1: "helper [a.c]", 2: "helper [b.c]", 3: "main", 4: "0x4"}
+
+
+def test_count_new_counts_calls_without_parsing(tmp_path):
+    p = tmp_path / "events"
+    p.write_text("E\t1\t16\t0\t10\t1\nX\t1\t16\t20\t2\nE\t1\t16\t0\t30\t3\nE\t1\t1")
+    log = events.EventLog(str(p))
+    assert log.count_new() == 2          # the partial last line waits
+    with open(p, "a") as f:
+        f.write("6\t0\t40\t4\nS\t{}\n")
+    assert log.count_new() == 1 and log.summary_written()
+    assert log.read_new() == 3 and log.calls == 3

@@ -27,6 +27,7 @@ class EventLog:
     def __init__(self, path: str):
         self.path = path
         self.offset = 0
+        self.counted = 0
         self.partial = b""
         self.threads: dict[int, list[tuple]] = {}
         self.names: dict[int, str] = {}
@@ -34,6 +35,25 @@ class EventLog:
         self.summary: dict = {}
         self.execed = False
         self.calls = 0
+
+    def count_new(self) -> int:
+        """While the program runs: count the calls appended since the last
+        look, without parsing (calltrace and GDB share two cores: parsing
+        now would slow the traced program down)."""
+        try:
+            size = os.path.getsize(self.path)
+        except OSError:
+            return 0
+        if size <= self.counted:
+            return 0
+        with open(self.path, "rb") as f:
+            f.seek(self.counted)
+            data = f.read(size - self.counted)
+        cut = data.rfind(b"\n") + 1
+        self.counted += cut
+        data = data[:cut]
+        # every chunk starts at a line start: the last one ended at a newline
+        return data.count(b"\nE\t") + data.startswith(b"E\t")
 
     def read_new(self) -> int:
         """Parse what was appended since the last call; returns new calls."""
@@ -52,6 +72,15 @@ class EventLog:
             if raw:
                 self._line(raw.decode("utf-8", errors="replace"))
         return self.calls - before
+
+    def summary_written(self) -> bool:
+        """Whether the recorder's final S line is in the file (cheap check)."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(max(0, os.path.getsize(self.path) - 4096))
+                return b"\nS\t" in b"\n" + f.read()
+        except OSError:
+            return False
 
     def _line(self, line: str) -> None:
         parts = line.split("\t", {"E": 6, "X": 4, "S": 1, "Z": 1}.get(line[0], 2))

@@ -176,9 +176,8 @@ def trace(opts: Options) -> Result:
             end, extra_stops = _run(session, log, bar, intr)
         # the recorder writes its summary when GDB sees the exit
         deadline = time.monotonic() + 3
-        while not log.summary and time.monotonic() < deadline:
+        while not log.summary_written() and time.monotonic() < deadline:
             time.sleep(0.02)
-            log.read_new()
     finally:
         if bar is not None:
             bar.close()
@@ -211,14 +210,14 @@ def _run(session: Session, log: E.EventLog, bar, intr: _Interrupts):
         for rec in session.poll(0.1):
             end = mi.outcome(rec)
             if end is not None:
-                log.read_new()
                 return end, extra
             if rec.kind == "notify" and rec.message == "stopped":
                 extra += 1                 # a stop the program survives: go on
                 session.write_async("-exec-continue")
-        n = log.read_new()
-        if bar is not None and n:
-            bar.update(n)
+        if bar is not None:
+            n = log.count_new()
+            if n:
+                bar.update(n)
 
 
 def _names(log: E.EventLog, program: str, span, bias: int) -> None:
