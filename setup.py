@@ -15,7 +15,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # The preloaded recorder, and the converter that Python loads with ctypes: two
 # libraries, so that loading the converter never starts a recording.
 LIBRARIES = {
-    "libcalltrace.so": ["hooks.c", "capture.c", "stream.c", "clock.c", "config.c", "lifecycle.c",
+    "libcalltrace.so": ["hooks.c", "capture.c", "filter.c", "stream.c", "clock.c", "config.c", "lifecycle.c",
                         "interpose.c"],
     "libcalltrace-convert.so": ["convert.c"],
 }

@@ -1,6 +1,7 @@
 /* CALLTRACE_* environment variables. A bad value gets one line on stderr and
  * the default: the traced program always runs. */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +72,52 @@ static CT_NOINST long env_long(const char *name, long dflt, long lo, long hi) {
     return x;
 }
 
+/* "10us", "2ms", "500ns", "1s" or a plain number of nanoseconds. */
+static CT_NOINST uint64_t env_duration(const char *name) {
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return 0;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    double scale = 1;
+    if (!strcmp(end, "") || !strcmp(end, "ns"))
+        scale = 1;
+    else if (!strcmp(end, "us"))
+        scale = 1e3;
+    else if (!strcmp(end, "ms"))
+        scale = 1e6;
+    else if (!strcmp(end, "s"))
+        scale = 1e9;
+    else
+        x = -1;
+    if (errno || end == v || x < 0 || x * scale > 1e15) {
+        ct_warn("%s=%s is not a duration (like 10us, 2ms, 500ns); ignoring it", name, v);
+        return 0;
+    }
+    return (uint64_t)(x * scale);
+}
+
+static CT_NOINST int env_signal(const char *name, int dflt) {
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return dflt;
+    static const struct { const char *name; int sig; } names[] = {
+        {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"SIGUSR1", SIGUSR1}, {"SIGUSR2", SIGUSR2},
+        {"PROF", SIGPROF}, {"SIGPROF", SIGPROF}, {"WINCH", SIGWINCH}, {"SIGWINCH", SIGWINCH},
+        {"none", 0}, {"0", 0}};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(v, names[i].name))
+            return names[i].sig;
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (!*end && x >= SIGRTMIN && x <= SIGRTMAX)
+        return (int)x;
+    ct_warn("%s=%s is not USR1, USR2, PROF, WINCH, a real-time signal number or none; using %s",
+            name, v, dflt == SIGUSR1 ? "USR1" : "none");
+    return dflt;
+}
+
 CT_NOINST void ct_config_read(void) {
     struct ct_config *c = &ct_cfg;
     c->debug = env_bool("CALLTRACE_DEBUG", 0);
@@ -102,6 +149,8 @@ CT_NOINST void ct_config_read(void) {
         else if (strcmp(start, "on"))
             ct_warn("CALLTRACE_START=%s is not 'on' or 'off'; starting on", start);
     }
+    c->threshold_ns = env_duration("CALLTRACE_THRESHOLD");
+    c->toggle_signal = env_signal("CALLTRACE_TOGGLE_SIGNAL", SIGUSR1);
     long kb = env_long("CALLTRACE_BUFFER_KB", 256, 16, 65536);
     c->chunk_size = (size_t)kb * 1024;
     if (c->chunk_size % 4096)

@@ -60,7 +60,7 @@ struct ct_conv {
     uint64_t *dur;                    /* per call: duration_ns | flags */
     size_t durcap;
     double npt;
-    uint64_t total_calls, incomplete, unwound, unmatched, depth_limited, dropped;
+    uint64_t total_calls, incomplete, unwound, unmatched, depth_limited, dropped, filtered;
     uint64_t first_ticks, last_ticks, end_ticks, total_words, done_words;
     ct_progress_fn progress;
     ct_args_fn args;
@@ -71,6 +71,7 @@ struct ct_conv_summary {
     uint64_t total_calls, threads, functions, incomplete, unwound, unmatched, depth_limited, dropped;
     uint64_t duration_ns, end_ns;
     double ns_per_tick;
+    uint64_t filtered;
 };
 
 struct ct_conv_func {
@@ -338,11 +339,21 @@ static CT_NOINST int walk(struct walk *w) {
                 if (sub == CT_EXT_PAUSE) {
                     paused = last;
                 } else if (sub == CT_EXT_RESUME) {
+                    /* Frames that returned while recording was off: everything
+                     * at or below the depth now being entered, or below the
+                     * frame now returning (and that one too unless it is the
+                     * same function, i.e. the recorded call returning now). */
                     uint32_t d = (uint32_t)(val >> 1);
                     int on_exit = (int)(val & 1);
-                    while (w->sp && (c->stack[w->sp - 1].rt > d || (!on_exit && c->stack[w->sp - 1].rt == d)))
+                    uint64_t fn = words && i + 1 < n ? p[i + 1] & CT_ADDR_MASK : 0;
+                    while (w->sp) {
+                        const struct frame *top = &c->stack[w->sp - 1];
+                        int same = on_exit && top->rt == d && c->funcs[top->f].addr == fn;
+                        if (top->rt < d || same)
+                            break;
                         pop(w, to_ns(c, paused), FLAG_INCOMPLETE);
-                    next_rt = d;
+                    }
+                    next_rt = on_exit ? -1 : (int64_t)d;
                 } else if (sub == CT_EXT_UNWIND) {
                     while (w->sp && c->stack[w->sp - 1].rt >= (uint32_t)val)
                         pop(w, to_ns(c, last), FLAG_UNWOUND);
@@ -497,6 +508,7 @@ CT_EXPORT CT_NOINST struct ct_conv *ct_conv_open(const char *path, char *err, si
             continue;  /* claimed but never written: the process died in between */
         c->depth_limited += k->depth_limited;
         c->dropped += k->dropped;
+        c->filtered += k->filtered;
         if (k->type == CT_CHUNK_EVENTS)
             c->order[c->norder++] = off;
     }
@@ -605,6 +617,7 @@ CT_EXPORT CT_NOINST void ct_conv_summary(struct ct_conv *c, struct ct_conv_summa
     s->end_ns = to_ns(c, c->end_ticks);
     s->duration_ns = s->end_ns;
     s->ns_per_tick = c->npt;
+    s->filtered = c->filtered;
 }
 
 CT_EXPORT CT_NOINST int ct_conv_function(struct ct_conv *c, size_t i, struct ct_conv_func *f) {

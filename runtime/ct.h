@@ -45,7 +45,8 @@ enum { CT_EXT_PAUSE = 1, CT_EXT_RESUME = 2, CT_EXT_ARGS = 3, CT_EXT_THREAD_END =
     ((3ull << 62) | ((uint64_t)(sub) << 54) | ((uint64_t)(words) << 38) | ((uint64_t)(value) & ((1ull << 38) - 1)))
 
 /* META chunks hold records: u32 key, u32 length, bytes, padded to 8. */
-enum { CT_META_EXE = 1, CT_META_CMDLINE = 2, CT_META_MODULE = 3, CT_META_THREAD = 4, CT_META_OUTPUT = 5 };
+enum { CT_META_EXE = 1, CT_META_CMDLINE = 2, CT_META_MODULE = 3, CT_META_THREAD = 4, CT_META_OUTPUT = 5,
+       CT_META_OPTION = 6 /* "name=value" */ };
 
 enum { CT_CLOCK_TSC = 0, CT_CLOCK_MONOTONIC = 1 };
 enum { CT_END_RUNNING = 0, CT_END_EXIT = 1, CT_END_SIGNAL = 2, CT_END_EXEC = 3 };
@@ -72,7 +73,7 @@ struct ct_chunk {
     uint64_t seq;                   /* per thread, from 0 */
     uint64_t ticks, mono_ns;        /* a calibration point taken at allocation */
     uint64_t depth_limited, dropped;
-    uint64_t reserved;
+    uint64_t filtered;              /* calls shorter than the threshold, removed */
 };
 
 /* ---- runtime state ------------------------------------------------------ */
@@ -85,12 +86,16 @@ struct ct_thread {
     uint64_t seq;
     int32_t tid;
     uint32_t failed;
+    uint32_t fstate, fdepth;        /* --function/--exclude: inside a matching subtree, from depth */
 };
 
 extern __thread struct ct_thread ct_tls __attribute__((tls_model("initial-exec"))) CT_HIDDEN;
 extern volatile uint32_t ct_epoch CT_HIDDEN;      /* bumped to make threads re-sync */
 extern volatile uint32_t ct_recording CT_HIDDEN;  /* toggled at run time */
 extern uint32_t ct_max_depth CT_HIDDEN;
+extern uint64_t ct_threshold_ticks CT_HIDDEN;   /* 0: keep every call */
+extern uint32_t ct_filter_mode CT_HIDDEN;       /* CT_FILTER_* */
+enum { CT_FILTER_NONE = 0, CT_FILTER_INCLUDE = 1, CT_FILTER_EXCLUDE = 2 };
 extern int ct_use_tsc CT_HIDDEN;
 
 struct ct_config {
@@ -98,6 +103,8 @@ struct ct_config {
     char raw_dir[4096];
     uint32_t max_depth;
     int pretty, debug, capture_args, start_off, bare, to_null;
+    int toggle_signal;
+    uint64_t threshold_ns;
     size_t chunk_size;
 };
 extern struct ct_config ct_cfg CT_HIDDEN;
@@ -140,8 +147,12 @@ CT_HIDDEN int ct_capture_load(const char *path);
 CT_HIDDEN long ct_capture_copy(const uint64_t *regs, uint64_t site, uint8_t *out, size_t room, uint32_t *index);
 extern size_t ct_chunk_bytes CT_HIDDEN;
 
+/* filter.c */
+CT_HIDDEN int ct_filter_load(const char *path);
+CT_HIDDEN int ct_filter_match(uint64_t fn);
+
 /* hooks.c */
-CT_HIDDEN void ct_thread_sync(struct ct_thread *t, uint64_t where);
+CT_HIDDEN void ct_thread_sync(struct ct_thread *t, uint64_t where, void *fn);
 CT_HIDDEN void ct_write_ext(struct ct_thread *t, uint32_t sub, uint64_t value);
 
 /* lifecycle.c */

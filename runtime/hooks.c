@@ -14,6 +14,50 @@ __thread struct ct_thread ct_tls __attribute__((tls_model("initial-exec")));
 volatile uint32_t ct_epoch = 1;
 volatile uint32_t ct_recording = 0;
 uint32_t ct_max_depth = 0x7fffffff;
+uint64_t ct_threshold_ticks;
+uint32_t ct_filter_mode;
+
+/* --function: record only inside subtrees rooted at a matching function;
+ * --exclude: leave out subtrees rooted at one. `d` is the call's depth. */
+static CT_NOINST int filter_enter(struct ct_thread *t, void *fn, uint32_t d) {
+    if (t->fstate && d <= t->fdepth)
+        t->fstate = 0;   /* the root was left without its exit (longjmp) */
+    if (t->fstate)
+        return ct_filter_mode == CT_FILTER_INCLUDE;
+    if (ct_filter_match((uint64_t)(uintptr_t)fn)) {
+        t->fstate = 1;
+        t->fdepth = d;
+        return ct_filter_mode == CT_FILTER_INCLUDE;
+    }
+    return ct_filter_mode == CT_FILTER_EXCLUDE;
+}
+
+static CT_NOINST int filter_exit(struct ct_thread *t, uint32_t d) {
+    if (!t->fstate)
+        return ct_filter_mode == CT_FILTER_EXCLUDE;
+    if (d <= t->fdepth)
+        t->fstate = 0;
+    return ct_filter_mode == CT_FILTER_INCLUDE;
+}
+
+/* --threshold: a call that returns sooner than the threshold right after its
+ * own ENTER (a leaf, or a call whose children were all removed) is taken back
+ * out of the buffer, so short calls cost no space at all. */
+static CT_NOINST int drop_short(struct ct_thread *t, void *fn) {
+    uint64_t *p = t->cur;
+    if (t->busy || !t->chunk || p <= (uint64_t *)((char *)t->chunk + CT_CHUNK_HEADER))
+        return 0;
+    uint64_t w = p[-1];
+    if ((w >> 62) != CT_EV_ENTER || ((w >> CT_DELTA_BITS) & CT_ADDR_MASK) != ((uint64_t)(uintptr_t)fn & CT_ADDR_MASK))
+        return 0;
+    if (ct_ticks() - t->last >= ct_threshold_ticks)
+        return 0;
+    p[-1] = 0;          /* words past `cur` stay zero: the converter stops there */
+    t->cur = p - 1;
+    t->last -= w & CT_DELTA_MASK;
+    t->chunk->filtered++;
+    return 1;
+}
 
 static inline CT_NOINST void record(struct ct_thread *t, uint64_t kind, void *fn) {
     if (unlikely(t->busy)) {
@@ -81,7 +125,7 @@ CT_HIDDEN CT_NOINST void ct_enter(void *fn, void *site) {
     struct ct_thread *t = &ct_tls;
     uint32_t d = t->depth++;
     if (unlikely(t->epoch != ct_epoch))
-        ct_thread_sync(t, (uint64_t)d << 1);
+        ct_thread_sync(t, (uint64_t)d << 1, fn);
     if (unlikely(!t->on))
         return;
     if (unlikely(d >= ct_max_depth)) {
@@ -89,6 +133,8 @@ CT_HIDDEN CT_NOINST void ct_enter(void *fn, void *site) {
             t->chunk->depth_limited++;
         return;
     }
+    if (unlikely(ct_filter_mode) && !filter_enter(t, fn, d))
+        return;
     record(t, CT_EV_ENTER, fn);
 }
 
@@ -97,8 +143,12 @@ CT_EXPORT CT_NOINST void __cyg_profile_func_exit(void *fn, void *site) {
     struct ct_thread *t = &ct_tls;
     uint32_t d = --t->depth;
     if (unlikely(t->epoch != ct_epoch))
-        ct_thread_sync(t, ((uint64_t)d << 1) | 1);
+        ct_thread_sync(t, ((uint64_t)d << 1) | 1, fn);
     if (unlikely(!t->on) || unlikely(d >= ct_max_depth))
+        return;
+    if (unlikely(ct_filter_mode) && !filter_exit(t, d))
+        return;
+    if (unlikely(ct_threshold_ticks) && drop_short(t, fn))
         return;
     record(t, CT_EV_EXIT, fn);
 }
@@ -109,7 +159,7 @@ CT_HIDDEN CT_NOINST void ct_enter_capture(void *fn, void *site, uint64_t *regs) 
     struct ct_thread *t = &ct_tls;
     uint32_t d = t->depth++;
     if (unlikely(t->epoch != ct_epoch))
-        ct_thread_sync(t, (uint64_t)d << 1);
+        ct_thread_sync(t, (uint64_t)d << 1, fn);
     if (unlikely(!t->on))
         return;
     if (unlikely(d >= ct_max_depth)) {
@@ -117,6 +167,8 @@ CT_HIDDEN CT_NOINST void ct_enter_capture(void *fn, void *site, uint64_t *regs) 
             t->chunk->depth_limited++;
         return;
     }
+    if (unlikely(ct_filter_mode) && !filter_enter(t, fn, d))
+        return;
     if (t->busy) {
         if (t->chunk)
             t->chunk->dropped++;
@@ -163,8 +215,8 @@ CT_HIDDEN CT_NOINST void ct_enter_capture(void *fn, void *site, uint64_t *regs) 
     t->busy = 0;
 }
 
-/* An EXT word with no payload (PAUSE/RESUME carry the thread's depth). */
-CT_NOINST void ct_write_ext(struct ct_thread *t, uint32_t sub, uint64_t value) {
+/* An EXT word, after a TIME word, with an optional one-word payload. */
+static CT_NOINST void write_ext(struct ct_thread *t, uint32_t sub, uint64_t value, const uint64_t *payload) {
     if (t->busy)
         return;
     t->busy = 1;
@@ -175,7 +227,9 @@ CT_NOINST void ct_write_ext(struct ct_thread *t, uint32_t sub, uint64_t value) {
     if (p) {
         uint64_t now = ct_ticks();
         *p++ = ((uint64_t)CT_EV_TIME << 62) | (now & CT_TIME_MASK);
-        *p++ = CT_EXT_WORD(sub, 0, value);
+        *p++ = CT_EXT_WORD(sub, payload ? 1 : 0, value);
+        if (payload)
+            *p++ = *payload;
         t->last = now;
         t->cur = p;
     }
@@ -183,11 +237,15 @@ CT_NOINST void ct_write_ext(struct ct_thread *t, uint32_t sub, uint64_t value) {
     t->busy = 0;
 }
 
+CT_NOINST void ct_write_ext(struct ct_thread *t, uint32_t sub, uint64_t value) {
+    write_ext(t, sub, value, NULL);
+}
+
 /* Slow path: a thread's first call, a toggle, or start-up not done yet.
  * `where` is the depth of the frame being entered or left, times two, plus one
  * for a return: PAUSE/RESUME carry it so the converter can tell which open
  * calls returned while recording was off. */
-CT_NOINST void ct_thread_sync(struct ct_thread *t, uint64_t where) {
+CT_NOINST void ct_thread_sync(struct ct_thread *t, uint64_t where, void *fn) {
     ct_init();
     if (!t->tid && !t->failed) {
         t->tid = (int32_t)syscall(SYS_gettid);
@@ -195,11 +253,15 @@ CT_NOINST void ct_thread_sync(struct ct_thread *t, uint64_t where) {
     }
     uint32_t epoch = ct_epoch;
     int want = ct_recording && !t->failed;
-    if (t->epoch != 0 && t->chunk) {
-        if (t->on && !want)
+    if (t->epoch != 0) {
+        if (t->on && !want && t->chunk)
             ct_write_ext(t, CT_EXT_PAUSE, where);
-        else if (!t->on && want)
-            ct_write_ext(t, CT_EXT_RESUME, where);
+        else if (!t->on && want) {
+            /* RESUME names the function being entered or left, so the
+             * converter can tell a frame still open from one that is not. */
+            uint64_t addr = (uint64_t)(uintptr_t)fn;
+            write_ext(t, CT_EXT_RESUME, where, &addr);
+        }
     }
     t->on = want;
     t->epoch = epoch;

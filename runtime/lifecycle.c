@@ -31,6 +31,7 @@ static volatile int init_state;        /* 0 none, 1 running, 2 done */
 static volatile int finished;
 static pthread_key_t thread_key;
 static void load_plan(void);
+static void controls(void);
 static int exit_code_known, exit_code;
 static const int fatal_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTERM,
                                     SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGXCPU, SIGXFSZ};
@@ -160,6 +161,8 @@ CT_NOINST void ct_init(void) {
         ct_prefault_start();
     if (ok && ct_cfg.capture_args)
         load_plan();
+    if (ok)
+        controls();
     ct_recording = ok && !ct_cfg.start_off;
     __atomic_add_fetch(&ct_epoch, 1, __ATOMIC_RELEASE);
     __atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
@@ -208,6 +211,73 @@ static CT_NOINST void run_converter(void) {
     const char *raw = ct_raw_path();
     if (run_python("convert", raw, "--from-runtime", ct_cfg.debug ? "--verbose" : "--quiet", NULL) != 0)
         ct_warn("converting the trace failed; raw trace kept at %s (calltrace convert %s)", raw, raw);
+}
+
+/* The toggle signal flips recording; threads notice at their next call. */
+static CT_NOINST void on_toggle(int sig) {
+    (void)sig;
+    __atomic_store_n(&ct_recording, !__atomic_load_n(&ct_recording, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+    __atomic_add_fetch(&ct_epoch, 1, __ATOMIC_RELEASE);
+}
+
+/* Threshold, toggle signal, --function/--exclude filters. */
+static CT_NOINST void option(const char *name, const char *value) {
+    char line[512];
+    int n = snprintf(line, sizeof line, "%s=%s", name, value);
+    if (n > 0 && n < (int)sizeof line)
+        ct_meta(CT_META_OPTION, line, (size_t)n);
+}
+
+static CT_NOINST void controls(void) {
+    struct ct_header *h = ct_header();
+    char num[32];
+    snprintf(num, sizeof num, "%llu", (unsigned long long)ct_cfg.threshold_ns);
+    option("threshold_ns", num);
+    snprintf(num, sizeof num, "%d", ct_cfg.toggle_signal);
+    option("toggle_signal", num);
+    const char *fv = getenv("CALLTRACE_FUNCTION"), *ev = getenv("CALLTRACE_EXCLUDE");
+    if (fv && *fv)
+        option("function", fv);
+    if (ev && *ev)
+        option("exclude", ev);
+    if (ct_cfg.threshold_ns && h)
+        ct_threshold_ticks = (uint64_t)((double)ct_cfg.threshold_ns / h->ns_per_tick) + 1;
+    int sig = ct_cfg.toggle_signal;
+    if (sig) {
+        struct sigaction old;
+        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_DFL && !(old.sa_flags & SA_SIGINFO)) {
+            struct sigaction sa;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = on_toggle;
+            sa.sa_flags = SA_RESTART;
+            sigemptyset(&sa.sa_mask);
+            sigaction(sig, &sa, NULL);
+            ct_log("signal %d toggles recording", sig);
+        } else {
+            ct_log("signal %d already has a handler: it does not toggle recording", sig);
+        }
+    }
+    const char *filter = getenv("CALLTRACE_FILTER");
+    if (filter && *filter) {
+        ct_filter_load(filter);
+        return;
+    }
+    const char *only = getenv("CALLTRACE_FUNCTION"), *skip = getenv("CALLTRACE_EXCLUDE");
+    if ((only && *only) || (skip && *skip)) {
+        char exe[PATH_MAX], path[PATH_MAX + 32];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (n <= 0)
+            return;
+        exe[n] = 0;
+        snprintf(path, sizeof path, "%s.filter", ct_raw_path());
+        int include = only && *only;
+        if (run_python("filter", exe, include ? "--function" : "--exclude", include ? only : skip, path) == 0)
+            ct_filter_load(path);
+        else
+            ct_warn("could not match %s against %s; recording everything",
+                    include ? "CALLTRACE_FUNCTION" : "CALLTRACE_EXCLUDE", exe);
+        unlink(path);
+    }
 }
 
 /* CALLTRACE_CAPTURE_ARGS=1: load the plan `calltrace run` made, or make one. */

@@ -20,6 +20,16 @@ def positive_int(text: str) -> int:
     return v
 
 
+def duration(text: str) -> int:
+    """'10us' -> 10000 (nanoseconds); units ns, us, ms, s; a bare number is ns."""
+    import re
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ns|us|ms|s)?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (like 10us, 2ms, 500ns)")
+    scale = {"ns": 1, None: 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}[m.group(2)]
+    return int(float(m.group(1)) * scale)
+
+
 def add_output(p: argparse.ArgumentParser, default: str = "calltrace.json") -> None:
     p.add_argument("-o", "--output", metavar="PATH", default=None,
                    help=f"where to write the trace (default: $CALLTRACE_OUTPUT or {default})")

@@ -42,6 +42,14 @@ def add_arguments(p) -> None:
     options.add_format(p)
     p.add_argument("--capture-args", action="store_true", default=None,
                    help="record each call's arguments, typed from DWARF (CALLTRACE_CAPTURE_ARGS=1)")
+    p.add_argument("-F", "--function", metavar="REGEX",
+                   help="record only calls made inside functions matching REGEX (and those functions)")
+    p.add_argument("-N", "--exclude", metavar="REGEX",
+                   help="leave out functions matching REGEX and every call they make")
+    p.add_argument("-t", "--threshold", metavar="TIME", type=options.duration,
+                   help="drop calls shorter than TIME (e.g. 10us, 1ms), with what they called")
+    p.add_argument("--start-off", action="store_true",
+                   help="start with recording off; SIGUSR1 turns it on (CALLTRACE_START=off)")
     p.add_argument("--debug", action="store_true", default=None,
                    help="runtime diagnostics on stderr (CALLTRACE_DEBUG=1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary")
@@ -71,6 +79,22 @@ def _environment(args, raw_dir: str, program: str) -> dict[str, str]:
         env["CALLTRACE_PRETTY_JSON"] = "1" if args.pretty else "0"
     if args.debug:
         env["CALLTRACE_DEBUG"] = "1"
+    if args.threshold is not None:
+        env["CALLTRACE_THRESHOLD"] = str(args.threshold)
+    if args.start_off:
+        env["CALLTRACE_START"] = "off"
+    if args.function is not None or args.exclude is not None:
+        from .filter import EXCLUDE, INCLUDE, compile_regex, write_filter
+        if args.function is not None and args.exclude is not None:
+            raise CalltraceError("use --function or --exclude, not both")
+        path = os.path.join(raw_dir, "record.filter")
+        if args.function is not None:
+            write_filter(program, compile_regex(args.function, "--function"), INCLUDE, path)
+            env["CALLTRACE_FUNCTION"] = args.function
+        else:
+            write_filter(program, compile_regex(args.exclude, "--exclude"), EXCLUDE, path)
+            env["CALLTRACE_EXCLUDE"] = args.exclude
+        env["CALLTRACE_FILTER"] = path
     if args.output:
         env["CALLTRACE_OUTPUT"] = args.output
     return env
@@ -96,7 +120,8 @@ def _wait(proc: subprocess.Popen) -> int:
         except ProcessLookupError:
             pass
     old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)}
-    old.update({s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)})
+    old.update({s: signal.signal(s, forward)
+                for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)})
     try:
         return proc.wait()
     finally:
@@ -189,6 +214,8 @@ def _summary(results: list[Converted], output: str) -> None:
             extra.append(f"{count(m['incomplete_calls'])} still open at the end")
         if m["depth_limited_calls"]:
             extra.append(f"{count(m['depth_limited_calls'])} below --max-depth not recorded")
+        if m.get("filtered_calls"):
+            extra.append(f"{count(m['filtered_calls'])} shorter than --threshold dropped")
         if m["dropped_events"]:
             extra.append(f"{count(m['dropped_events'])} events dropped")
         end = (f"killed by signal {m['signal']}" if m["termination"] == "signal"

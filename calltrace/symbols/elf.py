@@ -61,6 +61,9 @@ class ElfSymbols:
         self._syms = [v[1] for _, v in sorted(syms.items())]
         self._starts = [s.start for s in self._syms]
 
+    def functions(self) -> list[Symbol]:
+        return list(self._syms)
+
     def lookup(self, vaddr: int) -> Symbol | None:
         i = bisect.bisect_right(self._starts, vaddr) - 1
         if i < 0:

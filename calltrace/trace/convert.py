@@ -84,6 +84,14 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
                 "capture_args": bool(info.flags & FLAG_CAPTURE_ARGS),
                 "pretty": pretty, "start": "off" if info.flags & FLAG_START_OFF else "on",
                 "buffer_kb": info.chunk_size // 1024}
+        ro = info.options
+        if ro.get("threshold_ns", "0") != "0":
+            opts["threshold_ns"] = int(ro["threshold_ns"])
+        if ro.get("toggle_signal", "0") != "0":
+            opts["toggle_signal"] = int(ro["toggle_signal"])
+        for k in ("function", "exclude"):
+            if k in ro:
+                opts[k] = ro[k]
         opts.update(options or {})
         metadata = {
             "total_calls": summary.total_calls,
@@ -105,6 +113,7 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
             "unwound_calls": summary.unwound,
             "depth_limited_calls": summary.depth_limited,
             "dropped_events": summary.dropped,
+            "filtered_calls": summary.filtered,
             "calltrace_version": __version__,
             "hostname": socket.gethostname(),
         }

@@ -19,7 +19,7 @@ _HEADER = struct.Struct("<8sIIIIiiQQQdIIQIiiiQQ")
 _CHUNK = struct.Struct("<IIiIQQQQQQ")
 CHUNK_MAGIC = 0x48435443
 CHUNK_EVENTS, CHUNK_META = 1, 2
-META_EXE, META_CMDLINE, META_MODULE, META_THREAD, META_OUTPUT = 1, 2, 3, 4, 5
+META_EXE, META_CMDLINE, META_MODULE, META_THREAD, META_OUTPUT, META_OPTION = 1, 2, 3, 4, 5, 6
 CLOCK_NAMES = {0: "tsc", 1: "monotonic"}
 END_RUNNING, END_EXIT, END_SIGNAL, END_EXEC = 0, 1, 2, 3
 FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF, FLAG_BARE = 1, 2, 4, 8
@@ -55,6 +55,7 @@ class RawInfo:
     output: str = ""
     modules: list[Module] = field(default_factory=list)
     thread_names: dict[int, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
 
     @property
     def max_depth_option(self) -> int | None:
@@ -112,6 +113,9 @@ def _meta(info: RawInfo, data: bytes, seen: set) -> None:
                 seen.add(text)
                 info.modules.append(Module(int(parts[0], 16), int(parts[1], 16),
                                            int(parts[2], 16), parts[3]))
+        elif key == META_OPTION:
+            name, _, value = text.partition("=")
+            info.options[name] = value
         elif key == META_THREAD:
             tid, _, name = text.partition(" ")
             if tid.isdigit():
@@ -121,7 +125,8 @@ def _meta(info: RawInfo, data: bytes, seen: set) -> None:
 class _Summary(ctypes.Structure):
     _fields_ = [(n, ctypes.c_uint64) for n in (
         "total_calls", "threads", "functions", "incomplete", "unwound", "unmatched",
-        "depth_limited", "dropped", "duration_ns", "end_ns")] + [("ns_per_tick", ctypes.c_double)]
+        "depth_limited", "dropped", "duration_ns", "end_ns")] + [("ns_per_tick", ctypes.c_double),
+                                                                 ("filtered", ctypes.c_uint64)]
 
 
 class _Func(ctypes.Structure):

@@ -1,0 +1,61 @@
+"""``calltrace filter``: the functions of a program a regular expression
+selects, as the runtime's record-time filter file (runtime/filter.c).
+
+`calltrace run --function/--exclude` calls write_filter directly; the
+runtime runs this command under a bare LD_PRELOAD with CALLTRACE_FUNCTION or
+CALLTRACE_EXCLUDE."""
+from __future__ import annotations
+
+import re
+import struct
+
+from ..errors import CalltraceError
+from ..symbols.demangle import demangle
+from ..symbols.elf import elf_symbols
+
+NAME = "filter"
+ORDER = 96
+HELP = "write the record-time filter file for PROGRAM (used by the runtime)"
+INCLUDE, EXCLUDE = 1, 2
+
+
+def add_arguments(p) -> None:
+    p.add_argument("program")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--function", metavar="REGEX")
+    g.add_argument("--exclude", metavar="REGEX")
+    p.add_argument("output")
+
+
+def compile_regex(text: str, option: str) -> re.Pattern:
+    try:
+        return re.compile(text)
+    except re.error as e:
+        raise CalltraceError(f"{option} {text!r} is not a valid regular expression: {e}") from None
+
+
+def matching(program: str, pattern: re.Pattern) -> list[int]:
+    """Entry addresses of the functions whose (demangled) name matches."""
+    syms = elf_symbols(program).functions()
+    readable = demangle([s.name for s in syms])
+    return sorted({s.start for s in syms
+                   if pattern.search(s.name) or pattern.search(readable.get(s.name, s.name))})
+
+
+def write_filter(program: str, pattern: re.Pattern, mode: int, output: str) -> int:
+    addrs = matching(program, pattern)
+    try:
+        with open(output, "wb") as f:
+            f.write(b"CTFILT01" + struct.pack("<II", mode, len(addrs)))
+            f.write(b"".join(struct.pack("<Q", a) for a in addrs))
+    except OSError as e:
+        raise CalltraceError(f"cannot write {output}: {e.strerror}") from None
+    return len(addrs)
+
+
+def run(args) -> int:
+    if args.function is not None:
+        write_filter(args.program, compile_regex(args.function, "--function"), INCLUDE, args.output)
+    else:
+        write_filter(args.program, compile_regex(args.exclude, "--exclude"), EXCLUDE, args.output)
+    return 0
