@@ -42,6 +42,7 @@ class Recorder:
         self.max_depth = cfg.get("max_depth") or 1 << 30
         self.only = None            # runtime entry addresses to record, or None for all
         self.fds = {}               # tid -> schedstat fd
+        self.tnames = {}            # tid -> thread name last reported
         self.depth = {}             # tid -> depth of recorded calls
         self.sites = {}             # tid -> [return site] (with --capture-returns)
         self.pending = {}           # tid -> (site, fn) of the call that just returned
@@ -90,7 +91,8 @@ class Recorder:
                 self.fds.clear()
             path = "/proc/%d/task/%d/schedstat" % (self.pid, tid)
             fd = self.fds[tid] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            self.emit("T\t%d\t%s" % (tid, gdb.selected_thread().name or ""))
+            name = self.tnames[tid] = gdb.selected_thread().name or ""
+            self.emit("T\t%d\t%s" % (tid, name))
         return int(os.pread(fd, 64, 0).split(b" ", 1)[0])
 
     def stop(self, tid):
@@ -129,6 +131,12 @@ class Recorder:
         if d >= self.max_depth or d < 0:
             return
         self.emit("X\t%d\t%d\t%d\t%d" % (tid, fn, self.cpu(tid), n))
+        if d == 0:
+            # the outermost call ended: the thread may have been named since
+            name = gdb.selected_thread().name or ""
+            if name != self.tnames.get(tid):
+                self.tnames[tid] = name
+                self.emit("T\t%d\t%s" % (tid, name))
         if self.rets:
             stack = self.sites.get(tid)
             site = stack.pop() if stack else 0

@@ -38,27 +38,38 @@ def run_trace(tmp_path, *args):
 
 
 def per_thread(doc):
-    """Main thread's shape first, then the others' shapes, sorted (thread
-    start order may differ between runs)."""
-    main = [shape(t["calls"]) for t in doc["threads"] if t["main"]]
-    rest = sorted(shape(t["calls"]) for t in doc["threads"] if not t["main"])
+    """Main thread's calls first, then the other threads', sorted (thread
+    start order may differ between runs): name, depth, incomplete."""
+    def calls(t):
+        return [(d, f, c.get("incomplete", False))
+                for (d, f), c in zip(shape(t["calls"]), t["calls"])]
+    main = [(t["name"], calls(t)) for t in doc["threads"] if t["main"]]
+    rest = sorted((t["name"], calls(t)) for t in doc["threads"] if not t["main"])
     return main, rest
 
 
 @pytest.mark.parametrize("fix,args", [
     ("recursion", []), ("recursion-O2", []), ("threads", ["3"]), ("workers", []),
     ("deep", ["300"]), ("interleave", ["4"]), ("names", []), ("callloop", ["250"]),
-    ("argtypes", []), ("argtypes-O2", []),
+    ("argtypes", []), ("argtypes-O2", []), ("forker", []),
+    ("die", ["return"]), ("die", ["exit"]), ("die", ["_exit"]), ("die", ["abort"]),
+    ("die", ["segv"]), ("die", ["term"]), ("die", ["handled"]), ("crash", []),
 ])
 def test_differential_same_tree_as_run(tmp_path, fix, args):
     rp, rdoc = run_trace(tmp_path, fixture(fix), *args)
     dp, ddoc = debug(tmp_path, "-q", fixture(fix), *args)
     assert dp.returncode == rp.returncode
     assert dp.stdout == rp.stdout
+    # the runtime leaves a thread unnamed when the process dies of a signal
+    if any(t["name"] is None for t in rdoc["threads"]):
+        for t in ddoc["threads"]:
+            t["name"] = None
     assert per_thread(ddoc) == per_thread(rdoc)
     assert ddoc["metadata"]["total_calls"] == rdoc["metadata"]["total_calls"]
     assert {f["function"]: f["calls"] for f in ddoc["functions"]} == \
         {f["function"]: f["calls"] for f in rdoc["functions"]}
+    for key in ("exit_status", "termination", "signal", "incomplete_calls", "thread_count"):
+        assert ddoc["metadata"][key] == rdoc["metadata"][key], key
     m = ddoc["metadata"]
     assert m["backend"] == "gdb" and m["clock"] == "thread-cpu" and "per stop" in m["timing"]
 
@@ -368,3 +379,46 @@ def test_ctrl_c_stops_program_and_writes_trace(tmp_path):
     calls = doc["threads"][0]["calls"]
     assert calls[0]["function"] == "main" and calls[0].get("incomplete")
     assert len(calls) > 10 and {c["function"] for c in calls[1:]} <= {"tick", "rare"}
+
+
+def test_fork_parent_traced_child_untraced(tmp_path):
+    proc, doc = debug(tmp_path, fixture("forker"), "--capture-returns")
+    assert proc.returncode == 0 and proc.stdout == b"child 5\n"
+    (t,) = doc["threads"]
+    assert shape(t["calls"]) == [(0, "main"), (1, "before_fork"), (1, "after_fork")]
+    assert t["calls"][0]["return"] == {"type": "int", "value": 0}
+
+
+def test_exec_ends_tracing(tmp_path):
+    proc, doc = debug(tmp_path, fixture("forker"), "exec")
+    assert proc.returncode == 0 and proc.stdout == b"exec'd\n"
+    m = doc["metadata"]
+    assert m["termination"] == "exec" and m["exit_status"] == 0
+    assert [(c["function"], c.get("incomplete")) for c in doc["threads"][0]["calls"]] == [
+        ("main", True), ("before_exec", True)]
+
+
+def test_progress_bar_and_summary_on_stderr(tmp_path):
+    proc, doc = debug(tmp_path, "--progress", fixture("callloop"), "300")
+    err = proc.stderr.decode()
+    assert proc.stdout == b"sum 44250\n"   # 0..299 minus twice the multiples of 100
+    assert "calltrace debug" in err and "calls" in err and "GDB stops" in err
+    assert "trace written to" in err and doc["metadata"]["total_calls"] == 301
+
+
+@pytest.mark.parametrize("flags", [["-fno-plt"], ["-fno-plt", "-O2"], ["-fcf-protection"]])
+def test_hook_calls_found_without_plt(tmp_path, flags):
+    # -fno-plt: the hooks are called through the GOT (`call *slot(%rip)`);
+    # -fcf-protection: through .plt.sec stubs
+    src = ROOT / "fixtures" / "recursion.c"
+    exe = tmp_path / "rec"
+    subprocess.run(["gcc", "-g", "-finstrument-functions", "-rdynamic", *flags, str(src), "-o",
+                    str(exe)], check=True)
+    _, full = debug(tmp_path, "-q", exe, name="full.json")
+    _, part = debug(tmp_path, "-q", exe, "--function", "^(fib|square)$", "--capture-args")
+    if "-O2" not in flags:
+        assert shape(full["threads"][0]["calls"]) == RECURSION
+    want = [(d - 1, f) for d, f in shape(full["threads"][0]["calls"]) if f in ("fib", "square")]
+    got = shape(part["threads"][0]["calls"])
+    assert [f for _, f in got] == [f for _, f in want] and len(got) == 17
+    assert part["metadata"]["gdb_stops"] == 2 * 17
