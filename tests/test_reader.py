@@ -59,7 +59,7 @@ def test_rows_match_calls(tmp_path):
     assert [calltrace.Call.from_row(r).to_json() for r in rows] == expected_calls()[100]
 
 
-@pytest.mark.parametrize("layout", ["indent4-sorted", "one-line", "reordered-call-keys"])
+@pytest.mark.parametrize("layout", ["indent4-sorted", "one-line", "reordered-call-keys", "crlf"])
 def test_other_json_layouts_fall_back(tmp_path, layout):
     doc = json.loads((tmp_path / "x").write_text("") or open(write_demo(tmp_path / "t.json")).read())
     out = tmp_path / "other.json"
@@ -67,6 +67,8 @@ def test_other_json_layouts_fall_back(tmp_path, layout):
         out.write_text(json.dumps(doc, indent=4, sort_keys=True))
     elif layout == "one-line":
         out.write_text(json.dumps(doc))
+    elif layout == "crlf":
+        out.write_bytes(open(tmp_path / "t.json", "rb").read().replace(b"\n", b"\r\n"))
     else:
         # canonical lines, but each call's keys in another order: the line
         # parser's slow path
@@ -75,6 +77,8 @@ def test_other_json_layouts_fall_back(tmp_path, layout):
     trace = calltrace.load(out)
     assert summary(trace) == DEMO
     assert trace.threads[1].name == "worker-1"
+    assert not trace.truncated
+    assert list(trace.threads[0].calls)[1].ret == {"type": "int", "value": 2}
 
 
 def test_hostile_names_and_values(tmp_path):

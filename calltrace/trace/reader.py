@@ -26,12 +26,12 @@ _MAX_HEAD = 256 << 20  # a header this large is not the canonical layout
 # follows (incomplete, args, ...) is parsed with json only when present.
 _CALL = re.compile(
     rb'^[ \t]*\{"function":("[^"\\\n]*(?:\\.[^"\\\n]*)*"),"depth":(\d+),'
-    rb'"start_ns":(\d+),"duration_ns":(\d+)([,}].*)$', re.M)
+    rb'"start_ns":(\d+),"duration_ns":(\d+)([,}][^\r\n]*)\r?$', re.M)
 _PLAIN_ENDS = frozenset((b"}", b"},", b"}]}", b"}]},"))
 _THREADS_KEY = re.compile(rb'^(?:  )?"threads": ?\[(\]?)\s*$')
 _FUNCTIONS_KEY = re.compile(rb'^(?:  )?"functions": ?\[')
 # The end of the thread list: "\n]\n}\n"; a file cut inside it lacks the "}".
-_TRAILER = re.compile(rb'\n[ \t]*\][ \t]*(?:\n(\})?\s*)?$')
+_TRAILER = re.compile(rb'\n[ \t]*\][ \t\r]*(?:\n(\})?\s*)?$')
 
 
 class _Source:
