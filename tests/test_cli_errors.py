@@ -46,6 +46,16 @@ def test_not_instrumented(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_static_program(tmp_path):
+    import subprocess
+    from conftest import ROOT
+    exe = tmp_path / "static"
+    subprocess.run(["gcc", "-static", "-g", "-finstrument-functions", str(ROOT / "fixtures" / "recursion.c"),
+                    "-o", str(exe)], check=True)
+    proc = run_cli("run", str(exe), cwd=tmp_path)
+    assert proc.returncode == 2 and "statically linked" in one_error_line(proc)
+
+
 def test_output_folder_missing(tmp_path):
     proc = run_cli("run", "-o", str(tmp_path / "no" / "t.json"), fixture("recursion"), cwd=tmp_path)
     assert proc.returncode == 2 and "does not exist" in one_error_line(proc)

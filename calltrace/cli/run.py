@@ -105,6 +105,10 @@ def _check_program(args, path: str) -> None:
         print(f"calltrace: note: {args.command[0]} is not an ELF executable; recording the "
               "instrumented programs it starts", file=sys.stderr)
         return
+    from ..symbols.elf import elf_symbols
+    if not elf_symbols(path).dynamic:
+        raise CalltraceError(f"{args.command[0]} is statically linked: the runtime cannot be preloaded "
+                             "into it; link it dynamically (drop -static)")
     if not args.force and not check_instrumented(path):
         raise CalltraceError(
             f"{args.command[0]} was not built with -finstrument-functions; rebuild it with "

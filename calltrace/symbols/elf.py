@@ -30,11 +30,13 @@ class ElfSymbols:
         self.build_id: str | None = None
         self.imports_hook = False
         self.has_debug_info = False
+        self.dynamic = False
         syms: dict[int, tuple[int, Symbol]] = {}
         try:
             with open(path, "rb") as f:
                 elf = ELFFile(f)
                 self.pie = elf.header["e_type"] == "ET_DYN"
+                self.dynamic = any(seg["p_type"] == "PT_INTERP" for seg in elf.iter_segments())
                 self.has_debug_info = elf.has_dwarf_info() and elf.get_section_by_name(".debug_info") is not None
                 note = elf.get_section_by_name(".note.gnu.build-id")
                 if note is not None:
