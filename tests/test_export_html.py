@@ -4,6 +4,7 @@ stay text, and the page works with no network."""
 from __future__ import annotations
 
 import html
+import json
 import re
 import subprocess
 import tempfile
@@ -11,7 +12,7 @@ import tempfile
 import pytest
 
 import calltrace
-from calltrace.export.html import cutoff
+from calltrace.export.html import Budget, budget
 from conftest import fixture, require_tool, run_cli
 from postmortem_util import leaf, write, write_demo
 
@@ -103,11 +104,21 @@ def test_big_trace_keeps_longest_calls(tmp_path):
             for i in range(300)]
     src = write(tmp_path / "b.json", [(1, None, [("main", 0, 1_000_000, kids)])])
     trace = calltrace.load(src)
-    assert (cutoff(trace, 1000), cutoff(trace, 150), cutoff(trace, 50), cutoff(trace, 1)) == (0, 1024, 4096, 4096)
+    assert [budget(trace, n) for n in (1000, 301, 300, 150, 50, 1)] == [
+        Budget(), Budget(), Budget(512, 1024, 199), Budget(512, 1024, 49), Budget(2048, 4096, 49),
+        Budget(2048, 4096, 0)]
     page = export_html(src, tmp_path / "b.html", "--max-calls", "150")
     dom = chromium_dom(page)
-    assert text_of(dom, "note") == "showing the 101 of 301 calls lasting at least 1.024 us"
-    assert re.search(r'<h2>thread 1 \[main\] \(101 calls\)</h2>', dom)
+    assert text_of(dom, "note") == ("showing 150 of 301 calls: those lasting at least 1.024 us "
+                                    "and some of those lasting at least 512 ns")
+    assert re.search(r'<h2>thread 1 \[main\] \(150 calls\)</h2>', dom)
+    assert re.search(r'<body data-drawn="150"', dom)
+    # the kept calls: main, every slow one, and the first 49 quick ones
+    data = json.loads(re.search(r'<script id="data" type="application/json">(.*?)</script>',
+                                open(page).read()).group(1))
+    calls = data["threads"][0]["calls"]
+    starts = calls[2::4]
+    assert starts == [0] + [10 + i * 3000 for i in range(149)]
     assert sorted(n for n, _ in table_rows(dom)) == ["main", "quick", "slow"]  # the table keeps all
 
 

@@ -5,14 +5,14 @@ inline. Names reach the page only as JSON data read with JSON.parse and
 shown with textContent, and the JSON is written so that no ``</script>``
 can end it early.
 
-A trace larger than ``max_calls`` keeps its longest calls (every call at or
-above a duration cut-off, which keeps parents with their kept children)
-and says so on the page."""
+A trace larger than ``max_calls`` keeps about that many of its longest
+calls for the timeline (see Budget) and says so on the page; the function
+table always covers every call."""
 from __future__ import annotations
 
 import html
 import json
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 from ..analysis.render import fmt_call
 from ..analysis.units import fmt_ns
@@ -30,29 +30,38 @@ def js(obj) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).translate(_SCRIPT_SAFE)
 
 
-def cutoff(trace: Trace, max_calls: int) -> int:
-    """The smallest power-of-two duration such that the calls at least that
-    long number at most ``max_calls`` (0: keep every call)."""
+class Budget(NamedTuple):
+    """Which calls the timeline keeps: every call lasting at least ``full``
+    ns, and the first ``quota`` (in call order) of those lasting at least
+    ``floor``. Both sets keep every kept call's callers, since a caller
+    lasts at least as long as its callees and comes before them."""
+    floor: int = 0
+    full: int = 0
+    quota: int = 0
+
+
+def budget(trace: Trace, max_calls: int) -> Budget:
     if trace.metadata.get("total_calls", 0) <= max_calls:
-        return 0
-    counts = [0] * 65
+        return Budget()
+    counts = [0] * 65   # calls per power-of-two duration bucket (bit length)
     for t in trace.threads:
         for row in t.rows():
             counts[row[3].bit_length()] += 1
     if sum(counts) <= max_calls:
-        return 0
+        return Budget()
     kept = 0
     for bits in range(64, -1, -1):
         if kept + counts[bits] > max_calls:
-            return 1 << bits
+            return Budget(1 << (bits - 1) if bits else 0, 1 << bits, max_calls - kept)
         kept += counts[bits]
-    return 0
+    return Budget()
 
 
 def write(trace: Trace, out: TextIO, options: Options) -> None:
     md = trace.metadata
     title = options.title or default_title(trace)
-    cut = cutoff(trace, options.max_calls)
+    keep = budget(trace, options.max_calls)
+    quota = keep.quota
     index = {f.function: i for i, f in enumerate(trace.functions)}
     functions = [[f.function, f.calls, f.total_ns, f.self_ns, f.min_ns, f.max_ns]
                  for f in trace.functions]
@@ -66,7 +75,7 @@ def write(trace: Trace, out: TextIO, options: Options) -> None:
               "script-src 'unsafe-inline'; style-src 'unsafe-inline'\">\n"
               f"<title>{html.escape(title)} - calltrace</title>\n<style>{STYLE}</style></head>\n"
               "<body>\n<script id=\"data\" type=\"application/json\">")
-    out.write('{"title":' + js(title) + ',"meta":' + js(meta) + ',"cutoff":' + str(cut)
+    out.write('{"title":' + js(title) + ',"meta":' + js(meta) + ',"floor":' + str(keep.floor) + ',"full":' + str(keep.full)
               + ',"total":' + str(md.get("total_calls", 0)) + ',"threads":[')
     shown = 0
     for n, t in enumerate(trace.threads):
@@ -76,8 +85,10 @@ def write(trace: Trace, out: TextIO, options: Options) -> None:
         extras = {}
         k = 0
         for fn, depth, start, dur, extra in t.rows():
-            if dur < cut:
-                continue
+            if dur < keep.full:
+                if dur < keep.floor or quota <= 0:
+                    continue
+                quota -= 1
             fi = index.get(fn)
             if fi is None:
                 fi = index[fn] = len(functions)

@@ -17,7 +17,7 @@ header dt{color:#9ab}header dd{margin:0 0 0 4px}
 #details{margin:6px 14px;font-family:monospace;white-space:pre-wrap}
 table{border-collapse:collapse;margin:6px 14px 20px;font-size:12px}
 th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:right}
-th{cursor:pointer;background:#eceff1;position:sticky;top:34px}
+tbody tr{cursor:pointer}th{cursor:pointer;background:#eceff1;position:sticky;top:34px}
 td.name,th.name{text-align:left;font-family:monospace}
 tr.hit td.name{background:#ffe0a0}
 """
@@ -47,8 +47,9 @@ search.placeholder = "search functions (substring)";
 const matches = el("span", ""); matches.id = "matches";
 bar.appendChild(search); bar.appendChild(matches);
 bar.appendChild(el("span", "wheel: zoom, drag: pan, double-click: reset", "help"));
-if (D.shown < D.total) { const n = el("span", "showing the " + D.shown + " of " + D.total +
-  " calls lasting at least " + fmt(D.cutoff)); n.id = "note"; bar.appendChild(n); }
+if (D.shown < D.total) { const n = el("span", "showing " + D.shown + " of " + D.total +
+  " calls: those lasting at least " + fmt(D.full) + " and some of those lasting at least " + fmt(D.floor));
+  n.id = "note"; bar.appendChild(n); }
 document.body.appendChild(bar);
 
 // Threads: calls as flat arrays [function, depth, start, duration, ...].
@@ -75,12 +76,21 @@ function draw() {
     const g = L.cv.getContext("2d"); g.scale(dpr, dpr); g.font = "11px sans-serif";
     g.textBaseline = "middle";
     const k = w / (view[1] - view[0]), c = L.c; L.k = k; L.w = w;
+    const thin = new Array(L.rows).fill(-1);   // last pixel column marked per row
     for (let i = 0; i < L.n; i++) {
       const d = c[4 * i + 1]; if (d >= MAXROWS) continue;
       const s = c[4 * i + 2], u = c[4 * i + 3];
       const x0 = (s - view[0]) * k, x1 = (s + u - view[0]) * k;
-      if (x1 < 0 || x0 > w || x1 - x0 < 0.3) continue;
+      if (x1 < 0 || x0 > w) continue;
       const fi = c[4 * i], name = F[fi][0], on = !hits || hits.has(fi);
+      if (x1 - x0 < 0.3) {
+        // Too thin to draw alone: one mark per pixel column shows where
+        // calls are (a matching call wins the column during a search).
+        const px = Math.floor(x0);
+        if (thin[d] === px && !(hits && on)) continue;
+        thin[d] = px; g.fillStyle = on ? (hits ? "hsl(30,100%,55%)" : "#9aa") : "#e4e4e4";
+        g.fillRect(px, d * ROW, 1, ROW - 1); drawn++; continue;
+      }
       g.fillStyle = on ? (hits ? "hsl(30,100%,55%)" : "hsl(" + hue(name) + ",60%,72%)") : "#e4e4e4";
       const x = Math.max(x0, -1), bw = Math.min(x1, w + 1) - x;
       g.fillRect(x, d * ROW, Math.max(bw, 0.5), ROW - 1); drawn++;
@@ -134,6 +144,7 @@ function fill() {
   tbody.textContent = "";
   for (const i of order) { const f = F[i]; if (!f[1]) continue;
     const tr = el("tr"); tr.dataset.fn = i;
+    tr.addEventListener("click", () => { search.value = f[0]; search.dispatchEvent(new Event("input")); });
     for (const [name, j] of cols) tr.appendChild(j === 0 ? el("td", f[0], "name")
       : el("td", j === 1 ? String(f[1]) : fmt(val(f, j))));
     tbody.appendChild(tr); }
