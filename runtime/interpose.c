@@ -1,0 +1,465 @@
+/* libc entry points that leave frames without running their exit hooks, or
+ * that end or replace the process image, interposed so that the trace stays
+ * well nested (docs/RUNTIME.md, "Hard cases").
+ *
+ * - setjmp family: asm stubs note (jmp_buf address -> thread depth) and
+ *   tail-jump to libc, so libc's setjmp sees the program's own frame.
+ * - longjmp family, pthread_exit: write an UNWIND record (frames at depth >=
+ *   the target were left without returning) and set the depth counter back
+ *   before jumping, so what follows nests where it really runs.
+ * - exec family: the header says the image was replaced; with a bare
+ *   LD_PRELOAD the trace so far is converted first (the new image cannot).
+ * - dlopen/dlsym/dlclose: asm stubs too (libc uses the caller's address for
+ *   RUNPATH and RTLD_NEXT), recording newly loaded modules so the names of
+ *   dlopen'd instrumented code resolve.
+ *
+ * None of this is on the per-call hot path: no malloc, no locks. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <link.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "ct.h"
+
+/* ---- setjmp: per-thread table of jump buffers ------------------------------
+ * Fixed size, no malloc: a longjmp targets a live frame, and frames die in
+ * stack order, so a slot whose frame is gone (its stack pointer is below the
+ * one of a newer setjmp on the same stack) is reused first. */
+#define SJ_SLOTS 32
+
+struct sj_slot {
+    const void *buf;
+    uintptr_t sp;       /* caller's stack pointer at setjmp */
+    uint32_t depth;
+};
+
+static __thread struct sj_slot sj_tab[SJ_SLOTS] __attribute__((tls_model("initial-exec")));
+static __thread uint32_t sj_rr __attribute__((tls_model("initial-exec")));
+
+enum { SJ_UNDERSCORE, SJ_PLAIN, SJ_SIG, SJ_N };
+static void *sj_real[SJ_N];
+static const char *const sj_names[SJ_N] = {"_setjmp", "setjmp", "__sigsetjmp"};
+
+/* dlsym itself is interposed below, and calls from this library reach that
+ * stub too: find libc's through dlvsym, which is not interposed. */
+typedef void *(*dlsym_fn)(void *, const char *);
+static dlsym_fn real_dlsym;
+
+static CT_NOINST void *resolve(const char *name) {
+    dlsym_fn d = __atomic_load_n(&real_dlsym, __ATOMIC_RELAXED);
+    if (!d) {
+        d = (dlsym_fn)dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
+        if (!d)
+            d = (dlsym_fn)dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
+        __atomic_store_n(&real_dlsym, d, __ATOMIC_RELAXED);
+    }
+    void *p = d ? d(RTLD_NEXT, name) : NULL;
+    if (!p) {
+        /* Nothing sensible to jump to: dying loudly beats jumping to 0. */
+        static const char msg[] = "calltrace: cannot find the libc function it interposes\n";
+        ssize_t w = write(2, msg, sizeof msg - 1);
+        (void)w;
+        abort();
+    }
+    return p;
+}
+
+/* Called by the stubs below with the program's arguments untouched in the
+ * saved registers; returns the libc function to tail-jump to. */
+CT_HIDDEN CT_NOINST __attribute__((used)) void *ct_sj_note(const void *buf, uintptr_t sp, unsigned which) {
+    uint32_t depth = ct_tls.depth;
+    struct sj_slot *slot = NULL;
+    for (int i = 0; i < SJ_SLOTS; i++) {
+        struct sj_slot *s = &sj_tab[i];
+        if (s->buf == buf) {
+            slot = s;
+            break;
+        }
+        if (!slot && (!s->buf || s->sp < sp))
+            slot = s;
+    }
+    if (!slot)
+        slot = &sj_tab[sj_rr++ % SJ_SLOTS];
+    slot->buf = buf;
+    slot->sp = sp;
+    slot->depth = depth;
+    void *real = __atomic_load_n(&sj_real[which], __ATOMIC_RELAXED);
+    if (unlikely(!real)) {
+        real = resolve(sj_names[which]);
+        __atomic_store_n(&sj_real[which], real, __ATOMIC_RELAXED);
+    }
+    return real;
+}
+
+#if defined(__x86_64__)
+/* At entry the return address is at (%rsp); the caller's stack pointer after
+ * setjmp returns is %rsp + 8, i.e. %rsp + 32 after the three pushes below.
+ * %rdi (jmp_buf) and %rsi (__sigsetjmp's savemask) are restored before the
+ * jump; %rdx is not an argument of any of these. */
+#define SJ_STUB(name, which)                                                   \
+    __asm__(".text\n"                                                          \
+            ".globl " #name "\n"                                               \
+            ".type " #name ",@function\n"                                      \
+            ".p2align 4\n" #name ":\n"                                         \
+            ".cfi_startproc\n"                                                 \
+            "endbr64\n"                                                        \
+            "pushq %rdi\n.cfi_adjust_cfa_offset 8\n"                           \
+            "pushq %rsi\n.cfi_adjust_cfa_offset 8\n"                           \
+            "subq $8, %rsp\n.cfi_adjust_cfa_offset 8\n"                        \
+            "leaq 32(%rsp), %rsi\n"                                            \
+            "movl $" #which ", %edx\n"                                         \
+            "call ct_sj_note\n"                                                \
+            "addq $8, %rsp\n.cfi_adjust_cfa_offset -8\n"                       \
+            "popq %rsi\n.cfi_adjust_cfa_offset -8\n"                           \
+            "popq %rdi\n.cfi_adjust_cfa_offset -8\n"                           \
+            "jmp *%rax\n"                                                      \
+            ".cfi_endproc\n"                                                   \
+            ".size " #name ", .-" #name "\n")
+SJ_STUB(_setjmp, 0);
+SJ_STUB(setjmp, 1);
+SJ_STUB(__sigsetjmp, 2);
+#endif
+
+/* A signal handler that interrupted a hook and now jumps out abandons it with
+ * the thread marked busy: clear that, and if the hook was switching chunks,
+ * make the next event start a fresh one rather than write into a retired
+ * window. */
+static CT_NOINST void abandon_hook(struct ct_thread *t) {
+    if (!t->busy)
+        return;
+    char *c = (char *)t->chunk;
+    struct ct_header *h = ct_header();
+    if (!c || !h || (char *)t->cur < c + CT_CHUNK_HEADER || (char *)t->end > c + h->chunk_size ||
+        t->cur > t->end) {
+        t->cur = t->end = NULL;
+        t->chunk = NULL;   /* already retired, or never installed */
+    }
+    ct_barrier();
+    t->busy = 0;
+}
+
+/* Frames at run-time depth >= `depth` are being left without returning. */
+static CT_NOINST void unwind_to(uint32_t depth) {
+    struct ct_thread *t = &ct_tls;
+    abandon_hook(t);
+    if (t->depth <= depth)
+        return;
+    if (t->on && t->chunk && depth < ct_max_depth)
+        ct_write_ext(t, CT_EXT_UNWIND, depth);
+    t->depth = depth;
+}
+
+static CT_NOINST void unwind_to_buf(const void *buf) {
+    uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+    for (int i = 0; i < SJ_SLOTS; i++) {
+        struct sj_slot *s = &sj_tab[i];
+        /* The target frame must be above us; anything else is a stale slot
+         * (or a jump to another stack, which we cannot judge). */
+        if (s->buf == buf && s->sp > here) {
+            unwind_to(s->depth);
+            return;
+        }
+    }
+    abandon_hook(&ct_tls);
+}
+
+static CT_NOINST void scan_modules(int force);
+
+typedef void (*jump_fn)(struct __jmp_buf_tag *, int) __attribute__((noreturn));
+static jump_fn real_longjmp, real__longjmp, real_siglongjmp, real_longjmp_chk;
+
+#define JUMP_WRAPPER(name, real)                                                       \
+    CT_EXPORT CT_NOINST __attribute__((noreturn)) void name(struct __jmp_buf_tag env[1], int val) { \
+        int saved = errno;                                                             \
+        unwind_to_buf(env);                                                            \
+        if (!real)                                                                     \
+            real = (jump_fn)resolve(#name);                                            \
+        errno = saved;                                                                 \
+        real(env, val);                                                                \
+    }
+JUMP_WRAPPER(longjmp, real_longjmp)
+JUMP_WRAPPER(_longjmp, real__longjmp)
+JUMP_WRAPPER(siglongjmp, real_siglongjmp)
+JUMP_WRAPPER(__longjmp_chk, real_longjmp_chk)
+
+/* Every frame of the thread is left here. Cleanup handlers and TLS
+ * destructors that pthread_exit runs then start again at depth 0. */
+CT_EXPORT CT_NOINST __attribute__((noreturn)) void pthread_exit(void *ret) {
+    typedef void (*exit_fn)(void *) __attribute__((noreturn));
+    static exit_fn real;
+    unwind_to(0);
+    if (!real)
+        real = (exit_fn)resolve("pthread_exit");
+    real(ret);
+}
+
+/* ---- exec ---------------------------------------------------------------------
+ * The image is replaced: no destructor runs. The header records EXEC (so the
+ * trace says why it ends there) and, with a bare LD_PRELOAD, the trace so far
+ * is converted now, under CALLTRACE_OUTPUT; the new image, if traced, writes
+ * OUT.<pid>-N.json (CALLTRACE_OUTPUT rewritten in the environment it gets),
+ * as `calltrace run` names it. Under `calltrace run` the parent converts every
+ * image's raw stream after the program ends. */
+
+/* Is there something exec could run at `path` (PATH searched when `search`)?
+ * A failed exec must not end the trace of a process that goes on. */
+static CT_NOINST int runnable(const char *path, int search) {
+    struct stat st;
+    if (!path || !*path)
+        return 0;
+    if (!search || strchr(path, '/'))
+        return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+    const char *dirs = getenv("PATH");
+    if (!dirs)
+        dirs = "/bin:/usr/bin";
+    char full[PATH_MAX];
+    for (const char *p = dirs;; ) {
+        const char *colon = strchr(p, ':');
+        size_t n = colon ? (size_t)(colon - p) : strlen(p);
+        int len = n ? snprintf(full, sizeof full, "%.*s/%s", (int)n, p, path)
+                    : snprintf(full, sizeof full, "%s", path);
+        if (len > 0 && len < (int)sizeof full && stat(full, &st) == 0 && S_ISREG(st.st_mode) &&
+            access(full, X_OK) == 0)
+            return 1;
+        if (!colon)
+            return 0;
+        p = colon + 1;
+    }
+}
+
+/* Is this process the one that owns the raw stream, with it still open? A
+ * vfork() child or the converter's own clone() child shares our memory and
+ * must leave it alone. */
+static CT_NOINST int owns_stream(void) {
+    struct ct_header *h = ct_header();
+    return h && h->pid == (int32_t)getpid() && __atomic_load_n(&h->end_state, __ATOMIC_ACQUIRE) == CT_END_RUNNING;
+}
+
+/* OUT.<pid>-N.ext for the next image; `cur` may itself be such a name. */
+static CT_NOINST void next_image_output(char *dst, size_t size, const char *cur, int pid) {
+    const char *slash = strrchr(cur, '/');
+    const char *dot = strrchr(cur, '.');
+    if (!dot || (slash && dot < slash))
+        dot = cur + strlen(cur);
+    /* Strip a ".<pid>-<n>" we added on a previous exec. */
+    char tag[32];
+    int taglen = snprintf(tag, sizeof tag, ".%d-", pid);
+    const char *stem_end = dot, *p = dot;
+    while (p > cur && p[-1] >= '0' && p[-1] <= '9')
+        p--;
+    int n = 0;
+    if (p < dot && p - cur >= taglen && !memcmp(p - taglen, tag, (size_t)taglen)) {
+        n = atoi(p);
+        stem_end = p - taglen;
+    }
+    snprintf(dst, size, "%.*s.%d-%d%s", (int)(stem_end - cur), cur, pid, n + 1, dot);
+}
+
+#define ENV_MAX 4096
+
+/* Runs before a real exec. Returns the environment the new image should get
+ * (`envp`, or `buf` with CALLTRACE_OUTPUT rewritten). */
+static CT_NOINST char *const *before_exec(const char *path, int search, char *const *envp, char **buf,
+                                          char *outvar, size_t outsize) {
+    if (!owns_stream() || !runnable(path, search))
+        return envp;
+    scan_modules(0);
+    if (!ct_cfg.bare) {
+        struct ct_header *h = ct_header();
+        h->end_ticks = ct_ticks();
+        h->end_mono_ns = ct_mono_ns();
+        h->exit_code = -1;
+        __atomic_store_n(&h->end_state, (uint32_t)CT_END_EXEC, __ATOMIC_RELEASE);
+        return envp;
+    }
+    ct_finish(CT_END_EXEC, -1, 0);
+    if (!envp)
+        return envp;
+    size_t n = 0, at = (size_t)-1;
+    for (; envp[n]; n++) {
+        if (n == ENV_MAX - 2)
+            return envp;   /* no room to rewrite: the new image writes OUT.<pid>.json's raw name */
+        if (!strncmp(envp[n], "CALLTRACE_OUTPUT=", 17))
+            at = n;
+    }
+    const char *cur = at != (size_t)-1 ? envp[at] + 17 : "calltrace.json";
+    if (!strcmp(cur, "/dev/null"))
+        return envp;
+    char next[4096];
+    next_image_output(next, sizeof next, ct_cfg.output[0] ? ct_cfg.output : cur, (int)getpid());
+    snprintf(outvar, outsize, "CALLTRACE_OUTPUT=%s", next);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = envp[i];
+    if (at == (size_t)-1)
+        at = n++;
+    buf[at] = outvar;
+    buf[n] = NULL;
+    return buf;
+}
+
+static CT_NOINST void exec_failed(void) {
+    /* Under calltrace run the stream goes on; after a bare-mode conversion
+     * the trace has been written and recording stays off. */
+    struct ct_header *h = ct_header();
+    if (h && !ct_cfg.bare && h->pid == (int32_t)getpid() &&
+        __atomic_load_n(&h->end_state, __ATOMIC_ACQUIRE) == CT_END_EXEC)
+        __atomic_store_n(&h->end_state, (uint32_t)CT_END_RUNNING, __ATOMIC_RELEASE);
+}
+
+typedef int (*execve_fn)(const char *, char *const[], char *const[]);
+
+static CT_NOINST int do_exec(const char *name, const char *path, char *const argv[], char *const envp[],
+                             int search) {
+    char *buf[ENV_MAX];
+    char outvar[4096 + 32];
+    char *const *env = before_exec(path, search, envp, buf, outvar, sizeof outvar);
+    execve_fn real = (execve_fn)resolve(name);
+    int r = real(path, argv, (char *const *)env);
+    int saved = errno;
+    exec_failed();
+    errno = saved;
+    return r;
+}
+
+CT_EXPORT CT_NOINST int execve(const char *path, char *const argv[], char *const envp[]) {
+    return do_exec("execve", path, argv, envp, 0);
+}
+
+CT_EXPORT CT_NOINST int execvpe(const char *file, char *const argv[], char *const envp[]) {
+    return do_exec("execvpe", file, argv, envp, 1);
+}
+
+extern char **environ;
+
+CT_EXPORT CT_NOINST int execv(const char *path, char *const argv[]) {
+    return do_exec("execve", path, argv, environ, 0);
+}
+
+CT_EXPORT CT_NOINST int execvp(const char *file, char *const argv[]) {
+    return do_exec("execvpe", file, argv, environ, 1);
+}
+
+/* execl*: gather the variadic arguments on the stack (no malloc). */
+#define GATHER(first, ap, argv, n)                       \
+    size_t n = 1;                                        \
+    va_start(ap, first);                                 \
+    while (va_arg(ap, char *))                           \
+        n++;                                             \
+    va_end(ap);                                          \
+    char *argv[n + 1];                                   \
+    argv[0] = (char *)first;                             \
+    va_start(ap, first);                                 \
+    for (size_t i = 1; i <= n; i++)                      \
+        argv[i] = va_arg(ap, char *);
+
+CT_EXPORT CT_NOINST int execl(const char *path, const char *arg, ...) {
+    va_list ap;
+    GATHER(arg, ap, argv, n)
+    va_end(ap);
+    return do_exec("execve", path, argv, environ, 0);
+}
+
+CT_EXPORT CT_NOINST int execlp(const char *file, const char *arg, ...) {
+    va_list ap;
+    GATHER(arg, ap, argv, n)
+    va_end(ap);
+    return do_exec("execvpe", file, argv, environ, 1);
+}
+
+CT_EXPORT CT_NOINST int execle(const char *path, const char *arg, ...) {
+    va_list ap;
+    GATHER(arg, ap, argv, n)
+    char *const *envp = va_arg(ap, char *const *);
+    va_end(ap);
+    return do_exec("execve", path, argv, envp, 0);
+}
+
+/* ---- dlopen'd modules ---------------------------------------------------------
+ * Module addresses are recorded at start-up; a library loaded later is
+ * recorded the next time the program uses the dynamic linker (a dlopen is
+ * nearly always followed by dlsym before its code runs), before it is
+ * closed, and at exit. dl_iterate_phdr's load counter makes the check cheap. */
+static unsigned long long seen_adds;
+static int exit_scan_registered;
+
+static CT_NOINST int adds_cb(struct dl_phdr_info *info, size_t size, void *arg) {
+    (void)size;
+    *(unsigned long long *)arg = info->dlpi_adds;
+    return 1;
+}
+
+static CT_NOINST void scan_modules(int force) {
+    struct ct_header *h = ct_header();
+    if (!h || h->pid != (int32_t)getpid())
+        return;
+    unsigned long long adds = 0;
+    dl_iterate_phdr(adds_cb, &adds);
+    if (force || adds != __atomic_load_n(&seen_adds, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&seen_adds, adds, __ATOMIC_RELAXED);
+        ct_meta_modules();
+    }
+}
+
+static CT_NOINST void modules_at_exit(void) { scan_modules(0); }
+
+enum { DL_OPEN, DL_SYM, DL_CLOSE, DL_MOPEN, DL_N };
+
+CT_HIDDEN CT_NOINST __attribute__((used)) void *ct_dl_note(unsigned which) {
+    static const char *const names[DL_N] = {"dlopen", "dlsym", "dlclose", "dlmopen"};
+    static void *real[DL_N];
+    /* dlclose: record now, while the closing library is still mapped. */
+    scan_modules(which == DL_CLOSE);
+    if ((which == DL_OPEN || which == DL_MOPEN) && !__atomic_exchange_n(&exit_scan_registered, 1, __ATOMIC_ACQ_REL))
+        atexit(modules_at_exit);   /* registered after libc's, so it runs before the runtime's destructor */
+    void *p = __atomic_load_n(&real[which], __ATOMIC_RELAXED);
+    if (!p) {
+        p = resolve(names[which]);
+        __atomic_store_n(&real[which], p, __ATOMIC_RELAXED);
+    }
+    return p;
+}
+
+#if defined(__x86_64__)
+/* Same shape as SJ_STUB, saving every argument register these take. */
+#define DL_STUB(name, which)                                                   \
+    __asm__(".text\n"                                                          \
+            ".globl " #name "\n"                                               \
+            ".type " #name ",@function\n"                                      \
+            ".p2align 4\n" #name ":\n"                                         \
+            ".cfi_startproc\n"                                                 \
+            "endbr64\n"                                                        \
+            "pushq %rdi\n.cfi_adjust_cfa_offset 8\n"                           \
+            "pushq %rsi\n.cfi_adjust_cfa_offset 8\n"                           \
+            "pushq %rdx\n.cfi_adjust_cfa_offset 8\n"                           \
+            "pushq %rcx\n.cfi_adjust_cfa_offset 8\n"                           \
+            "pushq %r8\n.cfi_adjust_cfa_offset 8\n"                            \
+            "movl $" #which ", %edi\n"                                         \
+            "call ct_dl_note\n"                                                \
+            "popq %r8\n.cfi_adjust_cfa_offset -8\n"                            \
+            "popq %rcx\n.cfi_adjust_cfa_offset -8\n"                           \
+            "popq %rdx\n.cfi_adjust_cfa_offset -8\n"                           \
+            "popq %rsi\n.cfi_adjust_cfa_offset -8\n"                           \
+            "popq %rdi\n.cfi_adjust_cfa_offset -8\n"                           \
+            "jmp *%rax\n"                                                      \
+            ".cfi_endproc\n"                                                   \
+            ".size " #name ", .-" #name "\n")
+DL_STUB(dlopen, 0);
+DL_STUB(dlsym, 1);
+DL_STUB(dlclose, 2);
+DL_STUB(dlmopen, 3);
+#endif
+
+__attribute__((constructor)) static CT_NOINST void interpose_init(void) {
+    for (int i = 0; i < SJ_N; i++)
+        sj_real[i] = resolve(sj_names[i]);
+    ct_init();
+    dl_iterate_phdr(adds_cb, &seen_adds);   /* the stream has just listed these */
+}
