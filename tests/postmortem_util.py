@@ -57,6 +57,29 @@ def write(path: str | Path, threads, pretty: bool = False, end_ns: int | None = 
     return str(path)
 
 
+def build_random(threads, with_args: bool = False) -> TraceBuilder:
+    """``threads``: per thread a list of steps, a name to enter a call or
+    None to leave the innermost one (hypothesis-generated)."""
+    b = TraceBuilder()
+    ts = 0
+    for k, steps in enumerate(threads):
+        tid = 10 + k
+        b.thread(tid, None, main=(k == 0))
+        depth = 0
+        for step in steps:
+            ts += 7
+            if step is None:
+                if depth:
+                    b.exit(tid, ts)
+                    depth -= 1
+            else:
+                extra = {"args": [{"name": "v", "type": "const char *", "value": step}]} if with_args else {}
+                b.enter(tid, step, ts, **extra)
+                depth += 1
+    b.finish(ts + 1)
+    return b
+
+
 def leaf(name: str, start: int, end: int, **extra):
     return (name, start, end, [], extra)
 

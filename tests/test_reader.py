@@ -12,7 +12,7 @@ import calltrace
 from calltrace.trace.builder import TraceBuilder
 from calltrace.trace.writer import write_trace
 from conftest import fixture, run_cli
-from postmortem_util import build, demo_threads, leaf, metadata, write, write_demo
+from postmortem_util import build, build_random, demo_threads, leaf, metadata, write, write_demo
 
 # (tid, [(depth, function, start, duration)]) of demo_threads()
 DEMO = [(100, [(0, "main", 0, 10000), (1, "parse", 100, 500), (1, "parse", 700, 300),
@@ -221,3 +221,24 @@ def test_reads_real_multithread_trace(tmp_path):
     assert [(t.tid, t.name, t.main, [c.to_json() for c in t.calls]) for t in trace.threads] == [
         (t["tid"], t["name"], t["main"], t["calls"]) for t in doc["threads"]]
     assert sorted(len(t.calls) for t in trace.threads) == [3, 4, 5, 5]
+
+
+# Random call trees: each thread a sequence of enter (name) / exit steps at
+# increasing times; names drawn from a set that includes hostile strings.
+from hypothesis import given, settings, HealthCheck, strategies as st  # noqa: E402
+
+NAMES = st.sampled_from(["f", "g", "main", 'q"x', "a]}", "<s>", "ü"])
+STEPS = st.lists(st.one_of(NAMES, st.none()), max_size=40)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(STEPS, min_size=1, max_size=3), st.booleans(), st.booleans())
+def test_round_trip_random_traces(tmp_path, threads, pretty, with_args):
+    b = build_random(threads, with_args)
+    path = tmp_path / "r.json"
+    write_trace(str(path), metadata(b), b.functions(), list(b.threads.values()), pretty)
+    trace = calltrace.load(path)
+    assert [(t.tid, t.main, [c.to_json() for c in t.calls]) for t in trace.threads] == [
+        (t.tid, t.main, [c.to_json() for c in t.calls]) for t in b.threads.values()]
+    assert [f.to_json() for f in trace.functions] == [f.to_json() for f in b.functions()]
+    assert [len(t.calls) for t in trace.threads] == [len(t.calls) for t in b.threads.values()]

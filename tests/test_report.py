@@ -204,3 +204,49 @@ def test_progress_bar_on_a_terminal_for_long_reads(tmp_path):
     assert out.count("== thread ") == 4
     piped = run_cli("report", "--slowest", "1", path)
     assert piped.returncode == 0 and piped.stderr == b""
+
+
+from hypothesis import given, settings, HealthCheck, strategies as st  # noqa: E402
+
+
+def reference_stats(calls) -> dict:
+    """The statistics straight from the definitions, quadratically: a call's
+    children are the following calls one level deeper until the depth
+    returns to its own; total counts calls with no same-named ancestor."""
+    out: dict[str, list[int]] = {}
+    for i, c in enumerate(calls):
+        children, ancestors = [], []
+        for d in calls[i + 1:]:
+            if d.depth <= c.depth:
+                break
+            if d.depth == c.depth + 1:
+                children.append(d)
+        depth = c.depth
+        for p in reversed(calls[:i]):
+            if p.depth < depth:
+                ancestors.append(p.function)
+                depth = p.depth
+        s = out.setdefault(c.function, [0, 0, 0, c.duration_ns, c.duration_ns])
+        s[0] += 1
+        s[1] += 0 if c.function in ancestors else c.duration_ns
+        s[2] += max(0, c.duration_ns - sum(d.duration_ns for d in children))
+        s[3] = min(s[3], c.duration_ns)
+        s[4] = max(s[4], c.duration_ns)
+    return out
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(st.one_of(st.sampled_from(["f", "g", "h"]), st.none()), max_size=40),
+                min_size=1, max_size=3))
+def test_thread_stats_match_the_definitions(tmp_path, threads):
+    """Per-thread statistics from the streamed calls equal a direct
+    reading of the definitions in docs/FORMAT.md."""
+    from calltrace.trace.writer import write_trace
+    from postmortem_util import build_random, metadata
+    b = build_random(threads)
+    path = tmp_path / "r.json"
+    write_trace(str(path), metadata(b), b.functions(), list(b.threads.values()))
+    trace = calltrace.load(path)
+    for t in trace.threads:
+        got = {s.function: [s.calls, s.total_ns, s.self_ns, s.min_ns, s.max_ns] for s in thread_stats(t)}
+        assert got == reference_stats(list(t.calls))
