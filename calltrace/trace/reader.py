@@ -240,8 +240,10 @@ def _load_canonical(path: str, f, size: int) -> Trace | None:
         if not line:
             try:
                 return _load_whole(path, f)
-            except TraceFormatError as e:
-                if "truncated" not in str(e):
+            except TraceFormatError:
+                # Only a file that starts like a trace is a truncated one.
+                second = head[1].strip()[:8] if len(head) > 1 else b""
+                if not b'"format"'.startswith(second) and not second.startswith(b'"format"'):
                     raise
             return _recover_header(path, head)
         m = _THREADS_KEY.match(line)
@@ -257,7 +259,7 @@ def _load_canonical(path: str, f, size: int) -> Trace | None:
         return None
     trace = _header(doc, path)
     body_start = f.tell()
-    f.seek(max(body_start, size - 64))
+    f.seek(max(body_start - 1, size - 64))
     tail = f.read()
     t = _TRAILER.search(tail)
     truncated = t is None or t.group(1) is None
@@ -342,16 +344,18 @@ def _thread_head(src: _Source, line: bytes, pos: int) -> tuple[Thread, bool]:
 
 def _recover_header(path: str, head: list[bytes]) -> Trace:
     """The file ends before the calls: keep the metadata and whole functions."""
+    if head and not head[-1].endswith(b"\n"):
+        head = head[:-1]   # the line the file ends inside
     fi = next((i for i, line in enumerate(head) if _FUNCTIONS_KEY.match(line)), None)
     try:
-        if fi is None:
-            raise ValueError
         doc = json.loads(b"".join(head[:fi]) + b'"functions":[],"threads":[]}')
+        if "metadata" not in doc:
+            raise ValueError
     except ValueError:
         raise TraceFormatError(f"{path}: truncated trace: it ends inside the metadata, "
                                f"nothing to show") from None
     trace = _header(doc, path)
-    for line in head[fi + 1:]:
+    for line in head[fi + 1:] if fi is not None else ():
         try:
             trace.functions.append(FunctionStats.from_json(json.loads(line.strip().rstrip(b","))))
         except (ValueError, KeyError, TypeError):
