@@ -63,7 +63,8 @@ class CallList(Sequence):
 
     def __len__(self) -> int:
         if self._count is None:
-            self._count = sum(1 for _ in self._lines_only())
+            self._count = sum(data.count(b"\n") + (not data.endswith(b"\n"))
+                              for data, _ in self._blocks(report=False))
         return self._count
 
     def __iter__(self) -> Iterator[Call]:
@@ -81,11 +82,6 @@ class CallList(Sequence):
         """(function, depth, start_ns, duration_ns, extra-or-None) per call."""
         for data, offset in self._blocks():
             yield from _parse_block(self._src, data, offset)
-
-    def _lines_only(self) -> Iterator[None]:
-        for data, _ in self._blocks(report=False):
-            for _ in range(data.count(b"\n") + (not data.endswith(b"\n"))):
-                yield None
 
     def _blocks(self, report: bool = True) -> Iterator[tuple[bytes, int]]:
         """Whole lines of the region, a few MB at a time."""
