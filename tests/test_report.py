@@ -184,7 +184,7 @@ def test_progress_bar_on_a_terminal_for_long_reads(tmp_path):
     path = tmp_path / "big.json"
     _bench_writer()(str(path), 2_000_000)
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "calltrace", "report", "--threads", str(path)],
+    proc = subprocess.Popen([sys.executable, "-m", "calltrace", "report", "--threads", "--slowest", "3", str(path)],
                             stdout=subprocess.PIPE, stderr=slave, cwd="/")
     os.close(slave)
     err = []
