@@ -76,3 +76,9 @@ bench: setup
 
 clean:
 	rm -rf $(BUILD) $(VENV) *.egg-info
+
+# ---- Issue 6 hard cases: the instrumented library fixtures/dlopener.c loads
+# (fixtures/lib/*.c -> build/fixtures/lib*.so, next to the programs).
+$(FIX)/lib%.so: fixtures/lib/%.c | $(FIX)/.dir
+	$(CC) -g -O2 -finstrument-functions -fPIC -shared $< -o $@
+fixtures: $(patsubst fixtures/lib/%.c,$(FIX)/lib%.so,$(wildcard fixtures/lib/*.c))
