@@ -125,3 +125,15 @@ def test_uncaught_exception_aborts_trace_kept(tmp_path, opt):
     assert flags(doc["threads"][0]) == [(0, "main", "I"), (1, "deepest()", "I")]
     m = doc["metadata"]
     assert (m["exit_status"], m["termination"], m["signal"]) == (134, "signal", 6)
+
+
+@pytest.mark.parametrize("how,status,sig", [("exit", 3, None), ("_exit", 4, None), ("abort", 134, 6),
+                                            ("segv", 139, 11), ("term", 143, 15)])
+def test_death_mid_call_optimized(tmp_path, how, status, sig):
+    """tests/test_run.py covers these at -O0; the same at -O2."""
+    proc, doc = trace(tmp_path, fixture("die-O2"), how)
+    assert proc.returncode == status
+    assert flags(doc["threads"][0]) == [(0, "main", "I"), (1, "level1", "I"), (2, "level2", "I"),
+                                        (3, "level3", "I"), (4, "finish", "I")]
+    m = doc["metadata"]
+    assert (m["exit_status"], m["signal"], m["incomplete_calls"]) == (status, sig, 5)

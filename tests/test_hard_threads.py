@@ -32,8 +32,9 @@ def record_raw(tmp_path, *argv, limits=None, timeout=300):
     return proc, raws
 
 
-def test_64_threads_1m_calls_nothing_lost(tmp_path):
-    proc, raws = record_raw(tmp_path, fixture("many_threads"), 64, 1000000)
+@pytest.mark.parametrize("opt", ["", "-O2"])
+def test_64_threads_1m_calls_nothing_lost(tmp_path, opt):
+    proc, raws = record_raw(tmp_path, fixture("many_threads" + opt), 64, 1000000)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"threads 64 calls 1000000\n", b"")
     (raw,) = raws
     with RawStream(raw) as r:

@@ -1,0 +1,198 @@
+"""Issue 6, bad input: truncated and corrupted raw streams (as the runtime
+writes them) through `calltrace convert`, and truncated and corrupted JSON
+traces through the reader: clear errors only, never a crash or a traceback."""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import calltrace
+from calltrace.errors import CalltraceError
+from conftest import fixture, run_cli
+
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow])
+JSON_SETTINGS = settings(SETTINGS, max_examples=300)
+
+
+def _record(folder: Path, name: str, *args: str) -> bytes:
+    lib = run_cli("lib", check=True).stdout.decode().strip()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_")}
+    # Small chunks: several per thread, so chunk boundaries get corrupted too.
+    env.update(LD_PRELOAD=lib, CALLTRACE_RAW_DIR=str(folder), CALLTRACE_BUFFER_KB="16")
+    subprocess.run([fixture(name), *args], env=env, capture_output=True, timeout=120, check=True)
+    (raw,) = glob.glob(str(folder / "*.raw"))
+    return Path(raw).read_bytes()
+
+
+class Blobs(dict):
+    """Keeps hypothesis's failure reports readable (the raw files are ~1 MB)."""
+
+    def __repr__(self):
+        return f"<{', '.join(f'{k}: {len(v)} bytes' for k, v in self.items())}>"
+
+
+@pytest.fixture(scope="module")
+def raws(tmp_path_factory):
+    out = Blobs()
+    for name, args in (("workers", ()), ("jumps", ("sig",)), ("forks", ("3000",))):
+        folder = tmp_path_factory.mktemp(f"raw-{name}")
+        if name == "forks":
+            # the parent's stream; the child's is a second file
+            lib = run_cli("lib", check=True).stdout.decode().strip()
+            env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_")}
+            env.update(LD_PRELOAD=lib, CALLTRACE_RAW_DIR=str(folder), CALLTRACE_BUFFER_KB="16")
+            proc = subprocess.run([fixture(name), *args], env=env, capture_output=True, timeout=120)
+            assert proc.returncode == 0
+            raw = min(glob.glob(str(folder / "*.raw")), key=os.path.getmtime)
+            out[name] = Path(raw).read_bytes()
+        else:
+            out[name] = _record(folder, name, *args)
+    return out
+
+
+def convert(tmp_path: Path, data: bytes) -> subprocess.CompletedProcess:
+    raw = tmp_path / "fuzz.raw"
+    raw.write_bytes(data)
+    out = tmp_path / "fuzz.json"
+    if out.exists():
+        out.unlink()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_") and k != "LD_PRELOAD"}
+    env["CALLTRACE_TRACEBACK"] = "1"
+    return subprocess.run([sys.executable, "-m", "calltrace", "convert", "-q", str(raw), "-o", str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, timeout=120)
+
+
+# Reported to the lead, not fixed here (calltrace/trace/raw.py is not ours):
+# a corrupted MODULE record makes read_info raise ValueError. Tolerated in the
+# random runs so that they keep looking for crashes; pinned by an xfail below.
+KNOWN_RAW_PY = re.compile(r'raw\.py", line \d+, in _meta\n.*\n.*\nValueError: invalid literal for int', re.S)
+
+
+def check_clean(proc: subprocess.CompletedProcess, what: str) -> None:
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode >= 0, f"{what}: converter killed by signal {-proc.returncode}"
+    if KNOWN_RAW_PY.search(err):
+        return
+    assert "Traceback" not in err and "internal error" not in err, f"{what}: {err[-2000:]}"
+    if proc.returncode:
+        assert proc.returncode == 2 and err.startswith("calltrace: error: ") and err.count("\n") == 1, \
+            f"{what}: status {proc.returncode}: {err}"
+
+
+def test_pristine_raws_convert(tmp_path, raws):
+    for name, data in raws.items():
+        proc = convert(tmp_path, data)
+        check_clean(proc, name)
+        assert proc.returncode == 0
+
+
+@SETTINGS
+@given(which=st.sampled_from(["workers", "jumps", "forks"]), cut=st.floats(0, 1))
+def test_truncated_raw(tmp_path, raws, which, cut):
+    data = raws[which]
+    n = int(len(data) * cut)
+    check_clean(convert(tmp_path, data[:n]), f"{which} cut at {n}")
+
+
+@SETTINGS
+@given(which=st.sampled_from(["workers", "jumps", "forks"]),
+       edits=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 2**64 - 1)), min_size=1, max_size=12),
+       header=st.booleans())
+def test_corrupted_raw_words(tmp_path, raws, which, edits, header):
+    """Random 8-byte words overwritten: in the header (sizes, cursor, state),
+    in chunk headers and in the event words (kinds, EXT payload counts)."""
+    data = bytearray(raws[which])
+    span = 4096 if header else len(data)
+    for where, value in edits:
+        off = min(int(span * where) & ~7, len(data) - 8)
+        data[off:off + 8] = struct.pack("<Q", value)
+    check_clean(convert(tmp_path, bytes(data)), f"{which} edits {edits} header={header}")
+
+
+@SETTINGS
+@given(which=st.sampled_from(["workers", "jumps"]), seed=st.integers(0, 2**32 - 1),
+       flips=st.integers(1, 64))
+def test_flipped_bits_raw(tmp_path, raws, which, seed, flips):
+    import random
+    rnd = random.Random(seed)
+    data = bytearray(raws[which])
+    for _ in range(flips):
+        i = rnd.randrange(len(data))
+        data[i] ^= 1 << rnd.randrange(8)
+    check_clean(convert(tmp_path, bytes(data)), f"{which} seed {seed} flips {flips}")
+
+
+# ---- the JSON reader (calltrace/trace/reader.py) -------------------------------
+
+@pytest.fixture(scope="module")
+def traces(tmp_path_factory):
+    out = Blobs()
+    for pretty in (False, True):
+        folder = tmp_path_factory.mktemp("json")
+        path = folder / "t.json"
+        args = ["run", "-q", "-o", path, fixture("workers")] + (["--pretty"] if pretty else [])
+        run_cli(*args, cwd=folder, check=True)
+        out[pretty] = path.read_bytes()
+    return out
+
+
+def read_all(path: Path) -> None:
+    t = calltrace.load(path)
+    for thread in t.threads:
+        for call in thread.calls:
+            (call.function, call.depth, call.duration_ns)
+
+
+def check_reader(tmp_path: Path, data: bytes, what: str) -> None:
+    path = tmp_path / "fuzz.json"
+    path.write_bytes(data)
+    try:
+        read_all(path)
+    except CalltraceError as e:
+        assert str(e) and "\n" not in str(e), f"{what}: unclear error {e!r}"
+    except RecursionError:
+        pytest.fail(f"{what}: RecursionError")
+    except Exception as e:  # anything else is a crash of the reader
+        pytest.fail(f"{what}: {type(e).__name__}: {e}")
+
+
+@JSON_SETTINGS
+@given(pretty=st.booleans(), cut=st.floats(0, 1))
+def test_truncated_json(tmp_path, traces, pretty, cut):
+    data = traces[pretty]
+    n = int(len(data) * cut)
+    check_reader(tmp_path, data[:n], f"pretty={pretty} cut at {n}")
+
+
+@JSON_SETTINGS
+@given(pretty=st.booleans(),
+       edits=st.lists(st.tuples(st.floats(0, 1), st.binary(min_size=1, max_size=6)), min_size=1, max_size=6))
+def test_corrupted_json(tmp_path, traces, pretty, edits):
+    data = bytearray(traces[pretty])
+    for where, junk in edits:
+        off = min(int(len(data) * where), len(data) - 1)
+        data[off:off + len(junk)] = junk
+    check_reader(tmp_path, bytes(data), f"pretty={pretty} edits {edits}")
+
+
+@pytest.mark.xfail(strict=True, reason="reported: calltrace/trace/raw.py _meta() lets ValueError "
+                   "out of a corrupted MODULE record (internal error instead of a clear one)")
+def test_corrupted_module_record_clear_error(tmp_path, raws):
+    data = bytearray(raws["workers"])
+    m = re.search(rb"[0-9a-f]+ [0-9a-f]+ [0-9a-f]+ /", bytes(data))
+    data[m.start()] = ord("z")
+    proc = convert(tmp_path, bytes(data))
+    err = proc.stderr.decode(errors="replace")
+    assert "Traceback" not in err and "internal error" not in err, err[-1500:]
+
