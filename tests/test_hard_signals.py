@@ -137,3 +137,26 @@ def test_death_mid_call_optimized(tmp_path, how, status, sig):
                                         (3, "level3", "I"), (4, "finish", "I")]
     m = doc["metadata"]
     assert (m["exit_status"], m["signal"], m["incomplete_calls"]) == (status, sig, 5)
+
+
+@pytest.mark.parametrize("opt", ["", "-O2"])
+def test_siglongjmp_out_of_timer_handler_300_times(tmp_path, opt):
+    """The handler often interrupts the recorder's own hook and never returns
+    to it: recording must go on (the hook's busy flag is cleared by the jump),
+    each round's frames closed as unwound, every handler recorded or counted."""
+    proc, doc = trace(tmp_path, fixture("sighandler" + opt), "jumpy",
+                      env={"CALLTRACE_BUFFER_KB": "65536"}, check=light)
+    assert (proc.returncode, proc.stdout) == (0, b"jumps 300\n")
+    calls = doc["threads"][0]["calls"]
+    kinds = collections.Counter((c["depth"], c["function"], bool(c.get("unwound"))) for c in calls)
+    assert kinds[(1, "round_", False)] == 300 and kinds[(0, "main", False)] == 1
+    assert (calls[-1]["depth"], calls[-1]["function"]) == (1, "final")
+    # A spin whose own entry hook was cut short by the jump is not recorded.
+    spins = kinds[(2, "spin", True)]
+    assert 290 <= spins <= 300 and sum(n for (d, f, u), n in kinds.items() if f == "spin") == spins
+    handlers = sum(n for (d, f, u), n in kinds.items() if f == "on_jump")
+    assert all(u and d in (2, 3, 4) for (d, f, u) in kinds if f == "on_jump")
+    m = doc["metadata"]
+    assert handlers + m["dropped_events"] == 300      # a dropped handler: its entry, 1 event
+    assert m["incomplete_calls"] == 0 and "notes" not in m
+    assert all(d == 3 for (d, f, u) in kinds if f == "leaf") and kinds[(3, "leaf", True)] <= 300
