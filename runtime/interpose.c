@@ -21,6 +21,7 @@
 #include <link.h>
 #include <limits.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,13 +158,20 @@ static CT_NOINST void unwind_to(uint32_t depth) {
     t->depth = depth;
 }
 
+/* Jumping from a signal handler on the alternate stack: that stack may lie
+ * anywhere relative to the target frame's, so stack order says nothing. */
+static CT_NOINST int on_altstack(void) {
+    stack_t ss;
+    return sigaltstack(NULL, &ss) == 0 && (ss.ss_flags & SS_ONSTACK);
+}
+
 static CT_NOINST void unwind_to_buf(const void *buf) {
     uintptr_t here = (uintptr_t)__builtin_frame_address(0);
     for (int i = 0; i < SJ_SLOTS; i++) {
         struct sj_slot *s = &sj_tab[i];
-        /* The target frame must be above us; anything else is a stale slot
-         * (or a jump to another stack, which we cannot judge). */
-        if (s->buf == buf && s->sp > here) {
+        /* The target frame must be above us; a slot whose frame is below is
+         * stale (the frame returned and the address was reused). */
+        if (s->buf == buf && (s->sp > here || on_altstack())) {
             unwind_to(s->depth);
             return;
         }

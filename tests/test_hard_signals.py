@@ -160,3 +160,15 @@ def test_siglongjmp_out_of_timer_handler_300_times(tmp_path, opt):
     assert handlers + m["dropped_events"] == 300      # a dropped handler: its entry, 1 event
     assert m["incomplete_calls"] == 0 and "notes" not in m
     assert all(d == 3 for (d, f, u) in kinds if f == "leaf") and kinds[(3, "leaf", True)] <= 300
+
+
+@pytest.mark.parametrize("opt", ["", "-O2"])
+def test_siglongjmp_from_alternate_stack_above_target(tmp_path, opt):
+    # The handler runs on a sigaltstack placed above the thread's stack, so
+    # stack order cannot tell a live jmp_buf from a stale one there.
+    proc, doc = trace(tmp_path, fixture("sighandler" + opt), "altsegv")
+    assert (proc.returncode, proc.stdout) == (0, b"recovered 11\n")
+    main, alt = doc["threads"]
+    assert flags(main) == [(0, "main", "")] and alt["name"] == "alt"
+    assert flags(alt) == [(0, "run_alt", ""), (1, "guarded", ""), (2, "poke", "U"),
+                          (3, "on_segv", "U"), (4, "note", ""), (2, "resumed", "")]
