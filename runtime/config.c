@@ -150,6 +150,9 @@ CT_NOINST void ct_config_read(void) {
             ct_warn("CALLTRACE_START=%s is not 'on' or 'off'; starting on", start);
     }
     c->threshold_ns = env_duration("CALLTRACE_THRESHOLD");
+    c->rolling = env_bool("CALLTRACE_OUTPUT_ROLLING", 0);
+    c->keep = (int)env_long("CALLTRACE_ROLLING_KEEP", 10, 1, 1000000);
+    c->flush_interval = (uint64_t)env_long("CALLTRACE_FLUSH_INTERVAL", c->rolling ? 1000000 : 0, 0, 0x7fffffffffffffffL);
     c->toggle_signal = env_signal("CALLTRACE_TOGGLE_SIGNAL", SIGUSR1);
     long kb = env_long("CALLTRACE_BUFFER_KB", 256, 16, 65536);
     c->chunk_size = (size_t)kb * 1024;

@@ -64,6 +64,8 @@ struct ct_header {
     uint32_t end_state;
     int32_t exit_code, end_signal, main_tid;
     uint64_t end_ticks, end_mono_ns;
+    uint32_t part, keep;            /* rolling output: this part's number (0: no parts), how many to keep */
+    uint64_t interval_calls;        /* calls per part */
 };
 
 struct ct_chunk {
@@ -87,6 +89,7 @@ struct ct_thread {
     int32_t tid;
     uint32_t failed;
     uint32_t fstate, fdepth;        /* --function/--exclude: inside a matching subtree, from depth */
+    uint32_t part;                  /* the rolling part its chunk belongs to */
 };
 
 extern __thread struct ct_thread ct_tls __attribute__((tls_model("initial-exec"))) CT_HIDDEN;
@@ -105,6 +108,8 @@ struct ct_config {
     int pretty, debug, capture_args, start_off, bare, to_null;
     int toggle_signal;
     uint64_t threshold_ns;
+    uint64_t flush_interval;        /* calls per part; 0: one trace */
+    int rolling, keep;
     size_t chunk_size;
 };
 extern struct ct_config ct_cfg CT_HIDDEN;
@@ -140,6 +145,9 @@ CT_HIDDEN struct ct_header *ct_header(void);
 CT_HIDDEN const char *ct_raw_path(void);
 CT_HIDDEN void ct_stream_close(void);
 CT_HIDDEN void ct_prefault_start(void);
+CT_HIDDEN uint32_t ct_part(void);
+CT_HIDDEN void ct_part_sync(struct ct_thread *t);
+CT_HIDDEN void ct_part_finished(const char *raw);   /* lifecycle.c: convert a finished part */
 
 /* capture.c */
 extern volatile uint32_t ct_capture_on CT_HIDDEN;

@@ -252,6 +252,7 @@ CT_NOINST void ct_thread_sync(struct ct_thread *t, uint64_t where, void *fn) {
         ct_thread_register(t);
     }
     uint32_t epoch = ct_epoch;
+    ct_part_sync(t);
     int want = ct_recording && !t->failed;
     if (t->epoch != 0) {
         if (t->on && !want && t->chunk)

@@ -207,6 +207,40 @@ static CT_NOINST int run_python(const char *a1, const char *a2, const char *a3, 
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/* A finished part of rolling output: convert it while the program runs. Under
+ * `calltrace run` the parent does it; here a detached grandchild (so the
+ * program never sees a child of ours to wait for) runs the converter. */
+CT_NOINST void ct_part_finished(const char *raw) {
+    if (!ct_cfg.bare)
+        return;
+    const char *python = getenv("CALLTRACE_PYTHON");
+    if (!python || !*python)
+        python = CT_PYTHON;
+    char *env[512];
+    size_t n = 0;
+    for (char **e = environ; e && *e && n < sizeof env / sizeof *env - 1; e++)
+        if (strncmp(*e, "LD_PRELOAD=", 11) && strncmp(*e, "CALLTRACE_", 10))
+            env[n++] = *e;
+    env[n] = NULL;
+    char *argv[] = {(char *)python, "-m", "calltrace", "convert", (char *)raw, "--from-runtime", "--quiet", NULL};
+    pid_t child = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    if (child == 0) {
+        if ((pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0) == 0) {
+            int null = open("/dev/null", O_RDWR);
+            if (null >= 0) {
+                dup2(null, 0);
+                dup2(null, 1);
+            }
+            execve(python, argv, env);
+            execvpe(python, argv, env);
+        }
+        syscall(SYS_exit_group, 0);
+    }
+    if (child > 0)
+        while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
+            ;
+}
+
 static CT_NOINST void run_converter(void) {
     const char *raw = ct_raw_path();
     if (run_python("convert", raw, "--from-runtime", ct_cfg.debug ? "--verbose" : "--quiet", NULL) != 0)

@@ -18,35 +18,58 @@
 #include <unistd.h>
 #include "ct.h"
 
-static int fd = -1;
+/* One raw file. With rolling output a process writes a series of them
+ * (parts); `current` is swapped in one store so that a claim never pairs
+ * one part's header with another part's file. */
+struct part {
+    int pfd;
+    struct ct_header *phdr;
+    uint32_t index;
+    char ppath[PATH_MAX];
+};
+static struct part none = {.pfd = -1};
+static struct part *volatile current = &none;
+static struct part *older[2];           /* kept open a while for late claims */
+#define fd (current->pfd)
+#define hdr (current->phdr)
+#define raw_path (current->ppath)
 size_t ct_chunk_bytes;
-static struct ct_header *hdr;
-static char raw_path[PATH_MAX];
 static struct ct_chunk *meta;          /* current META chunk */
 static size_t meta_used;
 static volatile int meta_lock;
+static char sticky[1 << 16];           /* META records every part repeats */
+static size_t sticky_used;
+static uint64_t part_limit;            /* event chunks per part; 0: no parts */
+static volatile uint64_t part_chunks;
+static volatile int roll_lock;
 
 CT_NOINST struct ct_header *ct_header(void) { return hdr; }
 CT_NOINST const char *ct_raw_path(void) { return raw_path; }
+CT_NOINST uint32_t ct_part(void) { return current->index; }
 
-/* Claim the next chunk of the file and map it (no header written yet). */
-static CT_NOINST void *claim_chunk(void) {
-    size_t size = hdr->chunk_size;
-    uint64_t off = __atomic_fetch_add(&hdr->next_offset, size, __ATOMIC_RELAXED);
+/* Claim the next chunk of a part's file and map it (no header written yet). */
+static CT_NOINST void *claim_in(struct part *pt) {
+    if (!pt->phdr)
+        return NULL;
+    size_t size = pt->phdr->chunk_size;
+    uint64_t off = __atomic_fetch_add(&pt->phdr->next_offset, size, __ATOMIC_RELAXED);
     /* Extend with a write of the last byte, never ftruncate: two threads
      * extending at once can only grow the file this way. */
     char zero = 0;
-    if (pwrite(fd, &zero, 1, (off_t)(off + size - 1)) != 1) {
-        ct_warn("cannot grow the raw trace %s: %s; recording stops here", raw_path, strerror(errno));
+    if (pwrite(pt->pfd, &zero, 1, (off_t)(off + size - 1)) != 1) {
+        ct_warn("cannot grow the raw trace %s: %s; recording stops here", pt->ppath, strerror(errno));
         return NULL;
     }
-    void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)off);
+    void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, pt->pfd, (off_t)off);
     if (m == MAP_FAILED) {
         ct_warn("cannot map the raw trace: %s; recording stops here", strerror(errno));
         return NULL;
     }
     return m;
 }
+
+static CT_NOINST void *claim_chunk(void) { return claim_in(current); }
+static void roll(void);
 
 /* ---- prefaulting ------------------------------------------------------------
  * The first store to each page of a shared file mapping costs a page fault
@@ -78,11 +101,13 @@ static CT_NOINST void *prefault_main(void *arg) {
         for (int i = 0; i < POOL; i++) {
             if (__atomic_load_n(&pool[i], __ATOMIC_ACQUIRE))
                 continue;
-            void *m = claim_chunk();
+            struct part *pt = current;
+            void *m = claim_in(pt);
             if (!m)
                 return NULL;
-            prefault(m, hdr->chunk_size);
-            __atomic_store_n(&pool[i], m, __ATOMIC_RELEASE);
+            prefault(m, pt->phdr->chunk_size);
+            /* Chunks are page-aligned: the low bits say which part they are in. */
+            __atomic_store_n(&pool[i], (void *)((uintptr_t)m | (pt->index & 0xfff)), __ATOMIC_RELEASE);
         }
         struct timespec ts = {0, 200 * 1000 * 1000};
         syscall(SYS_futex, &pool_seq, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
@@ -126,7 +151,7 @@ static CT_NOINST void pool_reset(size_t size) {
     for (int i = 0; i < POOL; i++) {
         void *m = __atomic_exchange_n(&pool[i], NULL, __ATOMIC_ACQ_REL);
         if (m)
-            munmap(m, size);
+            munmap((void *)((uintptr_t)m & ~(uintptr_t)0xfff), size);
         m = __atomic_exchange_n(&retired[i], NULL, __ATOMIC_ACQ_REL);
         if (m)
             munmap(m, size);
@@ -142,7 +167,10 @@ static CT_NOINST void *take_chunk(void) {
         if (m) {
             __atomic_add_fetch(&pool_seq, 1, __ATOMIC_RELEASE);
             syscall(SYS_futex, &pool_seq, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-            return m;
+            void *chunk = (void *)((uintptr_t)m & ~(uintptr_t)0xfff);
+            if (((uintptr_t)m & 0xfff) == (current->index & 0xfff))
+                return chunk;
+            munmap(chunk, ct_chunk_bytes);   /* claimed in a part already finished: unused */
         }
     }
     return claim_chunk();   /* the prefault thread is behind: map one here */
@@ -182,11 +210,24 @@ CT_NOINST uint64_t *ct_next_chunk(struct ct_thread *t) {
     }
     t->seq++;
     t->chunk = c;
+    t->part = current->index;
     t->cur = (uint64_t *)((char *)c + CT_CHUNK_HEADER);
     /* Room for the longest single write (TIME + EXT + payload) past `end`. */
     t->end = (uint64_t *)((char *)c + hdr->chunk_size) - 8;
     t->last = 0;
+    if (part_limit && __atomic_add_fetch(&part_chunks, 1, __ATOMIC_RELAXED) >= part_limit)
+        roll();
     return t->cur;
+}
+
+/* A thread still writing into a finished part moves to the current one. */
+CT_NOINST void ct_part_sync(struct ct_thread *t) {
+    if (t->chunk && t->part != current->index && !t->busy) {
+        retire_chunk(t->chunk, ct_chunk_bytes);
+        t->chunk = NULL;
+        t->cur = t->end = NULL;
+        t->seq = 0;
+    }
 }
 
 CT_NOINST void ct_release_chunk(struct ct_thread *t) {
@@ -196,8 +237,32 @@ CT_NOINST void ct_release_chunk(struct ct_thread *t) {
     t->cur = t->end = NULL;
 }
 
-/* META records come from start-up, dlopen and exit, never the hot path. */
+static CT_NOINST void meta_write(uint32_t key, const void *data, size_t len);
+
+/* META records come from start-up, dlopen and exit, never the hot path.
+ * Those that describe the process, not the moment, are kept to be repeated
+ * at the start of every part. */
 CT_NOINST void ct_meta(uint32_t key, const void *data, size_t len) {
+    if (key != CT_META_THREAD && sticky_used + 8 + len <= sizeof sticky) {
+        memcpy(sticky + sticky_used, &key, 4);
+        memcpy(sticky + sticky_used + 4, &(uint32_t){(uint32_t)len}, 4);
+        memcpy(sticky + sticky_used + 8, data, len);
+        sticky_used += 8 + len;
+    }
+    meta_write(key, data, len);
+}
+
+static CT_NOINST void sticky_replay(void) {
+    for (size_t pos = 0; pos + 8 <= sticky_used;) {
+        uint32_t key, len;
+        memcpy(&key, sticky + pos, 4);
+        memcpy(&len, sticky + pos + 4, 4);
+        meta_write(key, sticky + pos + 8, len);
+        pos += 8 + len;
+    }
+}
+
+static CT_NOINST void meta_write(uint32_t key, const void *data, size_t len) {
     if (!hdr)
         return;
     size_t need = 8 + ((len + 7) & ~(size_t)7);
@@ -271,10 +336,19 @@ static CT_NOINST void meta_file(uint32_t key, const char *path) {
         ct_meta(key, buf, (size_t)n);
 }
 
-/* Create the raw file: O_EXCL|O_NOFOLLOW so a file or symlink already there is
- * never written through; mode 0666 minus the user's umask. */
-CT_NOINST int ct_stream_open(pid_t ppid) {
+/* Create a raw file: O_EXCL|O_NOFOLLOW so a file or symlink already there is
+ * never written through; mode 0666 minus the user's umask. Part 0 is the
+ * only file without rolling output; parts are numbered from 1. */
+static CT_NOINST struct part *open_part(uint32_t index) {
+    struct part *pt = mmap(NULL, sizeof *pt, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (pt == MAP_FAILED)
+        return NULL;
+    pt->index = index;
+    pt->pfd = -1;
     pid_t pid = getpid();
+    char part[24] = "";
+    if (index)
+        snprintf(part, sizeof part, ".p%05u", index);
     /* A process that exec()s keeps its pid: number the later images. */
     for (int i = 0; i < 1000; i++) {
         char seq[16] = "";
@@ -282,47 +356,105 @@ CT_NOINST int ct_stream_open(pid_t ppid) {
             snprintf(seq, sizeof seq, "-%d", i);
         int n;
         if (ct_cfg.bare)
-            n = snprintf(raw_path, sizeof raw_path, "%s.%d%s.raw", ct_cfg.output, (int)pid, seq);
+            n = snprintf(pt->ppath, sizeof pt->ppath, "%s.%d%s%s.raw", ct_cfg.output, (int)pid, seq, part);
         else
-            n = snprintf(raw_path, sizeof raw_path, "%s/%d%s.raw", ct_cfg.raw_dir, (int)pid, seq);
-        if (n <= 0 || n >= (int)sizeof raw_path)
-            return -1;
-        fd = open(raw_path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
-        if (fd >= 0 || errno != EEXIST)
+            n = snprintf(pt->ppath, sizeof pt->ppath, "%s/%d%s%s.raw", ct_cfg.raw_dir, (int)pid, seq, part);
+        if (n <= 0 || n >= (int)sizeof pt->ppath)
+            break;
+        pt->pfd = open(pt->ppath, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+        if (pt->pfd >= 0 || errno != EEXIST)
             break;
     }
-    if (fd < 0) {
-        ct_warn("cannot create %s: %s; this run is not traced", raw_path, strerror(errno));
-        return -1;
+    if (pt->pfd < 0) {
+        ct_warn("cannot create %s: %s; this run is not traced", pt->ppath, strerror(errno));
+        munmap(pt, sizeof *pt);
+        return NULL;
     }
-    if (ftruncate(fd, CT_HEADER_SIZE) < 0) {
-        ct_warn("cannot write %s: %s; this run is not traced", raw_path, strerror(errno));
-        close(fd);
-        fd = -1;
-        return -1;
+    if (ftruncate(pt->pfd, CT_HEADER_SIZE) < 0 ||
+        (pt->phdr = mmap(NULL, CT_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, pt->pfd, 0)) == MAP_FAILED) {
+        ct_warn("cannot write %s: %s; this run is not traced", pt->ppath, strerror(errno));
+        close(pt->pfd);
+        munmap(pt, sizeof *pt);
+        return NULL;
     }
-    hdr = mmap(NULL, CT_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (hdr == MAP_FAILED) {
-        hdr = NULL;
-        close(fd);
-        fd = -1;
-        return -1;
+    return pt;
+}
+
+static CT_NOINST void sticky_replay(void);
+
+/* Rolling output: every `part_limit` event chunks all threads move to a new
+ * file, and the finished one is converted while the program runs. Threads
+ * notice through the epoch at their next call (ct_thread_sync). */
+static CT_NOINST void roll(void) {
+    if (__atomic_exchange_n(&roll_lock, 1, __ATOMIC_ACQUIRE))
+        return;
+    struct part *old = current;
+    struct part *pt = open_part(old->index + 1);
+    if (!pt) {
+        __atomic_store_n(&roll_lock, 0, __ATOMIC_RELEASE);
+        return;
     }
-    hdr->version = CT_VERSION;
-    hdr->header_size = CT_HEADER_SIZE;
-    hdr->chunk_size = (uint32_t)ct_cfg.chunk_size;
-    ct_chunk_bytes = ct_cfg.chunk_size;
-    hdr->pid = (int32_t)pid;
-    hdr->ppid = (int32_t)ppid;
-    hdr->main_tid = (int32_t)syscall(SYS_gettid);
-    hdr->max_depth = ct_cfg.max_depth;
-    hdr->flags = (ct_cfg.capture_args ? CT_FLAG_CAPTURE_ARGS : 0) | (ct_cfg.pretty ? CT_FLAG_PRETTY : 0) |
-                 (ct_cfg.start_off ? CT_FLAG_START_OFF : 0) | (ct_cfg.bare ? CT_FLAG_BARE : 0);
-    hdr->next_offset = CT_HEADER_SIZE;
-    ct_clock_init(hdr);
-    memcpy(hdr->magic, CT_MAGIC, 8);
+    memcpy(pt->phdr, old->phdr, sizeof *pt->phdr);   /* same clock and time base */
+    pt->phdr->part = pt->index;
+    pt->phdr->next_offset = CT_HEADER_SIZE;
+    pt->phdr->end_state = CT_END_RUNNING;
+    while (__atomic_exchange_n(&meta_lock, 1, __ATOMIC_ACQUIRE))
+        ;
+    if (meta)
+        munmap(meta, ct_chunk_bytes);
     meta = NULL;
     meta_used = 0;
+    __atomic_store_n(&current, pt, __ATOMIC_RELEASE);
+    __atomic_store_n(&meta_lock, 0, __ATOMIC_RELEASE);
+    sticky_replay();
+    part_chunks = 0;
+    old->phdr->end_ticks = ct_ticks();
+    old->phdr->end_mono_ns = ct_mono_ns();
+    /* Two parts back is long enough for any claim still using it. */
+    struct part *gone = older[1];
+    older[1] = older[0];
+    older[0] = old;
+    if (gone) {
+        munmap(gone->phdr, CT_HEADER_SIZE);
+        close(gone->pfd);
+        munmap(gone, sizeof *gone);
+    }
+    __atomic_add_fetch(&ct_epoch, 1, __ATOMIC_RELEASE);
+    ct_log("part %u finished (%s); now writing %s", old->index, old->ppath, pt->ppath);
+    ct_part_finished(old->ppath);
+    __atomic_store_n(&roll_lock, 0, __ATOMIC_RELEASE);
+}
+
+CT_NOINST int ct_stream_open(pid_t ppid) {
+    pid_t pid = getpid();
+    uint64_t per_chunk = (ct_cfg.chunk_size - CT_CHUNK_HEADER) / 16;
+    part_limit = ct_cfg.flush_interval ? (ct_cfg.flush_interval + per_chunk - 1) / per_chunk : 0;
+    part_chunks = 0;
+    sticky_used = 0;
+    older[0] = older[1] = NULL;
+    struct part *pt = open_part(part_limit ? 1 : 0);
+    if (!pt)
+        return -1;
+    struct ct_header *h = pt->phdr;
+    h->version = CT_VERSION;
+    h->header_size = CT_HEADER_SIZE;
+    h->chunk_size = (uint32_t)ct_cfg.chunk_size;
+    ct_chunk_bytes = ct_cfg.chunk_size;
+    h->pid = (int32_t)pid;
+    h->ppid = (int32_t)ppid;
+    h->main_tid = (int32_t)syscall(SYS_gettid);
+    h->max_depth = ct_cfg.max_depth;
+    h->flags = (ct_cfg.capture_args ? CT_FLAG_CAPTURE_ARGS : 0) | (ct_cfg.pretty ? CT_FLAG_PRETTY : 0) |
+               (ct_cfg.start_off ? CT_FLAG_START_OFF : 0) | (ct_cfg.bare ? CT_FLAG_BARE : 0);
+    h->next_offset = CT_HEADER_SIZE;
+    h->part = pt->index;
+    h->keep = ct_cfg.rolling ? (uint32_t)ct_cfg.keep : 0;
+    h->interval_calls = ct_cfg.flush_interval;
+    ct_clock_init(h);
+    memcpy(h->magic, CT_MAGIC, 8);
+    meta = NULL;
+    meta_used = 0;
+    __atomic_store_n(&current, pt, __ATOMIC_RELEASE);
     char exe[PATH_MAX];
     ssize_t e = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (e > 0)
@@ -330,22 +462,29 @@ CT_NOINST int ct_stream_open(pid_t ppid) {
     meta_file(CT_META_CMDLINE, "/proc/self/cmdline");
     ct_meta(CT_META_OUTPUT, ct_cfg.output, strlen(ct_cfg.output));
     ct_meta_modules();
-    ct_log("recording to %s (clock %s, %.4f ns/tick)", raw_path, hdr->clock == CT_CLOCK_TSC ? "tsc" : "monotonic",
-           hdr->ns_per_tick);
+    ct_log("recording to %s (clock %s, %.4f ns/tick)", raw_path, h->clock == CT_CLOCK_TSC ? "tsc" : "monotonic",
+           h->ns_per_tick);
     return 0;
 }
 
-/* After fork() the child must not touch the parent's file or mappings. */
+/* After fork() the child must not touch the parent's files or mappings. */
 CT_NOINST void ct_stream_close(void) {
     if (hdr)
         pool_reset(hdr->chunk_size);
     if (meta && hdr)
         munmap(meta, hdr->chunk_size);
     meta = NULL;
-    if (hdr)
-        munmap(hdr, CT_HEADER_SIZE);
-    hdr = NULL;
-    if (fd >= 0)
-        close(fd);
-    fd = -1;
+    struct part *all[3] = {current, older[0], older[1]};
+    for (int i = 0; i < 3; i++) {
+        struct part *pt = all[i];
+        if (!pt || pt == &none)
+            continue;
+        if (pt->phdr)
+            munmap(pt->phdr, CT_HEADER_SIZE);
+        if (pt->pfd >= 0)
+            close(pt->pfd);
+        munmap(pt, sizeof *pt);
+    }
+    older[0] = older[1] = NULL;
+    __atomic_store_n(&current, &none, __ATOMIC_RELEASE);
 }

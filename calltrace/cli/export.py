@@ -6,6 +6,7 @@ import sys
 import tempfile
 
 from .. import load
+from ..trace.parts import load_any
 from ..analysis.progress import reading, warn
 from ..errors import CalltraceError
 from ..export import FORMATS, Options, module
@@ -29,7 +30,8 @@ examples:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("trace", help="a trace file (calltrace.json)")
+    p.add_argument("trace", nargs="+", help="a trace file (calltrace.json), or the parts of "
+                   "one rolling run (trace.00001.json trace.00002.json ...)")
     p.add_argument("-f", "--format", required=True, choices=FORMATS, help="output format")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output file ('-' for stdout; default: the trace's name with the "
@@ -51,15 +53,15 @@ def run(args) -> int:
         raise CalltraceError("--max-calls must be at least 1")
     mod = module(args.format)
     options = Options(title=args.title, width=args.width, max_calls=args.max_calls)
-    trace = load(args.trace)
+    trace = load_any(args.trace)
     warn(trace)
-    out_path = args.output or _default_output(args.trace, mod.SUFFIX)
+    out_path = args.output or _default_output(args.trace[0], mod.SUFFIX)
     passes = 2 if args.format == "html" and trace.total_calls > args.max_calls else 1
     with reading(trace, f"exporting {args.format}", passes=passes):
         if out_path == "-":
             mod.write(trace, sys.stdout, options)
             return 0
-        if os.path.abspath(out_path) == os.path.abspath(args.trace):
+        if any(os.path.abspath(out_path) == os.path.abspath(t) for t in args.trace):
             raise CalltraceError(f"{out_path}: would overwrite the trace itself")
         folder = os.path.dirname(os.path.abspath(out_path))
         try:

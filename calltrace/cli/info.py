@@ -5,6 +5,7 @@ import shlex
 import sys
 
 from .. import load
+from ..trace.parts import load_any
 from ..analysis.progress import reading, warn
 from ..analysis.render import plural
 from ..analysis.units import fmt_ns
@@ -15,7 +16,8 @@ ORDER = 24
 
 
 def add_arguments(p) -> None:
-    p.add_argument("trace", help="a trace file (calltrace.json)")
+    p.add_argument("trace", nargs="+", help="a trace file (calltrace.json), or the parts of "
+                   "one rolling run (trace.00001.json trace.00002.json ...)")
 
 
 def _exit(md: dict) -> str:
@@ -37,7 +39,7 @@ def _options(opts: dict) -> str:
 
 
 def run(args) -> int:
-    trace = load(args.trace)
+    trace = load_any(args.trace)
     warn(trace)
     md = trace.metadata
     rows = [

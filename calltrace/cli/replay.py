@@ -5,6 +5,7 @@ import re
 import sys
 
 from .. import load
+from ..trace.parts import load_any
 from ..analysis.paths import Filter, select
 from ..analysis.progress import reading, warn
 from ..analysis.render import Colour, fmt_call, use_colour
@@ -25,7 +26,8 @@ examples:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("trace", help="a trace file (calltrace.json)")
+    p.add_argument("trace", nargs="+", help="a trace file (calltrace.json), or the parts of "
+                   "one rolling run (trace.00001.json trace.00002.json ...)")
     p.add_argument("-F", "--function", metavar="REGEX",
                    help="show only the subtrees of calls whose name matches")
     p.add_argument("-N", "--exclude", metavar="REGEX",
@@ -64,7 +66,7 @@ def run(args) -> int:
     if args.depth is not None and args.depth < 1:
         raise CalltraceError("-D/--depth must be at least 1")
     flt = Filter(_regex(args.function, "-F"), _regex(args.exclude, "-N"), args.depth, args.threshold)
-    trace = load(args.trace)
+    trace = load_any(args.trace)
     warn(trace)
     threads = pick_threads(trace, args.tid)
     col = Colour(use_colour(args.color))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from .. import load
+from ..trace.parts import load_any
 from ..analysis.progress import reading, warn
 from ..analysis.render import fmt_call, plural, table
 from ..analysis.stats import COLUMNS, average, slowest, sort_stats, thread_stats
@@ -26,7 +27,8 @@ examples:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("trace", help="a trace file (calltrace.json)")
+    p.add_argument("trace", nargs="+", help="a trace file (calltrace.json), or the parts of "
+                   "one rolling run (trace.00001.json trace.00002.json ...)")
     p.add_argument("-s", "--sort", default="self", choices=list(COLUMNS),
                    help="column to sort by (default: self; numbers largest first)")
     p.add_argument("-n", "--limit", metavar="N", type=int, help="show only the first N functions")
@@ -59,7 +61,7 @@ def run(args) -> int:
         raise CalltraceError("--slowest must be at least 1")
     if args.tid and not args.threads:
         raise CalltraceError("--tid needs --threads")
-    trace = load(args.trace)
+    trace = load_any(args.trace)
     warn(trace)
     out: list[str] = []
     md = trace.metadata

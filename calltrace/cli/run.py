@@ -3,11 +3,14 @@ JSON trace and print a summary on stderr (stdout stays the program's)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 from ..errors import CalltraceError
@@ -48,6 +51,11 @@ def add_arguments(p) -> None:
                    help="leave out functions matching REGEX and every call they make")
     p.add_argument("-t", "--threshold", metavar="TIME", type=options.duration,
                    help="drop calls shorter than TIME (e.g. 10us, 1ms), with what they called")
+    p.add_argument("--flush-interval", type=options.positive_int, metavar="N",
+                   help="write the trace in parts of about N calls while the program runs "
+                        "(CALLTRACE_FLUSH_INTERVAL): OUT.00001.json, OUT.00002.json, ...")
+    p.add_argument("--rolling", type=options.positive_int, metavar="K", nargs="?", const=10,
+                   help="keep only the newest K parts (default 10; CALLTRACE_OUTPUT_ROLLING=1)")
     p.add_argument("--start-off", action="store_true",
                    help="start with recording off; SIGUSR1 turns it on (CALLTRACE_START=off)")
     p.add_argument("--debug", action="store_true", default=None,
@@ -83,6 +91,11 @@ def _environment(args, raw_dir: str, program: str) -> dict[str, str]:
         env["CALLTRACE_THRESHOLD"] = str(args.threshold)
     if args.start_off:
         env["CALLTRACE_START"] = "off"
+    if args.flush_interval is not None:
+        env["CALLTRACE_FLUSH_INTERVAL"] = str(args.flush_interval)
+    if args.rolling is not None:
+        env["CALLTRACE_OUTPUT_ROLLING"] = "1"
+        env["CALLTRACE_ROLLING_KEEP"] = str(args.rolling)
     if args.function is not None or args.exclude is not None:
         from .filter import EXCLUDE, INCLUDE, compile_regex, write_filter
         if args.function is not None and args.exclude is not None:
@@ -169,17 +182,76 @@ def run(args) -> int:
     except OSError as e:
         shutil.rmtree(raw_dir, ignore_errors=True)
         raise CalltraceError(f"cannot run {program[0]}: {e.strerror}", 126) from None
-    rc = _wait(proc)
+    rolling = _Rolling(raw_dir, proc.pid, output, args)
+    rolling.start()
+    try:
+        rc = _wait(proc)
+    finally:
+        rolling.stop()
     status, term, sig = (128 - rc, "signal", -rc) if rc < 0 else (rc, "exit", None)
     results, ok = _convert_all(raw_dir, proc.pid, output, status, term, sig, args)
+    results = rolling.results + results
+    ok = ok and rolling.ok
     if not args.quiet:
         _summary(results, output)
     # The program's status wins; a lost trace still must not look like success.
     return status if ok or status else 2
 
 
+RAW_NAME = re.compile(r"^(\d+)(?:-(\d+))?(?:\.p(\d+))?$")
+
+
+def _raw_key(raw: Path) -> tuple[int, int, int]:
+    """(pid, image after exec, part) from "<pid>[-<n>][.p<part>].raw"."""
+    m = RAW_NAME.match(raw.stem)
+    return (int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0)) if m else (0, 0, 0)
+
+
+class _Rolling(threading.Thread):
+    """With CALLTRACE_FLUSH_INTERVAL / CALLTRACE_OUTPUT_ROLLING the runtime
+    starts a new raw part every N calls: convert the finished ones while the
+    program runs, so disk use stays bounded."""
+
+    def __init__(self, raw_dir, pid, output, args):
+        super().__init__(daemon=True, name="calltrace-rolling")
+        self.raw_dir, self.pid, self.output, self.args = raw_dir, pid, output, args
+        self.results: list[Converted] = []
+        self.ok = True
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(0.25):
+            self.convert_finished()
+
+    def convert_finished(self) -> None:
+        newest: dict[tuple[int, int], int] = {}
+        parts = []
+        for raw in Path(self.raw_dir).glob("*.p*.raw"):
+            pid, image, part = _raw_key(raw)
+            if part:
+                parts.append((raw, pid, image, part))
+                newest[(pid, image)] = max(part, newest.get((pid, image), 0))
+        for raw, pid, image, part in sorted(parts, key=lambda x: x[3]):
+            # A part is finished once a newer one exists and has been written
+            # to for a moment (threads move at their next call).
+            if part >= newest[(pid, image)] or time.time() - raw.stat().st_mtime < 0.2:
+                continue
+            out = self.output if pid == self.pid and not image else _child_output(self.output, raw.stem)
+            try:
+                self.results.append(convert(str(raw), out, pretty=self.args.pretty))
+                raw.unlink()
+            except CalltraceError as e:
+                self.ok = False
+                print(f"calltrace: error: {raw}: {e}", file=sys.stderr)
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join()
+
+
 def _convert_all(raw_dir, pid, output, status, term, sig, args) -> list[Converted]:
-    raws = sorted(Path(raw_dir).glob("*.raw"), key=lambda p: p.stat().st_mtime)
+    raws = sorted(Path(raw_dir).glob("*.raw"), key=_raw_key)
     if output == "/dev/null":
         shutil.rmtree(raw_dir, ignore_errors=True)
         return [], True
@@ -188,11 +260,14 @@ def _convert_all(raw_dir, pid, output, status, term, sig, args) -> list[Converte
         raise CalltraceError("the program ran but nothing was recorded (did the runtime load? "
                              "try --debug)", status or 1)
     results, failed = [], []
+    last_part = {}
     for raw in raws:
-        stem = raw.stem
-        rpid = int(stem.split("-")[0]) if stem.split("-")[0].isdigit() else 0
-        main = rpid == pid and "-" not in stem
-        out = output if main else _child_output(output, stem)
+        rpid, image, part = _raw_key(raw)
+        last_part[(rpid, image)] = max(part, last_part.get((rpid, image), 0))
+    for raw in raws:
+        rpid, image, part = _raw_key(raw)
+        main = rpid == pid and not image and part == last_part[(rpid, image)]
+        out = output if rpid == pid and not image else _child_output(output, raw.stem.split(".p")[0])
         try:
             results.append(convert(str(raw), out, exit_status=status if main else None,
                                    termination=term if main else None,

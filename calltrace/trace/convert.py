@@ -11,7 +11,7 @@ from .. import __version__
 from ..errors import CalltraceError
 from ..symbols import Resolver
 from .model import FunctionStats
-from .raw import (END_EXIT, END_SIGNAL, FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF,
+from .raw import (END_EXIT, END_RUNNING, END_SIGNAL, FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF,
                   RawStream, read_info)
 from .writer import document_head, thread_head
 
@@ -29,9 +29,19 @@ def _json_str(s: str) -> bytes:
     return json.dumps(s, ensure_ascii=False).encode("utf-8", "surrogateescape")
 
 
+def part_name(output: str, part: int) -> str:
+    """Rolling output: trace.json -> trace.00001.json (docs/RUNTIME.md)."""
+    stem, dot, suffix = output.rpartition(".")
+    if not dot or "/" in suffix:
+        return f"{output}.{part:05d}"
+    return f"{stem}.{part:05d}.{suffix}"
+
+
 def _ending(info, exit_status, termination, signal):
     if termination is not None:
         return exit_status, termination, signal
+    if info.part and info.end_state == END_RUNNING:
+        return None, "running", None
     if info.end_state == END_EXIT:
         return (info.exit_code if info.exit_code >= 0 else None), "exit", None
     if info.end_state == END_SIGNAL:
@@ -47,6 +57,8 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
     parent process when it saw the program end (calltrace run)."""
     info = read_info(raw_path)
     output = output or info.output or "calltrace.json"
+    if info.part:
+        output = part_name(output, info.part)
     pretty = bool(info.flags & FLAG_PRETTY) if pretty is None else pretty
     with RawStream(raw_path) as raw:
         bar = None
@@ -117,6 +129,9 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
             "calltrace_version": __version__,
             "hostname": socket.gethostname(),
         }
+        if info.part:
+            metadata["part"] = {"index": info.part, "interval_calls": info.interval_calls,
+                                "keep": info.keep or None}
         if notes:
             metadata["notes"] = notes
         names = [_json_str(infos[f.addr].function) for f in funcs]
@@ -131,7 +146,34 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
             raw.write_threads(fd, names, heads, pretty, arg_notes)))
         if bar is not None:
             bar.close()
+    if info.part and info.keep:
+        _enforce_keep(output_base(output, info.part), info.keep)
     return Converted(output, metadata, stats, notes)
+
+
+def output_base(named: str, part: int) -> str:
+    return named.replace(f".{part:05d}", "", 1)
+
+
+def _enforce_keep(base: str, keep: int) -> None:
+    """Delete parts older than the newest `keep`. Parts may be converted at
+    the same time by several processes: each one sweeps them all."""
+    import glob
+    import re
+    pattern = re.compile(re.escape(part_name(base, 0)).replace("00000", r"(\d{5})") + "$")
+    found = {}
+    for path in glob.glob(part_name(glob.escape(base), 0).replace("00000", "[0-9]" * 5)):
+        m = pattern.match(path)
+        if m:
+            found[int(m.group(1))] = path
+    if found:
+        newest = max(found)
+        for index, path in found.items():
+            if index <= newest - keep:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
 
 
 def _capture_args(raw, info, funcs, infos, notes, metadata) -> list[bytes | None]:

@@ -15,7 +15,7 @@ from ..runtime import converter_path
 
 MAGIC = b"CTRAW01\0"
 HEADER_SIZE = 4096
-_HEADER = struct.Struct("<8sIIIIiiQQQdIIQIiiiQQ")
+_HEADER = struct.Struct("<8sIIIIiiQQQdIIQIiiiQQIIQ")
 _CHUNK = struct.Struct("<IIiIQQQQQQ")
 CHUNK_MAGIC = 0x48435443
 CHUNK_EVENTS, CHUNK_META = 1, 2
@@ -50,6 +50,9 @@ class RawInfo:
     exit_code: int
     end_signal: int
     main_tid: int
+    part: int = 0               # rolling output: part number, 0 without parts
+    keep: int = 0               # rolling: how many parts to keep (0: all)
+    interval_calls: int = 0
     exe: str = ""
     argv: list[str] = field(default_factory=list)
     output: str = ""
@@ -71,7 +74,7 @@ def read_info(path: str) -> RawInfo:
                 raise TraceFormatError(f"{path}: not a raw calltrace stream")
             h = _HEADER.unpack_from(head)
             info = RawInfo(path, h[3], CLOCK_NAMES.get(h[4], "unknown"), h[5], h[6], h[7], h[8],
-                           h[9], h[10], h[11], h[12], h[14], h[15], h[16], h[17])
+                           h[9], h[10], h[11], h[12], h[14], h[15], h[16], h[17], h[20], h[21], h[22])
             if h[1] != 1 or h[2] != HEADER_SIZE or info.chunk_size < 4096 or info.chunk_size % 4096:
                 raise TraceFormatError(f"{path}: unsupported or corrupt raw stream header")
             size = os.fstat(f.fileno()).st_size
