@@ -613,7 +613,7 @@ CT_EXPORT CT_NOINST void ct_conv_summary(struct ct_conv *c, struct ct_conv_summa
     s->unwound = c->unwound;
     s->unmatched = c->unmatched;
     s->depth_limited = c->depth_limited;
-    s->dropped = c->dropped;
+    s->dropped = c->dropped + c->h->lost_calls;   /* calls after the file could not grow */
     s->end_ns = to_ns(c, c->end_ticks);
     s->duration_ns = s->end_ns;
     s->ns_per_tick = c->npt;

@@ -66,6 +66,7 @@ struct ct_header {
     uint64_t end_ticks, end_mono_ns;
     uint32_t part, keep;            /* rolling output: this part's number (0: no parts), how many to keep */
     uint64_t interval_calls;        /* calls per part */
+    uint64_t lost_calls;            /* calls not recorded after the file could not grow */
 };
 
 struct ct_chunk {
@@ -90,6 +91,8 @@ struct ct_thread {
     uint32_t failed;
     uint32_t fstate, fdepth;        /* --function/--exclude: inside a matching subtree, from depth */
     uint32_t part;                  /* the rolling part its chunk belongs to */
+    uint64_t pend_dropped, pend_limited;  /* counted while no chunk was mapped */
+    uint64_t lost;                  /* calls after recording failed */
 };
 
 extern __thread struct ct_thread ct_tls __attribute__((tls_model("initial-exec"))) CT_HIDDEN;

@@ -64,6 +64,8 @@ static inline CT_NOINST void record(struct ct_thread *t, uint64_t kind, void *fn
         /* A signal handler's calls interrupting this very hook: drop, count. */
         if (t->chunk)
             t->chunk->dropped++;
+        else
+            t->pend_dropped++;
         return;
     }
     t->busy = 1;
@@ -126,11 +128,16 @@ CT_HIDDEN CT_NOINST void ct_enter(void *fn, void *site) {
     uint32_t d = t->depth++;
     if (unlikely(t->epoch != ct_epoch))
         ct_thread_sync(t, (uint64_t)d << 1, fn);
-    if (unlikely(!t->on))
+    if (unlikely(!t->on)) {
+        if (t->failed)
+            t->lost++;
         return;
+    }
     if (unlikely(d >= ct_max_depth)) {
         if (t->chunk)
             t->chunk->depth_limited++;
+        else
+            t->pend_limited++;
         return;
     }
     if (unlikely(ct_filter_mode) && !filter_enter(t, fn, d))
@@ -160,11 +167,16 @@ CT_HIDDEN CT_NOINST void ct_enter_capture(void *fn, void *site, uint64_t *regs) 
     uint32_t d = t->depth++;
     if (unlikely(t->epoch != ct_epoch))
         ct_thread_sync(t, (uint64_t)d << 1, fn);
-    if (unlikely(!t->on))
+    if (unlikely(!t->on)) {
+        if (t->failed)
+            t->lost++;
         return;
+    }
     if (unlikely(d >= ct_max_depth)) {
         if (t->chunk)
             t->chunk->depth_limited++;
+        else
+            t->pend_limited++;
         return;
     }
     if (unlikely(ct_filter_mode) && !filter_enter(t, fn, d))
@@ -172,6 +184,8 @@ CT_HIDDEN CT_NOINST void ct_enter_capture(void *fn, void *site, uint64_t *regs) 
     if (t->busy) {
         if (t->chunk)
             t->chunk->dropped++;
+        else
+            t->pend_dropped++;
         return;
     }
     t->busy = 1;

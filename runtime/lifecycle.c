@@ -28,6 +28,7 @@
 
 extern char **environ;
 static volatile int init_state;        /* 0 none, 1 running, 2 done */
+static volatile long init_tid;         /* the thread running ct_init */
 static volatile int finished;
 static pthread_key_t thread_key;
 static void load_plan(void);
@@ -50,6 +51,27 @@ static CT_NOINST void read_comm(int32_t tid) {
     if (line[off + n - 1] == '\n')
         n--;
     ct_meta(CT_META_THREAD, line, (size_t)(off + n));
+}
+
+/* The names of every thread still there (one that called exit() never runs
+ * its TLS destructor). getdents64, not opendir: no malloc in a handler. */
+static CT_NOINST void all_comms(void) {
+    char buf[4096];
+    int dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        return;
+    long n;
+    while ((n = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
+        for (long pos = 0; pos < n;) {
+            struct { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type; char name[]; } *d =
+                (void *)(buf + pos);
+            long tid = atol(d->name);
+            if (tid > 0)
+                read_comm((int32_t)tid);
+            pos += d->reclen;
+        }
+    }
+    close(dir);
 }
 
 static CT_NOINST void thread_done(void *arg) {
@@ -135,11 +157,17 @@ CT_NOINST void ct_init(void) {
     if (__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) == 2)
         return;
     int expected = 0;
+    long self = syscall(SYS_gettid);
     if (!__atomic_compare_exchange_n(&init_state, &expected, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        /* Start-up itself can call the program's instrumented code (its own
+         * malloc, from pthread_create): that thread must not wait for itself. */
+        if (__atomic_load_n(&init_tid, __ATOMIC_ACQUIRE) == self)
+            return;
         while (__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) != 2)
             ;
         return;
     }
+    __atomic_store_n(&init_tid, self, __ATOMIC_RELEASE);
     ct_config_read();
     if (ct_cfg.output[0] != '/' && !ct_cfg.to_null) {
         char cwd[PATH_MAX], abs[sizeof ct_cfg.output];
@@ -347,7 +375,12 @@ CT_NOINST void ct_finish(int state, int code, int sig) {
     h->exit_code = code;
     h->end_signal = sig;
     __atomic_store_n(&h->end_state, (uint32_t)state, __ATOMIC_RELEASE);
-    read_comm(h->main_tid);
+    all_comms();
+    struct ct_thread *self = &ct_tls;
+    if (self->lost) {
+        __atomic_add_fetch(&h->lost_calls, self->lost, __ATOMIC_RELAXED);
+        self->lost = 0;
+    }
     ct_log("finished (%s %d); raw trace %s, %llu bytes", state == CT_END_SIGNAL ? "signal" : "exit",
            state == CT_END_SIGNAL ? sig : code, ct_raw_path(), (unsigned long long)h->next_offset);
     if (ct_cfg.bare)

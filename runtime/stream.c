@@ -8,11 +8,13 @@
 #include <link.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,6 +58,12 @@ static CT_NOINST void *claim_in(struct part *pt) {
     /* Extend with a write of the last byte, never ftruncate: two threads
      * extending at once can only grow the file this way. */
     char zero = 0;
+    struct rlimit lim;
+    /* Past RLIMIT_FSIZE a write raises SIGXFSZ, which would kill the program. */
+    if (getrlimit(RLIMIT_FSIZE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY && off + size > lim.rlim_cur) {
+        ct_warn("the raw trace %s reached the file size limit (ulimit -f); recording stops here", pt->ppath);
+        return NULL;
+    }
     if (pwrite(pt->pfd, &zero, 1, (off_t)(off + size - 1)) != 1) {
         ct_warn("cannot grow the raw trace %s: %s; recording stops here", pt->ppath, strerror(errno));
         return NULL;
@@ -89,9 +97,57 @@ static CT_NOINST void prefault(void *m, size_t size) {
         __atomic_store_n((volatile char *)m + i, 0, __ATOMIC_RELAXED);
 }
 
+/* State letter of a task of ours, from /proc/self/task/TID/stat. */
+static CT_NOINST char task_state(long tid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/stat", tid);
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return 'X';
+    ssize_t n = read(f, buf, sizeof buf - 1);
+    close(f);
+    if (n <= 0)
+        return 'X';
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' ? p[2] : '?';
+}
+
+/* After main calls pthread_exit the process lives until its last thread
+ * ends, and this thread must not be that one: when every other task is gone
+ * or a zombie, leave, and glibc ends the process as it would have. */
+static CT_NOINST int alone(void) {
+    if (task_state(getpid()) != 'Z')
+        return 0;
+    char buf[4096];
+    long self = syscall(SYS_gettid);
+    int dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        return 0;
+    int others = 0;
+    long n;
+    while (!others && (n = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
+        for (long pos = 0; pos < n;) {
+            struct { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type; char name[]; } *d =
+                (void *)(buf + pos);
+            long tid = atol(d->name);
+            if (tid > 0 && tid != self) {
+                char st = task_state(tid);
+                if (st != 'Z' && st != 'X')
+                    others = 1;
+            }
+            pos += d->reclen;
+        }
+    }
+    close(dir);
+    return !others;
+}
+
 static CT_NOINST void *prefault_main(void *arg) {
     (void)arg;
     for (;;) {
+        if (alone())
+            pthread_exit(NULL);
         int seen = __atomic_load_n(&pool_seq, __ATOMIC_ACQUIRE);
         for (int i = 0; i < POOL; i++) {
             void *old = __atomic_exchange_n(&retired[i], NULL, __ATOMIC_ACQ_REL);
@@ -198,9 +254,13 @@ CT_NOINST uint64_t *ct_next_chunk(struct ct_thread *t) {
     }
     if (!t->tid)
         t->tid = (int32_t)syscall(SYS_gettid);
-    if (t->chunk)
-        retire_chunk(t->chunk, hdr->chunk_size);
+    /* Unpublish before unmapping: a signal handler's hook that lands here
+     * counts into the thread instead of a chunk that is going away. */
+    struct ct_chunk *old = t->chunk;
     t->chunk = NULL;
+    ct_barrier();
+    if (old)
+        retire_chunk(old, hdr->chunk_size);
     struct ct_chunk *c = map_chunk(CT_CHUNK_EVENTS, t->tid, t->seq, t->depth);
     if (!c) {
         t->failed = 1;
@@ -209,6 +269,10 @@ CT_NOINST uint64_t *ct_next_chunk(struct ct_thread *t) {
         return NULL;
     }
     t->seq++;
+    c->dropped += t->pend_dropped;
+    c->depth_limited += t->pend_limited;
+    t->pend_dropped = t->pend_limited = 0;
+    ct_barrier();
     t->chunk = c;
     t->part = current->index;
     t->cur = (uint64_t *)((char *)c + CT_CHUNK_HEADER);
@@ -231,10 +295,16 @@ CT_NOINST void ct_part_sync(struct ct_thread *t) {
 }
 
 CT_NOINST void ct_release_chunk(struct ct_thread *t) {
-    if (t->chunk && hdr)
-        munmap(t->chunk, hdr->chunk_size);
+    struct ct_chunk *old = t->chunk;
     t->chunk = NULL;
     t->cur = t->end = NULL;
+    ct_barrier();
+    if (old && hdr)
+        munmap(old, hdr->chunk_size);
+    if (t->lost && hdr) {
+        __atomic_add_fetch(&hdr->lost_calls, t->lost, __ATOMIC_RELAXED);
+        t->lost = 0;
+    }
 }
 
 static CT_NOINST void meta_write(uint32_t key, const void *data, size_t len);

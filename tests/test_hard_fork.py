@@ -99,16 +99,12 @@ def test_exec_run_both_images_traced(tmp_path, opt):
     exec_pair(tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="reported: calltrace/trace/convert.py _ending() maps the "
-                   "runtime's END_EXEC to 'unknown'")
 def test_exec_bare_first_image_says_exec(tmp_path):
     preload(tmp_path, fixture("execs"), "v")
     first, _ = exec_pair(tmp_path)
     assert (first["metadata"]["termination"], first["metadata"]["exit_status"]) == ("exec", None)
 
 
-@pytest.mark.xfail(strict=True, reason="reported: calltrace/cli/run.py gives the final exit status "
-                   "to the first image of the pid, whose stream ended with an exec")
 def test_exec_run_first_image_says_exec(tmp_path):
     run_cli("run", "-q", "-o", "t.json", fixture("execs"), "v", cwd=tmp_path)
     first, _ = exec_pair(tmp_path)

@@ -186,8 +186,6 @@ def test_corrupted_json(tmp_path, traces, pretty, edits):
     check_reader(tmp_path, bytes(data), f"pretty={pretty} edits {edits}")
 
 
-@pytest.mark.xfail(strict=True, reason="reported: calltrace/trace/raw.py _meta() lets ValueError "
-                   "out of a corrupted MODULE record (internal error instead of a clear one)")
 def test_corrupted_module_record_clear_error(tmp_path, raws):
     data = bytearray(raws["workers"])
     m = re.search(rb"[0-9a-f]+ [0-9a-f]+ [0-9a-f]+ /", bytes(data))

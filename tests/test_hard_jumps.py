@@ -117,15 +117,11 @@ def test_exit_from_other_thread(tmp_path):
     assert (m["exit_status"], m["termination"], m["incomplete_calls"]) == (5, "exit", 4)
 
 
-@pytest.mark.xfail(strict=True, reason="reported: a thread that calls exit() never runs its TLS "
-                   "destructor, and ct_finish reads only the main thread's name (lifecycle.c)")
 def test_exit_from_other_thread_keeps_its_name(tmp_path):
     _, doc = trace(tmp_path, fixture("texit"), "exit")
     assert doc["threads"][1]["name"] == "exiter"
 
 
-@pytest.mark.xfail(strict=True, reason="reported: after main calls pthread_exit the process never "
-                   "ends: the runtime's prefault thread counts as a live thread for glibc (stream.c)")
 def test_main_thread_pthread_exit_process_ends(tmp_path):
     # Its own session, so that a hung program can be killed by group id.
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_")}

@@ -88,9 +88,6 @@ def test_timer_handlers_counted_exactly_big_buffer(tmp_path):
     check_timer(doc, proc.stdout)
 
 
-@pytest.mark.xfail(strict=True, reason="reported: a signal handler's hook during a chunk switch "
-                   "writes t->chunk->dropped into the chunk being unmapped (SIGSEGV in the program, "
-                   "stream.c ct_next_chunk), or loses the count when t->chunk is NULL")
 def test_timer_handlers_default_buffer_ten_runs(tmp_path):
     for i in range(10):
         proc, doc = trace(tmp_path, fixture("sighandler"), "timer", name=f"t{i}.json",

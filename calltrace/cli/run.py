@@ -260,13 +260,16 @@ def _convert_all(raw_dir, pid, output, status, term, sig, args) -> list[Converte
         raise CalltraceError("the program ran but nothing was recorded (did the runtime load? "
                              "try --debug)", status or 1)
     results, failed = [], []
-    last_part = {}
+    last_part, last_image = {}, {}
     for raw in raws:
         rpid, image, part = _raw_key(raw)
         last_part[(rpid, image)] = max(part, last_part.get((rpid, image), 0))
+        last_image[rpid] = max(image, last_image.get(rpid, 0))
     for raw in raws:
         rpid, image, part = _raw_key(raw)
-        main = rpid == pid and not image and part == last_part[(rpid, image)]
+        # The status we saw belongs to the program's last image (after any
+        # exec) and its last part; earlier ones say how they ended themselves.
+        main = rpid == pid and image == last_image[rpid] and part == last_part[(rpid, image)]
         out = output if rpid == pid and not image else _child_output(output, raw.stem.split(".p")[0])
         try:
             results.append(convert(str(raw), out, exit_status=status if main else None,

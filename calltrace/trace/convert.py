@@ -11,7 +11,7 @@ from .. import __version__
 from ..errors import CalltraceError
 from ..symbols import Resolver
 from .model import FunctionStats
-from .raw import (END_EXIT, END_RUNNING, END_SIGNAL, FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF,
+from .raw import (END_EXEC, END_EXIT, END_RUNNING, END_SIGNAL, FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF,
                   RawStream, read_info)
 from .writer import document_head, thread_head
 
@@ -46,6 +46,8 @@ def _ending(info, exit_status, termination, signal):
         return (info.exit_code if info.exit_code >= 0 else None), "exit", None
     if info.end_state == END_SIGNAL:
         return 128 + info.end_signal, "signal", info.end_signal
+    if info.end_state == END_EXEC:
+        return None, "exec", None
     return None, "unknown", None
 
 
@@ -89,6 +91,9 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
         stats.sort(key=lambda s: (-s.self_ns, s.function))
         status, term, sig = _ending(info, exit_status, termination, signal)
         notes = list(resolver.notes)
+        if info.lost_calls:
+            notes.append(f"{info.lost_calls} calls not recorded after the raw trace could not grow "
+                         "(disk full or file size limit)")
         if summary.unmatched:
             notes.append(f"{summary.unmatched} returns without a recorded call were ignored "
                          "(calls entered before recording started)")

@@ -15,7 +15,7 @@ from ..runtime import converter_path
 
 MAGIC = b"CTRAW01\0"
 HEADER_SIZE = 4096
-_HEADER = struct.Struct("<8sIIIIiiQQQdIIQIiiiQQIIQ")
+_HEADER = struct.Struct("<8sIIIIiiQQQdIIQIiiiQQIIQQ")
 _CHUNK = struct.Struct("<IIiIQQQQQQ")
 CHUNK_MAGIC = 0x48435443
 CHUNK_EVENTS, CHUNK_META = 1, 2
@@ -53,6 +53,7 @@ class RawInfo:
     part: int = 0               # rolling output: part number, 0 without parts
     keep: int = 0               # rolling: how many parts to keep (0: all)
     interval_calls: int = 0
+    lost_calls: int = 0         # not recorded after the raw file could not grow
     exe: str = ""
     argv: list[str] = field(default_factory=list)
     output: str = ""
@@ -74,7 +75,7 @@ def read_info(path: str) -> RawInfo:
                 raise TraceFormatError(f"{path}: not a raw calltrace stream")
             h = _HEADER.unpack_from(head)
             info = RawInfo(path, h[3], CLOCK_NAMES.get(h[4], "unknown"), h[5], h[6], h[7], h[8],
-                           h[9], h[10], h[11], h[12], h[14], h[15], h[16], h[17], h[20], h[21], h[22])
+                           h[9], h[10], h[11], h[12], h[14], h[15], h[16], h[17], h[20], h[21], h[22], h[23])
             if h[1] != 1 or h[2] != HEADER_SIZE or info.chunk_size < 4096 or info.chunk_size % 4096:
                 raise TraceFormatError(f"{path}: unsupported or corrupt raw stream header")
             size = os.fstat(f.fileno()).st_size
@@ -103,7 +104,7 @@ def _meta(info: RawInfo, data: bytes, seen: set) -> None:
             break
         body = data[pos + 8:pos + 8 + length]
         pos += 8 + ((length + 7) & ~7)
-        text = body.decode("utf-8", "surrogateescape")
+        text = body.decode("utf-8", "backslashreplace")
         if key == META_EXE:
             info.exe = text
         elif key == META_CMDLINE:
@@ -114,8 +115,11 @@ def _meta(info: RawInfo, data: bytes, seen: set) -> None:
             parts = text.split(" ", 3)
             if len(parts) == 4 and text not in seen:
                 seen.add(text)
-                info.modules.append(Module(int(parts[0], 16), int(parts[1], 16),
-                                           int(parts[2], 16), parts[3]))
+                try:
+                    info.modules.append(Module(int(parts[0], 16), int(parts[1], 16),
+                                               int(parts[2], 16), parts[3]))
+                except ValueError:
+                    raise TraceFormatError(f"{info.path}: damaged module record {text[:60]!r}") from None
         elif key == META_OPTION:
             name, _, value = text.partition("=")
             info.options[name] = value
