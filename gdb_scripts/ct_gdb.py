@@ -27,6 +27,8 @@ import time
 import gdb
 
 import ct_values as V
+from ct_bps import Entry, Hook, HookSite, Ret, ReturnSite
+from ct_calib import Calibrator
 
 
 class Recorder:
@@ -51,6 +53,7 @@ class Recorder:
         self.rtypes = {}            # fn -> return gdb.Type or None
         self.rsite_bps = {}         # return site -> breakpoint
         self.bps = []
+        self.cal = Calibrator(self)
         self.stops = 0
         self.tstops = {}            # tid -> stops of that thread so far
         self.depth_limited = 0
@@ -60,6 +63,7 @@ class Recorder:
         self.armed = False
         self.main_bias = 0
         self.execed = False
+        self.summarized = False
         V.STR_CAP = cfg.get("string_cap", V.STR_CAP)
 
     # -- output ---------------------------------------------------------------
@@ -100,8 +104,9 @@ class Recorder:
         n = self.tstops[tid] = self.tstops.get(tid, 0) + 1
         return n
 
-    def enter(self, tid, fn, site, frame):
-        """A call to fn entered; frame is the frame whose arguments to read."""
+    def enter(self, tid, fn, site, frame, cal=None):
+        """A call to fn entered; frame is the frame whose arguments to read;
+        cal() gives where to calibrate the per-stop cost (ct_calib.py)."""
         n = self.stop(tid)
         if self.only is not None and fn not in self.only:
             return
@@ -121,6 +126,8 @@ class Recorder:
             if site and site not in self.rsite_bps:
                 self.rsite_bps[site] = ReturnSite(self, site)
         self.emit(line)
+        if cal is not None and not self.cal.done:
+            self.cal.after(tid, cal(), cpu, n)
 
     def exit(self, tid, fn, frame=None, tail=False):
         n = self.stop(tid)
@@ -266,6 +273,12 @@ class Recorder:
         gdb.events.exited.connect(self.on_exit)
 
     def on_objfile(self, objfile):
+        try:
+            self.hook_objfile(objfile)
+        except Exception as e:      # an event handler's error would only be printed
+            self.error(e)
+
+    def hook_objfile(self, objfile):
         lib = self.cfg.get("hook_lib")
         if self.cfg["mode"] != "hooks" or self.bps or not objfile.filename:
             return
@@ -288,7 +301,9 @@ class Recorder:
         # The process replaced its image (exec): our addresses mean nothing now.
         if self.armed and not self.execed and self.bps:
             self.execed = True
-            for bp in self.bps + list(self.rsite_bps.values()):
+            self.cal.done = True
+            cal_bps, self.cal.bps = list(self.cal.bps.values()), {}
+            for bp in self.bps + list(self.rsite_bps.values()) + cal_bps:
                 if bp.is_valid():
                     bp.delete()
             self.bps, self.rsite_bps = [], {}
@@ -299,114 +314,16 @@ class Recorder:
         self.summary()
 
     def summary(self):
+        if self.summarized:
+            self.flush()
+            return
+        self.summarized = True
         self.emit("S\t" + json.dumps({"stops": self.stops, "depth_limited": self.depth_limited,
                                       "errors": self.errors, "first_error": self.first_error,
-                                      "pid": self.pid, "bias": self.main_bias}))
+                                      "pid": self.pid, "bias": self.main_bias,
+                                      "calibration": self.cal.samples,
+                                      "calibration_stops": self.cal.stops}))
         self.flush()
-
-
-class _Bp(gdb.Breakpoint):
-    def __init__(self, rec, spec):
-        super().__init__(spec, internal=True)
-        self.silent = True
-        self.rec = rec
-
-
-def reg(name, _eval=gdb.parse_and_eval):
-    # parse_and_eval("$rdi") costs ~4 us after a resume; building the frame
-    # object to call read_register costs ~30 us (its frame id): per stop, that
-    # is most of what a recorder adds to GDB's own breakpoint cost.
-    return int(_eval(name))
-
-
-class Hook(_Bp):
-    """First instruction of a hook in the preloaded runtime: rdi = fn,
-    rsi = call site; the instrumented function is the next frame out."""
-    def __init__(self, rec, addr, kind):
-        super().__init__(rec, "*0x%x" % addr)
-        self.kind = kind
-        self.outer = True       # the arguments live one frame out
-
-    def stop(self):
-        rec = self.rec
-        try:
-            tid = gdb.selected_thread().ptid[1]
-            fn = reg("$rdi")
-            if self.kind == "E":
-                site = reg("$rsi") if rec.rets else 0
-                frame = None
-                if rec.args:
-                    frame = gdb.selected_frame()
-                    frame = frame.older() if self.outer else frame
-                rec.enter(tid, fn, site, frame)
-            else:
-                rec.exit(tid, fn)
-        except Exception as e:          # never let an error stop the program
-            rec.error(e)
-        return False
-
-
-class HookSite(Hook):
-    """A `call` of a hook inside a selected function (--function): the
-    arguments are already in rdi/rsi and the frame is the function's own."""
-    def __init__(self, rec, addr, kind):
-        super().__init__(rec, addr, kind)
-        self.outer = False
-
-
-class ReturnSite(_Bp):
-    """One permanent breakpoint per return site, shared by every call that
-    returns there (never a temporary FinishBreakpoint per call)."""
-    def __init__(self, rec, addr):
-        super().__init__(rec, "*0x%x" % addr)
-        self.addr = addr
-
-    def stop(self):
-        try:
-            self.rec.returned(gdb.selected_thread().ptid[1], self.addr)
-        except Exception as e:
-            self.rec.error(e)
-        return False
-
-
-class Entry(_Bp):
-    """--uninstrumented: a function's entry (after the prologue at -O0)."""
-    def stop(self):
-        rec = self.rec
-        try:
-            b = gdb.block_for_pc(reg("$pc"))
-            while b is not None and b.function is None:
-                b = b.superblock
-            if b is not None:
-                rec.enter(gdb.selected_thread().ptid[1], b.start, 0,
-                          gdb.selected_frame() if rec.args else None)
-        except Exception as e:
-            rec.error(e)
-        return False
-
-
-class Ret(_Bp):
-    """--uninstrumented: a `ret` (or a tail-call jump) of a selected function."""
-    def __init__(self, rec, addr, fn, reg=None, size=0, is_ret=True):
-        super().__init__(rec, "*0x%x" % addr)
-        self.fn = fn
-        self.is_ret = is_ret    # a tail jump has no return value of its own
-        self.reg = reg          # `jmp reg`: an exit only when it leaves the function
-        self.end = fn + size
-
-    def stop(self):
-        rec = self.rec
-        try:
-            if self.reg is not None:
-                target = reg("$" + self.reg)
-                if self.fn <= target < self.end:
-                    return False
-            rec.exit(gdb.selected_thread().ptid[1], self.fn,
-                     gdb.selected_frame() if rec.rets and self.is_ret else None,
-                     tail=not self.is_ret)
-        except Exception as e:
-            rec.error(e)
-        return False
 
 
 REC = None

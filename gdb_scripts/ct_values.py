@@ -182,6 +182,8 @@ def entry_value(frame, name):
         return val
     except gdb.error:
         return None
+    finally:
+        gdb.newest_frame().select()     # registers are read from the selected frame
 
 
 def value(name, val, deref=False):

@@ -88,7 +88,7 @@ def test_event_log_and_calibration(tmp_path):
     ])
     assert log.calls == 3 and log.names == {7: "prog"} and log.summary["pid"] == 7
     cal = events.calibrate(log)
-    assert cal == events.Calibration(1000, 5)
+    assert cal == events.Calibration(1000, 5, "smallest gap")
     b = events.build(log, 7, cal)
     calls = b.threads[7].calls
     assert [(c.function, c.depth) for c in calls] == [("main", 0), ("f", 1), ("g", 2)]
@@ -126,3 +126,12 @@ def test_count_new_counts_calls_without_parsing(tmp_path):
         f.write("6\t0\t40\t4\nS\t{}\n")
     assert log.count_new() == 1 and log.summary_written()
     assert log.read_new() == 3 and log.calls == 3
+
+
+def test_calibration_prefers_measured_samples(tmp_path):
+    samples = [19000, 21000] * 49 + [30000, 5_000_000]     # the top 2% go
+    log = _log(tmp_path, ["E\t1\t16\t0\t10\t1", "X\t1\t16\t999999\t2",
+                          'S\t{"calibration": %s}' % samples])
+    cal = events.calibrate(log)
+    assert (cal.per_stop_ns, cal.samples, cal.method, cal.spread_ns) == (
+        20000, 100, "measured", 1000)

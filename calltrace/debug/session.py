@@ -64,6 +64,8 @@ class Session(GdbController):
         self.records: list[mi.Record] = []
         self.queue: collections.deque[mi.Record] = collections.deque()
         self.pid: int | None = None          # the program's pid, once started
+        log = os.environ.get("CALLTRACE_MI_LOG")
+        self.mi_log = open(log, "a") if log else None
         super().__init__([gdb or find_gdb(), *GDB_ARGS],
                          time_to_check_for_additional_output_sec=0.01)
 
@@ -117,6 +119,9 @@ class Session(GdbController):
             yield self._note(mi.from_dict(d))
 
     def _note(self, rec: mi.Record) -> mi.Record:
+        if self.mi_log is not None:         # CALLTRACE_MI_LOG=FILE: for bug reports
+            self.mi_log.write(f"{rec}\n")
+            self.mi_log.flush()
         self.records.append(rec)
         del self.records[:-200]
         if rec.kind == "notify" and rec.message == "thread-group-started":

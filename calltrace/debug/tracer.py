@@ -111,17 +111,19 @@ def plan(opts: Options, elf: ElfInfo) -> dict:
 
 
 class _Interrupts:
-    """First Ctrl-C: SIGINT to the program (its own handling decides).
-    Second: the program is killed; the trace so far is still written."""
+    """First Ctrl-C (or SIGTERM, SIGHUP): the same signal to the program (its
+    own handling decides). Second: the program is killed. The trace so far is
+    written either way."""
 
     def __init__(self):
-        self.count = 0
+        self.signals: list[int] = []
         self.old = None
 
     def __enter__(self):
-        def handler(_sig, _frame):
-            self.count += 1
-        self.old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        def handler(sig, _frame):
+            self.signals.append(sig)
+        self.old = {s: signal.signal(s, handler)
+                    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         return self
 
     def __exit__(self, *exc):
@@ -152,6 +154,7 @@ def trace(opts: Options) -> Result:
                args=None, preload=os.environ.get("LD_PRELOAD", ""))
     start_time = datetime.now(timezone.utc).astimezone().isoformat(timespec="milliseconds")
     log = E.EventLog(events_path)
+    run_notes: list[str] = []
     session = Session()
     t0 = time.monotonic()
     bar = None
@@ -173,11 +176,14 @@ def trace(opts: Options) -> Result:
         session.request(mi.console("python ct_gdb.arm()"))
         bar = _progress(opts)
         with _Interrupts() as intr:
-            end, extra_stops = _run(session, log, bar, intr)
-        # the recorder writes its summary when GDB sees the exit
-        deadline = time.monotonic() + 3
-        while not log.summary_written() and time.monotonic() < deadline:
-            time.sleep(0.02)
+            end = _run(session, log, bar, intr, run_notes)
+        # the recorder writes its summary when GDB sees the exit; make sure
+        # (a synchronous MI request) before GDB goes
+        if not log.summary_written():
+            try:
+                session.request(mi.console("python ct_gdb.REC.summary()"), timeout=30)
+            except CalltraceError as e:
+                run_notes.append(f"the recorder's last events may be missing ({e})")
     finally:
         if bar is not None:
             bar.close()
@@ -190,34 +196,54 @@ def trace(opts: Options) -> Result:
         os.rmdir(work)
     except OSError:
         pass
-    return _write(opts, cfg, log, end, session.pid, start_time, wall, span)
+    return _write(opts, cfg, log, end, session.pid, start_time, wall, span, run_notes)
 
 
-def _run(session: Session, log: E.EventLog, bar, intr: _Interrupts):
+def _run(session: Session, log: E.EventLog, bar, intr: "_Interrupts", notes: list[str]):
+    """Let the program run to its end. A signal to us (Ctrl-C, SIGTERM) is
+    passed on to the program once; the second one kills it. A program GDB
+    cannot resume (an ^error) is killed, with a note. If GDB itself stops
+    answering after a kill, give up waiting and write what was recorded."""
     session.write_async("-exec-continue")
-    seen = 0
-    extra = 0
+    killed_at = None
+    forwarded = 0
     while True:
-        if intr.count and session.pid:
-            sig = signal.SIGINT if intr.count == 1 and seen != -1 else signal.SIGKILL
-            if seen != -1 or intr.count > 1:
-                try:
-                    os.kill(session.pid, sig)
-                except OSError:
-                    pass
-            intr.count = 0 if sig == signal.SIGINT else intr.count
-            seen = -1 if sig == signal.SIGINT else seen
+        if intr.signals[forwarded:] and session.pid:
+            sig = intr.signals[forwarded] if forwarded == 0 else signal.SIGKILL
+            forwarded = len(intr.signals)
+            _kill(session.pid, sig)
+            if sig == signal.SIGKILL and killed_at is None:
+                killed_at = time.monotonic()
         for rec in session.poll(0.1):
             end = mi.outcome(rec)
             if end is not None:
-                return end, extra
-            if rec.kind == "notify" and rec.message == "stopped":
-                extra += 1                 # a stop the program survives: go on
-                session.write_async("-exec-continue")
+                return end
+            msg = mi.error_message(rec)
+            if msg is None and rec.kind == "log" and str(rec.payload).startswith(
+                    "Cannot insert breakpoint"):
+                msg = str(rec.payload)          # GDB holds the program, says no more
+            if msg is not None and killed_at is None:
+                notes.append(f"gdb could not go on ({msg.strip()}): the program was killed")
+                _kill(session.pid, signal.SIGKILL)
+                killed_at = time.monotonic()
+                session.write_async("-exec-continue")   # so that GDB sees it die
+            elif rec.kind == "notify" and rec.message == "stopped":
+                session.write_async("-exec-continue")   # a stop the program survives
+        if killed_at is not None and time.monotonic() - killed_at > 10:
+            notes.append("gdb did not report the end of the killed program")
+            return mi.Outcome(128 + signal.SIGKILL, int(signal.SIGKILL), "killed")
         if bar is not None:
             n = log.count_new()
             if n:
                 bar.update(n)
+
+
+def _kill(pid: int | None, sig: int) -> None:
+    if pid:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
 
 
 def _names(log: E.EventLog, program: str, span, bias: int) -> None:
@@ -240,7 +266,7 @@ def _names(log: E.EventLog, program: str, span, bias: int) -> None:
         d["module"] = program
 
 
-def _write(opts, cfg, log: E.EventLog, end, pid, start_time, wall, span) -> Result:
+def _write(opts, cfg, log: E.EventLog, end, pid, start_time, wall, span, notes) -> Result:
     bias = log.summary.get("bias", 0)
     _names(log, opts.program, span, bias)
     cal = E.calibrate(log)
@@ -251,7 +277,6 @@ def _write(opts, cfg, log: E.EventLog, end, pid, start_time, wall, span) -> Resu
     times = [c.start_ns for t in threads for c in t.calls] + \
             [c.end_ns for t in threads for c in t.calls]
     stops = log.summary.get("stops", 0)
-    notes = []
     if log.summary.get("errors"):
         notes.append(f"{log.summary['errors']} stops failed in GDB: {log.summary.get('first_error')}")
     if b.unmatched_exits:
@@ -269,12 +294,7 @@ def _write(opts, cfg, log: E.EventLog, end, pid, start_time, wall, span) -> Resu
         "start_time": start_time,
         "duration_ns": (max(times) - min(times)) if times else 0,
         "clock": "thread-cpu",
-        "timing": (f"each thread's CPU time (/proc/PID/task/TID/schedstat, read while the "
-                   f"thread is stopped, so time stopped in GDB is not counted), minus "
-                   f"{cal.per_stop_ns} ns per stop for the kernel's trap/resume work charged to "
-                   f"the thread (calibrated in this run: the smallest CPU time per stop between "
-                   f"two consecutive events of one thread, over {cal.samples} samples). Time a "
-                   f"thread spends blocked or sleeping is not counted."),
+        "timing": _timing(cal),
         "options": {"max_depth": opts.max_depth, "capture_args": opts.capture_args,
                     "pretty": opts.pretty, "capture_returns": opts.capture_returns,
                     "deref": opts.deref, "function": opts.function, "exclude": opts.exclude,
@@ -283,12 +303,25 @@ def _write(opts, cfg, log: E.EventLog, end, pid, start_time, wall, span) -> Resu
         "depth_limited_calls": log.summary.get("depth_limited", 0), "dropped_events": 0,
         "calltrace_version": __version__, "hostname": socket.gethostname(),
         "gdb_stops": stops,
+        "calibration_stops": log.summary.get("calibration_stops", 0),
     }
     if notes:
         meta["notes"] = notes
     if opts.output != "/dev/null":
         write_trace(opts.output, meta, funcs, threads, opts.pretty)
     return Result(end.status, meta, funcs, stops, cal.per_stop_ns, wall, notes)
+
+
+def _timing(cal: E.Calibration) -> str:
+    how = (f"measured on the traced thread as the mean of {cal.samples} stop cycles (a "
+           f"second breakpoint where the entry's hook returns; standard deviation "
+           f"{cal.spread_ns} ns, the noise left in each stop)" if cal.method == "measured"
+           else f"estimated as the smallest CPU time per stop between two consecutive events "
+                f"of one thread, over {cal.samples} pairs")
+    return (f"each thread's CPU time (/proc/PID/task/TID/schedstat, read while the thread "
+            f"is stopped, so time stopped in GDB is not counted), minus {cal.per_stop_ns} ns "
+            f"per stop for the kernel's trap/step/resume work charged to the thread, {how}. "
+            f"Time a thread spends blocked or sleeping is not counted.")
 
 
 def log_order(log: E.EventLog, tid: int) -> int:
