@@ -426,3 +426,19 @@ def test_hook_calls_found_without_plt(tmp_path, flags):
     assert [f for _, f in got] == [f for _, f in want] and len(got) == 17
     m = part["metadata"]
     assert m["gdb_stops"] - m["calibration_stops"] == 2 * 17
+
+
+def test_durations_do_not_count_stop_time(tmp_path):
+    # spin burns 30 ms of CPU with no call inside; many makes 500 empty calls
+    # (about a microsecond natively) = 1000 stops of ~20 us each under GDB
+    proc, doc = debug(tmp_path, fixture("busy"), "30")
+    assert proc.returncode == 0 and proc.stdout == b"busy done\n"
+    calls = {c["function"]: c for c in doc["threads"][0]["calls"]}
+    m = doc["metadata"]
+    assert m["clock"] == "thread-cpu" and m["calibration_stops"] > 0
+    per_stop = int(m["timing"].split(" ns per stop")[0].rsplit(" ", 1)[1])
+    assert per_stop > 1000
+    assert 29_000_000 <= calls["spin"]["duration_ns"] <= 36_000_000
+    stops_inside = 2 * 500
+    assert calls["many"]["duration_ns"] < 0.1 * stops_inside * per_stop
+    assert calls["main"]["duration_ns"] >= calls["spin"]["duration_ns"] + calls["many"]["duration_ns"]
