@@ -15,9 +15,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # The preloaded recorder, and the converter that Python loads with ctypes: two
 # libraries, so that loading the converter never starts a recording.
 LIBRARIES = {
-    "libcalltrace.so": ["hooks.c", "capture.c", "filter.c", "stream.c", "clock.c", "config.c", "lifecycle.c",
-                        "interpose.c"],
-    "libcalltrace-convert.so": ["convert.c"],
+    "libcalltrace.so": ["hooks.c", "capture.c", "filter.c", "stream.c", "prefault.c", "spawn.c",
+                        "control.c", "clock.c", "config.c", "lifecycle.c", "interpose.c"],
+    "libcalltrace-convert.so": ["convert.c", "walk.c"],
 }
 CFLAGS = ["-std=gnu11", "-O2", "-g", "-fPIC", "-shared", "-fvisibility=hidden",
           "-fno-instrument-functions", "-fno-omit-frame-pointer", "-Wall", "-Wextra",

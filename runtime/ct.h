@@ -148,6 +148,10 @@ CT_HIDDEN struct ct_header *ct_header(void);
 CT_HIDDEN const char *ct_raw_path(void);
 CT_HIDDEN void ct_stream_close(void);
 CT_HIDDEN void ct_prefault_start(void);
+CT_HIDDEN void *ct_claim(uint32_t *index);
+CT_HIDDEN void ct_retire_chunk(void *m, size_t size);
+CT_HIDDEN void ct_pool_reset(size_t size);
+CT_HIDDEN void *ct_take_chunk(void);
 CT_HIDDEN uint32_t ct_part(void);
 CT_HIDDEN void ct_part_sync(struct ct_thread *t);
 CT_HIDDEN void ct_part_finished(const char *raw);   /* lifecycle.c: convert a finished part */
@@ -165,6 +169,12 @@ CT_HIDDEN int ct_filter_match(uint64_t fn);
 /* hooks.c */
 CT_HIDDEN void ct_thread_sync(struct ct_thread *t, uint64_t where, void *fn);
 CT_HIDDEN void ct_write_ext(struct ct_thread *t, uint32_t sub, uint64_t value);
+
+/* spawn.c, control.c */
+CT_HIDDEN int ct_run_python(const char *a1, const char *a2, const char *a3, const char *a4, const char *a5);
+CT_HIDDEN void ct_run_converter(void);
+CT_HIDDEN void ct_controls(void);
+CT_HIDDEN void ct_load_plan(void);
 
 /* lifecycle.c */
 CT_HIDDEN void ct_thread_register(struct ct_thread *t);

@@ -22,17 +22,10 @@
 #include <unistd.h>
 #include "ct.h"
 
-#ifndef CT_PYTHON
-#define CT_PYTHON "python3"
-#endif
-
-extern char **environ;
 static volatile int init_state;        /* 0 none, 1 running, 2 done */
 static volatile long init_tid;         /* the thread running ct_init */
 static volatile int finished;
 static pthread_key_t thread_key;
-static void load_plan(void);
-static void controls(void);
 static int exit_code_known, exit_code;
 static const int fatal_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTERM,
                                     SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGXCPU, SIGXFSZ};
@@ -188,179 +181,15 @@ CT_NOINST void ct_init(void) {
     if (ok)
         ct_prefault_start();
     if (ok && ct_cfg.capture_args)
-        load_plan();
+        ct_load_plan();
     if (ok)
-        controls();
+        ct_controls();
     ct_recording = ok && !ct_cfg.start_off;
     __atomic_add_fetch(&ct_epoch, 1, __ATOMIC_RELEASE);
     __atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
 }
 
 __attribute__((constructor)) static CT_NOINST void ct_constructor(void) { ct_init(); }
-
-/* Run `python -m calltrace ARGS...` untraced and wait for it; nothing here
- * allocates, so it is usable from a signal handler. Returns its exit status. */
-static CT_NOINST int run_python(const char *a1, const char *a2, const char *a3, const char *a4,
-                                const char *a5) {
-    const char *python = getenv("CALLTRACE_PYTHON");
-    if (!python || !*python)
-        python = CT_PYTHON;
-    char *env[512];
-    size_t n = 0;
-    for (char **e = environ; e && *e && n < sizeof env / sizeof *env - 1; e++)
-        if (strncmp(*e, "LD_PRELOAD=", 11) && strncmp(*e, "CALLTRACE_", 10))
-            env[n++] = *e;
-    env[n] = NULL;
-    char *argv[] = {(char *)python, "-m", "calltrace", (char *)a1, (char *)a2, (char *)a3,
-                    (char *)a4, (char *)a5, NULL};
-    pid_t pid = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
-    if (pid == 0) {
-        int null = open("/dev/null", O_RDWR);
-        if (null >= 0) {
-            dup2(null, 0);
-            dup2(null, 1);
-        }
-        execve(python, argv, env);
-        execvpe(python, argv, env);
-        char msg[] = "calltrace: cannot start python for calltrace (set CALLTRACE_PYTHON)\n";
-        ssize_t w = write(2, msg, sizeof msg - 1);
-        (void)w;
-        _exit(127);
-    }
-    if (pid < 0)
-        return -1;
-    int status;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-/* A finished part of rolling output: convert it while the program runs. Under
- * `calltrace run` the parent does it; here a detached grandchild (so the
- * program never sees a child of ours to wait for) runs the converter. */
-CT_NOINST void ct_part_finished(const char *raw) {
-    if (!ct_cfg.bare)
-        return;
-    const char *python = getenv("CALLTRACE_PYTHON");
-    if (!python || !*python)
-        python = CT_PYTHON;
-    char *env[512];
-    size_t n = 0;
-    for (char **e = environ; e && *e && n < sizeof env / sizeof *env - 1; e++)
-        if (strncmp(*e, "LD_PRELOAD=", 11) && strncmp(*e, "CALLTRACE_", 10))
-            env[n++] = *e;
-    env[n] = NULL;
-    char *argv[] = {(char *)python, "-m", "calltrace", "convert", (char *)raw, "--from-runtime", "--quiet", NULL};
-    pid_t child = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
-    if (child == 0) {
-        if ((pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0) == 0) {
-            int null = open("/dev/null", O_RDWR);
-            if (null >= 0) {
-                dup2(null, 0);
-                dup2(null, 1);
-            }
-            execve(python, argv, env);
-            execvpe(python, argv, env);
-        }
-        syscall(SYS_exit_group, 0);
-    }
-    if (child > 0)
-        while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
-            ;
-}
-
-static CT_NOINST void run_converter(void) {
-    const char *raw = ct_raw_path();
-    if (run_python("convert", raw, "--from-runtime", ct_cfg.debug ? "--verbose" : "--quiet", NULL) != 0)
-        ct_warn("converting the trace failed; raw trace kept at %s (calltrace convert %s)", raw, raw);
-}
-
-/* The toggle signal flips recording; threads notice at their next call. */
-static CT_NOINST void on_toggle(int sig) {
-    (void)sig;
-    __atomic_store_n(&ct_recording, !__atomic_load_n(&ct_recording, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
-    __atomic_add_fetch(&ct_epoch, 1, __ATOMIC_RELEASE);
-}
-
-/* Threshold, toggle signal, --function/--exclude filters. */
-static CT_NOINST void option(const char *name, const char *value) {
-    char line[512];
-    int n = snprintf(line, sizeof line, "%s=%s", name, value);
-    if (n > 0 && n < (int)sizeof line)
-        ct_meta(CT_META_OPTION, line, (size_t)n);
-}
-
-static CT_NOINST void controls(void) {
-    struct ct_header *h = ct_header();
-    char num[32];
-    snprintf(num, sizeof num, "%llu", (unsigned long long)ct_cfg.threshold_ns);
-    option("threshold_ns", num);
-    snprintf(num, sizeof num, "%d", ct_cfg.toggle_signal);
-    option("toggle_signal", num);
-    const char *fv = getenv("CALLTRACE_FUNCTION"), *ev = getenv("CALLTRACE_EXCLUDE");
-    if (fv && *fv)
-        option("function", fv);
-    if (ev && *ev)
-        option("exclude", ev);
-    if (ct_cfg.threshold_ns && h)
-        ct_threshold_ticks = (uint64_t)((double)ct_cfg.threshold_ns / h->ns_per_tick) + 1;
-    int sig = ct_cfg.toggle_signal;
-    if (sig) {
-        struct sigaction old;
-        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_DFL && !(old.sa_flags & SA_SIGINFO)) {
-            struct sigaction sa;
-            memset(&sa, 0, sizeof sa);
-            sa.sa_handler = on_toggle;
-            sa.sa_flags = SA_RESTART;
-            sigemptyset(&sa.sa_mask);
-            sigaction(sig, &sa, NULL);
-            ct_log("signal %d toggles recording", sig);
-        } else {
-            ct_log("signal %d already has a handler: it does not toggle recording", sig);
-        }
-    }
-    const char *filter = getenv("CALLTRACE_FILTER");
-    if (filter && *filter) {
-        ct_filter_load(filter);
-        return;
-    }
-    const char *only = getenv("CALLTRACE_FUNCTION"), *skip = getenv("CALLTRACE_EXCLUDE");
-    if ((only && *only) || (skip && *skip)) {
-        char exe[PATH_MAX], path[PATH_MAX + 32];
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-        if (n <= 0)
-            return;
-        exe[n] = 0;
-        snprintf(path, sizeof path, "%s.filter", ct_raw_path());
-        int include = only && *only;
-        if (run_python("filter", exe, include ? "--function" : "--exclude", include ? only : skip, path) == 0)
-            ct_filter_load(path);
-        else
-            ct_warn("could not match %s against %s; recording everything",
-                    include ? "CALLTRACE_FUNCTION" : "CALLTRACE_EXCLUDE", exe);
-        unlink(path);
-    }
-}
-
-/* CALLTRACE_CAPTURE_ARGS=1: load the plan `calltrace run` made, or make one. */
-static CT_NOINST void load_plan(void) {
-    const char *plan = getenv("CALLTRACE_PLAN");
-    if (plan && *plan) {
-        ct_capture_load(plan);
-        return;
-    }
-    char exe[PATH_MAX], path[PATH_MAX + 32];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return;
-    exe[n] = 0;
-    snprintf(path, sizeof path, "%s.plan", ct_raw_path());
-    if (run_python("plan", exe, "-o", path, NULL) == 0)
-        ct_capture_load(path);
-    else
-        ct_warn("could not make a capture plan for %s; arguments not captured", exe);
-    unlink(path);
-}
 
 CT_NOINST void ct_finish(int state, int code, int sig) {
     if (__atomic_exchange_n(&finished, 1, __ATOMIC_ACQ_REL))
@@ -384,7 +213,7 @@ CT_NOINST void ct_finish(int state, int code, int sig) {
     ct_log("finished (%s %d); raw trace %s, %llu bytes", state == CT_END_SIGNAL ? "signal" : "exit",
            state == CT_END_SIGNAL ? sig : code, ct_raw_path(), (unsigned long long)h->next_offset);
     if (ct_cfg.bare)
-        run_converter();
+        ct_run_converter();
 }
 
 __attribute__((destructor)) static CT_NOINST void ct_destructor(void) {

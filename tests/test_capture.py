@@ -2,7 +2,6 @@
 CALLTRACE_CAPTURE_ARGS=1): every value of fixtures/argtypes.c, exactly."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess

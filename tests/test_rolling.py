@@ -2,7 +2,6 @@
 are kept, and post-mortem commands reading a set of parts as one trace."""
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 

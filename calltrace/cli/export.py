@@ -5,7 +5,6 @@ import os
 import sys
 import tempfile
 
-from .. import load
 from ..trace.parts import load_any
 from ..analysis.progress import reading, warn
 from ..errors import CalltraceError

@@ -4,7 +4,6 @@ from __future__ import annotations
 import shlex
 import sys
 
-from .. import load
 from ..trace.parts import load_any
 from ..analysis.progress import reading, warn
 from ..analysis.render import plural

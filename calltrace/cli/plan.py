@@ -4,9 +4,7 @@ The runtime runs it at start-up under a bare LD_PRELOAD with
 CALLTRACE_CAPTURE_ARGS=1; `calltrace run --capture-args` plans in process."""
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 
 from ..errors import CalltraceError
 from ..symbols.plan import capture_plan

@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 import sys
 
-from .. import load
 from ..trace.parts import load_any
 from ..analysis.paths import Filter, select
 from ..analysis.progress import reading, warn

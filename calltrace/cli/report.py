@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import sys
 
-from .. import load
 from ..trace.parts import load_any
 from ..analysis.progress import reading, warn
 from ..analysis.render import fmt_call, plural, table

@@ -21,27 +21,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from elftools.common.exceptions import DWARFError, ELFError
-from elftools.dwarf.dwarf_expr import DWARFExprParser
-from elftools.dwarf.locationlists import BaseAddressEntry, LocationExpr, LocationParser
 from elftools.elf.elffile import ELFFile
 
 from .ctypes_dwarf import ARRAY, STRUCT, UNION, CType, TypeReader
+from .locations import (BASE_CFA, BASE_RSP, OP_FOLLOW, OP_SITE, OP_STRING, SAVED, LocationReader, Op,
+                        _EntryValue, _Unavailable, _reg_of)
 from .values import STRING_CAP
 
-OP_REG, OP_MEM, OP_FOLLOW, OP_SITE, OP_STRING = 1, 2, 3, 4, 0x80
-BASE_RSP, BASE_CFA = 0xFD, 0xFE
-SAVED = {3: 0, 6: 1, 12: 2, 13: 3, 14: 4, 15: 5}   # DWARF reg -> slot saved by capture.c
-MEM_CAP = 256                                      # bytes copied of one by-value argument
 MAGIC = b"CTPLAN01"
-
-
-@dataclass(frozen=True)
-class Op:
-    kind: int
-    base: int
-    size: int
-    off: int = 0
-
 
 @dataclass
 class ParamPlan:
@@ -81,32 +68,12 @@ class FunctionPlan:
         return out
 
 
-class _Unavailable(Exception):
-    def __init__(self, note: str):
-        self.note = note
-
-
-class _EntryValue(Exception):
-    """The value is the one register `reg` had at the call: only the caller's
-    call site knows it (DW_TAG_call_site_parameter), so record the call site."""
-    def __init__(self, reg: int):
-        self.reg = reg
-
-
-def _reg_of(name: str, args) -> int | None:
-    if name.startswith("DW_OP_reg") and name != "DW_OP_regx":
-        return int(name[len("DW_OP_reg"):])
-    if name == "DW_OP_regx":
-        return args[0]
-    return None
-
-
 class _Planner:
     def __init__(self, elf: ELFFile):
         self.elf = elf
         self.dwarf = elf.get_dwarf_info()
-        self.loc = LocationParser(self.dwarf.location_lists())
-        self.expr = DWARFExprParser(self.dwarf.structs)
+        self.locs = LocationReader(self.dwarf)
+        self.expr = self.locs.expr
         self.types = TypeReader()
         self.call_values: dict[tuple[int, int], int] = {}   # (return pc, DWARF reg) -> constant
         self._cfi = self._index_cfi()
@@ -158,91 +125,6 @@ class _Planner:
                         return insn.address + insn.size
                 return None
         return None
-
-    def _location(self, die, cu, pc: int, frame_base):
-        attr = die.attributes.get("DW_AT_location")
-        if attr is None:
-            if "DW_AT_const_value" in die.attributes:
-                return die.attributes["DW_AT_const_value"].value
-            raise _Unavailable("optimized out")
-        loc = self.loc.parse_from_attribute(attr, cu["version"], die)
-        if isinstance(loc, LocationExpr):
-            return loc.loc_expr
-        top = cu.get_top_DIE()
-        base = top.attributes["DW_AT_low_pc"].value if "DW_AT_low_pc" in top.attributes else 0
-        for entry in loc:
-            if isinstance(entry, BaseAddressEntry):
-                base = entry.base_address
-                continue
-            lo, hi = ((entry.begin_offset, entry.end_offset) if entry.is_absolute
-                      else (base + entry.begin_offset, base + entry.end_offset))
-            if lo <= pc < hi:
-                return entry.loc_expr
-        raise _Unavailable("optimized out")
-
-    def _ops(self, expr, ctype: CType, frame_base) -> tuple[list[Op], bytes | None]:
-        if isinstance(expr, int):
-            return [], expr.to_bytes(8, "little", signed=expr < 0)[:max(ctype.size, 1)]
-        if isinstance(expr, bytes):
-            return [], expr
-        parsed = self.expr.parse_expr(expr)
-        ops: list[Op] = []
-        pending: tuple | None = None
-        stack_const: int | None = None
-        size_left = ctype.size or 8
-        for op in parsed:
-            name, args = op.op_name, op.args
-            reg = _reg_of(name, args)
-            if name in ("DW_OP_entry_value", "DW_OP_GNU_entry_value"):
-                inner = args[-1] if args and isinstance(args[-1], list) else []
-                if (len(parsed) == 2 and parsed[1].op_name == "DW_OP_stack_value" and len(inner) == 1
-                        and _reg_of(inner[0].op_name, inner[0].args) is not None):
-                    raise _EntryValue(_reg_of(inner[0].op_name, inner[0].args))
-                raise _Unavailable("optimized out")
-            if reg is not None:
-                if reg not in SAVED:
-                    raise _Unavailable("optimized out")
-                pending = (OP_REG, SAVED[reg], 0)
-            elif name == "DW_OP_fbreg":
-                if frame_base is None:
-                    raise _Unavailable("unavailable")
-                pending = (OP_MEM, frame_base[0], frame_base[1] + args[0])
-            elif name.startswith("DW_OP_breg") and name != "DW_OP_bregx":
-                r = int(name[len("DW_OP_breg"):])
-                base = BASE_RSP if r == 7 else SAVED.get(r)
-                if base is None:
-                    raise _Unavailable("optimized out")
-                pending = (OP_MEM, base, args[0])
-            elif name == "DW_OP_call_frame_cfa":
-                pending = (OP_MEM, BASE_CFA, 0)
-            elif name.startswith("DW_OP_lit"):
-                stack_const = int(name[len("DW_OP_lit"):])
-            elif name in ("DW_OP_const1u", "DW_OP_const2u", "DW_OP_const4u", "DW_OP_const8u",
-                          "DW_OP_const1s", "DW_OP_const2s", "DW_OP_const4s", "DW_OP_const8s",
-                          "DW_OP_constu", "DW_OP_consts"):
-                stack_const = args[0]
-            elif name == "DW_OP_stack_value":
-                if stack_const is None:
-                    raise _Unavailable("unavailable")
-                return [], stack_const.to_bytes(8, "little", signed=stack_const < 0)[:max(ctype.size, 1)]
-            elif name == "DW_OP_implicit_value":
-                return [], bytes(args[1])
-            elif name == "DW_OP_piece":
-                if pending is None:
-                    raise _Unavailable("optimized out")   # an empty piece: part optimized out
-                ops.append(Op(pending[0], pending[1], args[0], pending[2]))
-                size_left -= args[0]
-                pending = None
-            else:
-                raise _Unavailable("unavailable")
-        if pending is not None:
-            size = min(max(size_left, 1), MEM_CAP)
-            if pending[0] == OP_REG:
-                size = min(size, 8)
-            ops.append(Op(pending[0], pending[1], size, pending[2]))
-        if not ops:
-            raise _Unavailable("unavailable")
-        return ops, None
 
     def plans(self, die, cu) -> list[FunctionPlan]:
         """The plan of a function's own entry hook call, and of the hook calls
@@ -349,7 +231,7 @@ class _Planner:
                 p.note = "optimized out"
             else:
                 try:
-                    p.ops, p.const = self._ops(self._location(child, cu, ret, frame_base), p.ctype,
+                    p.ops, p.const = self.locs.ops(self.locs.location(child, cu, ret, frame_base), p.ctype,
                                                frame_base)
                     if p.ctype.is_string and len(p.ops) == 1 and p.ops[0].size == 8:
                         p.ops = [Op(p.ops[0].kind | OP_STRING, p.ops[0].base, 8, p.ops[0].off)]

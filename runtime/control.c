@@ -1,0 +1,102 @@
+/* Start-up controls: the toggle signal, the threshold, record-time filters
+ * and the argument-capture plan. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "ct.h"
+
+/* The toggle signal flips recording; threads notice at their next call. */
+static CT_NOINST void on_toggle(int sig) {
+    (void)sig;
+    __atomic_store_n(&ct_recording, !__atomic_load_n(&ct_recording, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+    __atomic_add_fetch(&ct_epoch, 1, __ATOMIC_RELEASE);
+}
+
+/* Threshold, toggle signal, --function/--exclude filters. */
+static CT_NOINST void option(const char *name, const char *value) {
+    char line[512];
+    int n = snprintf(line, sizeof line, "%s=%s", name, value);
+    if (n > 0 && n < (int)sizeof line)
+        ct_meta(CT_META_OPTION, line, (size_t)n);
+}
+
+CT_NOINST void ct_controls(void) {
+    struct ct_header *h = ct_header();
+    char num[32];
+    snprintf(num, sizeof num, "%llu", (unsigned long long)ct_cfg.threshold_ns);
+    option("threshold_ns", num);
+    snprintf(num, sizeof num, "%d", ct_cfg.toggle_signal);
+    option("toggle_signal", num);
+    const char *fv = getenv("CALLTRACE_FUNCTION"), *ev = getenv("CALLTRACE_EXCLUDE");
+    if (fv && *fv)
+        option("function", fv);
+    if (ev && *ev)
+        option("exclude", ev);
+    if (ct_cfg.threshold_ns && h)
+        ct_threshold_ticks = (uint64_t)((double)ct_cfg.threshold_ns / h->ns_per_tick) + 1;
+    int sig = ct_cfg.toggle_signal;
+    if (sig) {
+        struct sigaction old;
+        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_DFL && !(old.sa_flags & SA_SIGINFO)) {
+            struct sigaction sa;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = on_toggle;
+            sa.sa_flags = SA_RESTART;
+            sigemptyset(&sa.sa_mask);
+            sigaction(sig, &sa, NULL);
+            ct_log("signal %d toggles recording", sig);
+        } else {
+            ct_log("signal %d already has a handler: it does not toggle recording", sig);
+        }
+    }
+    const char *filter = getenv("CALLTRACE_FILTER");
+    if (filter && *filter) {
+        ct_filter_load(filter);
+        return;
+    }
+    const char *only = getenv("CALLTRACE_FUNCTION"), *skip = getenv("CALLTRACE_EXCLUDE");
+    if ((only && *only) || (skip && *skip)) {
+        char exe[PATH_MAX], path[PATH_MAX + 32];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (n <= 0)
+            return;
+        exe[n] = 0;
+        snprintf(path, sizeof path, "%s.filter", ct_raw_path());
+        int include = only && *only;
+        if (ct_run_python("filter", exe, include ? "--function" : "--exclude", include ? only : skip, path) == 0)
+            ct_filter_load(path);
+        else
+            ct_warn("could not match %s against %s; recording everything",
+                    include ? "CALLTRACE_FUNCTION" : "CALLTRACE_EXCLUDE", exe);
+        unlink(path);
+    }
+}
+
+/* CALLTRACE_CAPTURE_ARGS=1: load the plan `calltrace run` made, or make one. */
+CT_NOINST void ct_load_plan(void) {
+    const char *plan = getenv("CALLTRACE_PLAN");
+    if (plan && *plan) {
+        ct_capture_load(plan);
+        return;
+    }
+    char exe[PATH_MAX], path[PATH_MAX + 32];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return;
+    exe[n] = 0;
+    snprintf(path, sizeof path, "%s.plan", ct_raw_path());
+    if (ct_run_python("plan", exe, "-o", path, NULL) == 0)
+        ct_capture_load(path);
+    else
+        ct_warn("could not make a capture plan for %s; arguments not captured", exe);
+    unlink(path);
+}
+

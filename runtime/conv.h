@@ -1,0 +1,124 @@
+/* The converter's private declarations, shared by convert.c (opening,
+ * indexing, the ctypes API) and walk.c (the event walk and JSON output). */
+#ifndef CONV_H
+#define CONV_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "ct.h"
+
+#define FLAG_INCOMPLETE (1ull << 62)
+#define FLAG_UNWOUND (1ull << 63)
+#define DUR_MASK ((1ull << 62) - 1)
+
+struct cthread {
+    int32_t tid;
+    uint32_t nchunks, first_chunk;   /* index into conv.order */
+    uint64_t first_ticks, calls, call_base;
+    int main;
+};
+
+struct func {
+    uint64_t addr, calls, total, self, min, max;
+    uint32_t active;
+};
+
+struct frame {
+    uint32_t f, rt;
+    uint64_t call, start_ns, child_ns;
+    int outermost;
+};
+
+typedef void (*ct_progress_fn)(uint64_t done, uint64_t total);
+/* Formats one call's captured argument bytes as `,"args":[...]` into `out`;
+ * returns the length, or a negative number for nothing. */
+typedef int (*ct_args_fn)(uint32_t fidx, const uint8_t *payload, uint64_t value, char *out, uint32_t cap);
+
+struct ct_conv {
+    const unsigned char *map;
+    size_t size;
+    const struct ct_header *h;
+    uint64_t *order;                  /* chunk offsets, grouped by thread, in order */
+    size_t norder;
+    struct cthread *threads;
+    size_t nthreads;
+    struct func *funcs;
+    size_t nfuncs, capfuncs;
+    uint32_t *hash;                   /* addr -> funcs index + 1 */
+    size_t hashcap;
+    struct frame *stack;
+    size_t stackcap;
+    uint64_t *dur;                    /* per call: duration_ns | flags */
+    size_t durcap;
+    double npt;
+    uint64_t total_calls, incomplete, unwound, unmatched, depth_limited, dropped, filtered;
+    uint64_t first_ticks, last_ticks, end_ticks, total_words, done_words;
+    ct_progress_fn progress;
+    ct_args_fn args;
+    char err[256];
+};
+
+struct ct_conv_summary {
+    uint64_t total_calls, threads, functions, incomplete, unwound, unmatched, depth_limited, dropped;
+    uint64_t duration_ns, end_ns;
+    double ns_per_tick;
+    uint64_t filtered;
+};
+
+struct ct_conv_func {
+    uint64_t addr, calls, total_ns, self_ns, min_ns, max_ns;
+};
+
+struct ct_conv_thread {
+    int64_t tid;
+    uint64_t calls, first_ns;
+    int64_t main;
+};
+
+
+static inline CT_NOINST uint64_t to_ns(const struct ct_conv *c, uint64_t ticks) {
+    if (ticks <= c->h->start_ticks)
+        return 0;
+    return (uint64_t)((double)(ticks - c->h->start_ticks) * c->npt);
+}
+
+static inline CT_NOINST const struct ct_chunk *chunk_at(const struct ct_conv *c, uint64_t off) {
+    return (const struct ct_chunk *)(c->map + off);
+}
+
+static inline CT_NOINST size_t chunk_words(const struct ct_conv *c, uint64_t off) {
+    uint64_t end = off + c->h->chunk_size;
+    if (end > c->size)
+        end = c->size;
+    return (size_t)((end - off - CT_CHUNK_HEADER) / 8);
+}
+
+struct out {
+    int fd, failed;
+    size_t used;
+    char buf[1 << 20];
+};
+
+CT_HIDDEN void out_flush(struct out *o);
+CT_HIDDEN void out_str(struct out *o, const char *s, size_t n);
+#define OUT_LIT(o, s) out_str(o, s, sizeof(s) - 1)
+
+enum { WALK_MEASURE = 0, WALK_WRITE = 1 };
+
+struct walk {
+    struct ct_conv *c;
+    struct cthread *t;
+    int mode, pretty;
+    struct out *o;
+    const char *const *names;
+    size_t *namelen;
+    const char *const *notes;    /* per function: what to say when a call has no args */
+    char *argbuf;
+    int64_t pending;             /* function of a written call whose '}' is still due */
+    uint64_t ncall, nwritten;
+    size_t sp;
+};
+
+CT_HIDDEN int ct_walk(struct walk *w);
+
+#endif

@@ -1,0 +1,293 @@
+/* The walk over one thread's events, shared by the measuring pass and the
+ * writing pass so that they cannot disagree, and the JSON output buffer. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "conv.h"
+
+/* ---- functions table: open addressing on the entry address ------------- */
+static CT_NOINST int grow_hash(struct ct_conv *c) {
+    size_t cap = c->hashcap ? c->hashcap * 2 : 1024;
+    uint32_t *h = calloc(cap, sizeof *h);
+    if (!h)
+        return -1;
+    for (size_t i = 0; i < c->nfuncs; i++) {
+        size_t j = (c->funcs[i].addr * 0x9E3779B97F4A7C15ull) >> 20 & (cap - 1);
+        while (h[j])
+            j = (j + 1) & (cap - 1);
+        h[j] = (uint32_t)i + 1;
+    }
+    free(c->hash);
+    c->hash = h;
+    c->hashcap = cap;
+    return 0;
+}
+
+static CT_NOINST int64_t func_index(struct ct_conv *c, uint64_t addr) {
+    if (c->nfuncs * 2 >= c->hashcap && grow_hash(c) < 0)
+        return -1;
+    size_t j = (addr * 0x9E3779B97F4A7C15ull) >> 20 & (c->hashcap - 1);
+    while (c->hash[j]) {
+        if (c->funcs[c->hash[j] - 1].addr == addr)
+            return c->hash[j] - 1;
+        j = (j + 1) & (c->hashcap - 1);
+    }
+    if (c->nfuncs == c->capfuncs) {
+        size_t cap = c->capfuncs ? c->capfuncs * 2 : 256;
+        struct func *f = realloc(c->funcs, cap * sizeof *f);
+        if (!f)
+            return -1;
+        c->funcs = f;
+        c->capfuncs = cap;
+    }
+    struct func *f = &c->funcs[c->nfuncs];
+    memset(f, 0, sizeof *f);
+    f->addr = addr;
+    f->min = UINT64_MAX;
+    c->hash[j] = (uint32_t)c->nfuncs + 1;
+    return (int64_t)c->nfuncs++;
+}
+
+/* ---- buffered output ------------------------------------------------------ */
+
+CT_NOINST void out_flush(struct out *o) {
+    size_t done = 0;
+    while (done < o->used && !o->failed) {
+        ssize_t w = write(o->fd, o->buf + done, o->used - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            o->failed = errno ? errno : EIO;
+        else
+            done += (size_t)w;
+    }
+    o->used = 0;
+}
+
+CT_NOINST void out_str(struct out *o, const char *s, size_t n) {
+    if (o->used + n > sizeof o->buf)
+        out_flush(o);
+    if (n > sizeof o->buf) {
+        o->used = 0;
+        while (n && !o->failed) {
+            ssize_t w = write(o->fd, s, n);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0) {
+                o->failed = errno ? errno : EIO;
+                break;
+            }
+            s += w;
+            n -= (size_t)w;
+        }
+        return;
+    }
+    memcpy(o->buf + o->used, s, n);
+    o->used += n;
+}
+
+
+static CT_NOINST void out_u64(struct out *o, uint64_t v) {
+    char tmp[24];
+    int i = 24;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    out_str(o, tmp + i, (size_t)(24 - i));
+}
+
+/* ---- the walk ---------------------------------------------------------------- */
+
+static CT_NOINST int push(struct walk *w, uint32_t f, uint64_t ticks, uint32_t rt) {
+    struct ct_conv *c = w->c;
+    if (w->sp == c->stackcap) {
+        size_t cap = c->stackcap ? c->stackcap * 2 : 1024;
+        struct frame *s = realloc(c->stack, cap * sizeof *s);
+        if (!s)
+            return -1;
+        c->stack = s;
+        c->stackcap = cap;
+    }
+    struct frame *fr = &c->stack[w->sp];
+    fr->f = f;
+    fr->rt = rt;
+    fr->call = w->t->call_base + w->ncall;
+    fr->start_ns = to_ns(c, ticks);
+    fr->child_ns = 0;
+    struct func *fn = &c->funcs[f];
+    fr->outermost = fn->active++ == 0;
+    if (w->mode == WALK_WRITE) {
+        struct out *o = w->o;
+        uint64_t d = c->dur[fr->call];
+        if (w->nwritten++)
+            OUT_LIT(o, ",");
+        if (w->pretty)
+            OUT_LIT(o, "\n      {\"function\":");
+        else
+            OUT_LIT(o, "\n{\"function\":");
+        out_str(o, w->names[f], w->namelen[f]);
+        OUT_LIT(o, ",\"depth\":");
+        out_u64(o, w->sp);
+        OUT_LIT(o, ",\"start_ns\":");
+        out_u64(o, fr->start_ns);
+        OUT_LIT(o, ",\"duration_ns\":");
+        out_u64(o, d & DUR_MASK);
+        if (d & FLAG_INCOMPLETE)
+            OUT_LIT(o, ",\"incomplete\":true");
+        if (d & FLAG_UNWOUND)
+            OUT_LIT(o, ",\"unwound\":true");
+        w->pending = f;   /* ARGS may follow */
+    }
+    w->ncall++;
+    w->sp++;
+    return 0;
+}
+
+static CT_NOINST void pop(struct walk *w, uint64_t end_ns, uint64_t flags) {
+    struct ct_conv *c = w->c;
+    struct frame *fr = &c->stack[--w->sp];
+    struct func *fn = &c->funcs[fr->f];
+    fn->active--;
+    if (w->mode != WALK_MEASURE)
+        return;
+    uint64_t d = end_ns > fr->start_ns ? end_ns - fr->start_ns : 0;
+    c->dur[fr->call] = d | flags;
+    if (w->sp)
+        c->stack[w->sp - 1].child_ns += d;
+    fn->calls++;
+    if (fr->outermost)
+        fn->total += d;
+    fn->self += d > fr->child_ns ? d - fr->child_ns : 0;
+    if (d < fn->min)
+        fn->min = d;
+    if (d > fn->max)
+        fn->max = d;
+    if (flags & FLAG_INCOMPLETE)
+        c->incomplete++;
+    if (flags & FLAG_UNWOUND)
+        c->unwound++;
+}
+
+/* Close the call written last: its args (from an ARGS record at `v`, if
+ * that is what follows it) or its note, then the brace. */
+static CT_NOINST void close_call(struct walk *w, const uint64_t *v, size_t avail) {
+    if (w->pending < 0)
+        return;
+    struct ct_conv *c = w->c;
+    struct out *o = w->o;
+    int done = 0;
+    if (v && avail && (v[0] >> 62) == CT_EV_EXT && ((v[0] >> 54) & 0xff) == CT_EXT_ARGS && c->args) {
+        uint64_t words = (v[0] >> 38) & 0xffff, value = v[0] & ((1ull << 38) - 1);
+        if (words < avail && (value & 0xffff) <= words * 8) {
+            int n = c->args((uint32_t)w->pending, (const uint8_t *)(v + 1), value, w->argbuf, 1 << 16);
+            if (n > 0)
+                out_str(o, w->argbuf, (size_t)n);
+            done = 1;
+        }
+    }
+    if (!done && w->notes && w->notes[w->pending])
+        out_str(o, w->notes[w->pending], strlen(w->notes[w->pending]));
+    OUT_LIT(o, "}");
+    w->pending = -1;
+}
+
+CT_NOINST int ct_walk(struct walk *w) {
+    struct ct_conv *c = w->c;
+    struct cthread *t = w->t;
+    uint64_t last = 0, paused = 0;
+    int64_t next_rt = -1;
+    w->ncall = 0;
+    w->sp = 0;
+    for (uint32_t k = 0; k < t->nchunks; k++) {
+        uint64_t off = c->order[t->first_chunk + k];
+        const uint64_t *p = (const uint64_t *)(c->map + off + CT_CHUNK_HEADER);
+        size_t n = chunk_words(c, off);
+        last = 0;
+        size_t i = 0;
+        for (; i < n; i++) {
+            uint64_t v = p[i];
+            if (!v)
+                break;
+            if (w->pending >= 0)
+                close_call(w, p + i, n - i);
+            unsigned kind = (unsigned)(v >> 62);
+            if (kind == CT_EV_TIME) {
+                last = v & CT_TIME_MASK;
+                continue;
+            }
+            if (kind == CT_EV_EXT) {
+                unsigned sub = (unsigned)(v >> 54) & 0xff;
+                uint64_t words = (v >> 38) & 0xffff, val = v & ((1ull << 38) - 1);
+                if (sub == CT_EXT_PAUSE) {
+                    paused = last;
+                } else if (sub == CT_EXT_RESUME) {
+                    /* Frames that returned while recording was off: everything
+                     * at or below the depth now being entered, or below the
+                     * frame now returning (and that one too unless it is the
+                     * same function, i.e. the recorded call returning now). */
+                    uint32_t d = (uint32_t)(val >> 1);
+                    int on_exit = (int)(val & 1);
+                    uint64_t fn = words && i + 1 < n ? p[i + 1] & CT_ADDR_MASK : 0;
+                    while (w->sp) {
+                        const struct frame *top = &c->stack[w->sp - 1];
+                        int same = on_exit && top->rt == d && c->funcs[top->f].addr == fn;
+                        if (top->rt < d || same)
+                            break;
+                        pop(w, to_ns(c, paused), FLAG_INCOMPLETE);
+                    }
+                    next_rt = on_exit ? -1 : (int64_t)d;
+                } else if (sub == CT_EXT_UNWIND) {
+                    while (w->sp && c->stack[w->sp - 1].rt >= (uint32_t)val)
+                        pop(w, to_ns(c, last), FLAG_UNWOUND);
+                } else if (sub == CT_EXT_THREAD_END) {
+                    while (w->sp)
+                        pop(w, to_ns(c, last), FLAG_UNWOUND);
+                }
+                i += words;
+                continue;
+            }
+            uint64_t addr = (v >> CT_DELTA_BITS) & CT_ADDR_MASK;
+            last += v & CT_DELTA_MASK;
+            if (kind == CT_EV_ENTER) {
+                int64_t f = func_index(c, addr);
+                if (f < 0)
+                    return -1;
+                uint32_t rt = next_rt >= 0 ? (uint32_t)next_rt : (w->sp ? c->stack[w->sp - 1].rt + 1 : 0);
+                next_rt = -1;
+                if (push(w, (uint32_t)f, last, rt) < 0)
+                    return -1;
+            } else {
+                if (!w->sp) {
+                    if (w->mode == WALK_MEASURE)
+                        c->unmatched++;
+                    continue;
+                }
+                size_t k2 = w->sp;
+                while (k2 && c->funcs[c->stack[k2 - 1].f].addr != addr)
+                    k2--;
+                if (!k2) {
+                    if (w->mode == WALK_MEASURE)
+                        c->unmatched++;
+                    continue;
+                }
+                uint64_t now = to_ns(c, last);
+                while (w->sp > k2)
+                    pop(w, now, FLAG_UNWOUND);   /* frames left by longjmp/exception */
+                pop(w, now, 0);
+            }
+        }
+        c->done_words += i;
+        if (c->progress && (k & 15) == 15)
+            c->progress(c->done_words, c->total_words);
+    }
+    if (w->pending >= 0)
+        close_call(w, NULL, 0);
+    uint64_t end = to_ns(c, c->end_ticks);
+    while (w->sp)
+        pop(w, end, FLAG_INCOMPLETE);
+    return 0;
+}
+
