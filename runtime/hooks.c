@@ -122,27 +122,32 @@ __asm__(".text\n"
         "    ret\n"
         ".size __cyg_profile_func_enter, .-__cyg_profile_func_enter\n");
 
-CT_HIDDEN CT_NOINST void ct_enter(void *fn, void *site) {
-    (void)site;
-    struct ct_thread *t = &ct_tls;
+/* What every entry does before recording: count the depth, notice toggles,
+ * and say whether this call is to be recorded at all. */
+static inline CT_NOINST int enter_gate(struct ct_thread *t, void *fn) {
     uint32_t d = t->depth++;
     if (unlikely(t->epoch != ct_epoch))
         ct_thread_sync(t, (uint64_t)d << 1, fn);
     if (unlikely(!t->on)) {
         if (t->failed)
             t->lost++;
-        return;
+        return 0;
     }
     if (unlikely(d >= ct_max_depth)) {
         if (t->chunk)
             t->chunk->depth_limited++;
         else
             t->pend_limited++;
-        return;
+        return 0;
     }
-    if (unlikely(ct_filter_mode) && !filter_enter(t, fn, d))
-        return;
-    record(t, CT_EV_ENTER, fn);
+    return !unlikely(ct_filter_mode) || filter_enter(t, fn, d);
+}
+
+CT_HIDDEN CT_NOINST void ct_enter(void *fn, void *site) {
+    (void)site;
+    struct ct_thread *t = &ct_tls;
+    if (enter_gate(t, fn))
+        record(t, CT_EV_ENTER, fn);
 }
 
 CT_EXPORT CT_NOINST void __cyg_profile_func_exit(void *fn, void *site) {
@@ -164,22 +169,7 @@ CT_EXPORT CT_NOINST void __cyg_profile_func_exit(void *fn, void *site) {
  * in the same chunk so the converter finds them together. */
 CT_HIDDEN CT_NOINST void ct_enter_capture(void *fn, void *site, uint64_t *regs) {
     struct ct_thread *t = &ct_tls;
-    uint32_t d = t->depth++;
-    if (unlikely(t->epoch != ct_epoch))
-        ct_thread_sync(t, (uint64_t)d << 1, fn);
-    if (unlikely(!t->on)) {
-        if (t->failed)
-            t->lost++;
-        return;
-    }
-    if (unlikely(d >= ct_max_depth)) {
-        if (t->chunk)
-            t->chunk->depth_limited++;
-        else
-            t->pend_limited++;
-        return;
-    }
-    if (unlikely(ct_filter_mode) && !filter_enter(t, fn, d))
+    if (!enter_gate(t, fn))
         return;
     if (t->busy) {
         if (t->chunk)

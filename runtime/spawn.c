@@ -21,19 +21,26 @@
 
 extern char **environ;
 
+/* The interpreter to run, and our environment without LD_PRELOAD and
+ * CALLTRACE_* in `env` (pointers into environ: no allocation). */
+static CT_NOINST const char *untraced(char **env, size_t cap) {
+    const char *python = getenv("CALLTRACE_PYTHON");
+    if (!python || !*python)
+        python = CT_PYTHON;
+    size_t n = 0;
+    for (char **e = environ; e && *e && n < cap - 1; e++)
+        if (strncmp(*e, "LD_PRELOAD=", 11) && strncmp(*e, "CALLTRACE_", 10))
+            env[n++] = *e;
+    env[n] = NULL;
+    return python;
+}
+
 /* Run `python -m calltrace ARGS...` untraced and wait for it; nothing here
  * allocates, so it is usable from a signal handler. Returns its exit status. */
 CT_NOINST int ct_run_python(const char *a1, const char *a2, const char *a3, const char *a4,
                                 const char *a5) {
-    const char *python = getenv("CALLTRACE_PYTHON");
-    if (!python || !*python)
-        python = CT_PYTHON;
     char *env[512];
-    size_t n = 0;
-    for (char **e = environ; e && *e && n < sizeof env / sizeof *env - 1; e++)
-        if (strncmp(*e, "LD_PRELOAD=", 11) && strncmp(*e, "CALLTRACE_", 10))
-            env[n++] = *e;
-    env[n] = NULL;
+    const char *python = untraced(env, sizeof env / sizeof *env);
     char *argv[] = {(char *)python, "-m", "calltrace", (char *)a1, (char *)a2, (char *)a3,
                     (char *)a4, (char *)a5, NULL};
     pid_t pid = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
@@ -64,15 +71,8 @@ CT_NOINST int ct_run_python(const char *a1, const char *a2, const char *a3, cons
 CT_NOINST void ct_part_finished(const char *raw) {
     if (!ct_cfg.bare)
         return;
-    const char *python = getenv("CALLTRACE_PYTHON");
-    if (!python || !*python)
-        python = CT_PYTHON;
     char *env[512];
-    size_t n = 0;
-    for (char **e = environ; e && *e && n < sizeof env / sizeof *env - 1; e++)
-        if (strncmp(*e, "LD_PRELOAD=", 11) && strncmp(*e, "CALLTRACE_", 10))
-            env[n++] = *e;
-    env[n] = NULL;
+    const char *python = untraced(env, sizeof env / sizeof *env);
     char *argv[] = {(char *)python, "-m", "calltrace", "convert", (char *)raw, "--from-runtime", "--quiet", NULL};
     pid_t child = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
     if (child == 0) {

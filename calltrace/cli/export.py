@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 
 from ..trace.parts import load_any
 from ..analysis.progress import reading, warn
 from ..errors import CalltraceError
+from ..files import write_atomic
 from ..export import FORMATS, Options, module
 
 NAME = "export"
@@ -62,25 +62,7 @@ def run(args) -> int:
             return 0
         if any(os.path.abspath(out_path) == os.path.abspath(t) for t in args.trace):
             raise CalltraceError(f"{out_path}: would overwrite the trace itself")
-        folder = os.path.dirname(os.path.abspath(out_path))
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=".calltrace-export-", dir=folder)
-        except OSError as e:
-            raise CalltraceError(f"cannot write {out_path}: {e.strerror}") from None
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
-                mod.write(trace, f, options)
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)
-            os.replace(tmp, out_path)
-        except BaseException as e:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            if isinstance(e, OSError):
-                raise CalltraceError(f"cannot write {out_path}: {e.strerror}") from None
-            raise
+        write_atomic(out_path, lambda f: mod.write(trace, f, options), "export",
+                     encoding="utf-8", errors="backslashreplace")
     print(f"wrote {out_path}", file=sys.stderr)
     return 0

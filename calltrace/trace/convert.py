@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from .. import __version__
-from ..errors import CalltraceError
+from ..files import write_atomic
 from ..symbols import Resolver
 from .model import FunctionStats
 from .raw import (END_EXEC, END_EXIT, END_RUNNING, END_SIGNAL, FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF,
@@ -26,7 +25,7 @@ class Converted:
 
 def _json_str(s: str) -> bytes:
     import json
-    return json.dumps(s, ensure_ascii=False).encode("utf-8", "surrogateescape")
+    return json.dumps(s, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 def part_name(output: str, part: int) -> str:
@@ -146,9 +145,9 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
         heads = [thread_head(t.tid, info.thread_names.get(t.tid), t.main).encode()
                  for t in threads]
         second_pass[0] = 1
-        _write_atomic(output, lambda fd: (
-            os.write(fd, document_head(metadata, stats, pretty).encode("utf-8", "surrogateescape")),
-            raw.write_threads(fd, names, heads, pretty, arg_notes)))
+        write_atomic(output, lambda f: (
+            f.write(document_head(metadata, stats, pretty).encode("utf-8", "backslashreplace")),
+            raw.write_threads(f.fileno(), names, heads, pretty, arg_notes)), "trace")
         if bar is not None:
             bar.close()
     if info.part and info.keep:
@@ -207,24 +206,3 @@ def _capture_args(raw, info, funcs, infos, notes, metadata) -> list[bytes | None
     return decoder.notes()
 
 
-def _write_atomic(path: str, write) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".calltrace-", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise CalltraceError(f"cannot write trace {path}: {e.strerror}") from None
-    try:
-        try:
-            write(fd)
-        finally:
-            os.close(fd)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise CalltraceError(f"cannot write trace {path}: {e.strerror or e}") from None

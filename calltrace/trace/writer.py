@@ -6,11 +6,10 @@ per line in compact mode so line tools work and truncation loses little.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from typing import Iterable
 
 from ..errors import CalltraceError
+from ..files import write_atomic
 from .model import FunctionStats, Thread
 
 REQUIRED_METADATA = ("total_calls", "program", "argv", "pid", "exit_status", "termination",
@@ -34,24 +33,8 @@ def write_trace(path: str, metadata: dict, functions: Iterable[FunctionStats],
     missing = [k for k in REQUIRED_METADATA if k not in metadata]
     if missing:
         raise CalltraceError(f"internal: trace metadata lacks {', '.join(missing)}")
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".calltrace-", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise CalltraceError(f"cannot write trace {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            _write(f, metadata, functions, threads, pretty)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise CalltraceError(f"cannot write trace {path}: {e.strerror}") from None
+    write_atomic(path, lambda f: _write(f, metadata, functions, threads, pretty), "trace",
+                 encoding="utf-8")
 
 
 def document_head(metadata: dict, functions: Iterable[FunctionStats], pretty: bool) -> str:

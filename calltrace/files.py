@@ -1,0 +1,41 @@
+"""Writing result files safely: a temporary file in the same folder, then a
+rename, so a reader never sees half a file and a symlink left at the path is
+replaced rather than written through. Mode 0666 minus the umask."""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import IO, Callable
+
+from .errors import CalltraceError
+
+
+def write_atomic(path: str, write: Callable[[IO], object], what: str = "file",
+                 encoding: str | None = None, errors: str = "strict") -> None:
+    """Call `write(f)` on a temporary file (text with `encoding`, else binary
+    and unbuffered, so `f.fileno()` may be written to directly), then move it
+    to `path`. Nothing is left behind on any failure, Ctrl-C included."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".calltrace-", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise CalltraceError(f"cannot write {what} {path}: {e.strerror}") from None
+    try:
+        if encoding:
+            f = os.fdopen(fd, "w", encoding=encoding, errors=errors)
+        else:
+            f = os.fdopen(fd, "wb", buffering=0)
+        with f:
+            write(f)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise CalltraceError(f"cannot write {what} {path}: {e.strerror or e}") from None
+        raise
