@@ -10,7 +10,7 @@ subtracts their trimmed mean once per stop.
 """
 import gdb
 
-WANT = 200
+WANT = 100
 TRIES = 2000
 
 

@@ -442,3 +442,11 @@ def test_durations_do_not_count_stop_time(tmp_path):
     stops_inside = 2 * 500
     assert calls["many"]["duration_ns"] < 0.1 * stops_inside * per_stop
     assert calls["main"]["duration_ns"] >= calls["spin"]["duration_ns"] + calls["many"]["duration_ns"]
+
+
+def test_missing_gdb_is_a_clear_error(tmp_path):
+    proc = run_cli("debug", fixture("recursion"), cwd=tmp_path,
+                   env={"CALLTRACE_GDB": str(tmp_path / "no-gdb")})
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "gdb is not installed (Debian package: gdb)" in err
+    assert len(err.strip().splitlines()) == 1
