@@ -21,7 +21,7 @@ Trace PROGRAM under GDB and write a JSON trace (the same format as `run`).
   calltrace debug ./prog --function '^parse_' --exclude 'parse_ws'
   calltrace debug --uninstrumented ./plain --function 'fib|square'
 
-Slower than `run` (tens of microseconds per call) but reads arguments and
+Slower than `run` (~100-200 us per call, GDB stops) but reads arguments and
 return values as GDB sees them from DWARF. --function/--exclude put
 breakpoints only in the selected functions. --uninstrumented traces a program
 built with -g but without -finstrument-functions. calltrace's long options may
