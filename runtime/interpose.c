@@ -198,12 +198,18 @@ JUMP_WRAPPER(_longjmp, real__longjmp)
 JUMP_WRAPPER(siglongjmp, real_siglongjmp)
 JUMP_WRAPPER(__longjmp_chk, real_longjmp_chk)
 
-/* Every frame of the thread is left here. Cleanup handlers and TLS
- * destructors that pthread_exit runs then start again at depth 0. */
+/* Every frame of the thread is left here: the trace closes them now, and
+ * cleanup handlers and TLS destructors that pthread_exit runs appear at depth
+ * 0. The depth counter is left alone: glibc unwinds C++ frames, whose exit
+ * hooks then run and count down from it (set to 0 it would wrap and record
+ * the destructors those frames run as too deep). */
 CT_EXPORT CT_NOINST __attribute__((noreturn)) void pthread_exit(void *ret) {
     typedef void (*exit_fn)(void *) __attribute__((noreturn));
     static exit_fn real;
-    unwind_to(0);
+    struct ct_thread *t = &ct_tls;
+    abandon_hook(t);
+    if (t->depth && t->on && t->chunk)
+        ct_write_ext(t, CT_EXT_UNWIND, 0);
     if (!real)
         real = (exit_fn)resolve("pthread_exit");
     real(ret);
