@@ -257,58 +257,58 @@ static CT_NOINST int owns_stream(void) {
     return h && h->pid == (int32_t)getpid() && __atomic_load_n(&h->end_state, __ATOMIC_ACQUIRE) == CT_END_RUNNING;
 }
 
-/* OUT.<pid>-N.ext for the next image; `cur` may itself be such a name. */
-static CT_NOINST void next_image_output(char *dst, size_t size, const char *cur, int pid) {
+/* OUT.<pid>.ext (a new process) or OUT.<pid>-N.ext (the next image of this
+ * one) from `cur`, which may itself be such a name for this pid. */
+static CT_NOINST void output_for(char *dst, size_t size, const char *cur, int pid, int next_image) {
     const char *slash = strrchr(cur, '/');
     const char *dot = strrchr(cur, '.');
     if (!dot || (slash && dot < slash))
         dot = cur + strlen(cur);
-    /* Strip a ".<pid>-<n>" we added on a previous exec. */
     char tag[32];
-    int taglen = snprintf(tag, sizeof tag, ".%d-", pid);
+    int taglen = snprintf(tag, sizeof tag, ".%d", pid);
     const char *stem_end = dot, *p = dot;
+    int n = 0;
     while (p > cur && p[-1] >= '0' && p[-1] <= '9')
         p--;
-    int n = 0;
-    if (p < dot && p - cur >= taglen && !memcmp(p - taglen, tag, (size_t)taglen)) {
-        n = atoi(p);
-        stem_end = p - taglen;
+    if (p < dot && p > cur && p[-1] == '-') {       /* ".<pid>-<n>" */
+        const char *q = p - 1;
+        if (q - cur >= taglen && !memcmp(q - taglen, tag, (size_t)taglen)) {
+            n = atoi(p);
+            stem_end = q - taglen;
+        }
+    } else if (p < dot && dot - cur >= taglen && !memcmp(dot - taglen, tag, (size_t)taglen)) {
+        stem_end = dot - taglen;                    /* ".<pid>" */
     }
-    snprintf(dst, size, "%.*s.%d-%d%s", (int)(stem_end - cur), cur, pid, n + 1, dot);
+    if (next_image)
+        snprintf(dst, size, "%.*s.%d-%d%s", (int)(stem_end - cur), cur, pid, n + 1, dot);
+    else
+        snprintf(dst, size, "%.*s.%d%s", (int)(stem_end - cur), cur, pid, dot);
 }
 
 #define ENV_MAX 4096
 
-/* Runs before a real exec. Returns the environment the new image should get
- * (`envp`, or `buf` with CALLTRACE_OUTPUT rewritten). */
-static CT_NOINST char *const *before_exec(const char *path, int search, char *const *envp, char **buf,
-                                          char *outvar, size_t outsize) {
-    if (!owns_stream() || !runnable(path, search))
-        return envp;
-    scan_modules(0);
-    if (!ct_cfg.bare) {
-        struct ct_header *h = ct_header();
-        h->end_ticks = ct_ticks();
-        h->end_mono_ns = ct_mono_ns();
-        h->exit_code = -1;
-        __atomic_store_n(&h->end_state, (uint32_t)CT_END_EXEC, __ATOMIC_RELEASE);
-        return envp;
-    }
-    ct_finish(CT_END_EXEC, -1, 0);
-    if (!envp)
+/* With a bare LD_PRELOAD every traced process converts to CALLTRACE_OUTPUT
+ * itself: an image that will be traced too must get a name of its own, or
+ * the last one to end overwrites the others. Returns `envp`, or `buf` with
+ * CALLTRACE_OUTPUT set. */
+static CT_NOINST char *const *rename_output(char *const *envp, char **buf, char *outvar, size_t outsize,
+                                            int next_image) {
+    if (!envp || !ct_cfg.bare || ct_cfg.to_null || !ct_cfg.output[0])
         return envp;
     size_t n = 0, at = (size_t)-1;
+    int traced = 0;
     for (; envp[n]; n++) {
         if (n == ENV_MAX - 2)
-            return envp;   /* no room to rewrite: the new image writes OUT.<pid>.json's raw name */
+            return envp;
         if (!strncmp(envp[n], "CALLTRACE_OUTPUT=", 17))
             at = n;
+        else if (!strncmp(envp[n], "LD_PRELOAD=", 11) && strstr(envp[n], "libcalltrace"))
+            traced = 1;
     }
-    const char *cur = at != (size_t)-1 ? envp[at] + 17 : "calltrace.json";
-    if (!strcmp(cur, "/dev/null"))
+    if (!traced || (at != (size_t)-1 && !strcmp(envp[at] + 17, "/dev/null")))
         return envp;
     char next[4096];
-    next_image_output(next, sizeof next, ct_cfg.output[0] ? ct_cfg.output : cur, (int)getpid());
+    output_for(next, sizeof next, ct_cfg.output, (int)getpid(), next_image);
     snprintf(outvar, outsize, "CALLTRACE_OUTPUT=%s", next);
     for (size_t i = 0; i < n; i++)
         buf[i] = envp[i];
@@ -317,6 +317,27 @@ static CT_NOINST char *const *before_exec(const char *path, int search, char *co
     buf[at] = outvar;
     buf[n] = NULL;
     return buf;
+}
+
+/* Runs before a real exec. Returns the environment the new image gets. */
+static CT_NOINST char *const *before_exec(const char *path, int search, char *const *envp, char **buf,
+                                          char *outvar, size_t outsize) {
+    struct ct_header *h = ct_header();
+    if (h && h->pid != (int32_t)getpid())
+        /* A vfork() child: the stream is its parent's; it is a new process. */
+        return rename_output(envp, buf, outvar, outsize, 0);
+    if (!owns_stream() || !runnable(path, search))
+        return envp;
+    scan_modules(0);
+    if (!ct_cfg.bare) {
+        h->end_ticks = ct_ticks();
+        h->end_mono_ns = ct_mono_ns();
+        h->exit_code = -1;
+        __atomic_store_n(&h->end_state, (uint32_t)CT_END_EXEC, __ATOMIC_RELEASE);
+        return envp;
+    }
+    ct_finish(CT_END_EXEC, -1, 0);
+    return rename_output(envp, buf, outvar, outsize, 1);
 }
 
 static CT_NOINST void exec_failed(void) {

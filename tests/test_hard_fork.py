@@ -122,3 +122,23 @@ def test_failed_exec_keeps_tracing(tmp_path, how):
     doc = validate(load_json(tmp_path / "t.json"))
     assert tree(doc["threads"][0]) == [(0, "main", False), (1, "before", False), (1, "after", False)]
     assert (doc["metadata"]["exit_status"], doc["metadata"]["termination"]) == (0, "exit")
+
+
+@pytest.mark.parametrize("how", ["run", "bare"])
+def test_vfork_exec_child_own_trace(tmp_path, how):
+    """A vfork() child shares its parent's memory: its exec must leave the
+    parent's stream alone, and the program it runs gets a trace of its own."""
+    if how == "run":
+        proc = run_cli("run", "-q", "-o", "t.json", fixture("execs"), "vfork", cwd=tmp_path)
+    else:
+        proc = preload(tmp_path, fixture("execs"), "vfork")
+    assert (proc.returncode, proc.stdout) == (0, b"image2\nafter\n")
+    parent = validate(load_json(tmp_path / "t.json"))
+    names = sorted(os.listdir(tmp_path))
+    (child_name,) = [n for n in names if n != "t.json"]
+    child = validate(load_json(tmp_path / child_name))
+    assert child_name == f"t.{child['metadata']['pid']}.json" and len(names) == 2
+    assert tree(parent["threads"][0]) == [(0, "main", False), (1, "spawn", False), (1, "after", False)]
+    assert tree(child["threads"][0]) == SECOND
+    assert (parent["metadata"]["exit_status"], parent["metadata"]["termination"]) == (0, "exit")
+    assert (child["metadata"]["exit_status"], child["metadata"]["argv"][1:]) == (4, ["image2"])
