@@ -148,13 +148,15 @@ def test_siglongjmp_out_of_timer_handler_300_times(tmp_path, opt):
     kinds = collections.Counter((c["depth"], c["function"], bool(c.get("unwound"))) for c in calls)
     assert kinds[(1, "round_", False)] == 300 and kinds[(0, "main", False)] == 1
     assert (calls[-1]["depth"], calls[-1]["function"]) == (1, "final")
-    # A spin whose own entry hook was cut short by the jump is not recorded.
     spins = kinds[(2, "spin", True)]
-    assert 290 <= spins <= 300 and sum(n for (d, f, u), n in kinds.items() if f == "spin") == spins
+    assert sum(n for (d, f, u), n in kinds.items() if f == "spin") == spins
     handlers = sum(n for (d, f, u), n in kinds.items() if f == "on_jump")
     assert all(u and d in (2, 3, 4) for (d, f, u) in kinds if f == "on_jump")
     m = doc["metadata"]
     assert handlers + m["dropped_events"] == 300      # a dropped handler: its entry, 1 event
+    # A round without spin: the alarm pending at the unblock came before spin
+    # (handler under round_), or cut spin's own entry hook short (dropped).
+    assert kinds[(2, "on_jump", True)] <= 300 - spins <= kinds[(2, "on_jump", True)] + m["dropped_events"]
     assert m["incomplete_calls"] == 0 and "notes" not in m
     assert all(d == 3 for (d, f, u) in kinds if f == "leaf") and kinds[(3, "leaf", True)] <= 300
 
