@@ -4,14 +4,16 @@ What a stop still charges to the stopped thread's CPU time is the kernel's
 work: the trap, the single-step over the breakpoint, the resume. To measure
 it, the first recorded entries get a second breakpoint two instructions
 on: the CPU time between the two stops is one whole stop cycle plus two
-instructions. After WANT samples (or TRIES attempts) the extra
-breakpoints are deleted and the samples go to the controller, which
+instructions. The calibration breakpoint is hit by every call returning
+there while it exists, so the samples are taken back to back on the first
+entries; after WANT samples (or TRIES attempts) the extra breakpoints are
+deleted and the samples go to the controller, which
 subtracts their trimmed mean once per stop.
 """
 import gdb
 
-WANT = 100
-TRIES = 5000
+WANT = 50
+TRIES = 2000
 
 
 class Calibrator:
@@ -36,8 +38,6 @@ class Calibrator:
         if self.tries > TRIES:
             self.finish()
             return
-        if self.tries > 20 and self.tries % 10:
-            return          # after 20 samples, one entry in 10: a few extra stops only
         if target not in self.bps:
             try:        # only code we can read: never a breakpoint GDB cannot insert
                 gdb.selected_inferior().read_memory(target, 1)

@@ -273,7 +273,8 @@ def _write(opts, cfg, log: E.EventLog, end, pid, start_time, wall, span, notes) 
     main_tid = log.summary.get("pid") or pid
     b = E.build(log, main_tid, cal)
     funcs = E.function_table(b, log, opts.program)
-    threads = sorted(b.threads.values(), key=lambda t: (not t.main, log_order(log, t.tid)))
+    order = {tid: i for i, tid in enumerate(log.threads)}      # first event first
+    threads = sorted(b.threads.values(), key=lambda t: order.get(t.tid, 1 << 30))
     times = [c.start_ns for t in threads for c in t.calls] + \
             [c.end_ns for t in threads for c in t.calls]
     stops = log.summary.get("stops", 0)
@@ -322,7 +323,3 @@ def _timing(cal: E.Calibration) -> str:
             f"is stopped, so time stopped in GDB is not counted), minus {cal.per_stop_ns} ns "
             f"per stop for the kernel's trap/step/resume work charged to the thread, {how}. "
             f"Time a thread spends blocked or sleeping is not counted.")
-
-
-def log_order(log: E.EventLog, tid: int) -> int:
-    return list(log.threads).index(tid) if tid in log.threads else 1 << 30
