@@ -195,6 +195,8 @@ static CT_NOINST void close_call(struct walk *w, const uint64_t *v, size_t avail
 }
 
 CT_NOINST int ct_walk(struct walk *w) {
+    uint64_t gone[64];
+    size_t ngone = 0;
     struct ct_conv *c = w->c;
     struct cthread *t = w->t;
     uint64_t last = 0, paused = 0;
@@ -240,8 +242,14 @@ CT_NOINST int ct_walk(struct walk *w) {
                     }
                     next_rt = on_exit ? -1 : (int64_t)d;
                 } else if (sub == CT_EXT_UNWIND) {
-                    while (w->sp && c->stack[w->sp - 1].rt >= (uint32_t)val)
+                    /* Remember what was closed: C++ forced unwinding (after
+                     * pthread_exit) still runs those frames' exit hooks. */
+                    ngone = 0;
+                    while (w->sp && c->stack[w->sp - 1].rt >= (uint32_t)val) {
+                        if (ngone < sizeof gone / sizeof *gone)
+                            gone[ngone++] = c->funcs[c->stack[w->sp - 1].f].addr;
                         pop(w, to_ns(c, last), FLAG_UNWOUND);
+                    }
                 } else if (sub == CT_EXT_THREAD_END) {
                     while (w->sp)
                         pop(w, to_ns(c, last), FLAG_UNWOUND);
@@ -260,16 +268,18 @@ CT_NOINST int ct_walk(struct walk *w) {
                 if (push(w, (uint32_t)f, last, rt) < 0)
                     return -1;
             } else {
-                if (!w->sp) {
-                    if (w->mode == WALK_MEASURE)
-                        c->unmatched++;
-                    continue;
-                }
                 size_t k2 = w->sp;
                 while (k2 && c->funcs[c->stack[k2 - 1].f].addr != addr)
                     k2--;
                 if (!k2) {
-                    if (w->mode == WALK_MEASURE)
+                    /* The exit of a frame an UNWIND already closed, or of a call
+                     * made before recording started. */
+                    size_t g = 0;
+                    while (g < ngone && gone[g] != addr)
+                        g++;
+                    if (g < ngone)
+                        gone[g] = gone[--ngone];
+                    else if (w->mode == WALK_MEASURE)
                         c->unmatched++;
                     continue;
                 }

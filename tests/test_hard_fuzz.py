@@ -185,8 +185,6 @@ def test_corrupted_module_record_clear_error(tmp_path, raws):
     check_clean(convert(tmp_path, bytes(data)), "module record with a bad address")
 
 
-@pytest.mark.xfail(strict=True, reason="reported: a NUL byte in a MODULE record's path reaches "
-                   "open() in calltrace/symbols/elf.py: ValueError, internal error")
 def test_module_path_with_nul_clear_error(tmp_path, raws):
     # Found by a longer random run (bits flipped in the META chunk).
     data = bytearray(raws["workers"])

@@ -161,9 +161,6 @@ def test_pthread_exit_through_cpp_frames(tmp_path, opt):
     assert (m["depth_limited_calls"], m["dropped_events"], m["incomplete_calls"]) == (0, 0, 0)
 
 
-@pytest.mark.xfail(strict=True, reason="reported: the converter counts the exit hooks that C++ "
-                   "forced unwinding runs after an UNWIND as returns without a call, with a "
-                   "misleading note ('calls entered before recording started')")
 def test_pthread_exit_through_cpp_frames_no_note(tmp_path):
     doc, _ = cpp_exit_trace(tmp_path, "")
     assert "notes" not in doc["metadata"]

@@ -58,7 +58,7 @@ class ElfSymbols:
                         old = syms.get(s["st_value"])
                         if old is None or rank < old[0]:
                             syms[s["st_value"]] = (rank, Symbol(s.name, s["st_value"], s["st_size"]))
-        except (OSError, ELFError) as e:
+        except (OSError, ELFError, ValueError) as e:
             raise CalltraceError(f"cannot read ELF file {path}: {e}") from None
         self._syms = [v[1] for _, v in sorted(syms.items())]
         self._starts = [s.start for s in self._syms]

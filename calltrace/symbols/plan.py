@@ -308,7 +308,7 @@ def capture_plan(path: str) -> CapturePlan:
                             plans = []
                         for plan in plans:
                             sites[plan.ret_vaddr] = plan
-    except (OSError, ELFError):
+    except (OSError, ELFError, ValueError):
         return CapturePlan(path, {}, set())
     return CapturePlan(path, sites, defined, planner.call_values)
 
