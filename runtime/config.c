@@ -130,6 +130,17 @@ CT_NOINST void ct_config_read(void) {
     }
     strcpy(c->output, out);
     c->to_null = !strcmp(out, "/dev/null");
+    /* Under a bare LD_PRELOAD every process the program starts (system(),
+     * posix_spawn) inherits CALLTRACE_OUTPUT: the first one owns that name,
+     * the others are named by pid, like forked children. */
+    char mark[4096 + 32];
+    snprintf(mark, sizeof mark, "%d:%s", (int)getpid(), out);
+    const char *root = getenv("CALLTRACE_ROOT");
+    const char *colon = root ? strchr(root, ':') : NULL;
+    /* A name given to this process on purpose (exec, fork) is left alone. */
+    c->descendant = colon && !c->to_null && atoi(root) != (int)getpid() && !strcmp(colon + 1, out);
+    if (!root || !*root)
+        setenv("CALLTRACE_ROOT", mark, 1);
     const char *raw = getenv("CALLTRACE_RAW_DIR");
     c->bare = !(raw && *raw);
     if (!c->bare) {

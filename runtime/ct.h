@@ -108,7 +108,7 @@ struct ct_config {
     char output[4096];
     char raw_dir[4096];
     uint32_t max_depth;
-    int pretty, debug, capture_args, start_off, bare, to_null;
+    int pretty, debug, capture_args, start_off, bare, to_null, descendant;
     int toggle_signal;
     uint64_t threshold_ns;
     uint64_t flush_interval;        /* calls per part; 0: one trace */
@@ -161,6 +161,7 @@ extern volatile uint32_t ct_capture_on CT_HIDDEN;
 CT_HIDDEN int ct_capture_load(const char *path);
 CT_HIDDEN long ct_capture_copy(const uint64_t *regs, uint64_t site, uint8_t *out, size_t room, uint32_t *index);
 extern size_t ct_chunk_bytes CT_HIDDEN;
+extern volatile int ct_recorded CT_HIDDEN;
 
 /* filter.c */
 CT_HIDDEN int ct_filter_load(const char *path);

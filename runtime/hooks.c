@@ -74,6 +74,8 @@ static inline CT_NOINST void record(struct ct_thread *t, uint64_t kind, void *fn
     if (unlikely(p >= t->end)) {
         p = ct_next_chunk(t);
         if (unlikely(!p)) {
+            /* Recording failed (disk full, file size limit): count what is lost. */
+            t->lost += kind == CT_EV_ENTER;
             ct_barrier();
             t->busy = 0;
             return;
@@ -128,11 +130,8 @@ static inline CT_NOINST int enter_gate(struct ct_thread *t, void *fn) {
     uint32_t d = t->depth++;
     if (unlikely(t->epoch != ct_epoch))
         ct_thread_sync(t, (uint64_t)d << 1, fn);
-    if (unlikely(!t->on)) {
-        if (t->failed)
-            t->lost++;
+    if (unlikely(!t->on))
         return 0;
-    }
     if (unlikely(d >= ct_max_depth)) {
         if (t->chunk)
             t->chunk->depth_limited++;

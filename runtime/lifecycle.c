@@ -77,6 +77,18 @@ static CT_NOINST void thread_done(void *arg) {
     t->failed = 1;   /* calls from later TLS destructors are not recorded */
 }
 
+/* trace.json -> trace.<pid>.json: the name of a forked or started child's trace. */
+static CT_NOINST void name_by_pid(void) {
+    char out[sizeof ct_cfg.output];
+    const char *dot = strrchr(ct_cfg.output, '.');
+    const char *slash = strrchr(ct_cfg.output, '/');
+    if (dot && (!slash || dot > slash))
+        snprintf(out, sizeof out, "%.*s.%d%s", (int)(dot - ct_cfg.output), ct_cfg.output, (int)getpid(), dot);
+    else
+        snprintf(out, sizeof out, "%s.%d", ct_cfg.output, (int)getpid());
+    strcpy(ct_cfg.output, out);
+}
+
 static CT_NOINST void on_fork_child(void) {
     pid_t parent = getppid();
     struct ct_thread *t = &ct_tls;
@@ -89,18 +101,8 @@ static CT_NOINST void on_fork_child(void) {
     t->epoch = 0;
     finished = 0;
     exit_code_known = 0;
-    if (ct_cfg.bare && !ct_cfg.to_null) {
-        /* The child's trace is named by its pid: trace.json -> trace.<pid>.json */
-        char out[sizeof ct_cfg.output];
-        const char *dot = strrchr(ct_cfg.output, '.');
-        const char *slash = strrchr(ct_cfg.output, '/');
-        if (dot && (!slash || dot > slash))
-            snprintf(out, sizeof out, "%.*s.%d%s", (int)(dot - ct_cfg.output), ct_cfg.output,
-                     (int)getpid(), dot);
-        else
-            snprintf(out, sizeof out, "%s.%d", ct_cfg.output, (int)getpid());
-        strcpy(ct_cfg.output, out);
-    }
+    if (ct_cfg.bare && !ct_cfg.to_null)
+        name_by_pid();
     if (ct_recording || ct_cfg.start_off) {
         if (ct_stream_open(parent) < 0)
             ct_recording = 0;
@@ -169,6 +171,8 @@ CT_NOINST void ct_init(void) {
             strcpy(ct_cfg.output, abs);
         }
     }
+    if (ct_cfg.bare && ct_cfg.descendant)
+        name_by_pid();
     pthread_key_create(&thread_key, thread_done);
     pthread_atfork(NULL, NULL, on_fork_child);
     int ok = 0;
@@ -212,8 +216,14 @@ CT_NOINST void ct_finish(int state, int code, int sig) {
     }
     ct_log("finished (%s %d); raw trace %s, %llu bytes", state == CT_END_SIGNAL ? "signal" : "exit",
            state == CT_END_SIGNAL ? sig : code, ct_raw_path(), (unsigned long long)h->next_offset);
-    if (ct_cfg.bare)
-        ct_run_converter();
+    if (ct_cfg.bare) {
+        /* A process that never ran instrumented code (the shell of system(),
+         * say) leaves no trace, rather than an empty one over someone's. */
+        if (ct_recorded)
+            ct_run_converter();
+        else
+            unlink(ct_raw_path());
+    }
 }
 
 __attribute__((destructor)) static CT_NOINST void ct_destructor(void) {

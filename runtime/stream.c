@@ -36,6 +36,7 @@ static struct part *older[2];           /* kept open a while for late claims */
 #define hdr (current->phdr)
 #define raw_path (current->ppath)
 size_t ct_chunk_bytes;
+volatile int ct_recorded;              /* a thread has had an event chunk */
 static struct ct_chunk *meta;          /* current META chunk */
 static size_t meta_used;
 static volatile int meta_lock;
@@ -102,10 +103,8 @@ static CT_NOINST void *map_chunk(uint32_t type, int32_t tid, uint64_t seq, uint3
 }
 
 CT_NOINST uint64_t *ct_next_chunk(struct ct_thread *t) {
-    if (!hdr || t->failed) {
-        t->on = 0;
-        return NULL;
-    }
+    if (!hdr || t->failed)
+        return NULL;   /* `on` stays set: every call comes here and is counted lost */
     if (!t->tid)
         t->tid = (int32_t)syscall(SYS_gettid);
     /* Unpublish before unmapping: a signal handler's hook that lands here
@@ -118,11 +117,11 @@ CT_NOINST uint64_t *ct_next_chunk(struct ct_thread *t) {
     struct ct_chunk *c = map_chunk(CT_CHUNK_EVENTS, t->tid, t->seq, t->depth);
     if (!c) {
         t->failed = 1;
-        t->on = 0;
         t->cur = t->end = NULL;
         return NULL;
     }
     t->seq++;
+    ct_recorded = 1;
     c->dropped += t->pend_dropped;
     c->depth_limited += t->pend_limited;
     t->pend_dropped = t->pend_limited = 0;

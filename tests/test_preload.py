@@ -94,3 +94,22 @@ def test_exec_without_tracing_python(tmp_path):
     # The converter the runtime starts must not itself be traced or leave files.
     preload(tmp_path, fixture("recursion"), CALLTRACE_OUTPUT="t.json")
     assert sorted(os.listdir(tmp_path)) == ["t.json"]
+
+
+def test_processes_started_by_the_program_do_not_overwrite_its_trace(tmp_path):
+    """system() runs a shell (not instrumented: no trace) that runs an
+    instrumented program (a trace of its own, named by pid)."""
+    src = tmp_path / "sys.c"
+    src.write_text('#include <stdio.h>\n#include <stdlib.h>\n'
+                   'void run(const char *p) { fflush(stdout); system(p); }\n'
+                   'int main(int argc, char **argv) { run(argv[1]); puts("done"); return 0; }\n')
+    exe = tmp_path / "sysprog"
+    subprocess.run(["gcc", "-g", "-finstrument-functions", "-rdynamic", str(src), "-o", str(exe)], check=True)
+    proc = preload(tmp_path, str(exe), fixture("recursion"), CALLTRACE_OUTPUT="t.json")
+    assert proc.returncode == 0 and proc.stdout == b"fib=5 sq=25 h=7\ndone\n"
+    main = validate(load_json(tmp_path / "t.json"))
+    assert [c["function"] for c in main["threads"][0]["calls"]] == ["main", "run"]
+    others = sorted(set(os.listdir(tmp_path)) - {"t.json", "sys.c", "sysprog"})
+    assert len(others) == 1 and others[0].startswith("t.") and others[0].endswith(".json")
+    child = validate(load_json(tmp_path / others[0]))
+    assert child["metadata"]["program"] == fixture("recursion") and child["metadata"]["total_calls"] == 21
