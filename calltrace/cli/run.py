@@ -272,11 +272,15 @@ def _convert_all(raw_dir, pid, output, status, term, sig, args) -> list[Converte
         main = rpid == pid and image == last_image[rpid] and part == last_part[(rpid, image)]
         out = output if rpid == pid and not image else _child_output(output, raw.stem.split(".p")[0])
         try:
-            results.append(convert(str(raw), out, exit_status=status if main else None,
-                                   termination=term if main else None,
-                                   signal=sig if main else None, pretty=args.pretty,
-                                   progress=sys.stderr.isatty()))
+            result = convert(str(raw), out, exit_status=status if main else None,
+                             termination=term if main else None,
+                             signal=sig if main else None, pretty=args.pretty,
+                             progress=sys.stderr.isatty())
             raw.unlink()
+            if rpid != pid and not result.metadata["total_calls"]:
+                os.unlink(result.path)   # a process that ran no instrumented code (a shell)
+            else:
+                results.append(result)
         except CalltraceError as e:
             failed.append(f"{raw}: {e}")
     if failed:
