@@ -122,11 +122,15 @@ CT_NOINST uint64_t *ct_next_chunk(struct ct_thread *t) {
     }
     t->seq++;
     ct_recorded = 1;
-    c->dropped += t->pend_dropped;
-    c->depth_limited += t->pend_limited;
-    t->pend_dropped = t->pend_limited = 0;
     ct_barrier();
     t->chunk = c;
+    ct_barrier();
+    /* What a signal handler counted while no chunk was mapped: taken with an
+     * exchange after publishing, so no count falls between the two. */
+    __atomic_add_fetch(&c->dropped, __atomic_exchange_n(&t->pend_dropped, 0, __ATOMIC_RELAXED),
+                       __ATOMIC_RELAXED);
+    __atomic_add_fetch(&c->depth_limited, __atomic_exchange_n(&t->pend_limited, 0, __ATOMIC_RELAXED),
+                       __ATOMIC_RELAXED);
     t->part = current->index;
     t->cur = (uint64_t *)((char *)c + CT_CHUNK_HEADER);
     /* Room for the longest single write (TIME + EXT + payload) past `end`. */
