@@ -41,7 +41,10 @@ CT_NOINST void ct_controls(void) {
     if (ev && *ev)
         option("exclude", ev);
     if (ct_cfg.threshold_ns && h)
+    {
         ct_threshold_ticks = (uint64_t)((double)ct_cfg.threshold_ns / h->ns_per_tick) + 1;
+        ct_exit_slow = 1;
+    }
     int sig = ct_cfg.toggle_signal;
     if (sig) {
         struct sigaction old;

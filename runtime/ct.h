@@ -101,6 +101,7 @@ extern volatile uint32_t ct_recording CT_HIDDEN;  /* toggled at run time */
 extern uint32_t ct_max_depth CT_HIDDEN;
 extern uint64_t ct_threshold_ticks CT_HIDDEN;   /* 0: keep every call */
 extern uint32_t ct_filter_mode CT_HIDDEN;       /* CT_FILTER_* */
+extern uint32_t ct_exit_slow CT_HIDDEN;         /* ct_filter_mode || ct_threshold_ticks */
 enum { CT_FILTER_NONE = 0, CT_FILTER_INCLUDE = 1, CT_FILTER_EXCLUDE = 2 };
 extern int ct_use_tsc CT_HIDDEN;
 

@@ -66,6 +66,7 @@ CT_NOINST int ct_filter_load(const char *path) {
     close(fd);
     ct_log("filter %s: %u functions, %s", path, n, mode == CT_FILTER_INCLUDE ? "only their calls" : "excluded");
     ct_filter_mode = mode;
+    ct_exit_slow = 1;
     return 0;
 }
 

@@ -16,6 +16,7 @@ volatile uint32_t ct_recording = 0;
 uint32_t ct_max_depth = 0x7fffffff;
 uint64_t ct_threshold_ticks;
 uint32_t ct_filter_mode;
+uint32_t ct_exit_slow;     /* a filter or a threshold: returns need a look */
 
 /* --function: record only inside subtrees rooted at a matching function;
  * --exclude: leave out subtrees rooted at one. `d` is the call's depth. */
@@ -157,10 +158,12 @@ CT_EXPORT CT_NOINST void __cyg_profile_func_exit(void *fn, void *site) {
         ct_thread_sync(t, ((uint64_t)d << 1) | 1, fn);
     if (unlikely(!t->on) || unlikely(d >= ct_max_depth))
         return;
-    if (unlikely(ct_filter_mode) && !filter_exit(t, d))
-        return;
-    if (unlikely(ct_threshold_ticks) && drop_short(t, fn))
-        return;
+    if (unlikely(ct_exit_slow)) {
+        if (ct_filter_mode && !filter_exit(t, d))
+            return;
+        if (ct_threshold_ticks && drop_short(t, fn))
+            return;
+    }
     record(t, CT_EV_EXIT, fn);
 }
 
