@@ -40,8 +40,7 @@ CT_NOINST void ct_controls(void) {
         option("function", fv);
     if (ev && *ev)
         option("exclude", ev);
-    if (ct_cfg.threshold_ns && h)
-    {
+    if (ct_cfg.threshold_ns && h) {
         ct_threshold_ticks = (uint64_t)((double)ct_cfg.threshold_ns / h->ns_per_tick) + 1;
         ct_exit_slow = 1;
     }
