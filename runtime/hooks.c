@@ -60,16 +60,23 @@ static CT_NOINST int drop_short(struct ct_thread *t, void *fn) {
     return 1;
 }
 
-static inline CT_NOINST void record(struct ct_thread *t, uint64_t kind, void *fn) {
+/* Enter the recorder; a signal handler's calls interrupting this very hook
+ * are dropped and counted instead (the hook is not reentrant by design). */
+static inline CT_NOINST int take_busy(struct ct_thread *t) {
     if (unlikely(t->busy)) {
-        /* A signal handler's calls interrupting this very hook: drop, count. */
         if (t->chunk)
             t->chunk->dropped++;
         else
             t->pend_dropped++;
-        return;
+        return 0;
     }
     t->busy = 1;
+    return 1;
+}
+
+static inline CT_NOINST void record(struct ct_thread *t, uint64_t kind, void *fn) {
+    if (unlikely(!take_busy(t)))
+        return;
     ct_barrier();
     uint64_t *p = t->cur;
     if (unlikely(p >= t->end)) {
@@ -173,14 +180,8 @@ CT_HIDDEN CT_NOINST void ct_enter_capture(void *fn, void *site, uint64_t *regs) 
     struct ct_thread *t = &ct_tls;
     if (!enter_gate(t, fn))
         return;
-    if (t->busy) {
-        if (t->chunk)
-            t->chunk->dropped++;
-        else
-            t->pend_dropped++;
+    if (!take_busy(t))
         return;
-    }
-    t->busy = 1;
     ct_barrier();
     uint64_t *p = t->cur;
     if (p >= t->end)

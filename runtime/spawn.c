@@ -21,6 +21,18 @@
 
 extern char **environ;
 
+/* In the child: stdin and stdout away from the program's, then exec; returns
+ * only if python could not be started. */
+static CT_NOINST void exec_python(const char *python, char *const argv[], char *const env[]) {
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+    }
+    execve(python, argv, env);
+    execvpe(python, argv, env);
+}
+
 /* The interpreter to run, and our environment without LD_PRELOAD and
  * CALLTRACE_* in `env` (pointers into environ: no allocation). */
 static CT_NOINST const char *untraced(char **env, size_t cap) {
@@ -45,13 +57,7 @@ CT_NOINST int ct_run_python(const char *a1, const char *a2, const char *a3, cons
                     (char *)a4, (char *)a5, NULL};
     pid_t pid = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
     if (pid == 0) {
-        int null = open("/dev/null", O_RDWR);
-        if (null >= 0) {
-            dup2(null, 0);
-            dup2(null, 1);
-        }
-        execve(python, argv, env);
-        execvpe(python, argv, env);
+        exec_python(python, argv, env);
         char msg[] = "calltrace: cannot start python for calltrace (set CALLTRACE_PYTHON)\n";
         ssize_t w = write(2, msg, sizeof msg - 1);
         (void)w;
@@ -77,13 +83,7 @@ CT_NOINST void ct_part_finished(const char *raw) {
     pid_t child = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
     if (child == 0) {
         if ((pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0) == 0) {
-            int null = open("/dev/null", O_RDWR);
-            if (null >= 0) {
-                dup2(null, 0);
-                dup2(null, 1);
-            }
-            execve(python, argv, env);
-            execvpe(python, argv, env);
+            exec_python(python, argv, env);
         }
         syscall(SYS_exit_group, 0);
     }

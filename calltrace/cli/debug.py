@@ -8,7 +8,7 @@ import sys
 from ..debug.tracer import Options, trace
 from ..errors import CalltraceError
 from . import options
-from .output import count, ns
+from .output import count, ns, print_top
 
 NAME = "debug"
 ORDER = 20
@@ -101,12 +101,7 @@ def summary(res, output: str) -> None:
         extra.append(f"{count(m['depth_limited_calls'])} calls below --max-depth not recorded")
     if extra:
         print("  " + "; ".join(extra), file=err)
-    top = [f for f in res.functions if f.calls][:8]
-    if top:
-        print(f"  {'self (cpu)':>12} {'total':>12} {'calls':>10}  function", file=err)
-        for f in top:
-            print(f"  {ns(f.self_ns):>12} {ns(f.total_ns):>12} {count(f.calls):>10}  {f.function}",
-                  file=err)
+    print_top(res.functions, 8, err, "self (cpu)")
     for note in res.notes:
         print(f"calltrace: note: {note}", file=err)
     if output != "/dev/null":

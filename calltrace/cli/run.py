@@ -18,7 +18,7 @@ from ..runtime import library_path, preload_env
 from ..symbols.elf import check_instrumented
 from ..trace.convert import Converted, convert
 from . import options
-from .output import count, ns
+from .output import count, ns, print_top
 
 NAME = "run"
 ORDER = 10
@@ -193,7 +193,7 @@ def run(args) -> int:
     results = rolling.results + results
     ok = ok and rolling.ok
     if not args.quiet:
-        _summary(results, output)
+        _summary(results, output, args.top)
     # The program's status wins; a lost trace still must not look like success.
     return status if ok or status else 2
 
@@ -291,7 +291,7 @@ def _convert_all(raw_dir, pid, output, status, term, sig, args) -> list[Converte
     return results, not failed
 
 
-def _summary(results: list[Converted], output: str) -> None:
+def _summary(results: list[Converted], output: str, top: int = 10) -> None:
     err = sys.stderr
     for r in results:
         m = r.metadata
@@ -309,12 +309,7 @@ def _summary(results: list[Converted], output: str) -> None:
         print(f"calltrace: {count(m['total_calls'])} calls, {m['thread_count']} thread"
               f"{'s' if m['thread_count'] != 1 else ''}, {ns(m['duration_ns'])}, pid {m['pid']}, "
               f"{end}" + (f" ({'; '.join(extra)})" if extra else ""), file=err)
-        top = [f for f in r.functions if f.calls][:10]
-        if top:
-            print(f"  {'self':>12} {'total':>12} {'calls':>10}  function", file=err)
-            for f in top:
-                print(f"  {ns(f.self_ns):>12} {ns(f.total_ns):>12} {count(f.calls):>10}  {f.function}",
-                      file=err)
+        print_top(r.functions, top, err)
         for note in r.notes:
             print(f"calltrace: note: {note}", file=err)
         print(f"calltrace: trace written to {r.path}", file=err)
