@@ -48,12 +48,6 @@ static struct slot *table;
 static size_t table_mask;
 static uint64_t bias;
 
-static CT_NOINST int exe_bias(struct dl_phdr_info *info, size_t size, void *arg) {
-    (void)size;
-    *(uint64_t *)arg = info->dlpi_addr;
-    return 1;   /* the first object is the executable */
-}
-
 /* Map the plan file and index it by run-time address. */
 CT_NOINST int ct_capture_load(const char *path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -82,7 +76,7 @@ CT_NOINST int ct_capture_load(const char *path) {
     }
     funcs = (const struct plan_func *)(m + 24);
     ops = (const struct plan_op *)(m + 24 + nfuncs * sizeof *funcs);
-    dl_iterate_phdr(exe_bias, &bias);
+    bias = ct_exe_bias();
     size_t cap = 16;
     while (cap < 2 * (size_t)nfuncs)
         cap <<= 1;

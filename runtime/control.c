@@ -67,10 +67,8 @@ CT_NOINST void ct_controls(void) {
     const char *only = getenv("CALLTRACE_FUNCTION"), *skip = getenv("CALLTRACE_EXCLUDE");
     if ((only && *only) || (skip && *skip)) {
         char exe[PATH_MAX], path[PATH_MAX + 32];
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-        if (n <= 0)
+        if (ct_exe_path(exe, sizeof exe) < 0)
             return;
-        exe[n] = 0;
         snprintf(path, sizeof path, "%s.filter", ct_raw_path());
         int include = only && *only;
         if (ct_run_python("filter", exe, include ? "--function" : "--exclude", include ? only : skip, path) == 0)
@@ -90,10 +88,8 @@ CT_NOINST void ct_load_plan(void) {
         return;
     }
     char exe[PATH_MAX], path[PATH_MAX + 32];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
+    if (ct_exe_path(exe, sizeof exe) < 0)
         return;
-    exe[n] = 0;
     snprintf(path, sizeof path, "%s.plan", ct_raw_path());
     if (ct_run_python("plan", exe, "-o", path, NULL) == 0)
         ct_capture_load(path);

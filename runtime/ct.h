@@ -172,6 +172,11 @@ CT_HIDDEN int ct_filter_match(uint64_t fn);
 CT_HIDDEN void ct_thread_sync(struct ct_thread *t, uint64_t where, void *fn);
 CT_HIDDEN void ct_write_ext(struct ct_thread *t, uint32_t sub, uint64_t value);
 
+/* proc.c */
+CT_HIDDEN int ct_exe_path(char *buf, size_t size);
+CT_HIDDEN uint64_t ct_exe_bias(void);
+CT_HIDDEN int ct_each_task(int (*fn)(long tid, void *arg), void *arg);
+
 /* spawn.c, control.c */
 CT_HIDDEN int ct_run_python(const char *a1, const char *a2, const char *a3, const char *a4, const char *a5);
 CT_HIDDEN void ct_run_converter(void);

@@ -15,12 +15,6 @@
 static uint64_t *set;
 static size_t mask;
 
-static CT_NOINST int exe_bias(struct dl_phdr_info *info, size_t size, void *arg) {
-    (void)size;
-    *(uint64_t *)arg = info->dlpi_addr;
-    return 1;
-}
-
 CT_NOINST int ct_filter_load(const char *path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -42,8 +36,7 @@ CT_NOINST int ct_filter_load(const char *path) {
         ct_warn("filter %s is damaged; recording everything", path);
         return -1;
     }
-    uint64_t bias = 0;
-    dl_iterate_phdr(exe_bias, &bias);
+    uint64_t bias = ct_exe_bias();
     size_t cap = 16;
     while (cap < 2 * (size_t)n + 2)
         cap <<= 1;

@@ -46,26 +46,15 @@ static CT_NOINST void read_comm(int32_t tid) {
     ct_meta(CT_META_THREAD, line, (size_t)(off + n));
 }
 
-/* The names of every thread still there (one that called exit() never runs
- * its TLS destructor). getdents64, not opendir: no malloc in a handler. */
-static CT_NOINST void all_comms(void) {
-    char buf[4096];
-    int dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir < 0)
-        return;
-    long n;
-    while ((n = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
-        for (long pos = 0; pos < n;) {
-            struct { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type; char name[]; } *d =
-                (void *)(buf + pos);
-            long tid = atol(d->name);
-            if (tid > 0)
-                read_comm((int32_t)tid);
-            pos += d->reclen;
-        }
-    }
-    close(dir);
+static CT_NOINST int comm_of(long tid, void *arg) {
+    (void)arg;
+    read_comm((int32_t)tid);
+    return 0;
 }
+
+/* The names of every thread still there (one that called exit() never runs
+ * its TLS destructor). */
+static CT_NOINST void all_comms(void) { ct_each_task(comm_of, NULL); }
 
 static CT_NOINST void thread_done(void *arg) {
     struct ct_thread *t = arg;

@@ -52,31 +52,18 @@ static CT_NOINST char task_state(long tid) {
 /* After main calls pthread_exit the process lives until its last thread
  * ends, and this thread must not be that one: when every other task is gone
  * or a zombie, leave, and glibc ends the process as it would have. */
+static CT_NOINST int live_other(long tid, void *self) {
+    if (tid == *(long *)self)
+        return 0;
+    char st = task_state(tid);
+    return st != 'Z' && st != 'X';
+}
+
 static CT_NOINST int alone(void) {
     if (task_state(getpid()) != 'Z')
         return 0;
-    char buf[4096];
     long self = syscall(SYS_gettid);
-    int dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir < 0)
-        return 0;
-    int others = 0;
-    long n;
-    while (!others && (n = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
-        for (long pos = 0; pos < n;) {
-            struct { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type; char name[]; } *d =
-                (void *)(buf + pos);
-            long tid = atol(d->name);
-            if (tid > 0 && tid != self) {
-                char st = task_state(tid);
-                if (st != 'Z' && st != 'X')
-                    others = 1;
-            }
-            pos += d->reclen;
-        }
-    }
-    close(dir);
-    return !others;
+    return !ct_each_task(live_other, &self);
 }
 
 static CT_NOINST void *prefault_main(void *arg) {

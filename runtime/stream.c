@@ -221,10 +221,8 @@ static CT_NOINST int module_cb(struct dl_phdr_info *info, size_t size, void *arg
     char path[PATH_MAX];
     const char *name = info->dlpi_name;
     if (!name || !*name) {
-        ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
-        if (n <= 0)
+        if (ct_exe_path(path, sizeof path) < 0)
             return 0;
-        path[n] = 0;
         name = path;
     }
     if (name[0] != '/')
@@ -383,7 +381,7 @@ CT_NOINST int ct_stream_open(pid_t ppid) {
     meta_used = 0;
     __atomic_store_n(&current, pt, __ATOMIC_RELEASE);
     char exe[PATH_MAX];
-    ssize_t e = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    int e = ct_exe_path(exe, sizeof exe);
     if (e > 0)
         ct_meta(CT_META_EXE, exe, (size_t)e);
     meta_file(CT_META_CMDLINE, "/proc/self/cmdline");

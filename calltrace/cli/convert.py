@@ -4,6 +4,7 @@ The runtime runs this itself at exit under a bare LD_PRELOAD; by hand it
 recovers a trace whose process was killed before conversion (SIGKILL)."""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -21,14 +22,9 @@ def add_arguments(p) -> None:
     p.add_argument("-o", "--output", metavar="PATH",
                    help="JSON trace to write (default: the output the program was given)")
     options.add_format(p)
-    p.add_argument("--from-runtime", action="store_true", help=argparse_hidden())
+    p.add_argument("--from-runtime", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
-    p.add_argument("--verbose", action="store_true", help=argparse_hidden())
-
-
-def argparse_hidden():
-    import argparse
-    return argparse.SUPPRESS
+    p.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
 
 
 def run(args) -> int:

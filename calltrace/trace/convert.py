@@ -1,6 +1,7 @@
 """Raw runtime stream -> JSON trace: symbolize, then let C stream the calls."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 from dataclasses import dataclass, field
@@ -24,7 +25,6 @@ class Converted:
 
 
 def _json_str(s: str) -> bytes:
-    import json
     return json.dumps(s, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
