@@ -19,10 +19,13 @@ import calltrace
 from calltrace.errors import CalltraceError
 from conftest import fixture, run_cli
 
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+# CI runs a fixed, derandomized sample; CALLTRACE_FUZZ_EXAMPLES=N runs a longer
+# random search (N examples per test) when hunting for new failures.
+_LONG = int(os.environ.get("CALLTRACE_FUZZ_EXAMPLES", "0"))
+SETTINGS = settings(max_examples=_LONG or 60, deadline=None, derandomize=not _LONG, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
-JSON_SETTINGS = settings(SETTINGS, max_examples=300)
+JSON_SETTINGS = settings(SETTINGS, max_examples=_LONG or 300)
 
 
 def _record(folder: Path, name: str, *args: str) -> bytes:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from .. import __version__
+from ..errors import TraceFormatError
 from ..files import write_atomic
 from ..symbols import Resolver
 from .model import FunctionStats
@@ -48,6 +49,13 @@ def _ending(info, exit_status, termination, signal):
     if info.end_state == END_EXEC:
         return None, "exec", None
     return None, "unknown", None
+
+
+def _int_option(raw_path, ro: dict, key: str) -> int:
+    value = ro[key]
+    if not value.isascii() or not value.isdigit():
+        raise TraceFormatError(f"{raw_path}: damaged option record {key}={value[:40]!r}")
+    return int(value)
 
 
 def convert(raw_path: str, output: str | None = None, *, exit_status: int | None = None,
@@ -101,10 +109,9 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
                 "pretty": pretty, "start": "off" if info.flags & FLAG_START_OFF else "on",
                 "buffer_kb": info.chunk_size // 1024}
         ro = info.options
-        if ro.get("threshold_ns", "0") != "0":
-            opts["threshold_ns"] = int(ro["threshold_ns"])
-        if ro.get("toggle_signal", "0") != "0":
-            opts["toggle_signal"] = int(ro["toggle_signal"])
+        for k in ("threshold_ns", "toggle_signal"):
+            if ro.get(k, "0") != "0":
+                opts[k] = _int_option(raw_path, ro, k)
         for k in ("function", "exclude"):
             if k in ro:
                 opts[k] = ro[k]

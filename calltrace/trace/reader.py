@@ -119,7 +119,10 @@ def _parse_block(src: _Source, data: bytes, offset: int) -> list[tuple]:
     for name, depth, start, dur, rest in matches:
         fn = names.get(name)
         if fn is None:
-            fn = names[name] = json.loads(name)
+            try:
+                fn = names[name] = json.loads(name)
+            except ValueError:  # e.g. a raw control character inside the quotes
+                raise TraceFormatError(f"{src.path}: malformed function name near byte {offset}") from None
         append((fn, int(depth), int(start), int(dur),
                 None if rest in _PLAIN_ENDS else _extra(src, rest, offset)))
     return rows
