@@ -195,3 +195,27 @@ def test_module_path_with_nul_clear_error(tmp_path, raws):
     data[m.end() + 1] = 0
     check_clean(convert(tmp_path, bytes(data)), "module path with a NUL byte")
 
+
+
+def test_damaged_option_record_clear_error(tmp_path, raws):
+    # Found in CI: an option record whose value ran into the next records.
+    data = bytes(raws["jumps"])
+    assert b"toggle_signal=10" in data
+    data = data.replace(b"toggle_signal=10", b"toggle_signal=1x", 1)
+    proc = convert(tmp_path, data)
+    check_clean(proc, "damaged option record")
+    assert proc.returncode == 2 and b"damaged option record toggle_signal='1x'" in proc.stderr
+
+
+def test_control_character_in_function_name_clear_error(tmp_path, traces):
+    # Found in CI: a NUL byte inside a quoted function name.
+    head, sep, calls = traces[False].partition(b'"threads":')
+    data = head + sep + calls.replace(b'{"function":"spawn"', b'{"function":"spaw\x00"', 1)
+    assert data != traces[False]
+    path = tmp_path / "nul.json"
+    path.write_bytes(data)
+    with pytest.raises(CalltraceError, match=r"malformed function name near byte \d+"):
+        read_all(path)
+    proc = run_cli("replay", path)  # report reads only the functions table
+    assert proc.returncode == 2
+    assert proc.stderr.decode().startswith("calltrace: error: ") and proc.stderr.count(b"\n") == 1
