@@ -177,6 +177,10 @@ CT_HIDDEN int ct_exe_path(char *buf, size_t size);
 CT_HIDDEN uint64_t ct_exe_bias(void);
 CT_HIDDEN int ct_each_task(int (*fn)(long tid, void *arg), void *arg);
 
+/* interpose.c */
+CT_HIDDEN void *ct_resolve(const char *name);   /* the next definition (libc's) */
+CT_HIDDEN void ct_scan_modules(int force);      /* record modules dlopen'd since the last scan */
+
 /* spawn.c, control.c */
 CT_HIDDEN int ct_run_python(const char *a1, const char *a2, const char *a3, const char *a4, const char *a5);
 CT_HIDDEN void ct_run_converter(void);

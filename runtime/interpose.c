@@ -7,8 +7,7 @@
  * - longjmp family, pthread_exit: write an UNWIND record (frames at depth >=
  *   the target were left without returning) and set the depth counter back
  *   before jumping, so what follows nests where it really runs.
- * - exec family: the header says the image was replaced; with a bare
- *   LD_PRELOAD the trace so far is converted first (the new image cannot).
+ * - exec family: exec.c.
  * - dlopen/dlsym/dlclose: asm stubs too (libc uses the caller's address for
  *   RUNPATH and RTLD_NEXT), recording newly loaded modules so the names of
  *   dlopen'd instrumented code resolve.
@@ -17,16 +16,12 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <link.h>
-#include <limits.h>
 #include <setjmp.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include "ct.h"
 
@@ -54,7 +49,7 @@ static const char *const sj_names[SJ_N] = {"_setjmp", "setjmp", "__sigsetjmp"};
 typedef void *(*dlsym_fn)(void *, const char *);
 static dlsym_fn real_dlsym;
 
-static CT_NOINST void *resolve(const char *name) {
+CT_HIDDEN CT_NOINST void *ct_resolve(const char *name) {
     dlsym_fn d = __atomic_load_n(&real_dlsym, __ATOMIC_RELAXED);
     if (!d) {
         d = (dlsym_fn)dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
@@ -94,7 +89,7 @@ CT_HIDDEN CT_NOINST __attribute__((used)) void *ct_sj_note(const void *buf, uint
     slot->depth = depth;
     void *real = __atomic_load_n(&sj_real[which], __ATOMIC_RELAXED);
     if (unlikely(!real)) {
-        real = resolve(sj_names[which]);
+        real = ct_resolve(sj_names[which]);
         __atomic_store_n(&sj_real[which], real, __ATOMIC_RELAXED);
     }
     return real;
@@ -179,7 +174,6 @@ static CT_NOINST void unwind_to_buf(const void *buf) {
     abandon_hook(&ct_tls);
 }
 
-static CT_NOINST void scan_modules(int force);
 
 typedef void (*jump_fn)(struct __jmp_buf_tag *, int) __attribute__((noreturn));
 static jump_fn real_longjmp, real__longjmp, real_siglongjmp, real_longjmp_chk;
@@ -189,7 +183,7 @@ static jump_fn real_longjmp, real__longjmp, real_siglongjmp, real_longjmp_chk;
         int saved = errno;                                                             \
         unwind_to_buf(env);                                                            \
         if (!real)                                                                     \
-            real = (jump_fn)resolve(#name);                                            \
+            real = (jump_fn)ct_resolve(#name);                                         \
         errno = saved;                                                                 \
         real(env, val);                                                                \
     }
@@ -211,210 +205,8 @@ CT_EXPORT CT_NOINST __attribute__((noreturn)) void pthread_exit(void *ret) {
     if (t->depth && t->on && t->chunk)
         ct_write_ext(t, CT_EXT_UNWIND, 0);
     if (!real)
-        real = (exit_fn)resolve("pthread_exit");
+        real = (exit_fn)ct_resolve("pthread_exit");
     real(ret);
-}
-
-/* ---- exec ---------------------------------------------------------------------
- * The image is replaced: no destructor runs. The header records EXEC (so the
- * trace says why it ends there) and, with a bare LD_PRELOAD, the trace so far
- * is converted now, under CALLTRACE_OUTPUT; the new image, if traced, writes
- * OUT.<pid>-N.json (CALLTRACE_OUTPUT rewritten in the environment it gets),
- * as `calltrace run` names it. Under `calltrace run` the parent converts every
- * image's raw stream after the program ends. */
-
-/* Is there something exec could run at `path` (PATH searched when `search`)?
- * A failed exec must not end the trace of a process that goes on. */
-static CT_NOINST int runnable(const char *path, int search) {
-    struct stat st;
-    if (!path || !*path)
-        return 0;
-    if (!search || strchr(path, '/'))
-        return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
-    const char *dirs = getenv("PATH");
-    if (!dirs)
-        dirs = "/bin:/usr/bin";
-    char full[PATH_MAX];
-    for (const char *p = dirs;; ) {
-        const char *colon = strchr(p, ':');
-        size_t n = colon ? (size_t)(colon - p) : strlen(p);
-        int len = n ? snprintf(full, sizeof full, "%.*s/%s", (int)n, p, path)
-                    : snprintf(full, sizeof full, "%s", path);
-        if (len > 0 && len < (int)sizeof full && stat(full, &st) == 0 && S_ISREG(st.st_mode) &&
-            access(full, X_OK) == 0)
-            return 1;
-        if (!colon)
-            return 0;
-        p = colon + 1;
-    }
-}
-
-/* Is this process the one that owns the raw stream, with it still open? A
- * vfork() child or the converter's own clone() child shares our memory and
- * must leave it alone. */
-static CT_NOINST int owns_stream(void) {
-    struct ct_header *h = ct_header();
-    return h && h->pid == (int32_t)getpid() && __atomic_load_n(&h->end_state, __ATOMIC_ACQUIRE) == CT_END_RUNNING;
-}
-
-/* OUT.<pid>.ext (a new process) or OUT.<pid>-N.ext (the next image of this
- * one) from `cur`, which may itself be such a name for this pid. */
-static CT_NOINST void output_for(char *dst, size_t size, const char *cur, int pid, int next_image) {
-    const char *slash = strrchr(cur, '/');
-    const char *dot = strrchr(cur, '.');
-    if (!dot || (slash && dot < slash))
-        dot = cur + strlen(cur);
-    char tag[32];
-    int taglen = snprintf(tag, sizeof tag, ".%d", pid);
-    const char *stem_end = dot, *p = dot;
-    int n = 0;
-    while (p > cur && p[-1] >= '0' && p[-1] <= '9')
-        p--;
-    if (p < dot && p > cur && p[-1] == '-') {       /* ".<pid>-<n>" */
-        const char *q = p - 1;
-        if (q - cur >= taglen && !memcmp(q - taglen, tag, (size_t)taglen)) {
-            n = atoi(p);
-            stem_end = q - taglen;
-        }
-    } else if (p < dot && dot - cur >= taglen && !memcmp(dot - taglen, tag, (size_t)taglen)) {
-        stem_end = dot - taglen;                    /* ".<pid>" */
-    }
-    if (next_image)
-        snprintf(dst, size, "%.*s.%d-%d%s", (int)(stem_end - cur), cur, pid, n + 1, dot);
-    else
-        snprintf(dst, size, "%.*s.%d%s", (int)(stem_end - cur), cur, pid, dot);
-}
-
-#define ENV_MAX 4096
-
-/* With a bare LD_PRELOAD every traced process converts to CALLTRACE_OUTPUT
- * itself: an image that will be traced too must get a name of its own, or
- * the last one to end overwrites the others. Returns `envp`, or `buf` with
- * CALLTRACE_OUTPUT set. */
-static CT_NOINST char *const *rename_output(char *const *envp, char **buf, char *outvar, size_t outsize,
-                                            int next_image) {
-    if (!envp || !ct_cfg.bare || ct_cfg.to_null || !ct_cfg.output[0])
-        return envp;
-    size_t n = 0, at = (size_t)-1;
-    int traced = 0;
-    for (; envp[n]; n++) {
-        if (n == ENV_MAX - 2)
-            return envp;
-        if (!strncmp(envp[n], "CALLTRACE_OUTPUT=", 17))
-            at = n;
-        else if (!strncmp(envp[n], "LD_PRELOAD=", 11) && strstr(envp[n], "libcalltrace"))
-            traced = 1;
-    }
-    if (!traced || (at != (size_t)-1 && !strcmp(envp[at] + 17, "/dev/null")))
-        return envp;
-    char next[4096];
-    output_for(next, sizeof next, ct_cfg.output, (int)getpid(), next_image);
-    snprintf(outvar, outsize, "CALLTRACE_OUTPUT=%s", next);
-    for (size_t i = 0; i < n; i++)
-        buf[i] = envp[i];
-    if (at == (size_t)-1)
-        at = n++;
-    buf[at] = outvar;
-    buf[n] = NULL;
-    return buf;
-}
-
-/* Runs before a real exec. Returns the environment the new image gets. */
-static CT_NOINST char *const *before_exec(const char *path, int search, char *const *envp, char **buf,
-                                          char *outvar, size_t outsize) {
-    struct ct_header *h = ct_header();
-    if (h && h->pid != (int32_t)getpid())
-        /* A vfork() child: the stream is its parent's; it is a new process. */
-        return rename_output(envp, buf, outvar, outsize, 0);
-    if (!owns_stream() || !runnable(path, search))
-        return envp;
-    scan_modules(0);
-    if (!ct_cfg.bare) {
-        h->end_ticks = ct_ticks();
-        h->end_mono_ns = ct_mono_ns();
-        h->exit_code = -1;
-        __atomic_store_n(&h->end_state, (uint32_t)CT_END_EXEC, __ATOMIC_RELEASE);
-        return envp;
-    }
-    ct_finish(CT_END_EXEC, -1, 0);
-    return rename_output(envp, buf, outvar, outsize, 1);
-}
-
-static CT_NOINST void exec_failed(void) {
-    /* Under calltrace run the stream goes on; after a bare-mode conversion
-     * the trace has been written and recording stays off. */
-    struct ct_header *h = ct_header();
-    if (h && !ct_cfg.bare && h->pid == (int32_t)getpid() &&
-        __atomic_load_n(&h->end_state, __ATOMIC_ACQUIRE) == CT_END_EXEC)
-        __atomic_store_n(&h->end_state, (uint32_t)CT_END_RUNNING, __ATOMIC_RELEASE);
-}
-
-typedef int (*execve_fn)(const char *, char *const[], char *const[]);
-
-static CT_NOINST int do_exec(const char *name, const char *path, char *const argv[], char *const envp[],
-                             int search) {
-    char *buf[ENV_MAX];
-    char outvar[4096 + 32];
-    char *const *env = before_exec(path, search, envp, buf, outvar, sizeof outvar);
-    execve_fn real = (execve_fn)resolve(name);
-    int r = real(path, argv, (char *const *)env);
-    int saved = errno;
-    exec_failed();
-    errno = saved;
-    return r;
-}
-
-CT_EXPORT CT_NOINST int execve(const char *path, char *const argv[], char *const envp[]) {
-    return do_exec("execve", path, argv, envp, 0);
-}
-
-CT_EXPORT CT_NOINST int execvpe(const char *file, char *const argv[], char *const envp[]) {
-    return do_exec("execvpe", file, argv, envp, 1);
-}
-
-extern char **environ;
-
-CT_EXPORT CT_NOINST int execv(const char *path, char *const argv[]) {
-    return do_exec("execve", path, argv, environ, 0);
-}
-
-CT_EXPORT CT_NOINST int execvp(const char *file, char *const argv[]) {
-    return do_exec("execvpe", file, argv, environ, 1);
-}
-
-/* execl*: gather the variadic arguments on the stack (no malloc). */
-#define GATHER(first, ap, argv, n)                       \
-    size_t n = 1;                                        \
-    va_start(ap, first);                                 \
-    while (va_arg(ap, char *))                           \
-        n++;                                             \
-    va_end(ap);                                          \
-    char *argv[n + 1];                                   \
-    argv[0] = (char *)first;                             \
-    va_start(ap, first);                                 \
-    for (size_t i = 1; i <= n; i++)                      \
-        argv[i] = va_arg(ap, char *);
-
-CT_EXPORT CT_NOINST int execl(const char *path, const char *arg, ...) {
-    va_list ap;
-    GATHER(arg, ap, argv, n)
-    va_end(ap);
-    return do_exec("execve", path, argv, environ, 0);
-}
-
-CT_EXPORT CT_NOINST int execlp(const char *file, const char *arg, ...) {
-    va_list ap;
-    GATHER(arg, ap, argv, n)
-    va_end(ap);
-    return do_exec("execvpe", file, argv, environ, 1);
-}
-
-CT_EXPORT CT_NOINST int execle(const char *path, const char *arg, ...) {
-    va_list ap;
-    GATHER(arg, ap, argv, n)
-    char *const *envp = va_arg(ap, char *const *);
-    va_end(ap);
-    return do_exec("execve", path, argv, envp, 0);
 }
 
 /* ---- dlopen'd modules ---------------------------------------------------------
@@ -431,7 +223,7 @@ static CT_NOINST int adds_cb(struct dl_phdr_info *info, size_t size, void *arg) 
     return 1;
 }
 
-static CT_NOINST void scan_modules(int force) {
+CT_HIDDEN CT_NOINST void ct_scan_modules(int force) {
     struct ct_header *h = ct_header();
     if (!h || h->pid != (int32_t)getpid())
         return;
@@ -443,7 +235,7 @@ static CT_NOINST void scan_modules(int force) {
     }
 }
 
-static CT_NOINST void modules_at_exit(void) { scan_modules(0); }
+static CT_NOINST void modules_at_exit(void) { ct_scan_modules(0); }
 
 enum { DL_OPEN, DL_SYM, DL_CLOSE, DL_MOPEN, DL_N };
 
@@ -451,12 +243,12 @@ CT_HIDDEN CT_NOINST __attribute__((used)) void *ct_dl_note(unsigned which) {
     static const char *const names[DL_N] = {"dlopen", "dlsym", "dlclose", "dlmopen"};
     static void *real[DL_N];
     /* dlclose: record now, while the closing library is still mapped. */
-    scan_modules(which == DL_CLOSE);
+    ct_scan_modules(which == DL_CLOSE);
     if ((which == DL_OPEN || which == DL_MOPEN) && !__atomic_exchange_n(&exit_scan_registered, 1, __ATOMIC_ACQ_REL))
         atexit(modules_at_exit);   /* registered after libc's, so it runs before the runtime's destructor */
     void *p = __atomic_load_n(&real[which], __ATOMIC_RELAXED);
     if (!p) {
-        p = resolve(names[which]);
+        p = ct_resolve(names[which]);
         __atomic_store_n(&real[which], p, __ATOMIC_RELAXED);
     }
     return p;
@@ -494,7 +286,7 @@ DL_STUB(dlmopen, 3);
 
 __attribute__((constructor)) static CT_NOINST void interpose_init(void) {
     for (int i = 0; i < SJ_N; i++)
-        sj_real[i] = resolve(sj_names[i]);
+        sj_real[i] = ct_resolve(sj_names[i]);
     ct_init();
     dl_iterate_phdr(adds_cb, &seen_adds);   /* the stream has just listed these */
 }

@@ -84,7 +84,7 @@ def exec_pair(tmp_path):
     return first, second
 
 
-@pytest.mark.parametrize("mode", ["v", "p"])
+@pytest.mark.parametrize("mode", ["v", "p", "f", "at"])
 def test_exec_bare_both_images_traced(tmp_path, mode):
     proc = preload(tmp_path, fixture("execs"), mode,
                    env={"PATH": f"{FIXTURES}:{os.environ['PATH']}"})
@@ -92,9 +92,9 @@ def test_exec_bare_both_images_traced(tmp_path, mode):
     exec_pair(tmp_path)
 
 
-@pytest.mark.parametrize("opt", ["", "-O2"])
-def test_exec_run_both_images_traced(tmp_path, opt):
-    proc = run_cli("run", "-q", "-o", "t.json", fixture("execs" + opt), "v", cwd=tmp_path)
+@pytest.mark.parametrize("opt, mode", [("", "v"), ("-O2", "v"), ("", "f"), ("-O2", "at")])
+def test_exec_run_both_images_traced(tmp_path, opt, mode):
+    proc = run_cli("run", "-q", "-o", "t.json", fixture("execs" + opt), mode, cwd=tmp_path)
     assert (proc.returncode, proc.stdout) == (4, b"before\nimage2\n")
     exec_pair(tmp_path)
 
