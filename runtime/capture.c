@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <link.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,12 +68,21 @@ CT_NOINST int ct_capture_load(const char *path) {
         ct_warn("%s is not a capture plan; arguments not captured", path);
         return -1;
     }
-    uint32_t nfuncs, nops;
+    uint32_t nfuncs, nops, exe_len;
     memcpy(&nfuncs, m + 12, 4);
     memcpy(&nops, m + 16, 4);
-    if (24 + (uint64_t)nfuncs * sizeof *funcs + (uint64_t)nops * sizeof *ops > (uint64_t)st.st_size) {
+    memcpy(&exe_len, m + 20, 4);
+    uint64_t exe_at = 24 + (uint64_t)nfuncs * sizeof *funcs + (uint64_t)nops * sizeof *ops;
+    if (exe_at + exe_len > (uint64_t)st.st_size) {
         ct_warn("capture plan %s is truncated; arguments not captured", path);
         return -1;
+    }
+    /* A plan is for one program: an exec'd image inherits CALLTRACE_PLAN. */
+    char exe[PATH_MAX];
+    int n = ct_exe_path(exe, sizeof exe);
+    if (n < 0 || (size_t)n != exe_len || memcmp(exe, m + exe_at, exe_len)) {
+        munmap((void *)m, (size_t)st.st_size);
+        return 1;
     }
     funcs = (const struct plan_func *)(m + 24);
     ops = (const struct plan_op *)(m + 24 + nfuncs * sizeof *funcs);

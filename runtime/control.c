@@ -83,10 +83,9 @@ CT_NOINST void ct_controls(void) {
 /* CALLTRACE_CAPTURE_ARGS=1: load the plan `calltrace run` made, or make one. */
 CT_NOINST void ct_load_plan(void) {
     const char *plan = getenv("CALLTRACE_PLAN");
-    if (plan && *plan) {
-        ct_capture_load(plan);
+    if (plan && *plan && ct_capture_load(plan) <= 0)
         return;
-    }
+    /* No plan, or one for another program (this image was exec'd). */
     char exe[PATH_MAX], path[PATH_MAX + 32];
     if (ct_exe_path(exe, sizeof exe) < 0)
         return;

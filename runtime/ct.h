@@ -159,7 +159,7 @@ CT_HIDDEN void ct_part_finished(const char *raw);   /* lifecycle.c: convert a fi
 
 /* capture.c */
 extern volatile uint32_t ct_capture_on CT_HIDDEN;
-CT_HIDDEN int ct_capture_load(const char *path);
+CT_HIDDEN int ct_capture_load(const char *path);   /* 0 loaded, 1 for another program, -1 error */
 CT_HIDDEN long ct_capture_copy(const uint64_t *regs, uint64_t site, uint8_t *out, size_t room, uint32_t *index);
 extern size_t ct_chunk_bytes CT_HIDDEN;
 extern volatile int ct_recorded CT_HIDDEN;
@@ -190,6 +190,7 @@ CT_HIDDEN void ct_load_plan(void);
 /* lifecycle.c */
 CT_HIDDEN void ct_thread_register(struct ct_thread *t);
 CT_HIDDEN void ct_init(void);
+CT_HIDDEN void ct_thread_names(void);   /* META_THREAD for every live thread */
 CT_HIDDEN void ct_finish(int state, int code, int sig);
 
 #endif

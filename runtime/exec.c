@@ -124,6 +124,7 @@ static CT_NOINST char *const *before_exec(int ok, char *const *envp, char **buf,
         return envp;
     ct_scan_modules(0);
     if (!ct_cfg.bare) {
+        ct_thread_names();
         h->end_ticks = ct_ticks();
         h->end_mono_ns = ct_mono_ns();
         h->exit_code = -1;

@@ -54,7 +54,7 @@ static CT_NOINST int comm_of(long tid, void *arg) {
 
 /* The names of every thread still there (one that called exit() never runs
  * its TLS destructor). */
-static CT_NOINST void all_comms(void) { ct_each_task(comm_of, NULL); }
+CT_NOINST void ct_thread_names(void) { ct_each_task(comm_of, NULL); }
 
 static CT_NOINST void thread_done(void *arg) {
     struct ct_thread *t = arg;
@@ -197,7 +197,7 @@ CT_NOINST void ct_finish(int state, int code, int sig) {
     h->exit_code = code;
     h->end_signal = sig;
     __atomic_store_n(&h->end_state, (uint32_t)state, __ATOMIC_RELEASE);
-    all_comms();
+    ct_thread_names();
     struct ct_thread *self = &ct_tls;
     if (self->lost) {
         __atomic_add_fetch(&h->lost_calls, self->lost, __ATOMIC_RELAXED);

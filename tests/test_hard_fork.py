@@ -142,3 +142,31 @@ def test_vfork_exec_child_own_trace(tmp_path, how):
     assert tree(child["threads"][0]) == SECOND
     assert (parent["metadata"]["exit_status"], parent["metadata"]["termination"]) == (0, "exit")
     assert (child["metadata"]["exit_status"], child["metadata"]["argv"][1:]) == (4, ["image2"])
+
+
+def _fib_args(n):
+    return [n] + (_fib_args(n - 1) + _fib_args(n - 2) if n >= 2 else [])
+
+
+@pytest.mark.parametrize("how", ["run", "bare"])
+def test_exec_other_program_captures_its_own_arguments(tmp_path, how):
+    """The exec'd image inherits CALLTRACE_PLAN (under run) but must not use
+    its parent's plan: the other program's arguments are captured exactly."""
+    args = ("-q", "--capture-args", "-o", "t.json", fixture("execs"), "to", fixture("recursion"))
+    if how == "run":
+        proc = run_cli("run", *args, cwd=tmp_path)
+    else:
+        proc = preload(tmp_path, fixture("execs"), "to", fixture("recursion"),
+                       env={"CALLTRACE_CAPTURE_ARGS": "1"})
+    assert (proc.returncode, proc.stdout) == (0, b"before\nfib=5 sq=25 h=7\n")
+    first = validate(load_json(tmp_path / "t.json"))
+    pid = first["metadata"]["pid"]
+    second = validate(load_json(tmp_path / f"t.{pid}-1.json"))
+    assert sorted(os.listdir(tmp_path)) == sorted(["t.json", f"t.{pid}-1.json"])
+    calls = first["threads"][0]["calls"]
+    assert [c["function"] for c in calls] == ["main", "before"]
+    assert [a["value"] for a in calls[1]["args"]] == ["to"]
+    calls = second["threads"][0]["calls"]
+    assert second["metadata"]["program"] == fixture("recursion")
+    assert [c["args"][0]["value"] for c in calls if c["function"] == "fib"] == _fib_args(5)
+    assert [(a["name"], a["value"]) for c in calls if c["function"] == "square" for a in c["args"]] == [("x", 5), ("x", 1)]

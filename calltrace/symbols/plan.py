@@ -16,6 +16,7 @@ values.py decodes them after the run. The binary layout written by
 from __future__ import annotations
 
 import bisect
+import os
 import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -275,8 +276,11 @@ class CapturePlan:
             out_f.append(struct.pack("<QQiBBHII", f.origin, f.ret_vaddr, f.cfa_off, f.cfa_base, 0,
                                      len(ops), len(out_o), (payload + 7) & ~7))
             out_o.extend(struct.pack("<BBHi", op.kind, op.base, op.size, op.off) for op in ops)
-        head = MAGIC + struct.pack("<IIII", 1, len(out_f), len(out_o), 0)
-        return head + b"".join(out_f) + b"".join(out_o)
+        # The program's path comes last: the runtime checks it, so that an
+        # image exec'd under `calltrace run` does not use its parent's plan.
+        exe = os.fsencode(self.path)
+        head = MAGIC + struct.pack("<IIII", 1, len(out_f), len(out_o), len(exe))
+        return head + b"".join(out_f) + b"".join(out_o) + exe
 
 
 def _string_fields(t: CType, ops: list[Op]) -> list[str]:
