@@ -82,3 +82,14 @@ clean:
 $(FIX)/lib%.so: fixtures/lib/%.c | $(FIX)/.dir
 	$(CC) -g -O2 -finstrument-functions -fPIC -shared $< -o $@
 fixtures: $(patsubst fixtures/lib/%.c,$(FIX)/lib%.so,$(wildcard fixtures/lib/*.c))
+
+# fixtures/linked.c is linked against fixtures/lib/shapes.c at each level.
+$(FIX)/libshapes.so: fixtures/lib/shapes.c | $(FIX)/.dir
+	$(CC) -g -O0 -finstrument-functions -fPIC -shared $< -o $@
+$(FIX)/libshapes-O2.so: fixtures/lib/shapes.c | $(FIX)/.dir
+	$(CC) -g -O2 -finstrument-functions -fPIC -shared $< -o $@
+$(FIX)/linked: fixtures/linked.c $(FIX)/libshapes.so
+	$(CC) -O0 $(FIXFLAGS) $< -o $@ -L$(FIX) -lshapes -Wl,-rpath,'$$ORIGIN'
+$(FIX)/linked-O2: fixtures/linked.c $(FIX)/libshapes-O2.so
+	$(CC) -O2 $(FIXFLAGS) $< -o $@ -L$(FIX) -lshapes-O2 -Wl,-rpath,'$$ORIGIN'
+

@@ -21,7 +21,7 @@
 struct plan_func {
     uint64_t origin, ret_vaddr;
     int32_t cfa_off;
-    uint8_t cfa_base, flags;
+    uint8_t cfa_base, module;   /* module: index into the plan's module list */
     uint16_t nops;
     uint32_t first_op, max_payload;
 };
@@ -36,6 +36,7 @@ enum { OP_REG = 1, OP_MEM = 2, OP_FOLLOW = 3, OP_SITE = 4, OP_STRING = 0x80, BAS
 #define MAX_OPS 64
 enum { STR_OK = 0, STR_NULL = 1, STR_INVALID = 2, STR_TRUNCATED = 3 };
 #define STRING_CAP 256   /* calltrace/symbols/values.py STRING_CAP */
+#define MAX_MODULES 255
 
 struct slot {
     uint64_t key;       /* run-time entry address */
@@ -47,9 +48,76 @@ static const struct plan_func *funcs;
 static const struct plan_op *ops;
 static struct slot *table;
 static size_t table_mask;
-static uint64_t bias;
 
-/* Map the plan file and index it by run-time address. */
+/* A library's load bias, found by file identity (the loader's name for it
+ * may be a different path to the same file). */
+struct find_lib {
+    dev_t dev;
+    ino_t ino;
+    uint64_t bias;
+    int found;
+};
+
+static CT_NOINST int lib_bias(struct dl_phdr_info *info, size_t size, void *arg) {
+    (void)size;
+    struct find_lib *f = arg;
+    struct stat st;
+    if (info->dlpi_name && info->dlpi_name[0] == '/' && stat(info->dlpi_name, &st) == 0 &&
+        st.st_dev == f->dev && st.st_ino == f->ino) {
+        f->bias = info->dlpi_addr;
+        f->found = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Load biases of the plan's modules; 0 for one not loaded (its functions
+ * are left out). Returns 0, or 1 when module 0 is not this executable. */
+static CT_NOINST int module_biases(const char *m, uint64_t at, uint64_t end, uint32_t nmods,
+                                   uint64_t *bias, uint8_t *loaded) {
+    char path[PATH_MAX], exe[PATH_MAX];
+    for (uint32_t i = 0; i < nmods; i++) {
+        uint32_t len;
+        if (at + 4 > end)
+            return -1;
+        memcpy(&len, m + at, 4);
+        if (len >= sizeof path || at + 4 + len > end)
+            return -1;
+        memcpy(path, m + at + 4, len);
+        path[len] = 0;
+        at += 4 + len;
+        loaded[i] = 0;
+        if (i == 0) {
+            /* A plan is for one program: an exec'd image inherits CALLTRACE_PLAN. */
+            int n = ct_exe_path(exe, sizeof exe);
+            if (n < 0 || strcmp(exe, path))
+                return 1;
+            bias[0] = ct_exe_bias();
+            loaded[0] = 1;
+        } else {
+            struct stat st;
+            struct find_lib f = {0, 0, 0, 0};
+            if (stat(path, &st) == 0) {
+                f.dev = st.st_dev;
+                f.ino = st.st_ino;
+                dl_iterate_phdr(lib_bias, &f);
+            }
+            bias[i] = f.bias;
+            loaded[i] = (uint8_t)f.found;
+            if (!f.found)
+                ct_log("capture plan: %s is not loaded; its arguments are not captured", path);
+        }
+        /* Which files the function indexes refer to, for the converter. */
+        char line[PATH_MAX + 48];
+        int n = snprintf(line, sizeof line, "capture_module.%u=%s", i, path);
+        if (n > 0 && n < (int)sizeof line)
+            ct_meta(CT_META_OPTION, line, (size_t)n);
+    }
+    return 0;
+}
+
+/* Map the plan file and index it by run-time address. Returns 0 when
+ * loaded, 1 when the plan is for another program, -1 on an error. */
 CT_NOINST int ct_capture_load(const char *path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -64,29 +132,27 @@ CT_NOINST int ct_capture_load(const char *path) {
     }
     const char *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (m == MAP_FAILED || memcmp(m, "CTPLAN01", 8)) {
+    if (m == MAP_FAILED || memcmp(m, "CTPLAN02", 8)) {
         ct_warn("%s is not a capture plan; arguments not captured", path);
         return -1;
     }
-    uint32_t nfuncs, nops, exe_len;
+    uint32_t nfuncs, nops, nmods;
     memcpy(&nfuncs, m + 12, 4);
     memcpy(&nops, m + 16, 4);
-    memcpy(&exe_len, m + 20, 4);
-    uint64_t exe_at = 24 + (uint64_t)nfuncs * sizeof *funcs + (uint64_t)nops * sizeof *ops;
-    if (exe_at + exe_len > (uint64_t)st.st_size) {
-        ct_warn("capture plan %s is truncated; arguments not captured", path);
-        return -1;
-    }
-    /* A plan is for one program: an exec'd image inherits CALLTRACE_PLAN. */
-    char exe[PATH_MAX];
-    int n = ct_exe_path(exe, sizeof exe);
-    if (n < 0 || (size_t)n != exe_len || memcmp(exe, m + exe_at, exe_len)) {
+    memcpy(&nmods, m + 20, 4);
+    uint64_t mods_at = 24 + (uint64_t)nfuncs * sizeof *funcs + (uint64_t)nops * sizeof *ops;
+    uint64_t bias[MAX_MODULES];
+    uint8_t loaded[MAX_MODULES];
+    int r = nmods < 1 || nmods > MAX_MODULES || mods_at > (uint64_t)st.st_size ? -1
+            : module_biases(m, mods_at, (uint64_t)st.st_size, nmods, bias, loaded);
+    if (r) {
+        if (r < 0)
+            ct_warn("capture plan %s is damaged; arguments not captured", path);
         munmap((void *)m, (size_t)st.st_size);
-        return 1;
+        return r;
     }
     funcs = (const struct plan_func *)(m + 24);
     ops = (const struct plan_op *)(m + 24 + nfuncs * sizeof *funcs);
-    bias = ct_exe_bias();
     size_t cap = 16;
     while (cap < 2 * (size_t)nfuncs)
         cap <<= 1;
@@ -94,15 +160,20 @@ CT_NOINST int ct_capture_load(const char *path) {
     if (table == MAP_FAILED)
         return -1;
     table_mask = cap - 1;
+    uint32_t used = 0;
     for (uint32_t i = 0; i < nfuncs; i++) {
-        uint64_t key = funcs[i].ret_vaddr + bias;
+        uint32_t mod = funcs[i].module;
+        if (mod >= nmods || !loaded[mod] || funcs[i].first_op + (uint64_t)funcs[i].nops > nops)
+            continue;
+        uint64_t key = funcs[i].ret_vaddr + bias[mod];
         size_t j = (key * 0x9E3779B97F4A7C15ull >> 32) & table_mask;
-        while (table[j].key)
+        while (table[j].key && table[j].key != key)
             j = (j + 1) & table_mask;
         table[j].key = key;
         table[j].idx = i;
+        used++;
     }
-    ct_log("capture plan %s: %u functions", path, nfuncs);
+    ct_log("capture plan %s: %u functions in %u modules", path, used, nmods);
     __atomic_store_n(&ct_capture_on, 1, __ATOMIC_RELEASE);
     return 0;
 }

@@ -1,4 +1,5 @@
-"""``calltrace plan``: write the argument-capture plan of a program.
+"""``calltrace plan``: write the argument-capture plan of a program and of
+the instrumented shared libraries it loads.
 
 The runtime runs it at start-up under a bare LD_PRELOAD with
 CALLTRACE_CAPTURE_ARGS=1; `calltrace run --capture-args` plans in process."""
@@ -7,7 +8,7 @@ from __future__ import annotations
 import os
 
 from ..errors import CalltraceError
-from ..symbols.plan import capture_plan
+from ..symbols.plan import program_plan
 
 NAME = "plan"
 ORDER = 95
@@ -21,13 +22,13 @@ def add_arguments(p) -> None:
 
 def write_plan(program: str, output: str) -> int:
     """Write the plan; returns the number of functions it covers."""
-    plan = capture_plan(os.path.realpath(program))
+    plan = program_plan(os.path.realpath(program))
     try:
         with open(output, "wb") as f:
             f.write(plan.serialize())
     except OSError as e:
         raise CalltraceError(f"cannot write {output}: {e.strerror}") from None
-    return len(plan.sites)
+    return len(plan.ordered())
 
 
 def run(args) -> int:

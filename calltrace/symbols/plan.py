@@ -29,7 +29,7 @@ from .locations import (BASE_CFA, BASE_RSP, OP_FOLLOW, OP_SITE, OP_STRING, SAVED
                         _EntryValue, _Unavailable, _reg_of)
 from .values import STRING_CAP
 
-MAGIC = b"CTPLAN01"
+MAGIC = b"CTPLAN02"
 
 @dataclass
 class ParamPlan:
@@ -267,20 +267,36 @@ class CapturePlan:
         """Plans in file order: the runtime records the index of the one used."""
         return sorted(self.sites.values(), key=lambda f: f.ret_vaddr)
 
+
+@dataclass
+class ProgramPlan:
+    """The plans of a program's modules: [0] the executable, then the
+    instrumented shared libraries it loads at start-up. A function's index
+    (what the runtime records) counts through the modules in this order."""
+    modules: list[CapturePlan]
+
+    @property
+    def paths(self) -> list[str]:
+        return [m.path for m in self.modules]
+
+    def ordered(self) -> list[tuple[int, FunctionPlan]]:
+        return [(i, f) for i, m in enumerate(self.modules) for f in m.ordered()]
+
     def serialize(self) -> bytes:
         funcs = self.ordered()
         out_f, out_o = [], []
-        for f in funcs:
+        for module, f in funcs:
             ops = f.ops
             payload = sum(op.size + (4 + STRING_CAP if op.kind & OP_STRING else 0) for op in ops)
-            out_f.append(struct.pack("<QQiBBHII", f.origin, f.ret_vaddr, f.cfa_off, f.cfa_base, 0,
+            out_f.append(struct.pack("<QQiBBHII", f.origin, f.ret_vaddr, f.cfa_off, f.cfa_base, module,
                                      len(ops), len(out_o), (payload + 7) & ~7))
             out_o.extend(struct.pack("<BBHi", op.kind, op.base, op.size, op.off) for op in ops)
-        # The program's path comes last: the runtime checks it, so that an
-        # image exec'd under `calltrace run` does not use its parent's plan.
-        exe = os.fsencode(self.path)
-        head = MAGIC + struct.pack("<IIII", 1, len(out_f), len(out_o), len(exe))
-        return head + b"".join(out_f) + b"".join(out_o) + exe
+        # The module paths come last: the runtime checks [0] against its own
+        # executable (an image exec'd under `calltrace run` inherits
+        # CALLTRACE_PLAN) and finds the libraries' load addresses by file.
+        paths = b"".join(struct.pack("<I", len(p)) + p for p in map(os.fsencode, self.paths))
+        head = MAGIC + struct.pack("<IIII", 2, len(out_f), len(out_o), len(self.modules))
+        return head + b"".join(out_f) + b"".join(out_o) + paths
 
 
 def _string_fields(t: CType, ops: list[Op]) -> list[str]:
@@ -319,3 +335,15 @@ def capture_plan(path: str) -> CapturePlan:
 
 def is_aggregate(t: CType) -> bool:
     return t.kind in (STRUCT, UNION, ARRAY)
+
+
+def program_plan(program: str, libraries: list[str] | None = None) -> ProgramPlan:
+    """The plan for `program` (a real path) and, unless `libraries` names
+    them, the instrumented shared libraries it loads."""
+    if libraries is None:
+        from .libraries import instrumented_libraries
+        libraries = instrumented_libraries(program)
+    # A library without DWARF stays listed: its calls then say why they have
+    # no arguments.
+    mods = [capture_plan(program)] + [capture_plan(lib) for lib in libraries if lib != program]
+    return ProgramPlan(mods[:255])

@@ -187,15 +187,31 @@ def _enforce_keep(base: str, keep: int) -> None:
                     pass
 
 
+def _plan_paths(info) -> list[str]:
+    """The plan's modules, in the order the runtime recorded them."""
+    mods = {}
+    for k, v in info.options.items():
+        if k.startswith("capture_module.") and k[15:].isdigit():
+            mods[int(k[15:])] = v
+    if not mods or sorted(mods) != list(range(len(mods))):
+        return [info.exe]
+    return [mods[i] for i in range(len(mods))]
+
+
 def _capture_args(raw, info, funcs, infos, notes, metadata) -> list[bytes | None]:
     """Wire the argument decoder into the C walk; returns per-function notes."""
-    from ..symbols.plan import capture_plan
+    from ..symbols.plan import ProgramPlan, capture_plan
     from .args import ArgsDecoder
-    exe = next((m for m in info.modules if m.path == info.exe), None)
-    plan = capture_plan(info.exe) if exe else None
-    if plan is None or not plan.has_dwarf:
+    paths = _plan_paths(info)
+    plan = ProgramPlan([capture_plan(p) for p in paths])
+    if not plan.modules[0].has_dwarf:
         notes.append(f"{info.exe} has no DWARF debug info (build with -g): arguments not captured")
         metadata["notes"] = notes
+    real = {}
+    for m in info.modules:
+        real.setdefault(os.path.realpath(m.path), m)
+    loaded = [real.get(os.path.realpath(p)) for p in paths]
+    exe = loaded[0]
     by_addr = {f.addr: infos[f.addr].function for f in funcs}
 
     def symbolize(addr: int) -> str | None:
@@ -206,9 +222,7 @@ def _capture_args(raw, info, funcs, infos, notes, metadata) -> list[bytes | None
             name = s.name if s is not None and s.start == addr - exe.bias else None
         return name
 
-    from ..symbols.plan import CapturePlan
-    decoder = ArgsDecoder(plan or CapturePlan(info.exe, {}, set()), exe.bias if exe else 0,
-                          [f.addr for f in funcs], symbolize)
+    decoder = ArgsDecoder(plan, loaded, [f.addr for f in funcs], symbolize)
     raw.set_args(decoder)
     return decoder.notes()
 

@@ -1,0 +1,76 @@
+"""The instrumented shared libraries a program loads at start-up.
+
+Argument capture plans the executable and these libraries (plan.py): the
+dynamic loader is asked which libraries it would load (`ld.so --list`, what
+ldd does: the program's own code does not run), with the environment the
+program gets, so LD_LIBRARY_PATH, RUNPATH and the loader's cache all count.
+Libraries loaded later with dlopen() are not in the list."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from functools import lru_cache
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from .elf import HOOK
+
+# "\tlibfoo.so => /path/libfoo.so (0x...)"; a library not found says "not found".
+_LINE = re.compile(r"^\s*\S+ => (/.*) \(0x[0-9a-f]+\)$", re.M)
+
+
+def _interpreter(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            for seg in ELFFile(f).iter_segments():
+                if seg["p_type"] == "PT_INTERP":
+                    return seg.get_interp_name()
+    except (OSError, ELFError, ValueError):
+        pass
+    return None
+
+
+@lru_cache(maxsize=256)
+def imports_hook(path: str) -> bool:
+    """True for a shared library built with -finstrument-functions. Uses the
+    dynamic symbol table's hash: no walk over every symbol of libc."""
+    try:
+        with open(path, "rb") as f:
+            sec = ELFFile(f).get_section_by_name(".dynsym")
+            if sec is None:
+                return False
+            syms = sec.get_symbol_by_name(HOOK) or []
+            return any(s["st_shndx"] == "SHN_UNDEF" for s in syms)
+    except (OSError, ELFError, ValueError, KeyError):
+        return False
+
+
+def loaded_libraries(program: str, env: dict[str, str] | None = None) -> list[str]:
+    """Real paths of the shared libraries `program` loads at start-up, in
+    the loader's order; [] for a static program or when the loader fails."""
+    interp = _interpreter(program)
+    if interp is None or not os.access(interp, os.X_OK):
+        return []
+    env = dict(os.environ if env is None else env)
+    for k in ("LD_PRELOAD", "LD_TRACE_LOADED_OBJECTS", "LD_AUDIT"):
+        env.pop(k, None)
+    try:
+        proc = subprocess.run([interp, "--list", program], env=env, stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if proc.returncode != 0:
+        return []
+    out, seen = [], set()
+    for m in _LINE.finditer(proc.stdout.decode("utf-8", "surrogateescape")):
+        real = os.path.realpath(m.group(1))
+        if real not in seen:
+            seen.add(real)
+            out.append(real)
+    return out
+
+
+def instrumented_libraries(program: str, env: dict[str, str] | None = None) -> list[str]:
+    return [p for p in loaded_libraries(program, env) if imports_hook(p)]

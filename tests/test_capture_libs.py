@@ -1,0 +1,137 @@
+"""Argument capture in shared libraries: fixtures/linked.c calls into
+fixtures/lib/shapes.c (linked at build time, found through RUNPATH), whose
+arguments are captured like the executable's own; a dlopen'd library says
+why its calls have none."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from calltrace.symbols.libraries import imports_hook, instrumented_libraries, loaded_libraries
+from calltrace.symbols.plan import program_plan
+from conftest import FIXTURES, ROOT, fixture, load_json, run_cli, validate
+from test_preload import preload
+
+POINT_A, POINT_B = {"x": 1, "y": 2}, {"x": 4, "y": 6}
+# (depth, function, [(name, type, value)]) in call order
+LINKED = [
+    (0, "main", []),
+    (1, "measure", [("k", "int", 3)]),
+    (2, "shape_area", [("a", "struct point", POINT_A), ("b", "struct point", POINT_B),
+                       ("u", "enum unit", "CM")]),
+    (3, "scaled", [("v", "long int", 12), ("u", "enum unit", "CM")]),
+    (1, "shape_label", [("name", "const char *", "box"), ("id", "long int", -7),
+                        ("ratio", "double", 1.5)]),
+]
+LIB_FUNCS = {"shape_area", "scaled", "shape_label"}
+
+
+def shape(doc: dict) -> list:
+    (thread,) = doc["threads"]
+    out = []
+    for c in thread["calls"]:
+        assert "args" in c, (c["function"], c.get("args_note"))
+        out.append((c["depth"], c["function"], [(a["name"], a["type"], a["value"]) for a in c["args"]]))
+    return out
+
+
+@pytest.mark.parametrize("variant", ["linked", "linked-O2"])
+def test_run_captures_library_arguments(tmp_path, variant):
+    proc = run_cli("run", "-q", "--capture-args", "-o", "t.json", fixture(variant), cwd=tmp_path)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"area=120 label=-3\n", b"")
+    doc = validate(load_json(tmp_path / "t.json"))
+    assert shape(doc) == LINKED
+    lib = os.path.realpath(os.path.join(FIXTURES, "libshapes.so" if variant == "linked" else "libshapes-O2.so"))
+    funcs = {f["function"]: f for f in doc["functions"]}
+    for name in LIB_FUNCS:
+        assert os.path.realpath(funcs[name]["module"]) == lib and funcs[name]["file"] == "fixtures/lib/shapes.c"
+    assert (funcs["scaled"]["line"], funcs["shape_area"]["line"], funcs["shape_label"]["line"]) == (12, 16, 21)
+
+
+def test_bare_preload_captures_library_arguments(tmp_path):
+    proc = preload(tmp_path, fixture("linked-O2"), CALLTRACE_OUTPUT="t.json", CALLTRACE_CAPTURE_ARGS="1")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"area=120 label=-3\n", b"")
+    assert shape(validate(load_json(tmp_path / "t.json"))) == LINKED
+    assert sorted(os.listdir(tmp_path)) == ["t.json"]
+
+
+def test_same_library_values_as_gdb_backend(tmp_path):
+    proc = run_cli("debug", "-q", "--capture-args", "-o", "g.json", fixture("linked-O2"), cwd=tmp_path,
+                   timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()
+    # GDB spells some types its own way ("long" for DWARF's "long int")
+    untyped = [(d, f, [(n, v) for n, _, v in args]) for d, f, args in LINKED]
+    assert [(d, f, [(n, v) for n, _, v in args])
+            for d, f, args in shape(validate(load_json(tmp_path / "g.json")))] == untyped
+
+
+def test_dlopened_library_says_why_no_arguments(tmp_path):
+    proc = run_cli("run", "-q", "--capture-args", "-o", "t.json", fixture("dlopener"), cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout == b"plugin 7 9\n"
+    calls = validate(load_json(tmp_path / "t.json"))["threads"][0]["calls"]
+    assert [c["function"] for c in calls] == ["main", "load", "use", "plugin_entry", "twice",
+                                              "use", "plugin_entry", "twice"]
+    for c in calls:
+        if c["function"] in ("plugin_entry", "twice"):
+            assert "args" not in c
+            assert c["args_note"] == ("arguments are captured in the executable and the libraries "
+                                      "it loads at start-up, not in this module")
+        else:
+            assert "args" in c and "args_note" not in c
+    assert [a["value"] for a in calls[2]["args"]][1] == 3
+
+
+def test_library_without_dwarf(tmp_path):
+    """The library built without -g: its calls say so, the program's have args."""
+    subprocess.run(["gcc", "-O0", "-finstrument-functions", "-fPIC", "-shared",
+                    str(ROOT / "fixtures" / "lib" / "shapes.c"), "-o", str(tmp_path / "libshapes.so")],
+                   check=True)
+    subprocess.run(["gcc", "-g", "-O0", "-finstrument-functions", "-rdynamic", str(ROOT / "fixtures" / "linked.c"),
+                    "-o", str(tmp_path / "linked"), f"-L{tmp_path}", "-lshapes", "-Wl,-rpath,$ORIGIN"], check=True)
+    proc = run_cli("run", "-q", "--capture-args", "-o", "t.json", tmp_path / "linked", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout == b"area=120 label=-3\n"
+    calls = validate(load_json(tmp_path / "t.json"))["threads"][0]["calls"]
+    assert [c["function"] for c in calls] == [f for _, f, _ in LINKED]
+    for c in calls:
+        if c["function"] in LIB_FUNCS:
+            assert c["args_note"] == "no DWARF parameter info for this function (build with -g)", c
+        else:
+            assert "args" in c
+    assert calls[1]["args"] == [{"name": "k", "type": "int", "value": 3}]
+
+
+def test_library_lookup():
+    lib = os.path.realpath(os.path.join(FIXTURES, "libshapes.so"))
+    libs = loaded_libraries(fixture("linked"))
+    assert lib in libs and any(os.path.basename(p).startswith("libc.so") for p in libs)
+    assert instrumented_libraries(fixture("linked")) == [lib]
+    assert imports_hook(lib) and not imports_hook(next(p for p in libs if "libc.so" in p))
+    assert instrumented_libraries(fixture("recursion")) == []
+    plan = program_plan(os.path.realpath(fixture("linked")))
+    assert plan.paths == [os.path.realpath(fixture("linked")), lib]
+    assert sorted({m for m, _ in plan.ordered()}) == [0, 1]
+
+
+def test_planned_library_not_loaded(tmp_path):
+    """A plan names library files: when the program loads another copy (the
+    environment changed since planning), that library's functions are left
+    out, with a note, and the executable's are still captured."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        for name in ("linked", "libshapes.so"):
+            shutil.copy(os.path.join(FIXTURES, name), tmp_path / folder / name)
+    exe = os.path.realpath(tmp_path / "a" / "linked")
+    plan = program_plan(exe, libraries=[os.path.realpath(tmp_path / "b" / "libshapes.so")])
+    (tmp_path / "p.plan").write_bytes(plan.serialize())
+    proc = preload(tmp_path, exe, CALLTRACE_OUTPUT="t.json", CALLTRACE_CAPTURE_ARGS="1",
+                   CALLTRACE_PLAN=str(tmp_path / "p.plan"))
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"area=120 label=-3\n", b"")
+    calls = validate(load_json(tmp_path / "t.json"))["threads"][0]["calls"]
+    assert [c["function"] for c in calls] == [f for _, f, _ in LINKED]
+    for c in calls:
+        if c["function"] in LIB_FUNCS:
+            assert "args" not in c and c["args_note"].endswith("not in this module"), c
+    assert calls[1]["args"] == [{"name": "k", "type": "int", "value": 3}]
