@@ -49,33 +49,11 @@ static const struct plan_op *ops;
 static struct slot *table;
 static size_t table_mask;
 
-/* A library's load bias, found by file identity (the loader's name for it
- * may be a different path to the same file). */
-struct find_lib {
-    dev_t dev;
-    ino_t ino;
-    uint64_t bias;
-    int found;
-};
-
-static CT_NOINST int lib_bias(struct dl_phdr_info *info, size_t size, void *arg) {
-    (void)size;
-    struct find_lib *f = arg;
-    struct stat st;
-    if (info->dlpi_name && info->dlpi_name[0] == '/' && stat(info->dlpi_name, &st) == 0 &&
-        st.st_dev == f->dev && st.st_ino == f->ino) {
-        f->bias = info->dlpi_addr;
-        f->found = 1;
-        return 1;
-    }
-    return 0;
-}
-
 /* Load biases of the plan's modules; 0 for one not loaded (its functions
  * are left out). Returns 0, or 1 when module 0 is not this executable. */
 static CT_NOINST int module_biases(const char *m, uint64_t at, uint64_t end, uint32_t nmods,
                                    uint64_t *bias, uint8_t *loaded) {
-    char path[PATH_MAX], exe[PATH_MAX];
+    char path[PATH_MAX];
     for (uint32_t i = 0; i < nmods; i++) {
         uint32_t len;
         if (at + 4 > end)
@@ -89,22 +67,13 @@ static CT_NOINST int module_biases(const char *m, uint64_t at, uint64_t end, uin
         loaded[i] = 0;
         if (i == 0) {
             /* A plan is for one program: an exec'd image inherits CALLTRACE_PLAN. */
-            int n = ct_exe_path(exe, sizeof exe);
-            if (n < 0 || strcmp(exe, path))
+            if (!ct_is_exe(path))
                 return 1;
             bias[0] = ct_exe_bias();
             loaded[0] = 1;
         } else {
-            struct stat st;
-            struct find_lib f = {0, 0, 0, 0};
-            if (stat(path, &st) == 0) {
-                f.dev = st.st_dev;
-                f.ino = st.st_ino;
-                dl_iterate_phdr(lib_bias, &f);
-            }
-            bias[i] = f.bias;
-            loaded[i] = (uint8_t)f.found;
-            if (!f.found)
+            loaded[i] = (uint8_t)ct_lib_bias(path, &bias[i]);
+            if (!loaded[i])
                 ct_log("capture plan: %s is not loaded; its arguments are not captured", path);
         }
         /* Which files the function indexes refer to, for the converter. */

@@ -60,10 +60,9 @@ CT_NOINST void ct_controls(void) {
         }
     }
     const char *filter = getenv("CALLTRACE_FILTER");
-    if (filter && *filter) {
-        ct_filter_load(filter);
+    if (filter && *filter && ct_filter_load(filter) <= 0)
         return;
-    }
+    /* No filter file, or one for another program (this image was exec'd). */
     const char *only = getenv("CALLTRACE_FUNCTION"), *skip = getenv("CALLTRACE_EXCLUDE");
     if ((only && *only) || (skip && *skip)) {
         char exe[PATH_MAX], path[PATH_MAX + 32];

@@ -165,7 +165,7 @@ extern size_t ct_chunk_bytes CT_HIDDEN;
 extern volatile int ct_recorded CT_HIDDEN;
 
 /* filter.c */
-CT_HIDDEN int ct_filter_load(const char *path);
+CT_HIDDEN int ct_filter_load(const char *path);   /* 0 loaded, 1 for another program, -1 error */
 CT_HIDDEN int ct_filter_match(uint64_t fn);
 
 /* hooks.c */
@@ -175,6 +175,8 @@ CT_HIDDEN void ct_write_ext(struct ct_thread *t, uint32_t sub, uint64_t value);
 /* proc.c */
 CT_HIDDEN int ct_exe_path(char *buf, size_t size);
 CT_HIDDEN uint64_t ct_exe_bias(void);
+CT_HIDDEN int ct_is_exe(const char *path);
+CT_HIDDEN int ct_lib_bias(const char *path, uint64_t *bias);   /* 1: loaded there, 0: not loaded */
 CT_HIDDEN int ct_each_task(int (*fn)(long tid, void *arg), void *arg);
 
 /* interpose.c */

@@ -1,10 +1,13 @@
-/* --function/--exclude at record time: the set of entry addresses (of the
- * executable) that Python matched against the regular expression; the hot
- * path asks only when a filter is on. File: "CTFILT01", u32 mode, u32 count,
- * then count u64 link-time addresses. */
+/* --function/--exclude at record time: the set of entry addresses that
+ * Python matched against the regular expression, in the executable and the
+ * instrumented libraries it loads at start-up; the hot path asks only when a
+ * filter is on. File (calltrace/cli/filter.py): "CTFILT02", u32 mode, u32
+ * module count, then per module: u32 path length, the path, u32 count, count
+ * u64 link-time addresses. Module 0 is the executable. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <link.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -15,49 +18,103 @@
 static uint64_t *set;
 static size_t mask;
 
+static CT_NOINST void add(uint64_t a) {
+    size_t j = (a * 0x9E3779B97F4A7C15ull >> 32) & mask;
+    while (set[j] && set[j] != a)
+        j = (j + 1) & mask;
+    set[j] = a;
+}
+
+/* Returns 0 when loaded, 1 when the filter is for another program (an
+ * exec'd image inherits CALLTRACE_FILTER), -1 on an error. */
 CT_NOINST int ct_filter_load(const char *path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         ct_warn("cannot read the filter %s: %s; recording everything", path, strerror(errno));
         return -1;
     }
-    char head[16];
     struct stat st;
-    if (read(fd, head, 16) != 16 || memcmp(head, "CTFILT01", 8) || fstat(fd, &st) < 0) {
-        close(fd);
+    const char *m = MAP_FAILED;
+    if (fstat(fd, &st) == 0 && st.st_size >= 16)
+        m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED || memcmp(m, "CTFILT02", 8)) {
+        if (m != MAP_FAILED)
+            munmap((void *)m, (size_t)st.st_size);
         ct_warn("%s is not a calltrace filter; recording everything", path);
         return -1;
     }
-    uint32_t mode, n;
-    memcpy(&mode, head + 8, 4);
-    memcpy(&n, head + 12, 4);
-    if ((uint64_t)st.st_size < 16 + (uint64_t)n * 8 || (mode != CT_FILTER_INCLUDE && mode != CT_FILTER_EXCLUDE)) {
-        close(fd);
-        ct_warn("filter %s is damaged; recording everything", path);
-        return -1;
+    uint64_t end = (uint64_t)st.st_size, at = 16;
+    uint32_t mode, nmods;
+    memcpy(&mode, m + 8, 4);
+    memcpy(&nmods, m + 12, 4);
+    int r = mode == CT_FILTER_INCLUDE || mode == CT_FILTER_EXCLUDE ? 0 : -1;
+    /* First pass: check the layout and size the table. */
+    uint64_t total = 0;
+    for (uint32_t i = 0; r == 0 && i < nmods; i++) {
+        uint32_t len = PATH_MAX, n;
+        if (at + 4 <= end)
+            memcpy(&len, m + at, 4);
+        if (len >= PATH_MAX || at + 4 + len + 4 > end) {
+            r = -1;
+            break;
+        }
+        memcpy(&n, m + at + 4 + len, 4);
+        at += 4 + len + 4;
+        if (at + (uint64_t)n * 8 > end) {
+            r = -1;
+            break;
+        }
+        if (i == 0) {
+            char exe[PATH_MAX];
+            memcpy(exe, m + at - 4 - len, len);
+            exe[len] = 0;
+            if (!ct_is_exe(exe))
+                r = 1;
+        }
+        at += (uint64_t)n * 8;
+        total += n;
     }
-    uint64_t bias = ct_exe_bias();
+    if (r == 0 && nmods == 0)
+        r = -1;
     size_t cap = 16;
-    while (cap < 2 * (size_t)n + 2)
+    while (r == 0 && cap < 2 * total + 2)
         cap <<= 1;
-    set = mmap(NULL, cap * 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (set == MAP_FAILED) {
-        close(fd);
-        return -1;
+    if (r == 0) {
+        set = mmap(NULL, cap * 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (set == MAP_FAILED)
+            r = -1;
+    }
+    if (r) {
+        if (r < 0)
+            ct_warn("filter %s is damaged; recording everything", path);
+        munmap((void *)m, (size_t)st.st_size);
+        return r;
     }
     mask = cap - 1;
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t a;
-        if (pread(fd, &a, 8, 16 + (off_t)i * 8) != 8)
-            break;
-        a += bias;
-        size_t j = (a * 0x9E3779B97F4A7C15ull >> 32) & mask;
-        while (set[j])
-            j = (j + 1) & mask;
-        set[j] = a;
+    at = 16;
+    for (uint32_t i = 0; i < nmods; i++) {
+        uint32_t len, n;
+        char lib[PATH_MAX];
+        memcpy(&len, m + at, 4);
+        memcpy(lib, m + at + 4, len);
+        lib[len] = 0;
+        memcpy(&n, m + at + 4 + len, 4);
+        at += 4 + len + 4;
+        uint64_t bias = 0;
+        int loaded = i == 0 ? (bias = ct_exe_bias(), 1) : ct_lib_bias(lib, &bias);
+        for (uint32_t k = 0; loaded && k < n; k++) {
+            uint64_t a;
+            memcpy(&a, m + at + (uint64_t)k * 8, 8);
+            add(a + bias);
+        }
+        if (!loaded)
+            ct_log("filter: %s is not loaded", lib);
+        at += (uint64_t)n * 8;
     }
-    close(fd);
-    ct_log("filter %s: %u functions, %s", path, n, mode == CT_FILTER_INCLUDE ? "only their calls" : "excluded");
+    munmap((void *)m, (size_t)st.st_size);
+    ct_log("filter %s: %llu functions in %u modules, %s", path, (unsigned long long)total, nmods,
+           mode == CT_FILTER_INCLUDE ? "only their calls" : "excluded");
     ct_filter_mode = mode;
     ct_exit_slow = 1;
     return 0;

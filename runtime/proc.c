@@ -1,9 +1,12 @@
-/* What the runtime asks of its own process: its executable, its load bias,
- * its threads. No malloc (some callers run in signal handlers). */
+/* What the runtime asks of its own process: its executable, the load biases of
+ * it and its libraries, its threads. No malloc (some callers run in signal handlers). */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <link.h>
+#include <limits.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "ct.h"
@@ -26,6 +29,46 @@ CT_NOINST uint64_t ct_exe_bias(void) {
     uint64_t bias = 0;
     dl_iterate_phdr(first_bias, &bias);
     return bias;
+}
+
+/* Is `path` this process's executable (as a real path)? */
+CT_NOINST int ct_is_exe(const char *path) {
+    char exe[PATH_MAX];
+    return ct_exe_path(exe, sizeof exe) >= 0 && !strcmp(exe, path);
+}
+
+/* A library's load bias, found by file identity (the loader's name for it
+ * may be another path to the same file). */
+struct find_lib {
+    dev_t dev;
+    ino_t ino;
+    uint64_t bias;
+    int found;
+};
+
+static CT_NOINST int lib_bias(struct dl_phdr_info *info, size_t size, void *arg) {
+    (void)size;
+    struct find_lib *f = arg;
+    struct stat st;
+    if (info->dlpi_name && info->dlpi_name[0] == '/' && stat(info->dlpi_name, &st) == 0 &&
+        st.st_dev == f->dev && st.st_ino == f->ino) {
+        f->bias = info->dlpi_addr;
+        f->found = 1;
+        return 1;
+    }
+    return 0;
+}
+
+CT_NOINST int ct_lib_bias(const char *path, uint64_t *bias) {
+    struct stat st;
+    struct find_lib f = {0, 0, 0, 0};
+    if (stat(path, &st) == 0) {
+        f.dev = st.st_dev;
+        f.ino = st.st_ino;
+        dl_iterate_phdr(lib_bias, &f);
+    }
+    *bias = f.bias;
+    return f.found;
 }
 
 /* Calls `fn(tid, arg)` for each thread of the process until it returns

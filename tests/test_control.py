@@ -65,6 +65,45 @@ def test_filters_from_environment(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json"]
 
 
+@pytest.mark.parametrize("variant", ["linked", "linked-O2"])
+def test_filters_reach_into_linked_libraries(tmp_path, variant):
+    """fixtures/linked.c calls into libshapes.so: its functions are matched too."""
+    doc = traced(tmp_path, "--function", "^shape_area$", fixture(variant))
+    assert shape(doc["threads"][0]["calls"]) == [(0, "shape_area"), (1, "scaled")]
+    doc = traced(tmp_path, "--exclude", "^scaled$", fixture(variant), name="x.json")
+    assert shape(doc["threads"][0]["calls"]) == [
+        (0, "main"), (1, "measure"), (2, "shape_area"), (1, "shape_label")]
+
+
+def test_bare_filter_reaches_into_linked_libraries(tmp_path):
+    proc = preload(tmp_path, fixture("linked"), CALLTRACE_OUTPUT="t.json", CALLTRACE_FUNCTION="label")
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    doc = validate(load_json(tmp_path / "t.json"))
+    assert shape(doc["threads"][0]["calls"]) == [(0, "shape_label")]
+
+
+def test_filter_in_an_execd_program(tmp_path):
+    """The exec'd image inherits CALLTRACE_FILTER made for its parent: it
+    matches the expression against its own functions instead."""
+    proc = run_cli("run", "-q", "-o", "t.json", "--function", "^(fib|before)$", fixture("execs"), "to",
+                   fixture("recursion"), cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (0, b"before\nfib=5 sq=25 h=7\n")
+    first = validate(load_json(tmp_path / "t.json"))
+    assert shape(first["threads"][0]["calls"]) == [(0, "before")]
+    second = validate(load_json(tmp_path / f"t.{first['metadata']['pid']}-1.json"))
+    calls = shape(second["threads"][0]["calls"])
+    assert len(calls) == 15 and calls[:3] == [(0, "fib"), (1, "fib"), (2, "fib")]
+    assert {f for _, f in calls} == {"fib"}
+
+
+def test_filter_matching_nothing_says_so(tmp_path):
+    proc = run_cli("run", "-o", "t.json", "--function", "^nothing_here$", fixture("recursion"), cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (0, b"fib=5 sq=25 h=7\n")
+    assert proc.stderr.startswith(b"calltrace: note: no function of " + fixture("recursion").encode() +
+                                  b" or its libraries matches --function '^nothing_here$'\n")
+    assert validate(load_json(tmp_path / "t.json"))["metadata"]["total_calls"] == 0
+
+
 def test_bad_regex_is_one_line(tmp_path):
     proc = run_cli("run", "--function", "(", fixture("recursion"), cwd=tmp_path)
     assert proc.returncode == 2 and b"not a valid regular expression" in proc.stderr

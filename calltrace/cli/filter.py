@@ -1,11 +1,13 @@
-"""``calltrace filter``: the functions of a program a regular expression
-selects, as the runtime's record-time filter file (runtime/filter.c).
+"""``calltrace filter``: the functions of a program, and of the instrumented
+libraries it loads at start-up, that a regular expression selects, as the
+runtime's record-time filter file (runtime/filter.c reads it).
 
 `calltrace run --function/--exclude` calls write_filter directly; the
 runtime runs this command under a bare LD_PRELOAD with CALLTRACE_FUNCTION or
 CALLTRACE_EXCLUDE."""
 from __future__ import annotations
 
+import os
 import re
 import struct
 
@@ -43,14 +45,22 @@ def matching(program: str, pattern: re.Pattern) -> list[int]:
 
 
 def write_filter(program: str, pattern: re.Pattern, mode: int, output: str) -> int:
-    addrs = matching(program, pattern)
+    """Returns the number of functions selected."""
+    from ..symbols.libraries import instrumented_libraries
+    exe = os.path.realpath(program)
+    parts, total = [], 0
+    for path in [exe] + [p for p in instrumented_libraries(exe) if p != exe]:
+        addrs = matching(path, pattern)
+        total += len(addrs)
+        name = os.fsencode(path)
+        parts.append(struct.pack("<I", len(name)) + name + struct.pack("<I", len(addrs)) +
+                     b"".join(struct.pack("<Q", a) for a in addrs))
     try:
         with open(output, "wb") as f:
-            f.write(b"CTFILT01" + struct.pack("<II", mode, len(addrs)))
-            f.write(b"".join(struct.pack("<Q", a) for a in addrs))
+            f.write(b"CTFILT02" + struct.pack("<II", mode, len(parts)) + b"".join(parts))
     except OSError as e:
         raise CalltraceError(f"cannot write {output}: {e.strerror}") from None
-    return len(addrs)
+    return total
 
 
 def run(args) -> int:

@@ -102,11 +102,16 @@ def _environment(args, raw_dir: str, program: str) -> dict[str, str]:
             raise CalltraceError("use --function or --exclude, not both")
         path = os.path.join(raw_dir, "record.filter")
         if args.function is not None:
-            write_filter(program, compile_regex(args.function, "--function"), INCLUDE, path)
+            n = write_filter(program, compile_regex(args.function, "--function"), INCLUDE, path)
             env["CALLTRACE_FUNCTION"] = args.function
         else:
-            write_filter(program, compile_regex(args.exclude, "--exclude"), EXCLUDE, path)
+            n = write_filter(program, compile_regex(args.exclude, "--exclude"), EXCLUDE, path)
             env["CALLTRACE_EXCLUDE"] = args.exclude
+        if not n:
+            option, regex = ("--function", args.function) if args.function is not None else \
+                ("--exclude", args.exclude)
+            print(f"calltrace: note: no function of {program} or its libraries matches "
+                  f"{option} {regex!r}", file=sys.stderr)
         env["CALLTRACE_FILTER"] = path
     if args.output:
         env["CALLTRACE_OUTPUT"] = args.output
