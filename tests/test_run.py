@@ -8,7 +8,6 @@ import pytest
 from conftest import fixture, load_json, run_cli, shape, validate
 
 
-
 def fib_calls(n: int, depth: int) -> list[tuple[int, str]]:
     """The preorder of fixtures/recursion.c's fib(n), as the C code recurses."""
     out = [(depth, "fib")]
@@ -175,3 +174,43 @@ def test_output_default_and_env(tmp_path):
                    env={"CALLTRACE_OUTPUT": str(tmp_path / "env.json")})
     assert validate(load_json(tmp_path / "env.json"))["metadata"]["total_calls"] == 21
     assert sorted(os.listdir(tmp_path)) == ["calltrace.json", "env.json"]  # no raw left behind
+
+
+def _script(tmp_path, body: str) -> str:
+    path = tmp_path / "run.sh"
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.mark.parametrize("how", ["", "exec "])
+def test_script_starting_one_program_writes_its_trace(tmp_path, how):
+    """A wrapper script runs no instrumented code: the one program it starts
+    (as a child, or by exec) gets the -o name."""
+    script = _script(tmp_path, how + fixture("recursion"))
+    proc, doc = trace_of(tmp_path, "-q", script)
+    assert (proc.returncode, proc.stdout) == (0, b"fib=5 sq=25 h=7\n")
+    assert proc.stderr == b"calltrace: note: " + script.encode() + \
+        b" is not an ELF executable; recording the instrumented programs it starts\n"
+    assert doc["metadata"]["program"] == fixture("recursion")
+    assert shape(doc["threads"][0]["calls"]) == RECURSION_TREE
+    assert sorted(os.listdir(tmp_path)) == ["run.sh", "t.json"]
+
+
+def test_script_starting_two_programs_keeps_both(tmp_path):
+    script = _script(tmp_path, f"{fixture('recursion')}\n{fixture('recursion')}")
+    proc, doc = trace_of(tmp_path, "-q", script)
+    assert (proc.returncode, proc.stdout) == (0, b"fib=5 sq=25 h=7\n" * 2)
+    assert doc["metadata"]["total_calls"] == 0 and doc["metadata"]["program"].endswith("sh")
+    others = sorted(set(os.listdir(tmp_path)) - {"run.sh", "t.json"})
+    assert len(others) == 2 and all(n.startswith("t.") and n.endswith(".json") for n in others)
+    for name in others:
+        assert shape(validate(load_json(tmp_path / name))["threads"][0]["calls"]) == RECURSION_TREE
+
+
+def test_script_with_a_filter(tmp_path):
+    """No filter file for a script: each program it starts matches its own."""
+    script = _script(tmp_path, fixture("recursion"))
+    proc, doc = trace_of(tmp_path, "-q", "--function", "^apply$", script)
+    assert proc.returncode == 0
+    assert shape(doc["threads"][0]["calls"]) == [(0, "apply"), (1, "square")] * 2

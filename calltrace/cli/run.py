@@ -100,19 +100,17 @@ def _environment(args, raw_dir: str, program: str) -> dict[str, str]:
         from .filter import EXCLUDE, INCLUDE, compile_regex, write_filter
         if args.function is not None and args.exclude is not None:
             raise CalltraceError("use --function or --exclude, not both")
-        path = os.path.join(raw_dir, "record.filter")
-        if args.function is not None:
-            n = write_filter(program, compile_regex(args.function, "--function"), INCLUDE, path)
-            env["CALLTRACE_FUNCTION"] = args.function
-        else:
-            n = write_filter(program, compile_regex(args.exclude, "--exclude"), EXCLUDE, path)
-            env["CALLTRACE_EXCLUDE"] = args.exclude
-        if not n:
-            option, regex = ("--function", args.function) if args.function is not None else \
-                ("--exclude", args.exclude)
-            print(f"calltrace: note: no function of {program} or its libraries matches "
-                  f"{option} {regex!r}", file=sys.stderr)
-        env["CALLTRACE_FILTER"] = path
+        option, regex, mode, var = ("--function", args.function, INCLUDE, "CALLTRACE_FUNCTION") \
+            if args.function is not None else ("--exclude", args.exclude, EXCLUDE, "CALLTRACE_EXCLUDE")
+        pattern = compile_regex(regex, option)
+        env[var] = regex
+        # A script: each instrumented program it starts matches its own functions.
+        if options.is_elf(program):
+            path = os.path.join(raw_dir, "record.filter")
+            if not write_filter(program, pattern, mode, path):
+                print(f"calltrace: note: no function of {program} or its libraries matches "
+                      f"{option} {regex!r}", file=sys.stderr)
+            env["CALLTRACE_FILTER"] = path
     if args.output:
         env["CALLTRACE_OUTPUT"] = args.output
     return env
@@ -197,10 +195,26 @@ def run(args) -> int:
     results, ok = _convert_all(raw_dir, proc.pid, output, status, term, sig, args)
     results = rolling.results + results
     ok = ok and rolling.ok
+    if not options.is_elf(path):
+        results = _adopt_only_trace(results, output)
     if not args.quiet:
         _summary(results, output, args.top)
     # The program's status wins; a lost trace still must not look like success.
     return status if ok or status else 2
+
+
+def _adopt_only_trace(results: list[Converted], output: str) -> list[Converted]:
+    """A script (`calltrace run -o t.json ./run.sh`) runs no instrumented
+    code itself: when it started exactly one traced program, that trace is
+    the one written to the -o name."""
+    target = os.path.abspath(output)
+    mine = [r for r in results if os.path.abspath(r.path) == target]
+    others = [r for r in results if os.path.abspath(r.path) != target]
+    if len(mine) != 1 or mine[0].metadata["total_calls"] or len(others) != 1 or "part" in others[0].metadata:
+        return results
+    os.replace(others[0].path, target)
+    others[0].path = output
+    return others
 
 
 RAW_NAME = re.compile(r"^(\d+)(?:-(\d+))?(?:\.p(\d+))?$")
