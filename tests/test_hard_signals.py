@@ -69,12 +69,14 @@ def check_timer(doc, stdout):
     dropped = doc["metadata"]["dropped_events"]
     assert dropped % 4 == 0 and counts["tick"] + dropped // 4 == alarms
     assert alarms > 50
-    # Nesting: under spin (between two leaf calls) or under the leaf it interrupted.
+    # Nesting: under spin (between two leaf calls), under the leaf it
+    # interrupted, or (rarely: the timer is armed just before spin starts and
+    # disarmed just after it ends) directly under main.
     stack = []
     for c in calls:
         del stack[c["depth"]:]
         if c["function"] == "on_alarm":
-            assert [s["function"] for s in stack][-1] in ("spin", "leaf") and stack[1]["function"] == "spin"
+            assert [s["function"] for s in stack] in (["main"], ["main", "spin"], ["main", "spin", "leaf"])
         if c["function"] == "tick":
             assert stack[-1]["function"] == "on_alarm"
         stack.append(c)
