@@ -33,9 +33,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("name,args,stdout,status,tree", CASES,
-                         ids=[f"{c[0]}-{'-'.join(c[1]) or 'default'}" for c in CASES])
-def test_memcheck_clean(tmp_path, name, args, stdout, status, tree):
+def memcheck(tmp_path, name, args, status, stdout, extra_env=()):
+    """Run fixture `name` under memcheck (clean, the expected status and
+    stdout); returns the traces it recorded, converted and validated."""
     valgrind = require_tool("valgrind", "valgrind")
     lib = run_cli("lib", check=True).stdout.decode().strip()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_") and k != "LD_PRELOAD"}
@@ -45,7 +45,7 @@ def test_memcheck_clean(tmp_path, name, args, stdout, status, tree):
            # The runtime's prefault thread is detached and still running at
            # exit: its TLS block shows as "possibly lost", by design.
            "--show-leak-kinds=definite", "/usr/bin/env",
-           f"LD_PRELOAD={lib}", f"CALLTRACE_RAW_DIR={tmp_path}", fixture(name), *args]
+           f"LD_PRELOAD={lib}", f"CALLTRACE_RAW_DIR={tmp_path}", *extra_env, fixture(name), *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, timeout=300)
     expected = -6 if status == 134 else status
     assert proc.returncode == expected, proc.stderr.decode()[-3000:]
@@ -57,8 +57,25 @@ def test_memcheck_clean(tmp_path, name, args, stdout, status, tree):
         out = raw + ".json"
         run_cli("convert", raw, "-o", out, "-q", check=True)
         traces.append(validate(load_json(out)))
-    mine = [t for t in traces if t["metadata"]["program"] == fixture(name)]
+    return [t for t in traces if t["metadata"]["program"] == fixture(name)]
+
+
+@pytest.mark.parametrize("name,args,stdout,status,tree", CASES,
+                         ids=[f"{c[0]}-{'-'.join(c[1]) or 'default'}" for c in CASES])
+def test_memcheck_clean(tmp_path, name, args, stdout, status, tree):
+    mine = memcheck(tmp_path, name, args, status, stdout)
     assert len(mine) == (2 if name == "forks" else 1)
     if tree is not None:
         main = next(t for t in mine[0]["threads"] if t["main"])
         assert [(c["depth"], c["function"]) for c in main["calls"]] == tree
+
+
+def test_memcheck_clean_capture_and_filter_in_a_library(tmp_path):
+    """The capture plan and the filter, both reaching into libshapes-O2.so."""
+    (mine,) = memcheck(tmp_path, "linked-O2", [], 0, b"area=120 label=-3\n",
+                       ["CALLTRACE_CAPTURE_ARGS=1", "CALLTRACE_FUNCTION=^shape_"])
+    calls = mine["threads"][0]["calls"]
+    assert [(c["depth"], c["function"], [a["value"] for a in c["args"]]) for c in calls] == [
+        (0, "shape_area", [{"x": 1, "y": 2}, {"x": 4, "y": 6}, "CM"]),
+        (1, "scaled", [12, "CM"]),
+        (0, "shape_label", ["box", -7, 1.5])]

@@ -61,8 +61,8 @@ def loaded_libraries(program: str, env: dict[str, str] | None = None) -> list[st
                               capture_output=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return []
-    if proc.returncode != 0:
-        return []
+    # Whatever the status (a missing library makes it 1; a loader run under
+    # valgrind may report its own errors), the lines found are real.
     out, seen = [], set()
     for m in _LINE.finditer(proc.stdout.decode("utf-8", "surrogateescape")):
         real = os.path.realpath(m.group(1))
