@@ -43,6 +43,7 @@ class Recorder:
         self.deref = cfg.get("deref", False)
         self.max_depth = cfg.get("max_depth") or 1 << 30
         self.only = None            # runtime entry addresses to record, or None for all
+        self.lib_sites = {}         # --function in libraries: real path -> sites, until loaded
         self.fds = {}               # tid -> schedstat fd
         self.tnames = {}            # tid -> thread name last reported
         self.depth = {}             # tid -> depth of recorded calls
@@ -262,6 +263,9 @@ class Recorder:
         elif mode == "sites":
             for addr, kind in self.cfg["sites"]:
                 self.bps.append(HookSite(self, addr + bias, kind))
+            self.lib_sites = {e["path"]: e for e in self.cfg.get("lib_sites", [])}
+            for objfile in gdb.objfiles():
+                self.on_objfile(objfile)
         elif mode == "plain":
             for name in self.cfg["entries"]:
                 self.bps.append(Entry(self, name))
@@ -279,6 +283,8 @@ class Recorder:
             self.error(e)
 
     def hook_objfile(self, objfile):
+        if self.cfg["mode"] == "sites":
+            return self.site_objfile(objfile)
         lib = self.cfg.get("hook_lib")
         if self.cfg["mode"] != "hooks" or self.bps or not objfile.filename:
             return
@@ -290,11 +296,25 @@ class Recorder:
                 self.cfg["hook_offsets"][kind] + self.lib_base(objfile)
             self.bps.append(Hook(self, addr, kind))
 
-    def lib_base(self, objfile):
+    def site_objfile(self, objfile):
+        """A selected library is loaded: its hook call sites, placed."""
+        if not objfile.filename or not self.lib_sites:
+            return
+        entry = self.lib_sites.pop(os.path.realpath(objfile.filename), None)
+        if entry is None:
+            return
+        base = self.lib_base(objfile, entry["text"])
+        for addr, kind in entry["sites"]:
+            self.bps.append(HookSite(self, addr + base, kind))
+        if self.only is not None:
+            self.only.update(a + base for a in entry["only"])
+
+    def lib_base(self, objfile, text_vaddr=None):
         text = gdb.execute("info sharedlibrary", to_string=True)
         for line in text.splitlines():
             if line.rstrip().endswith(objfile.filename):
-                return int(line.split()[0], 16) - self.cfg["hook_text"]
+                vaddr = self.cfg["hook_text"] if text_vaddr is None else text_vaddr
+                return int(line.split()[0], 16) - vaddr
         raise gdb.GdbError("cannot locate %s" % objfile.filename)
 
     def on_clear(self, ev):

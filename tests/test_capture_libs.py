@@ -135,3 +135,23 @@ def test_planned_library_not_loaded(tmp_path):
         if c["function"] in LIB_FUNCS:
             assert "args" not in c and c["args_note"].endswith("not in this module"), c
     assert calls[1]["args"] == [{"name": "k", "type": "int", "value": 3}]
+
+
+@pytest.mark.parametrize("variant", ["linked", "linked-O2"])
+def test_debug_function_selection_reaches_into_library(tmp_path, variant):
+    """calltrace debug --function: breakpoints on the hook calls of the
+    selected functions, in the executable and in libshapes (placed when the
+    library is loaded)."""
+    proc = run_cli("debug", "-q", "--capture-args", "-F", "^(measure|shape_label|scaled)$", "-o", "g.json",
+                   fixture(variant), cwd=tmp_path, timeout=300)
+    assert (proc.returncode, proc.stdout) == (0, b"area=120 label=-3\n"), proc.stderr.decode()
+    calls = validate(load_json(tmp_path / "g.json"))["threads"][0]["calls"]
+    assert [(c["depth"], c["function"], [a["value"] for a in c["args"]]) for c in calls] == [
+        (0, "measure", [3]), (1, "scaled", [12, "CM"]), (0, "shape_label", ["box", -7, 1.5])]
+
+
+def test_debug_selection_matching_nothing(tmp_path):
+    proc = run_cli("debug", "-F", "^nothing_here$", fixture("linked"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == (b"calltrace: error: no instrumented function of " + fixture("linked").encode() +
+                           b" or of the libraries it loads matches the selection\n")

@@ -42,9 +42,9 @@ def add_arguments(p) -> None:
                    help="with --capture-args: also the struct a pointer argument points to")
     p.add_argument("--max-depth", type=options.positive_int, metavar="N",
                    help="record only calls less than N deep")
-    p.add_argument("--function", metavar="REGEX",
+    p.add_argument("-F", "--function", metavar="REGEX",
                    help="trace only functions whose name matches (breakpoints only there)")
-    p.add_argument("--exclude", metavar="REGEX", help="do not trace functions whose name matches")
+    p.add_argument("-N", "--exclude", metavar="REGEX", help="do not trace functions whose name matches")
     p.add_argument("--uninstrumented", action="store_true", default=None,
                    help="the program was built without -finstrument-functions: breakpoints "
                         "on the entries and returns of the --function functions")

@@ -73,6 +73,26 @@ def _hook_offsets(lib: str) -> dict:
     return {"hook_offsets": offs, "hook_text": text}
 
 
+def _library_sites(opts: Options) -> list[dict]:
+    """--function/--exclude in the instrumented libraries the program loads
+    at start-up: their hook calls, at link-time addresses; the GDB side
+    places them when the library is loaded (by its .text address)."""
+    from ..symbols.libraries import instrumented_libraries
+    out = []
+    for lib in instrumented_libraries(os.path.realpath(opts.program)):
+        info = ElfInfo(lib)
+        try:
+            funcs = info.select(opts.function, opts.exclude)
+            sites = info.hook_sites(funcs)
+            text = info.elf.get_section_by_name(".text")
+            if sites and text is not None:
+                out.append({"path": lib, "text": text["sh_addr"], "sites": [(s.addr, s.kind) for s in sites],
+                            "only": [f.addr for f in funcs]})
+        finally:
+            info.close()
+    return out
+
+
 def plan(opts: Options, elf: ElfInfo) -> dict:
     """The GDB-side configuration: which breakpoints, where."""
     cfg = {"capture_args": opts.capture_args, "capture_returns": opts.capture_returns,
@@ -97,10 +117,12 @@ def plan(opts: Options, elf: ElfInfo) -> dict:
     if opts.function or opts.exclude:
         funcs = elf.select(opts.function, opts.exclude)
         sites = elf.hook_sites(funcs)
-        if not sites:
-            raise CalltraceError(f"no instrumented function of {name} matches the selection")
+        libs = _library_sites(opts)
+        if not sites and not libs:
+            raise CalltraceError(f"no instrumented function of {name} or of the libraries it loads "
+                                 "matches the selection")
         cfg.update(mode="sites", sites=[(s.addr, s.kind) for s in sites],
-                   only=[f.addr for f in funcs])
+                   only=[f.addr for f in funcs], lib_sites=libs)
         return cfg
     if not elf.dynamic:
         raise CalltraceError(f"{name} is statically linked: calltrace debug needs a dynamically "
