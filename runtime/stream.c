@@ -46,9 +46,40 @@ static uint64_t part_limit;            /* event chunks per part; 0: no parts */
 static volatile uint64_t part_chunks;
 static volatile int roll_lock;
 
+/* Code that reads `current` and then uses that part (a claim makes system
+ * calls on its file) holds it: roll() frees a finished part only while no
+ * one holds one, else at a later roll. (A claim preempted across two rolls
+ * used to find its part unmapped and its descriptor reused.) */
+static volatile uint32_t holders;
+#define GRAVE 16
+static struct part *grave[GRAVE];      /* finished parts waiting to be freed */
+static int ngrave;
+
+static inline CT_NOINST struct part *hold(void) {
+    __atomic_add_fetch(&holders, 1, __ATOMIC_SEQ_CST);
+    return __atomic_load_n(&current, __ATOMIC_SEQ_CST);
+}
+
+static inline CT_NOINST void unhold(void) { __atomic_sub_fetch(&holders, 1, __ATOMIC_SEQ_CST); }
+
+static CT_NOINST void free_part(struct part *pt) {
+    if (!pt || pt == &none)
+        return;
+    if (pt->phdr)
+        munmap(pt->phdr, CT_HEADER_SIZE);
+    if (pt->pfd >= 0)
+        close(pt->pfd);
+    munmap(pt, sizeof *pt);
+}
+
 CT_NOINST struct ct_header *ct_header(void) { return hdr; }
 CT_NOINST const char *ct_raw_path(void) { return raw_path; }
-CT_NOINST uint32_t ct_part(void) { return current->index; }
+
+CT_NOINST uint32_t ct_part(void) {
+    uint32_t index = hold()->index;
+    unhold();
+    return index;
+}
 
 /* Claim the next chunk of a part's file and map it (no header written yet). */
 static CT_NOINST void *claim_in(struct part *pt) {
@@ -77,14 +108,20 @@ static CT_NOINST void *claim_in(struct part *pt) {
     return m;
 }
 
-static CT_NOINST void *claim_chunk(void) { return claim_in(current); }
 static void roll(void);
 
-/* For the prefault thread: a chunk of the current part, and which part. */
+/* A chunk of the current part, and which part. */
 CT_NOINST void *ct_claim(uint32_t *index) {
-    struct part *pt = current;
+    struct part *pt = hold();
     *index = pt->index;
-    return claim_in(pt);
+    void *m = claim_in(pt);
+    unhold();
+    return m;
+}
+
+static CT_NOINST void *claim_chunk(void) {
+    uint32_t index;
+    return ct_claim(&index);
 }
 
 static CT_NOINST void *map_chunk(uint32_t type, int32_t tid, uint64_t seq, uint32_t depth) {
@@ -103,8 +140,11 @@ static CT_NOINST void *map_chunk(uint32_t type, int32_t tid, uint64_t seq, uint3
 }
 
 CT_NOINST uint64_t *ct_next_chunk(struct ct_thread *t) {
-    if (!hdr || t->failed)
+    struct part *pt = hold();
+    if (!pt->phdr || t->failed) {
+        unhold();
         return NULL;   /* `on` stays set: every call comes here and is counted lost */
+    }
     if (!t->tid)
         t->tid = (int32_t)syscall(SYS_gettid);
     /* Unpublish before unmapping: a signal handler's hook that lands here
@@ -113,11 +153,12 @@ CT_NOINST uint64_t *ct_next_chunk(struct ct_thread *t) {
     t->chunk = NULL;
     ct_barrier();
     if (old)
-        ct_retire_chunk(old, hdr->chunk_size);
+        ct_retire_chunk(old, ct_chunk_bytes);
     struct ct_chunk *c = map_chunk(CT_CHUNK_EVENTS, t->tid, t->seq, t->depth);
     if (!c) {
         t->failed = 1;
         t->cur = t->end = NULL;
+        unhold();
         return NULL;
     }
     t->seq++;
@@ -131,11 +172,12 @@ CT_NOINST uint64_t *ct_next_chunk(struct ct_thread *t) {
                        __ATOMIC_RELAXED);
     __atomic_add_fetch(&c->depth_limited, __atomic_exchange_n(&t->pend_limited, 0, __ATOMIC_RELAXED),
                        __ATOMIC_RELAXED);
-    t->part = current->index;
+    t->part = pt->index;
     t->cur = (uint64_t *)((char *)c + CT_CHUNK_HEADER);
     /* Room for the longest single write (TIME + EXT + payload) past `end`. */
-    t->end = (uint64_t *)((char *)c + hdr->chunk_size) - 8;
+    t->end = (uint64_t *)((char *)c + ct_chunk_bytes) - 8;
     t->last = 0;
+    unhold();
     if (part_limit && __atomic_add_fetch(&part_chunks, 1, __ATOMIC_RELAXED) >= part_limit)
         roll();
     return t->cur;
@@ -143,7 +185,7 @@ CT_NOINST uint64_t *ct_next_chunk(struct ct_thread *t) {
 
 /* A thread still writing into a finished part moves to the current one. */
 CT_NOINST void ct_part_sync(struct ct_thread *t) {
-    if (t->chunk && t->part != current->index && !t->busy) {
+    if (t->chunk && t->part != ct_part() && !t->busy) {
         ct_retire_chunk(t->chunk, ct_chunk_bytes);
         t->chunk = NULL;
         t->cur = t->end = NULL;
@@ -156,12 +198,14 @@ CT_NOINST void ct_release_chunk(struct ct_thread *t) {
     t->chunk = NULL;
     t->cur = t->end = NULL;
     ct_barrier();
-    if (old && hdr)
-        munmap(old, hdr->chunk_size);
-    if (t->lost && hdr) {
-        __atomic_add_fetch(&hdr->lost_calls, t->lost, __ATOMIC_RELAXED);
+    struct part *pt = hold();
+    if (old && pt->phdr)
+        munmap(old, ct_chunk_bytes);
+    if (t->lost && pt->phdr) {
+        __atomic_add_fetch(&pt->phdr->lost_calls, t->lost, __ATOMIC_RELAXED);
         t->lost = 0;
     }
+    unhold();
 }
 
 static CT_NOINST void meta_write(uint32_t key, const void *data, size_t len);
@@ -190,17 +234,18 @@ static CT_NOINST void sticky_replay(void) {
 }
 
 static CT_NOINST void meta_write(uint32_t key, const void *data, size_t len) {
-    if (!hdr)
-        return;
+    struct part *pt = hold();
+    int recording = pt->phdr != NULL;
+    unhold();
     size_t need = 8 + ((len + 7) & ~(size_t)7);
-    size_t room = hdr->chunk_size - CT_CHUNK_HEADER;
-    if (need > room)
+    size_t room = ct_chunk_bytes - CT_CHUNK_HEADER;
+    if (!recording || need > room)
         return;
     while (__atomic_exchange_n(&meta_lock, 1, __ATOMIC_ACQUIRE))
         ;
     if (!meta || meta_used + need > room) {
         if (meta)
-            munmap(meta, hdr->chunk_size);
+            munmap(meta, ct_chunk_bytes);
         meta = map_chunk(CT_CHUNK_META, 0, 0, 0);
         meta_used = 0;
     }
@@ -335,14 +380,19 @@ static CT_NOINST void roll(void) {
     part_chunks = 0;
     old->phdr->end_ticks = ct_ticks();
     old->phdr->end_mono_ns = ct_mono_ns();
-    /* Two parts back is long enough for any claim still using it. */
+    /* The last two parts stay open for threads still finishing a chunk in
+     * them; older ones are freed once no claim holds a part. */
     struct part *gone = older[1];
     older[1] = older[0];
     older[0] = old;
-    if (gone) {
-        munmap(gone->phdr, CT_HEADER_SIZE);
-        close(gone->pfd);
-        munmap(gone, sizeof *gone);
+    if (gone && ngrave < GRAVE)
+        grave[ngrave++] = gone;
+    else if (gone)
+        ct_log("part %u left open: claims kept running through every roll", gone->index);
+    if (!__atomic_load_n(&holders, __ATOMIC_SEQ_CST)) {
+        for (int i = 0; i < ngrave; i++)
+            free_part(grave[i]);
+        ngrave = 0;
     }
     __atomic_add_fetch(&ct_epoch, 1, __ATOMIC_RELEASE);
     ct_log("part %u finished (%s); now writing %s", old->index, old->ppath, pt->ppath);
@@ -357,6 +407,8 @@ CT_NOINST int ct_stream_open(pid_t ppid) {
     part_chunks = 0;
     sticky_used = 0;
     older[0] = older[1] = NULL;
+    holders = 0;       /* after fork(): the threads that held a part are gone */
+    ngrave = 0;
     struct part *pt = open_part(part_limit ? 1 : 0);
     if (!pt)
         return -1;
@@ -399,17 +451,12 @@ CT_NOINST void ct_stream_close(void) {
     if (meta && hdr)
         munmap(meta, hdr->chunk_size);
     meta = NULL;
-    struct part *all[3] = {current, older[0], older[1]};
-    for (int i = 0; i < 3; i++) {
-        struct part *pt = all[i];
-        if (!pt || pt == &none)
-            continue;
-        if (pt->phdr)
-            munmap(pt->phdr, CT_HEADER_SIZE);
-        if (pt->pfd >= 0)
-            close(pt->pfd);
-        munmap(pt, sizeof *pt);
-    }
+    free_part(current);
+    free_part(older[0]);
+    free_part(older[1]);
+    for (int i = 0; i < ngrave; i++)
+        free_part(grave[i]);
     older[0] = older[1] = NULL;
+    ngrave = 0;
     __atomic_store_n(&current, &none, __ATOMIC_RELEASE);
 }
