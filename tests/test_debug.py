@@ -369,10 +369,20 @@ def test_not_executable_and_no_debug_info(tmp_path):
 
 def test_ctrl_c_stops_program_and_writes_trace(tmp_path):
     out = tmp_path / "c.json"
+    mi_log = tmp_path / "mi.log"
     p = subprocess.Popen([sys.executable, "-m", "calltrace", "debug", "-q", "--output",
                           str(out), fixture("callloop"), "100000000"], cwd=tmp_path,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(4)                     # GDB started, the loop is being traced
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env={**os.environ, "CALLTRACE_MI_LOG": str(mi_log)})
+    # Wait until the breakpoints are armed and the program runs again (the
+    # second *running, after libc is loaded), then let it record a while.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and p.poll() is None:
+        log = mi_log.read_text() if mi_log.exists() else ""
+        if log.count("message='running'") >= 4 and "libc.so" in log:
+            break
+        time.sleep(0.05)
+    time.sleep(1)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err.decode()

@@ -96,12 +96,12 @@ def test_raw_file_mode_while_running(tmp_path):
                             env=clean_env(LD_PRELOAD=lib(), CALLTRACE_OUTPUT="t.json"))
     raw = tmp_path / f"t.json.{proc.pid}.raw"
     mode = None
-    for _ in range(200):
+    deadline = time.monotonic() + 30     # the file lives from start-up until the trace is written
+    while mode is None and time.monotonic() < deadline and proc.poll() is None:
         try:
             mode = stat.S_IMODE(os.stat(raw).st_mode)
-            break
         except FileNotFoundError:
-            time.sleep(0.005)
+            time.sleep(0.002)
     proc.communicate(timeout=120)
     assert proc.returncode == 5
     assert mode == 0o600

@@ -4,6 +4,7 @@ traces through the reader: clear errors only, never a crash or a traceback."""
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import re
 import struct
@@ -17,10 +18,13 @@ from hypothesis import strategies as st
 
 import calltrace
 from calltrace.errors import CalltraceError
-from conftest import fixture, run_cli
+from calltrace.trace.raw import read_info
+from conftest import ROOT, fixture, run_cli
 
-# CI runs a fixed, derandomized sample; CALLTRACE_FUZZ_EXAMPLES=N runs a longer
-# random search (N examples per test) when hunting for new failures.
+# CI runs a fixed, derandomized choice of edits, applied to fresh recordings
+# (so the bytes differ from run to run: a failing input is kept under
+# build/fuzz-failures); CALLTRACE_FUZZ_EXAMPLES=N runs a longer random search
+# (N examples per test) when hunting for new failures.
 _LONG = int(os.environ.get("CALLTRACE_FUZZ_EXAMPLES", "0"))
 SETTINGS = settings(max_examples=_LONG or 60, deadline=None, derandomize=not _LONG, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -57,7 +61,7 @@ def raws(tmp_path_factory):
             env.update(LD_PRELOAD=lib, CALLTRACE_RAW_DIR=str(folder), CALLTRACE_BUFFER_KB="16")
             proc = subprocess.run([fixture(name), *args], env=env, capture_output=True, timeout=120)
             assert proc.returncode == 0
-            raw = min(glob.glob(str(folder / "*.raw")), key=os.path.getmtime)
+            (raw,) = [r for r in glob.glob(str(folder / "*.raw")) if not read_info(r).ppid]
             out[name] = Path(raw).read_bytes()
         else:
             out[name] = _record(folder, name, *args)
@@ -76,8 +80,23 @@ def convert(tmp_path: Path, data: bytes) -> subprocess.CompletedProcess:
                           cwd=tmp_path, env=env, capture_output=True, timeout=120)
 
 
+def keep_failure(data: bytes, suffix: str) -> str:
+    """The inputs vary from run to run (fresh recordings): a failing one is
+    kept under build/fuzz-failures so it can be replayed."""
+    folder = ROOT / "build" / "fuzz-failures"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha1(data).hexdigest()[:12]}{suffix}"
+    path.write_bytes(data)
+    return str(path)
+
+
 def check_clean(proc: subprocess.CompletedProcess, what: str) -> None:
     err = proc.stderr.decode(errors="replace")
+    ok = proc.returncode >= 0 and "Traceback" not in err and "internal error" not in err and \
+        (proc.returncode == 0 or (proc.returncode == 2 and err.startswith("calltrace: error: ") and
+                                  err.count("\n") == 1))
+    if not ok:
+        what += f" (input kept as {keep_failure(Path(proc.args[5]).read_bytes(), '.raw')})"
     assert proc.returncode >= 0, f"{what}: converter killed by signal {-proc.returncode}"
     assert "Traceback" not in err and "internal error" not in err, f"{what}: {err[-2000:]}"
     if proc.returncode:
@@ -155,11 +174,12 @@ def check_reader(tmp_path: Path, data: bytes, what: str) -> None:
     try:
         read_all(path)
     except CalltraceError as e:
-        assert str(e) and "\n" not in str(e), f"{what}: unclear error {e!r}"
+        assert str(e) and "\n" not in str(e), \
+            f"{what}: unclear error {e!r} (input kept as {keep_failure(data, '.json')})"
     except RecursionError:
-        pytest.fail(f"{what}: RecursionError")
+        pytest.fail(f"{what}: RecursionError (input kept as {keep_failure(data, '.json')})")
     except Exception as e:  # anything else is a crash of the reader
-        pytest.fail(f"{what}: {type(e).__name__}: {e}")
+        pytest.fail(f"{what}: {type(e).__name__}: {e} (input kept as {keep_failure(data, '.json')})")
 
 
 @JSON_SETTINGS
