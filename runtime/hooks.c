@@ -74,10 +74,8 @@ static inline CT_NOINST int take_busy(struct ct_thread *t) {
     return 1;
 }
 
-static inline CT_NOINST void record(struct ct_thread *t, uint64_t kind, void *fn) {
-    if (unlikely(!take_busy(t)))
-        return;
-    ct_barrier();
+/* Write one event; the busy flag is already ours. */
+static CT_NOINST __attribute__((noinline)) void record_held(struct ct_thread *t, uint64_t kind, void *fn) {
     uint64_t *p = t->cur;
     if (unlikely(p >= t->end)) {
         p = ct_next_chunk(t);
@@ -90,6 +88,42 @@ static inline CT_NOINST void record(struct ct_thread *t, uint64_t kind, void *fn
         }
     }
     uint64_t now = ct_ticks();
+    uint64_t delta = now - t->last;
+    if (unlikely(delta > CT_DELTA_MASK)) {
+        *p++ = ((uint64_t)CT_EV_TIME << 62) | (now & CT_TIME_MASK);
+        delta = 0;
+    }
+    t->last = now;
+    *p++ = (kind << 62) | (((uint64_t)(uintptr_t)fn & CT_ADDR_MASK) << CT_DELTA_BITS) | delta;
+    t->cur = p;
+    ct_barrier();
+    t->busy = 0;
+}
+
+static inline CT_NOINST void record(struct ct_thread *t, uint64_t kind, void *fn) {
+    if (unlikely(!take_busy(t)))
+        return;
+    ct_barrier();
+    record_held(t, kind, fn);
+}
+
+static CT_NOINST __attribute__((noinline)) void busy_drop(struct ct_thread *t) { take_busy(t); }
+
+/* The common case of record(), inlined into the hooks: every rarer case
+ * (a busy hook, a full chunk, no TSC) is a tail call, so the hooks save no
+ * register at all. Same steps, same order as record(). */
+static inline __attribute__((always_inline)) CT_NOINST void record_fast(struct ct_thread *t, uint64_t kind,
+                                                                         void *fn) {
+    if (unlikely(t->busy))
+        return busy_drop(t);
+    t->busy = 1;
+    ct_barrier();
+    uint64_t *p = t->cur;
+    if (unlikely(p >= t->end) || unlikely(!ct_use_tsc))
+        return record_held(t, kind, fn);
+    uint32_t lo, hi;
+    __asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi));
+    uint64_t now = ((uint64_t)hi << 32) | lo;
     uint64_t delta = now - t->last;
     if (unlikely(delta > CT_DELTA_MASK)) {
         *p++ = ((uint64_t)CT_EV_TIME << 62) | (now & CT_TIME_MASK);
@@ -132,10 +166,10 @@ __asm__(".text\n"
         "    ret\n"
         ".size __cyg_profile_func_enter, .-__cyg_profile_func_enter\n");
 
-/* What every entry does before recording: count the depth, notice toggles,
- * and say whether this call is to be recorded at all. */
-static inline CT_NOINST int enter_gate(struct ct_thread *t, void *fn) {
-    uint32_t d = t->depth++;
+/* What every entry does before recording, once the depth is counted (`d`
+ * is the call's depth): notice toggles, and say whether this call is to be
+ * recorded at all. */
+static inline CT_NOINST int gate(struct ct_thread *t, void *fn, uint32_t d) {
     if (unlikely(t->epoch != ct_epoch))
         ct_thread_sync(t, (uint64_t)d << 1, fn);
     if (unlikely(!t->on))
@@ -150,17 +184,31 @@ static inline CT_NOINST int enter_gate(struct ct_thread *t, void *fn) {
     return !unlikely(ct_filter_mode) || filter_enter(t, fn, d);
 }
 
-CT_HIDDEN CT_NOINST void ct_enter(void *fn, void *site) {
-    (void)site;
-    struct ct_thread *t = &ct_tls;
-    if (enter_gate(t, fn))
+static inline CT_NOINST int enter_gate(struct ct_thread *t, void *fn) {
+    return gate(t, fn, t->depth++);
+}
+
+static CT_NOINST __attribute__((noinline)) void enter_slow(struct ct_thread *t, void *fn, uint32_t d) {
+    if (gate(t, fn, d))
         record(t, CT_EV_ENTER, fn);
 }
 
-CT_EXPORT CT_NOINST void __cyg_profile_func_exit(void *fn, void *site) {
+/* The hooks: the checks of gate() and of the exit in the same order, the
+ * uncommon outcomes in the tail-called slow functions. */
+CT_HIDDEN CT_NOINST void ct_enter(void *fn, void *site) {
     (void)site;
     struct ct_thread *t = &ct_tls;
-    uint32_t d = --t->depth;
+    uint32_t d = t->depth++;
+    if (unlikely(t->epoch != ct_epoch))
+        return enter_slow(t, fn, d);
+    if (unlikely(!t->on))
+        return;
+    if (unlikely(d >= ct_max_depth) || unlikely(ct_filter_mode))
+        return enter_slow(t, fn, d);
+    record_fast(t, CT_EV_ENTER, fn);
+}
+
+static CT_NOINST __attribute__((noinline)) void exit_slow(struct ct_thread *t, void *fn, uint32_t d) {
     if (unlikely(t->epoch != ct_epoch))
         ct_thread_sync(t, ((uint64_t)d << 1) | 1, fn);
     if (unlikely(!t->on) || unlikely(d >= ct_max_depth))
@@ -172,6 +220,19 @@ CT_EXPORT CT_NOINST void __cyg_profile_func_exit(void *fn, void *site) {
             return;
     }
     record(t, CT_EV_EXIT, fn);
+}
+
+CT_EXPORT CT_NOINST void __cyg_profile_func_exit(void *fn, void *site) {
+    (void)site;
+    struct ct_thread *t = &ct_tls;
+    uint32_t d = --t->depth;
+    if (unlikely(t->epoch != ct_epoch))
+        return exit_slow(t, fn, d);
+    if (unlikely(!t->on))
+        return;
+    if (unlikely(d >= ct_max_depth) || unlikely(ct_exit_slow))
+        return exit_slow(t, fn, d);
+    record_fast(t, CT_EV_EXIT, fn);
 }
 
 /* Entry with arguments: ENTER, then EXT ARGS with the planned bytes, both
