@@ -123,13 +123,18 @@ CT_HIDDEN uint64_t ct_ticks_slow(void);
 CT_HIDDEN uint64_t ct_mono_ns(void);
 CT_HIDDEN void ct_clock_init(struct ct_header *h);
 
+#if defined(__x86_64__)
+static inline CT_NOINST uint64_t ct_rdtsc(void) {
+    uint32_t lo, hi;
+    __asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((uint64_t)hi << 32) | lo;
+}
+#endif
+
 static inline CT_NOINST uint64_t ct_ticks(void) {
 #if defined(__x86_64__)
-    if (likely(ct_use_tsc)) {
-        uint32_t lo, hi;
-        __asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi));
-        return ((uint64_t)hi << 32) | lo;
-    }
+    if (likely(ct_use_tsc))
+        return ct_rdtsc();
 #endif
     return ct_ticks_slow();
 }

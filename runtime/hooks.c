@@ -74,6 +74,22 @@ static inline CT_NOINST int take_busy(struct ct_thread *t) {
     return 1;
 }
 
+/* The event word (after a TIME word when the delta does not fit) at `p`,
+ * then the busy flag given back. */
+static inline __attribute__((always_inline)) CT_NOINST void put_event(struct ct_thread *t, uint64_t *p,
+                                                                       uint64_t now, uint64_t kind, void *fn) {
+    uint64_t delta = now - t->last;
+    if (unlikely(delta > CT_DELTA_MASK)) {
+        *p++ = ((uint64_t)CT_EV_TIME << 62) | (now & CT_TIME_MASK);
+        delta = 0;
+    }
+    t->last = now;
+    *p++ = (kind << 62) | (((uint64_t)(uintptr_t)fn & CT_ADDR_MASK) << CT_DELTA_BITS) | delta;
+    t->cur = p;
+    ct_barrier();
+    t->busy = 0;
+}
+
 /* Write one event; the busy flag is already ours. */
 static CT_NOINST __attribute__((noinline)) void record_held(struct ct_thread *t, uint64_t kind, void *fn) {
     uint64_t *p = t->cur;
@@ -87,17 +103,7 @@ static CT_NOINST __attribute__((noinline)) void record_held(struct ct_thread *t,
             return;
         }
     }
-    uint64_t now = ct_ticks();
-    uint64_t delta = now - t->last;
-    if (unlikely(delta > CT_DELTA_MASK)) {
-        *p++ = ((uint64_t)CT_EV_TIME << 62) | (now & CT_TIME_MASK);
-        delta = 0;
-    }
-    t->last = now;
-    *p++ = (kind << 62) | (((uint64_t)(uintptr_t)fn & CT_ADDR_MASK) << CT_DELTA_BITS) | delta;
-    t->cur = p;
-    ct_barrier();
-    t->busy = 0;
+    put_event(t, p, ct_ticks(), kind, fn);
 }
 
 static inline CT_NOINST void record(struct ct_thread *t, uint64_t kind, void *fn) {
@@ -121,19 +127,7 @@ static inline __attribute__((always_inline)) CT_NOINST void record_fast(struct c
     uint64_t *p = t->cur;
     if (unlikely(p >= t->end) || unlikely(!ct_use_tsc))
         return record_held(t, kind, fn);
-    uint32_t lo, hi;
-    __asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi));
-    uint64_t now = ((uint64_t)hi << 32) | lo;
-    uint64_t delta = now - t->last;
-    if (unlikely(delta > CT_DELTA_MASK)) {
-        *p++ = ((uint64_t)CT_EV_TIME << 62) | (now & CT_TIME_MASK);
-        delta = 0;
-    }
-    t->last = now;
-    *p++ = (kind << 62) | (((uint64_t)(uintptr_t)fn & CT_ADDR_MASK) << CT_DELTA_BITS) | delta;
-    t->cur = p;
-    ct_barrier();
-    t->busy = 0;
+    put_event(t, p, ct_rdtsc(), kind, fn);
 }
 
 /* The exported entry hook is this stub: the plain path is one compare and a
