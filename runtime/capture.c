@@ -6,7 +6,6 @@
  * `calltrace run`, or made at start-up by running `python -m calltrace plan`
  * under a bare LD_PRELOAD. Decoding into typed values happens after the run. */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <link.h>
@@ -14,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include "ct.h"
 
@@ -55,27 +53,15 @@ static CT_NOINST int module_biases(const char *m, uint64_t at, uint64_t end, uin
                                    uint64_t *bias, uint8_t *loaded) {
     char path[PATH_MAX];
     for (uint32_t i = 0; i < nmods; i++) {
-        uint32_t len;
-        if (at + 4 > end)
+        at = ct_module_entry(m, at, end, path);
+        if (!at)
             return -1;
-        memcpy(&len, m + at, 4);
-        if (len >= sizeof path || at + 4 + len > end)
-            return -1;
-        memcpy(path, m + at + 4, len);
-        path[len] = 0;
-        at += 4 + len;
-        loaded[i] = 0;
-        if (i == 0) {
-            /* A plan is for one program: an exec'd image inherits CALLTRACE_PLAN. */
-            if (!ct_is_exe(path))
-                return 1;
-            bias[0] = ct_exe_bias();
-            loaded[0] = 1;
-        } else {
-            loaded[i] = (uint8_t)ct_lib_bias(path, &bias[i]);
-            if (!loaded[i])
-                ct_log("capture plan: %s is not loaded; its arguments are not captured", path);
-        }
+        int r = ct_module_bias(i, path, &bias[i]);
+        if (r < 0)
+            return 1;   /* a plan for another program */
+        loaded[i] = (uint8_t)r;
+        if (!r)
+            ct_log("capture plan: %s is not loaded; its arguments are not captured", path);
         /* Which files the function indexes refer to, for the converter. */
         char line[PATH_MAX + 48];
         int n = snprintf(line, sizeof line, "capture_module.%u=%s", i, path);
@@ -88,23 +74,10 @@ static CT_NOINST int module_biases(const char *m, uint64_t at, uint64_t end, uin
 /* Map the plan file and index it by run-time address. Returns 0 when
  * loaded, 1 when the plan is for another program, -1 on an error. */
 CT_NOINST int ct_capture_load(const char *path) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        ct_warn("cannot read the capture plan %s: %s; arguments not captured", path, strerror(errno));
+    size_t size;
+    const char *m = ct_map_input(path, "CTPLAN02", 24, &size, "capture plan", "arguments not captured");
+    if (!m)
         return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) < 0 || st.st_size < 24) {
-        close(fd);
-        ct_warn("capture plan %s is empty; arguments not captured", path);
-        return -1;
-    }
-    const char *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (m == MAP_FAILED || memcmp(m, "CTPLAN02", 8)) {
-        ct_warn("%s is not a capture plan; arguments not captured", path);
-        return -1;
-    }
     uint32_t nfuncs, nops, nmods;
     memcpy(&nfuncs, m + 12, 4);
     memcpy(&nops, m + 16, 4);
@@ -112,12 +85,12 @@ CT_NOINST int ct_capture_load(const char *path) {
     uint64_t mods_at = 24 + (uint64_t)nfuncs * sizeof *funcs + (uint64_t)nops * sizeof *ops;
     uint64_t bias[MAX_MODULES];
     uint8_t loaded[MAX_MODULES];
-    int r = nmods < 1 || nmods > MAX_MODULES || mods_at > (uint64_t)st.st_size ? -1
-            : module_biases(m, mods_at, (uint64_t)st.st_size, nmods, bias, loaded);
+    int r = nmods < 1 || nmods > MAX_MODULES || mods_at > size ? -1
+            : module_biases(m, mods_at, size, nmods, bias, loaded);
     if (r) {
         if (r < 0)
             ct_warn("capture plan %s is damaged; arguments not captured", path);
-        munmap((void *)m, (size_t)st.st_size);
+        munmap((void *)m, size);
         return r;
     }
     funcs = (const struct plan_func *)(m + 24);

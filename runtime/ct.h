@@ -180,8 +180,10 @@ CT_HIDDEN void ct_write_ext(struct ct_thread *t, uint32_t sub, uint64_t value);
 /* proc.c */
 CT_HIDDEN int ct_exe_path(char *buf, size_t size);
 CT_HIDDEN uint64_t ct_exe_bias(void);
-CT_HIDDEN int ct_is_exe(const char *path);
-CT_HIDDEN int ct_lib_bias(const char *path, uint64_t *bias);   /* 1: loaded there, 0: not loaded */
+CT_HIDDEN int ct_module_bias(uint32_t index, const char *path, uint64_t *bias);
+CT_HIDDEN uint64_t ct_module_entry(const char *m, uint64_t at, uint64_t end, char *path);
+CT_HIDDEN const char *ct_map_input(const char *path, const char *magic, size_t min_size, size_t *size,
+                                   const char *what, const char *otherwise);
 CT_HIDDEN int ct_each_task(int (*fn)(long tid, void *arg), void *arg);
 
 /* interpose.c */

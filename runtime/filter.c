@@ -5,14 +5,9 @@
  * module count, then per module: u32 path length, the path, u32 count, count
  * u64 link-time addresses. Module 0 is the executable. */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
-#include <link.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include "ct.h"
 
 static uint64_t *set;
@@ -28,50 +23,34 @@ static CT_NOINST void add(uint64_t a) {
 /* Returns 0 when loaded, 1 when the filter is for another program (an
  * exec'd image inherits CALLTRACE_FILTER), -1 on an error. */
 CT_NOINST int ct_filter_load(const char *path) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        ct_warn("cannot read the filter %s: %s; recording everything", path, strerror(errno));
+    size_t size;
+    const char *m = ct_map_input(path, "CTFILT02", 16, &size, "filter", "recording everything");
+    if (!m)
         return -1;
-    }
-    struct stat st;
-    const char *m = MAP_FAILED;
-    if (fstat(fd, &st) == 0 && st.st_size >= 16)
-        m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (m == MAP_FAILED || memcmp(m, "CTFILT02", 8)) {
-        if (m != MAP_FAILED)
-            munmap((void *)m, (size_t)st.st_size);
-        ct_warn("%s is not a calltrace filter; recording everything", path);
-        return -1;
-    }
-    uint64_t end = (uint64_t)st.st_size, at = 16;
+    uint64_t end = size, at = 16;
     uint32_t mode, nmods;
     memcpy(&mode, m + 8, 4);
     memcpy(&nmods, m + 12, 4);
     int r = mode == CT_FILTER_INCLUDE || mode == CT_FILTER_EXCLUDE ? 0 : -1;
     /* First pass: check the layout and size the table. */
     uint64_t total = 0;
+    char lib[PATH_MAX];
     for (uint32_t i = 0; r == 0 && i < nmods; i++) {
-        uint32_t len = PATH_MAX, n;
-        if (at + 4 <= end)
-            memcpy(&len, m + at, 4);
-        if (len >= PATH_MAX || at + 4 + len + 4 > end) {
+        uint32_t n;
+        at = ct_module_entry(m, at, end, lib);
+        if (!at || at + 4 > end) {
             r = -1;
             break;
         }
-        memcpy(&n, m + at + 4 + len, 4);
-        at += 4 + len + 4;
+        memcpy(&n, m + at, 4);
+        at += 4;
         if (at + (uint64_t)n * 8 > end) {
             r = -1;
             break;
         }
-        if (i == 0) {
-            char exe[PATH_MAX];
-            memcpy(exe, m + at - 4 - len, len);
-            exe[len] = 0;
-            if (!ct_is_exe(exe))
-                r = 1;
-        }
+        uint64_t bias;
+        if (i == 0 && ct_module_bias(0, lib, &bias) < 0)
+            r = 1;
         at += (uint64_t)n * 8;
         total += n;
     }
@@ -88,21 +67,18 @@ CT_NOINST int ct_filter_load(const char *path) {
     if (r) {
         if (r < 0)
             ct_warn("filter %s is damaged; recording everything", path);
-        munmap((void *)m, (size_t)st.st_size);
+        munmap((void *)m, size);
         return r;
     }
     mask = cap - 1;
     at = 16;
     for (uint32_t i = 0; i < nmods; i++) {
-        uint32_t len, n;
-        char lib[PATH_MAX];
-        memcpy(&len, m + at, 4);
-        memcpy(lib, m + at + 4, len);
-        lib[len] = 0;
-        memcpy(&n, m + at + 4 + len, 4);
-        at += 4 + len + 4;
+        uint32_t n;
+        at = ct_module_entry(m, at, end, lib);   /* checked in the first pass */
+        memcpy(&n, m + at, 4);
+        at += 4;
         uint64_t bias = 0;
-        int loaded = i == 0 ? (bias = ct_exe_bias(), 1) : ct_lib_bias(lib, &bias);
+        int loaded = ct_module_bias(i, lib, &bias) > 0;
         for (uint32_t k = 0; loaded && k < n; k++) {
             uint64_t a;
             memcpy(&a, m + at + (uint64_t)k * 8, 8);
@@ -112,7 +88,7 @@ CT_NOINST int ct_filter_load(const char *path) {
             ct_log("filter: %s is not loaded", lib);
         at += (uint64_t)n * 8;
     }
-    munmap((void *)m, (size_t)st.st_size);
+    munmap((void *)m, size);
     ct_log("filter %s: %llu functions in %u modules, %s", path, (unsigned long long)total, nmods,
            mode == CT_FILTER_INCLUDE ? "only their calls" : "excluded");
     ct_filter_mode = mode;

@@ -68,6 +68,16 @@ CT_HIDDEN CT_NOINST void *ct_resolve(const char *name) {
     return p;
 }
 
+/* ct_resolve, once per slot. */
+static inline CT_NOINST void *resolve_once(void **slot, const char *name) {
+    void *p = __atomic_load_n(slot, __ATOMIC_RELAXED);
+    if (unlikely(!p)) {
+        p = ct_resolve(name);
+        __atomic_store_n(slot, p, __ATOMIC_RELAXED);
+    }
+    return p;
+}
+
 /* Called by the stubs below with the program's arguments untouched in the
  * saved registers; returns the libc function to tail-jump to. */
 CT_HIDDEN CT_NOINST __attribute__((used)) void *ct_sj_note(const void *buf, uintptr_t sp, unsigned which) {
@@ -87,12 +97,7 @@ CT_HIDDEN CT_NOINST __attribute__((used)) void *ct_sj_note(const void *buf, uint
     slot->buf = buf;
     slot->sp = sp;
     slot->depth = depth;
-    void *real = __atomic_load_n(&sj_real[which], __ATOMIC_RELAXED);
-    if (unlikely(!real)) {
-        real = ct_resolve(sj_names[which]);
-        __atomic_store_n(&sj_real[which], real, __ATOMIC_RELAXED);
-    }
-    return real;
+    return resolve_once(&sj_real[which], sj_names[which]);
 }
 
 #if defined(__x86_64__)
@@ -176,16 +181,15 @@ static CT_NOINST void unwind_to_buf(const void *buf) {
 
 
 typedef void (*jump_fn)(struct __jmp_buf_tag *, int) __attribute__((noreturn));
-static jump_fn real_longjmp, real__longjmp, real_siglongjmp, real_longjmp_chk;
+static void *real_longjmp, *real__longjmp, *real_siglongjmp, *real_longjmp_chk;
 
 #define JUMP_WRAPPER(name, real)                                                       \
     CT_EXPORT CT_NOINST __attribute__((noreturn)) void name(struct __jmp_buf_tag env[1], int val) { \
         int saved = errno;                                                             \
         unwind_to_buf(env);                                                            \
-        if (!real)                                                                     \
-            real = (jump_fn)ct_resolve(#name);                                         \
+        jump_fn jump = (jump_fn)resolve_once(&real, #name);                            \
         errno = saved;                                                                 \
-        real(env, val);                                                                \
+        jump(env, val);                                                                \
     }
 JUMP_WRAPPER(longjmp, real_longjmp)
 JUMP_WRAPPER(_longjmp, real__longjmp)
@@ -199,14 +203,12 @@ JUMP_WRAPPER(__longjmp_chk, real_longjmp_chk)
  * the destructors those frames run as too deep). */
 CT_EXPORT CT_NOINST __attribute__((noreturn)) void pthread_exit(void *ret) {
     typedef void (*exit_fn)(void *) __attribute__((noreturn));
-    static exit_fn real;
+    static void *real;
     struct ct_thread *t = &ct_tls;
     abandon_hook(t);
     if (t->depth && t->on && t->chunk)
         ct_write_ext(t, CT_EXT_UNWIND, 0);
-    if (!real)
-        real = (exit_fn)ct_resolve("pthread_exit");
-    real(ret);
+    ((exit_fn)resolve_once(&real, "pthread_exit"))(ret);
 }
 
 /* ---- dlopen'd modules ---------------------------------------------------------
@@ -246,12 +248,7 @@ CT_HIDDEN CT_NOINST __attribute__((used)) void *ct_dl_note(unsigned which) {
     ct_scan_modules(which == DL_CLOSE);
     if ((which == DL_OPEN || which == DL_MOPEN) && !__atomic_exchange_n(&exit_scan_registered, 1, __ATOMIC_ACQ_REL))
         atexit(modules_at_exit);   /* registered after libc's, so it runs before the runtime's destructor */
-    void *p = __atomic_load_n(&real[which], __ATOMIC_RELAXED);
-    if (!p) {
-        p = ct_resolve(names[which]);
-        __atomic_store_n(&real[which], p, __ATOMIC_RELAXED);
-    }
-    return p;
+    return resolve_once(&real[which], names[which]);
 }
 
 #if defined(__x86_64__)

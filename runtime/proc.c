@@ -1,11 +1,15 @@
 /* What the runtime asks of its own process: its executable, the load biases of
- * it and its libraries, its threads. No malloc (some callers run in signal handlers). */
+ * it and its libraries, its threads; and the files Python hands it (capture
+ * plan, filter), which name those modules. No malloc (some callers run in
+ * signal handlers). */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <link.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -32,7 +36,7 @@ CT_NOINST uint64_t ct_exe_bias(void) {
 }
 
 /* Is `path` this process's executable (as a real path)? */
-CT_NOINST int ct_is_exe(const char *path) {
+static CT_NOINST int is_exe(const char *path) {
     char exe[PATH_MAX];
     return ct_exe_path(exe, sizeof exe) >= 0 && !strcmp(exe, path);
 }
@@ -59,7 +63,7 @@ static CT_NOINST int lib_bias(struct dl_phdr_info *info, size_t size, void *arg)
     return 0;
 }
 
-CT_NOINST int ct_lib_bias(const char *path, uint64_t *bias) {
+static CT_NOINST int lib_bias_of(const char *path, uint64_t *bias) {
     struct stat st;
     struct find_lib f = {0, 0, 0, 0};
     if (stat(path, &st) == 0) {
@@ -69,6 +73,58 @@ CT_NOINST int ct_lib_bias(const char *path, uint64_t *bias) {
     }
     *bias = f.bias;
     return f.found;
+}
+
+/* Where module `index` of a plan's or filter's module list is loaded: 1
+ * with its bias, 0 when it is not loaded, -1 when module 0 is not this
+ * executable (an exec'd image inherits its parent's files). */
+CT_NOINST int ct_module_bias(uint32_t index, const char *path, uint64_t *bias) {
+    if (index > 0)
+        return lib_bias_of(path, bias);
+    if (!is_exe(path))
+        return -1;
+    *bias = ct_exe_bias();
+    return 1;
+}
+
+/* One entry of such a module list: u32 length, then the path. Copies the
+ * path (PATH_MAX bytes) and returns the offset after it; 0 when the entry
+ * does not fit before `end`. */
+CT_NOINST uint64_t ct_module_entry(const char *m, uint64_t at, uint64_t end, char *path) {
+    uint32_t len;
+    if (at + 4 > end)
+        return 0;
+    memcpy(&len, m + at, 4);
+    if (len >= PATH_MAX || at + 4 + len > end)
+        return 0;
+    memcpy(path, m + at + 4, len);
+    path[len] = 0;
+    return at + 4 + len;
+}
+
+/* A file Python hands the runtime (`what`: "capture plan", "filter"), mapped
+ * whole and read-only, its 8-byte magic checked; NULL, with a warning ending
+ * in `otherwise`, when it cannot be read or is not one. */
+CT_NOINST const char *ct_map_input(const char *path, const char *magic, size_t min_size, size_t *size,
+                                   const char *what, const char *otherwise) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        ct_warn("cannot read the %s %s: %s; %s", what, path, strerror(errno), otherwise);
+        return NULL;
+    }
+    struct stat st;
+    const char *m = MAP_FAILED;
+    if (fstat(fd, &st) == 0 && (uint64_t)st.st_size >= min_size)
+        m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (m != MAP_FAILED && !memcmp(m, magic, 8)) {
+        *size = (size_t)st.st_size;
+        return m;
+    }
+    if (m != MAP_FAILED)
+        munmap((void *)m, (size_t)st.st_size);
+    ct_warn("%s is not a calltrace %s; %s", path, what, otherwise);
+    return NULL;
 }
 
 /* Calls `fn(tid, arg)` for each thread of the process until it returns

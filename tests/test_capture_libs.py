@@ -155,3 +155,23 @@ def test_debug_selection_matching_nothing(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr == (b"calltrace: error: no instrumented function of " + fixture("linked").encode() +
                            b" or of the libraries it loads matches the selection\n")
+
+
+def test_unreadable_or_foreign_plan_and_filter(tmp_path):
+    """A file handed to the runtime that is not what it should be: one line,
+    the program unharmed, the run recorded without it."""
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"not a file calltrace wrote, at all")
+    proc = preload(tmp_path, fixture("recursion"), CALLTRACE_OUTPUT="p.json", CALLTRACE_CAPTURE_ARGS="1",
+                   CALLTRACE_PLAN=str(junk))
+    assert (proc.returncode, proc.stdout) == (0, b"fib=5 sq=25 h=7\n")
+    assert proc.stderr == f"calltrace: {junk} is not a calltrace capture plan; arguments not captured\n".encode()
+    calls = validate(load_json(tmp_path / "p.json"))["threads"][0]["calls"]
+    assert len(calls) == 21 and all("args" not in c for c in calls)
+    for path, message in ((junk, f"{junk} is not a calltrace filter"),
+                          (tmp_path / "missing", f"cannot read the filter {tmp_path / 'missing'}: "
+                                                 "No such file or directory")):
+        proc = preload(tmp_path, fixture("recursion"), CALLTRACE_OUTPUT="f.json", CALLTRACE_FILTER=str(path))
+        assert (proc.returncode, proc.stdout) == (0, b"fib=5 sq=25 h=7\n")
+        assert proc.stderr == f"calltrace: {message}; recording everything\n".encode()
+        assert validate(load_json(tmp_path / "f.json"))["metadata"]["total_calls"] == 21
