@@ -365,16 +365,20 @@ def _recover_header(path: str, head: list[bytes]) -> Trace:
     return trace
 
 
-def _header(doc: dict, path: str) -> Trace:
+def _header(doc: dict, path: str, with_threads: bool = False) -> Trace:
+    """The trace's kind, metadata and function table; its threads too when
+    the document holds them whole."""
     _check_kind(doc, path)
     try:
+        threads = [Thread(t["tid"], [Call.from_json(c) for c in t["calls"]], t.get("name"),
+                          t.get("main", False)) for t in doc["threads"]] if with_threads else []
         functions = [FunctionStats.from_json(x) for x in doc["functions"]]
         metadata = doc["metadata"]
         if not isinstance(metadata["total_calls"], int):
             raise TypeError("total_calls")
     except (KeyError, TypeError) as e:
         raise TraceFormatError(f"{path}: malformed trace (missing or wrong field {e})") from None
-    return Trace(metadata, functions, [], path)
+    return Trace(metadata, functions, threads, path)
 
 
 def _check_kind(doc: object, where: str) -> None:
@@ -403,15 +407,6 @@ def _load_whole(path: str, f) -> Trace:
 
 def from_document(doc: object, path: str | None = None) -> Trace:
     """A trace from an already-parsed JSON document (held in memory)."""
-    where = path or "trace"
-    _check_kind(doc, where)
-    try:
-        threads = [Thread(t["tid"], [Call.from_json(c) for c in t["calls"]], t.get("name"),
-                          t.get("main", False)) for t in doc["threads"]]
-        functions = [FunctionStats.from_json(f) for f in doc["functions"]]
-        metadata = doc["metadata"]
-        if not isinstance(metadata["total_calls"], int):
-            raise TypeError("total_calls")
-    except (KeyError, TypeError) as e:
-        raise TraceFormatError(f"{where}: malformed trace (missing or wrong field {e})") from None
-    return Trace(metadata, functions, threads, os.fspath(path) if path else None)
+    trace = _header(doc, path or "trace", with_threads=True)
+    trace.path = os.fspath(path) if path else None
+    return trace
