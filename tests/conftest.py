@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,12 @@ def require_tool(cmd: str, package: str) -> str:
     return path
 
 
+def _cli_env(env: dict | None) -> dict:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_") and k != "LD_PRELOAD"}
+    full_env.update(env or {})
+    return full_env
+
+
 def run_cli(*args: str, cwd: str | os.PathLike | None = None, env: dict | None = None,
             input: bytes | None = None, timeout: float = 120, check: bool = False
             ) -> subprocess.CompletedProcess:
@@ -45,12 +52,7 @@ def run_cli(*args: str, cwd: str | os.PathLike | None = None, env: dict | None =
 
     `cwd` defaults to a scratch folder outside the source tree, so the
     installed package is used, never the checkout."""
-    full_env = dict(os.environ)
-    for k in list(full_env):
-        if k.startswith("CALLTRACE_") or k == "LD_PRELOAD":
-            del full_env[k]
-    if env:
-        full_env.update(env)
+    full_env = _cli_env(env)
     if cwd is None:
         cwd = ROOT / "build" / "cli-cwd"
         Path(cwd).mkdir(parents=True, exist_ok=True)
@@ -60,6 +62,21 @@ def run_cli(*args: str, cwd: str | os.PathLike | None = None, env: dict | None =
         raise AssertionError(f"calltrace {' '.join(map(str, args))} exited {proc.returncode}:\n"
                              f"{proc.stderr.decode(errors='replace')}")
     return proc
+
+
+def run_cli_or_kill(*args, cwd, timeout: float) -> subprocess.CompletedProcess:
+    """run_cli for a run that might hang: in a session of its own, so that
+    calltrace, the program and its children are killed together after
+    `timeout` seconds, and the test fails."""
+    proc = subprocess.Popen([sys.executable, "-m", "calltrace", *map(str, args)], cwd=cwd, env=_cli_env(None),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"calltrace {' '.join(map(str, args))} never ended")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def validate(doc: dict) -> dict:

@@ -12,6 +12,16 @@ from pathlib import Path
 
 from calltrace.trace.builder import TraceBuilder
 from calltrace.trace.writer import write_trace
+from conftest import run_cli
+
+
+def cli_stdout(*args, status: int = 0) -> str:
+    """The output of `calltrace ARGS`, which must exit with `status` and
+    write nothing on stderr."""
+    p = run_cli(*args)
+    assert p.returncode == status, p.stderr.decode()
+    assert p.stderr == b""
+    return p.stdout.decode()
 
 
 def metadata(builder: TraceBuilder, **over) -> dict:

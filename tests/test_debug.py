@@ -13,6 +13,7 @@ import time
 import pytest
 
 from conftest import ROOT, fixture, load_json, require_tool, run_cli, shape, validate
+from test_run import RECURSION_TREE, fib_calls
 
 
 @pytest.fixture(autouse=True)
@@ -74,22 +75,11 @@ def test_differential_same_tree_as_run(tmp_path, fix, args):
     assert m["backend"] == "gdb" and m["clock"] == "thread-cpu" and "per stop" in m["timing"]
 
 
-def fib_calls(n, depth):
-    out = [(depth, "fib")]
-    if n >= 2:
-        out += fib_calls(n - 1, depth + 1) + fib_calls(n - 2, depth + 1)
-    return out
-
-
-RECURSION = [(0, "main")] + fib_calls(5, 1) + [
-    (1, "apply"), (2, "square"), (1, "apply"), (2, "square"), (1, "helper")]
-
-
 def test_recursion_exact_with_args_and_returns(tmp_path):
     proc, doc = debug(tmp_path, fixture("recursion"), "--capture-args", "--capture-returns")
     assert proc.returncode == 0 and proc.stdout == b"fib=5 sq=25 h=7\n"
     calls = doc["threads"][0]["calls"]
-    assert shape(calls) == RECURSION
+    assert shape(calls) == RECURSION_TREE
     fibs = [c for c in calls if c["function"] == "fib"]
     assert [c["args"][0]["value"] for c in fibs] == [5, 4, 3, 2, 1, 0, 1, 2, 1, 0, 3, 2, 1, 0, 1]
     assert [c["return"]["value"] for c in fibs] == [5, 3, 2, 1, 1, 0, 1, 1, 1, 0, 2, 1, 1, 0, 1]
@@ -331,7 +321,7 @@ def test_library_use(tmp_path):
     prog = fixture("recursion")
     res = trace(Options(program=prog, argv=[prog], output=str(out), quiet=True))
     assert res.status == 0 and res.metadata["total_calls"] == 21
-    assert shape(validate(load_json(out))["threads"][0]["calls"]) == RECURSION
+    assert shape(validate(load_json(out))["threads"][0]["calls"]) == RECURSION_TREE
 
 
 @pytest.mark.parametrize("args,msg", [
@@ -430,7 +420,7 @@ def test_hook_calls_found_without_plt(tmp_path, flags):
     _, full = debug(tmp_path, "-q", exe, name="full.json")
     _, part = debug(tmp_path, "-q", exe, "--function", "^(fib|square)$", "--capture-args")
     if "-O2" not in flags:
-        assert shape(full["threads"][0]["calls"]) == RECURSION
+        assert shape(full["threads"][0]["calls"]) == RECURSION_TREE
     want = [(d - 1, f) for d, f in shape(full["threads"][0]["calls"]) if f in ("fib", "square")]
     got = shape(part["threads"][0]["calls"])
     assert [f for _, f in got] == [f for _, f in want] and len(got) == 17

@@ -6,7 +6,7 @@ import pytest
 import calltrace
 from calltrace.analysis import compare, regressions
 from conftest import fixture, run_cli
-from postmortem_util import leaf, write, write_demo
+from postmortem_util import cli_stdout, leaf, write, write_demo
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +22,7 @@ def traces(tmp_path_factory):
 
 
 def diff(*args, status=0) -> str:
-    p = run_cli("diff", *args)
-    assert p.returncode == status, p.stderr.decode()
-    assert p.stderr == b""
-    return p.stdout.decode()
+    return cli_stdout("diff", *args, status=status)
 
 
 def test_changes_regressions_first(traces):

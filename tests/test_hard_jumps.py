@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import collections
 import os
-import signal
 import subprocess
-import sys
 
 import pytest
 
-from conftest import fixture, load_json, run_cli, validate
+from conftest import fixture, load_json, run_cli, run_cli_or_kill, validate
 
 
 def calls_of(thread) -> list[tuple[int, str, bool]]:
@@ -123,19 +121,9 @@ def test_exit_from_other_thread_keeps_its_name(tmp_path):
 
 
 def test_main_thread_pthread_exit_process_ends(tmp_path):
-    # Its own session, so that a hung program can be killed by group id.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_")}
     out = tmp_path / "t.json"
-    proc = subprocess.Popen([sys.executable, "-m", "calltrace", "run", "-q", "-o", str(out),
-                             fixture("texit"), "main"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        stdout, _ = proc.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("texit main never ended under calltrace run")
-    assert proc.returncode == 0 and stdout == b"worker done\n"
+    proc = run_cli_or_kill("run", "-q", "-o", out, fixture("texit"), "main", cwd=tmp_path, timeout=15)
+    assert proc.returncode == 0 and proc.stdout == b"worker done\n"
     doc = validate(load_json(out))
     main, worker = doc["threads"]
     assert calls_of(main) == [(0, "main", U), (1, "leave", U)]

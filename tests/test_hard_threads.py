@@ -6,14 +6,12 @@ from __future__ import annotations
 import glob
 import os
 import resource
-import signal
 import subprocess
-import sys
 
 import pytest
 
 from calltrace.trace.raw import RawStream
-from conftest import fixture, load_json, run_cli, validate
+from conftest import fixture, load_json, run_cli, run_cli_or_kill, validate
 
 
 def lib() -> str:
@@ -89,17 +87,8 @@ def test_dlopen_bare_preload(tmp_path):
 
 def test_program_own_instrumented_malloc(tmp_path):
     out = tmp_path / "t.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_")}
-    proc = subprocess.Popen([sys.executable, "-m", "calltrace", "run", "-q", "-o", str(out),
-                             fixture("mymalloc")], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        stdout, _ = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("mymalloc never ended under calltrace run")
-    assert (proc.returncode, stdout) == (0, b"sum 6\n")
+    proc = run_cli_or_kill("run", "-q", "-o", out, fixture("mymalloc"), cwd=tmp_path, timeout=20)
+    assert (proc.returncode, proc.stdout) == (0, b"sum 6\n")
     doc = validate(load_json(out))
     calls = [(c["depth"], c["function"]) for c in doc["threads"][0]["calls"]]
     start = calls.index((0, "main"))

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import fixture, run_cli
-from postmortem_util import check_golden, normalise_replay, write, write_demo, leaf
+from postmortem_util import check_golden, cli_stdout, normalise_replay, write, write_demo, leaf
 
 
 @pytest.fixture(scope="module")
@@ -18,10 +18,7 @@ def demo(tmp_path_factory):
 
 
 def replay(*args) -> str:
-    p = run_cli("replay", *args)
-    assert p.returncode == 0, p.stderr.decode()
-    assert p.stderr == b""
-    return p.stdout.decode()
+    return cli_stdout("replay", *args)
 
 
 DEMO_REPLAY = """\

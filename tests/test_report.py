@@ -10,7 +10,7 @@ import pytest
 import calltrace
 from calltrace.analysis import slowest, thread_stats
 from conftest import fixture, run_cli
-from postmortem_util import check_golden, normalise_table, write_demo
+from postmortem_util import check_golden, cli_stdout, normalise_table, write_demo
 
 
 @pytest.fixture(scope="module")
@@ -19,10 +19,7 @@ def demo(tmp_path_factory):
 
 
 def report(*args) -> str:
-    p = run_cli("report", *args)
-    assert p.returncode == 0, p.stderr.decode()
-    assert p.stderr == b""
-    return p.stdout.decode()
+    return cli_stdout("report", *args)
 
 
 DEMO_REPORT = """\
