@@ -7,12 +7,27 @@ such as ``args`` or ``ret``.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 from calltrace.trace.builder import TraceBuilder
 from calltrace.trace.writer import write_trace
 from conftest import run_cli
+
+
+def read_until_closed(fd: int) -> bytes:
+    """Everything a pty master yields until the other side is closed."""
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:     # EIO: the last writer is gone
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
 
 
 def cli_stdout(*args, status: int = 0) -> str:

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import fixture, run_cli
-from postmortem_util import check_golden, cli_stdout, normalise_replay, write, write_demo, leaf
+from postmortem_util import check_golden, cli_stdout, normalise_replay, read_until_closed, write, write_demo, leaf
 
 
 @pytest.fixture(scope="module")
@@ -97,18 +97,9 @@ def test_colour_only_on_a_terminal(demo):
     proc = subprocess.Popen([sys.executable, "-m", "calltrace", "replay", demo], stdout=slave,
                             stderr=subprocess.PIPE, env=env, cwd="/")
     os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
+    out = read_until_closed(master).decode()
     assert proc.wait(timeout=60) == 0
     os.close(master)
-    out = b"".join(chunks).decode()
     assert "\x1b[1m== thread 100 [main] ==\x1b[0m" in out
     assert "\x1b[36mwork\x1b[0m" in out
 

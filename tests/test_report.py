@@ -10,7 +10,7 @@ import pytest
 import calltrace
 from calltrace.analysis import slowest, thread_stats
 from conftest import fixture, run_cli
-from postmortem_util import check_golden, cli_stdout, normalise_table, write_demo
+from postmortem_util import check_golden, cli_stdout, normalise_table, read_until_closed, write_demo
 
 
 @pytest.fixture(scope="module")
@@ -184,19 +184,10 @@ def test_progress_bar_on_a_terminal_for_long_reads(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "calltrace", "report", "--threads", "--slowest", "3", str(path)],
                             stdout=subprocess.PIPE, stderr=slave, cwd="/")
     os.close(slave)
-    err = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        err.append(data)
+    err = read_until_closed(master).decode(errors="replace")
     out = proc.stdout.read().decode()
     assert proc.wait(timeout=300) == 0
     os.close(master)
-    err = b"".join(err).decode(errors="replace")
     assert "reading calls:" in err and "B/s" in err, err[-500:]
     assert out.count("== thread ") == 4
     piped = run_cli("report", "--slowest", "1", path)
