@@ -47,30 +47,32 @@ def imports_hook(path: str) -> bool:
         return False
 
 
-def loaded_libraries(program: str, env: dict[str, str] | None = None) -> list[str]:
+def loaded_libraries(program: str) -> list[str]:
     """Real paths of the shared libraries `program` loads at start-up, in
-    the loader's order; [] for a static program or when the loader fails."""
+    the loader's order, with this process's environment (the one the
+    program gets); [] for a static program or when the loader fails."""
+    return list(_loaded(program))
+
+
+@lru_cache(maxsize=16)
+def _loaded(program: str) -> tuple[str, ...]:
+    # `calltrace run` asks once for the capture plan and once for the filter.
     interp = _interpreter(program)
     if interp is None or not os.access(interp, os.X_OK):
-        return []
-    env = dict(os.environ if env is None else env)
-    for k in ("LD_PRELOAD", "LD_TRACE_LOADED_OBJECTS", "LD_AUDIT"):
-        env.pop(k, None)
+        return ()
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "LD_TRACE_LOADED_OBJECTS", "LD_AUDIT")}
     try:
         proc = subprocess.run([interp, "--list", program], env=env, stdin=subprocess.DEVNULL,
                               capture_output=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
-        return []
+        return ()
     # Whatever the status (a missing library makes it 1; a loader run under
     # valgrind may report its own errors), the lines found are real.
-    out, seen = [], set()
+    out: dict[str, None] = {}
     for m in _LINE.finditer(proc.stdout.decode("utf-8", "surrogateescape")):
-        real = os.path.realpath(m.group(1))
-        if real not in seen:
-            seen.add(real)
-            out.append(real)
-    return out
+        out.setdefault(os.path.realpath(m.group(1)))
+    return tuple(out)
 
 
-def instrumented_libraries(program: str, env: dict[str, str] | None = None) -> list[str]:
-    return [p for p in loaded_libraries(program, env) if imports_hook(p)]
+def instrumented_libraries(program: str) -> list[str]:
+    return [p for p in loaded_libraries(program) if imports_hook(p)]
