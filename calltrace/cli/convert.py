@@ -1,13 +1,18 @@
 """``calltrace convert``: turn a raw runtime stream into the JSON trace.
 
 The runtime runs this itself at exit under a bare LD_PRELOAD; by hand it
-recovers a trace whose process was killed before conversion (SIGKILL)."""
+recovers a trace whose process was killed before conversion (SIGKILL), or
+every trace of a `calltrace run` that was stopped before it wrote them
+(`calltrace convert OUTPUT.raw`: the run's raw folder)."""
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
+from ..errors import CalltraceError
+from ..supervise import Interrupts
 from ..trace.convert import convert
 from . import options
 from .output import count
@@ -18,7 +23,8 @@ HELP = "convert a raw stream left by the runtime (FILE.raw) into a JSON trace"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("raw", metavar="RAW", help="raw stream written by libcalltrace.so")
+    p.add_argument("raw", metavar="RAW", help="raw stream written by libcalltrace.so, or the raw "
+                   "folder a stopped `calltrace run -o OUT` left (OUT.raw)")
     p.add_argument("-o", "--output", metavar="PATH",
                    help="JSON trace to write (default: the output the program was given)")
     options.add_format(p)
@@ -28,6 +34,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    if os.path.isdir(args.raw):
+        return _folder(args)
     result = convert(args.raw, args.output, pretty=args.pretty,
                      progress=sys.stderr.isatty() and not args.quiet)
     if args.from_runtime:
@@ -36,4 +44,26 @@ def run(args) -> int:
         m = result.metadata
         print(f"calltrace: {count(m['total_calls'])} calls, {m['thread_count']} threads: "
               f"trace written to {result.path}", file=sys.stderr)
+    return 0
+
+
+def _folder(args) -> int:
+    """Every trace of a stopped `calltrace run`, named as the run would have."""
+    from ..collect import convert_folder, recorded_run
+    from ..rawdir import RawDir
+    folder = os.path.abspath(args.raw)
+    pid, output = recorded_run(folder)
+    output = args.output or output
+    lock = RawDir.adopt(folder)
+    results, failed = Interrupts(f"calltrace convert {shlex.quote(args.raw)}").run(lambda: convert_folder(
+        folder, pid, output, pretty=args.pretty, progress=sys.stderr.isatty() and not args.quiet))
+    if failed:
+        lock.release()
+        raise CalltraceError("; ".join(failed))
+    lock.remove()
+    if not args.quiet:
+        for r in results:
+            m = r.metadata
+            print(f"calltrace: {count(m['total_calls'])} calls, {m['thread_count']} threads, pid {m['pid']}: "
+                  f"trace written to {r.path}", file=sys.stderr)
     return 0
