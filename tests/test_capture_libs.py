@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from calltrace.symbols.libraries import imports_hook, instrumented_libraries, loaded_libraries
+from calltrace.symbols.elf import is_instrumented
+from calltrace.symbols.libraries import instrumented_libraries, loaded_libraries
 from calltrace.symbols.plan import program_plan
 from conftest import FIXTURES, ROOT, fixture, load_json, run_cli, validate
 from test_preload import preload
@@ -108,7 +109,7 @@ def test_library_lookup():
     libs = loaded_libraries(fixture("linked"))
     assert lib in libs and any(os.path.basename(p).startswith("libc.so") for p in libs)
     assert instrumented_libraries(fixture("linked")) == [lib]
-    assert imports_hook(lib) and not imports_hook(next(p for p in libs if "libc.so" in p))
+    assert is_instrumented(lib) and not is_instrumented(next(p for p in libs if "libc.so" in p))
     assert instrumented_libraries(fixture("recursion")) == []
     plan = program_plan(os.path.realpath(fixture("linked")))
     assert plan.paths == [os.path.realpath(fixture("linked")), lib]

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import calltrace
 from calltrace.errors import CalltraceError
-from calltrace.trace.raw import read_info
+from calltrace.record.raw import read_info
 from conftest import ROOT, fixture, run_cli
 
 # CI runs a fixed, derandomized choice of edits, applied to fresh recordings

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from calltrace.trace.raw import RawStream
+from calltrace.record.raw import RawStream
 from conftest import fixture, load_json, run_cli, run_cli_or_kill, validate
 
 

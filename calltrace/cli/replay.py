@@ -8,12 +8,11 @@ from ..trace.parts import load_any
 from ..analysis.paths import Filter, select
 from ..analysis.progress import reading, warn
 from ..analysis.render import Colour, fmt_call, use_colour
-from ..analysis.units import argparse_duration, fmt_ns
+from ..units import argparse_duration, fmt_ns
 from ..errors import CalltraceError
 
 NAME = "replay"
 HELP = "show the calls as an indented timeline, thread by thread"
-ORDER = 20
 DESCRIPTION = """Show every call of a trace as an indented timeline: start time (since
 the trace began), duration, and the call, indented by depth, with captured
 arguments and return values. Threads are shown one after the other.

@@ -24,6 +24,7 @@ from functools import lru_cache
 from elftools.common.exceptions import DWARFError, ELFError
 from elftools.elf.elffile import ELFFile
 
+from .code import Code
 from .ctypes_dwarf import ARRAY, STRUCT, UNION, CType, TypeReader
 from .locations import (BASE_CFA, BASE_RSP, OP_FOLLOW, OP_SITE, OP_STRING, SAVED, LocationReader, Op,
                         _EntryValue, _Unavailable, _reg_of)
@@ -78,7 +79,7 @@ class _Planner:
         self.types = TypeReader()
         self.call_values: dict[tuple[int, int], int] = {}   # (return pc, DWARF reg) -> constant
         self._cfi = self._index_cfi()
-        self._text = [s for s in elf.iter_sections() if s["sh_flags"] & 0x4 and s["sh_type"] == "SHT_PROGBITS"]
+        self.code = Code(elf)
 
     def _index_cfi(self):
         entries = []
@@ -113,19 +114,9 @@ class _Planner:
         return None
 
     def hook_return(self, lo: int, hi: int) -> int | None:
-        """The address after the function's first call: gcc emits the entry
-        hook call before any other. capture.c checks it at run time too."""
-        from capstone import CS_ARCH_X86, CS_MODE_64, Cs
-        for sec in self._text:
-            start = sec["sh_addr"]
-            if start <= lo < start + sec["sh_size"]:
-                data = sec.data()[lo - start:min(hi, start + sec["sh_size"]) - start]
-                md = Cs(CS_ARCH_X86, CS_MODE_64)
-                for insn in md.disasm(data, lo):
-                    if insn.mnemonic == "call":
-                        return insn.address + insn.size
-                return None
-        return None
+        """Where the entry hook call returns to. capture.c checks it at run
+        time too."""
+        return self.code.entry_hook_return(lo, hi)
 
     def plans(self, die, cu) -> list[FunctionPlan]:
         """The plan of a function's own entry hook call, and of the hook calls
