@@ -112,7 +112,7 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
         for k in ("threshold_ns", "toggle_signal"):
             if ro.get(k, "0") != "0":
                 opts[k] = _int_option(raw_path, ro, k)
-        for k in ("function", "exclude"):
+        for k in ("function", "only", "exclude"):
             if k in ro:
                 opts[k] = ro[k]
         opts.update(options or {})
