@@ -4,11 +4,10 @@ program runs; the wording of summaries; what `--help` shows."""
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
-from conftest import ROOT, fixture, load_json, run_cli
+from conftest import ROOT, fixture, load_json, preload_env, require_tool, run_cli
 
 
 def test_program_options_that_look_like_ours_reach_the_program(tmp_path):
@@ -38,8 +37,7 @@ def test_recording_options_may_follow_the_program(tmp_path):
 
 
 def test_debug_keeps_capture_args_after_the_program(tmp_path):
-    require = shutil.which("gdb")
-    assert require, "gdb is missing: install the Debian package gdb (make sysdeps)"
+    require_tool("gdb", "gdb")
     out = tmp_path / "t.json"
     proc = run_cli("debug", "-q", "-o", out, fixture("recursion"), "--capture-args", "--only", "square",
                    "--quiet", cwd=tmp_path, timeout=300)
@@ -86,11 +84,9 @@ def test_one_thread_is_singular(tmp_path):
 
 def test_convert_summary_is_singular(tmp_path):
     import subprocess
-    lib = run_cli("lib", check=True).stdout.decode().strip()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_") and k != "LD_PRELOAD"}
     raw = tmp_path / "raw"
     raw.mkdir()
-    env.update(LD_PRELOAD=lib, CALLTRACE_RAW_DIR=str(raw), CALLTRACE_OUTPUT=str(tmp_path / "t.json"))
+    env = preload_env(CALLTRACE_RAW_DIR=str(raw), CALLTRACE_OUTPUT=str(tmp_path / "t.json"))
     subprocess.run([fixture("recursion")], env=env, capture_output=True, timeout=60, check=True)
     [stream] = list(raw.glob("*.raw"))
     proc = run_cli("convert", stream, "-o", tmp_path / "c.json", cwd=tmp_path, check=True)
