@@ -39,6 +39,8 @@ $(VENV)/.created:
 # Reinstall whenever a source file changes (pip install . builds the runtime).
 $(VENV)/.installed: $(VENV)/.created pyproject.toml setup.py $(wildcard runtime/*.c runtime/*.h) \
 		$(shell find calltrace gdb_scripts -name '*.py' -o -name '*.json' 2>/dev/null)
+	@# setuptools' staging copy would bring back modules since removed from the tree
+	rm -rf $(BUILD)/lib.* $(BUILD)/bdist.*
 	$(PY) -m pip install -q '.[test]'
 	@touch $@
 

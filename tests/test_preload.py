@@ -79,7 +79,7 @@ def test_debug_diagnostics(tmp_path):
     err = proc.stderr.decode()
     assert "calltrace: config: output=t.json max_depth=0 (0: unlimited)" in err
     assert "calltrace: recording to " in err and "calltrace: finished (exit 0)" in err
-    assert "calltrace: 21 calls, 1 threads: trace written to" in err
+    assert "calltrace: 21 calls, 1 thread: trace written to" in err
 
 
 def test_exec_without_tracing_python(tmp_path):

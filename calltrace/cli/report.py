@@ -6,10 +6,10 @@ import sys
 from ..trace.parts import load_any
 from ..analysis.progress import reading, warn
 from ..analysis.render import fmt_call, table
+from ..analysis.paths import pick_threads
 from ..analysis.stats import COLUMNS, average, slowest, sort_stats, thread_stats
 from ..units import fmt_ns, plural
 from ..errors import CalltraceError
-from .replay import pick_threads
 
 NAME = "report"
 HELP = "per-function table: calls, total, self, average, min, max"
