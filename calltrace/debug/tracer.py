@@ -101,6 +101,9 @@ def plan(opts: Options, elf: ElfInfo) -> dict:
     name = opts.argv[0]
     if (opts.capture_args or opts.capture_returns or opts.uninstrumented) and not elf.has_dwarf:
         raise CalltraceError(f"{name} has no debug info: rebuild it with -g")
+    if opts.capture_args:
+        from ..symbols.params import inline_param_orders
+        cfg["param_order"] = inline_param_orders(os.path.realpath(opts.program))
     if opts.uninstrumented:
         if not opts.function:
             raise CalltraceError("--uninstrumented needs --function REGEX (the functions to trace)")
