@@ -5,7 +5,7 @@ with the floor GDB itself sets: a bare breakpoint that only counts.
       counts and returns False (the cheapest a GDB-based tracer can be)
   (b) calltrace debug
   (c) calltrace debug --capture-args
-  (d) calltrace debug --function '^rare$' (1% of the calls)
+  (d) calltrace debug --only '^rare$' (1% of the calls)
 
 Each figure is (time for N calls - time for 0 calls) / N; the modes are
 interleaved so machine noise hits them alike; the best run of each mode is
@@ -91,7 +91,7 @@ def main() -> int:
     modes = {"(a) bare GDB breakpoint (counts only)": bare,
              "(b) calltrace debug": dbg(),
              "(c) calltrace debug --capture-args": dbg("--capture-args"),
-             "(d) calltrace debug --function '^rare$' (1%)": dbg("--function", "^rare$")}
+             "(d) calltrace debug --only '^rare$' (1%)": dbg("--only", "^rare$")}
     per_call: dict[str, list[float]] = {m: [] for m in modes}
     stops: dict[str, int] = {}
     cal: dict[str, int] = {}
@@ -117,9 +117,9 @@ def main() -> int:
         runs = " ".join(f"{x:.0f}" for x in per_call[m])
         print(f"{m:48} {best[m]:12.1f} {best[m] / best[a]:6.2f}x {med[m]:8.1f} "
               f"{med[m] / med[a]:6.2f}x {stops[m]:7d} {cal[m]:6d}  {runs}")
-    b, d = "(b) calltrace debug", "(d) calltrace debug --function '^rare$' (1%)"
+    b, d = "(b) calltrace debug", "(d) calltrace debug --only '^rare$' (1%)"
     full, sel = stops[b] - cal[b], stops[d] - cal[d]
-    print(f"--function selecting 1% of the calls: {sel} stops = {100 * sel / full:.2f}% of the "
+    print(f"--only selecting 1% of the calls: {sel} stops = {100 * sel / full:.2f}% of the "
           f"full trace's {full} (not counting the calibration stops); "
           f"targets: (b) <= 1.3x (a), (c) <= 2x (a)")
     stop_time_left(out)

@@ -12,13 +12,14 @@ import shlex
 import sys
 
 from ..errors import CalltraceError
+from ..record.collect import convert_folder, recorded_run
+from ..record.convert import convert
+from ..record.rawdir import RawDir
 from ..supervise import Interrupts
-from ..trace.convert import convert
+from ..units import plural
 from . import options
-from .output import count
 
 NAME = "convert"
-ORDER = 80
 HELP = "convert a raw stream left by the runtime (FILE.raw) into a JSON trace"
 
 
@@ -42,15 +43,13 @@ def run(args) -> int:
         os.unlink(args.raw)
     if not args.quiet or args.verbose:
         m = result.metadata
-        print(f"calltrace: {count(m['total_calls'])} calls, {m['thread_count']} threads: "
+        print(f"calltrace: {plural(m['total_calls'], 'call')}, {plural(m['thread_count'], 'thread')}: "
               f"trace written to {result.path}", file=sys.stderr)
     return 0
 
 
 def _folder(args) -> int:
     """Every trace of a stopped `calltrace run`, named as the run would have."""
-    from ..collect import convert_folder, recorded_run
-    from ..rawdir import RawDir
     folder = os.path.abspath(args.raw)
     pid, output = recorded_run(folder)
     output = args.output or output
@@ -64,6 +63,6 @@ def _folder(args) -> int:
     if not args.quiet:
         for r in results:
             m = r.metadata
-            print(f"calltrace: {count(m['total_calls'])} calls, {m['thread_count']} threads, pid {m['pid']}: "
-                  f"trace written to {r.path}", file=sys.stderr)
+            print(f"calltrace: {plural(m['total_calls'], 'call')}, {plural(m['thread_count'], 'thread')}, "
+                  f"pid {m['pid']}: trace written to {r.path}", file=sys.stderr)
     return 0

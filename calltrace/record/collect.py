@@ -16,11 +16,10 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
-from .errors import CalltraceError
+from ..errors import CalltraceError
+from .convert import Converted, convert
 from .rawdir import RUN, child_output, raw_key, streams
-from .trace.convert import Converted, convert
 
 
 @dataclass

@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import CalltraceError
+from ..errors import CalltraceError
 
 LOCK, RUN = "lock", "run.json"
 RAW_NAME = re.compile(r"^(\d+)(?:-(\d+))?(?:\.p(\d+))?$")
