@@ -133,8 +133,7 @@ static CT_NOINST void *map_chunk(uint32_t type, int32_t tid, uint64_t seq, uint3
     c->tid = tid;
     c->seq = seq;
     c->start_depth = depth;
-    c->ticks = ct_ticks();
-    c->mono_ns = ct_mono_ns();
+    ct_clock_pair(&c->ticks, &c->mono_ns);
     __atomic_store_n(&c->magic, CT_CHUNK_MAGIC, __ATOMIC_RELEASE);
     return m;
 }
@@ -378,8 +377,7 @@ static CT_NOINST void roll(void) {
     __atomic_store_n(&meta_lock, 0, __ATOMIC_RELEASE);
     sticky_replay();
     part_chunks = 0;
-    old->phdr->end_ticks = ct_ticks();
-    old->phdr->end_mono_ns = ct_mono_ns();
+    ct_clock_pair(&old->phdr->end_ticks, &old->phdr->end_mono_ns);
     /* The last two parts stay open for threads still finishing a chunk in
      * them; older ones are freed once no claim holds a part. */
     struct part *gone = older[1];
