@@ -220,7 +220,8 @@ class _Rolling(threading.Thread):
                 continue
             out = self.output if pid == self.pid and not image else child_output(self.output, raw.stem.split(".p")[0])
             try:
-                self.results.append(convert(str(raw), out, pretty=self.args.pretty))
+                self.results.append(convert(str(raw), out, pretty=self.args.pretty,
+                                            scratch=self.raw_dir))
                 raw.unlink()
             except CalltraceError as e:
                 self.ok = False
