@@ -155,6 +155,8 @@ CT_HIDDEN void ct_meta_modules(void);
 CT_HIDDEN struct ct_header *ct_header(void);
 CT_HIDDEN const char *ct_raw_path(void);
 CT_HIDDEN void ct_stream_close(void);
+CT_HIDDEN int ct_stream_prefork(void);
+CT_HIDDEN void ct_stream_postfork(int child);
 CT_HIDDEN void ct_prefault_start(void);
 CT_HIDDEN void *ct_claim(uint32_t *index);
 CT_HIDDEN void ct_retire_chunk(void *m, size_t size);
@@ -200,6 +202,11 @@ CT_HIDDEN void ct_controls(void);
 CT_HIDDEN void ct_load_plan(void);
 
 /* lifecycle.c */
+/* Spin locks of the cold paths hold their owner's thread id: a thread that
+ * finds the lock its own (a signal handler interrupted the holder) gets 0 and
+ * must leave the work undone rather than wait for itself. */
+CT_HIDDEN int ct_lock(volatile int32_t *lock);
+CT_HIDDEN void ct_unlock(volatile int32_t *lock);
 CT_HIDDEN void ct_thread_register(struct ct_thread *t);
 CT_HIDDEN void ct_init(void);
 CT_HIDDEN void ct_thread_names(void);   /* META_THREAD for every live thread */

@@ -78,9 +78,46 @@ static CT_NOINST void name_by_pid(void) {
     strcpy(ct_cfg.output, out);
 }
 
+CT_NOINST int ct_lock(volatile int32_t *lock) {
+    int32_t self = (int32_t)syscall(SYS_gettid);
+    for (;;) {
+        int32_t holder = 0;
+        if (__atomic_compare_exchange_n(lock, &holder, self, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            return 1;
+        if (holder == self)
+            return 0;
+        __builtin_ia32_pause();   /* another thread: its section is short and never waits on us */
+    }
+}
+
+CT_NOINST void ct_unlock(volatile int32_t *lock) { __atomic_store_n(lock, 0, __ATOMIC_RELEASE); }
+
+/* fork() with another thread inside the runtime's META lock would leave the
+ * child a lock no thread of it can release: hold it across the fork. */
+static int fork_locked;
+
+static CT_NOINST void on_fork_prepare(void) { fork_locked = ct_stream_prefork(); }
+
+static CT_NOINST void on_fork_parent(void) {
+    if (fork_locked)
+        ct_stream_postfork(0);
+}
+
 static CT_NOINST void on_fork_child(void) {
     pid_t parent = getppid();
     struct ct_thread *t = &ct_tls;
+    if (!fork_locked) {
+        /* fork() from a signal handler that interrupted this thread's META
+         * write, which will finish in the parent's mapping: the child is not
+         * traced and touches nothing of the parent's (the header names the
+         * parent, so exec and exit leave it alone too). */
+        t->failed = 1;
+        finished = 1;
+        ct_recording = 0;
+        __atomic_add_fetch(&ct_epoch, 1, __ATOMIC_RELEASE);
+        return;
+    }
+    ct_stream_postfork(1);
     ct_release_chunk(t);
     ct_stream_close();
     t->seq = 0;
@@ -90,6 +127,7 @@ static CT_NOINST void on_fork_child(void) {
     t->epoch = 0;
     finished = 0;
     exit_code_known = 0;
+    ct_recorded = 0;   /* a child that makes no call after fork() leaves no trace */
     if (ct_cfg.bare && !ct_cfg.to_null)
         name_by_pid();
     if (ct_recording || ct_cfg.start_off) {
@@ -163,7 +201,7 @@ CT_NOINST void ct_init(void) {
     if (ct_cfg.bare && ct_cfg.descendant)
         name_by_pid();
     pthread_key_create(&thread_key, thread_done);
-    pthread_atfork(NULL, NULL, on_fork_child);
+    pthread_atfork(on_fork_prepare, on_fork_parent, on_fork_child);
     int ok = 0;
     if (!ct_cfg.to_null)
         ok = ct_stream_open(0) == 0;

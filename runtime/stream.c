@@ -39,7 +39,7 @@ size_t ct_chunk_bytes;
 volatile int ct_recorded;              /* a thread has had an event chunk */
 static struct ct_chunk *meta;          /* current META chunk */
 static size_t meta_used;
-static volatile int meta_lock;
+static volatile int32_t meta_lock;      /* ct_lock: its holder's thread id */
 static char sticky[1 << 16];           /* META records every part repeats */
 static size_t sticky_used;
 static uint64_t part_limit;            /* event chunks per part; 0: no parts */
@@ -241,8 +241,8 @@ static CT_NOINST void meta_write(uint32_t key, const void *data, size_t len) {
     size_t room = ct_chunk_bytes - CT_CHUNK_HEADER;
     if (!recording || need > room)
         return;
-    while (__atomic_exchange_n(&meta_lock, 1, __ATOMIC_ACQUIRE))
-        ;
+    if (!ct_lock(&meta_lock))
+        return;   /* a signal handler interrupted this thread's own META write */
     if (!meta || meta_used + need > room) {
         if (meta)
             munmap(meta, ct_chunk_bytes);
@@ -256,7 +256,7 @@ static CT_NOINST void meta_write(uint32_t key, const void *data, size_t len) {
         __atomic_store_n((uint32_t *)p, key, __ATOMIC_RELEASE);
         meta_used += need;
     }
-    __atomic_store_n(&meta_lock, 0, __ATOMIC_RELEASE);
+    ct_unlock(&meta_lock);
 }
 
 /* One MODULE record per loaded object with code: "bias lo hi path". */
@@ -368,14 +368,20 @@ static CT_NOINST void roll(void) {
     pt->phdr->part = pt->index;
     pt->phdr->next_offset = CT_HEADER_SIZE;
     pt->phdr->end_state = CT_END_RUNNING;
-    while (__atomic_exchange_n(&meta_lock, 1, __ATOMIC_ACQUIRE))
-        ;
+    if (!ct_lock(&meta_lock)) {
+        /* A signal handler's calls filled a chunk while this thread was
+         * writing META: roll at a later chunk. */
+        unlink(pt->ppath);
+        free_part(pt);
+        __atomic_store_n(&roll_lock, 0, __ATOMIC_RELEASE);
+        return;
+    }
     if (meta)
         munmap(meta, ct_chunk_bytes);
     meta = NULL;
     meta_used = 0;
     __atomic_store_n(&current, pt, __ATOMIC_RELEASE);
-    __atomic_store_n(&meta_lock, 0, __ATOMIC_RELEASE);
+    ct_unlock(&meta_lock);
     sticky_replay();
     part_chunks = 0;
     old->phdr->end_ticks = ct_ticks();
@@ -442,6 +448,16 @@ CT_NOINST int ct_stream_open(pid_t ppid) {
     ct_log("recording to %s (clock %s, %.4f ns/tick)", raw_path, h->clock == CT_CLOCK_TSC ? "tsc" : "monotonic",
            h->ns_per_tick);
     return 0;
+}
+
+/* fork(): the META lock is held across it (pthread_atfork), so a child never
+ * inherits it from a thread it does not have. 0: this thread holds it already
+ * (fork from a signal handler that interrupted a META write). */
+CT_NOINST int ct_stream_prefork(void) { return ct_lock(&meta_lock); }
+CT_NOINST void ct_stream_postfork(int child) {
+    ct_unlock(&meta_lock);
+    if (child)
+        __atomic_store_n(&roll_lock, 0, __ATOMIC_RELEASE);   /* no roll runs in the child */
 }
 
 /* After fork() the child must not touch the parent's files or mappings. */
