@@ -164,7 +164,9 @@ CT_NOINST void ct_config_read(void) {
     c->rolling = env_bool("CALLTRACE_OUTPUT_ROLLING", 0);
     c->keep = (int)env_long("CALLTRACE_ROLLING_KEEP", 10, 1, 1000000);
     c->flush_interval = (uint64_t)env_long("CALLTRACE_FLUSH_INTERVAL", c->rolling ? 1000000 : 0, 0, 0x7fffffffffffffffL);
-    c->toggle_signal = env_signal("CALLTRACE_TOGGLE_SIGNAL", SIGUSR1);
+    /* The program's signals are its own: no toggle unless asked for, by
+     * name or by starting off (which needs a way to turn recording on). */
+    c->toggle_signal = env_signal("CALLTRACE_TOGGLE_SIGNAL", c->start_off ? SIGUSR1 : 0);
     long kb = env_long("CALLTRACE_BUFFER_KB", 256, 16, 65536);
     c->chunk_size = (size_t)kb * 1024;
     if (c->chunk_size % 4096)

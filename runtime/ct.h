@@ -199,6 +199,7 @@ CT_HIDDEN int ct_vfork_child(void);             /* running in a vfork() child, o
 CT_HIDDEN int ct_run_python(const char *a1, const char *a2, const char *a3, const char *a4, const char *a5);
 CT_HIDDEN void ct_run_converter(void);
 CT_HIDDEN void ct_controls(void);
+CT_HIDDEN void ct_on_toggle(int sig);
 CT_HIDDEN void ct_load_plan(void);
 
 /* lifecycle.c */

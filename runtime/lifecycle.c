@@ -27,8 +27,10 @@ static volatile long init_tid;         /* the thread running ct_init */
 static volatile int finished;
 static pthread_key_t thread_key;
 static int exit_code_known, exit_code;
-static const int fatal_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTERM,
-                                    SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGXCPU, SIGXFSZ};
+/* Signals whose default action ends the process (SIGTRAP left to debuggers). */
+static const int fatal_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTERM, SIGINT, SIGHUP,
+                                    SIGQUIT, SIGPIPE, SIGXCPU, SIGXFSZ, SIGUSR1, SIGUSR2, SIGALRM,
+                                    SIGVTALRM, SIGPROF, SIGSYS, SIGSTKFLT, SIGPWR, SIGIO};
 
 static CT_NOINST void read_comm(int32_t tid) {
     char path[64], line[96];
@@ -163,6 +165,8 @@ static CT_NOINST void install_fatal_handlers(void) {
     }
     for (size_t i = 0; i < sizeof fatal_signals / sizeof *fatal_signals; i++) {
         struct sigaction old;
+        if (fatal_signals[i] == ct_cfg.toggle_signal)
+            continue;
         if (sigaction(fatal_signals[i], NULL, &old) < 0 || old.sa_handler != SIG_DFL ||
             (old.sa_flags & SA_SIGINFO))
             continue;   /* someone else's handler, or ignored: leave it alone */
@@ -173,6 +177,33 @@ static CT_NOINST void install_fatal_handlers(void) {
         sigemptyset(&sa.sa_mask);
         sigaction(fatal_signals[i], &sa, NULL);
     }
+}
+
+/* The program's view of its signal dispositions is its own: where the
+ * runtime's handler stands in for the default action (fatal signals with a
+ * bare LD_PRELOAD, the toggle signal when asked for), signal() and
+ * sigaction() report SIG_DFL. */
+static CT_NOINST int own_handler(void (*h)(int)) { return h == on_fatal || h == ct_on_toggle; }
+
+CT_EXPORT CT_NOINST int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
+    typedef int (*fn)(int, const struct sigaction *, struct sigaction *);
+    static void *real;
+    if (!__atomic_load_n(&real, __ATOMIC_RELAXED))
+        __atomic_store_n(&real, ct_resolve("sigaction"), __ATOMIC_RELAXED);
+    int r = ((fn)real)(sig, act, old);
+    if (r == 0 && old && !(old->sa_flags & SA_SIGINFO) && own_handler(old->sa_handler)) {
+        memset(old, 0, sizeof *old);
+        old->sa_handler = SIG_DFL;
+    }
+    return r;
+}
+
+CT_EXPORT CT_NOINST sighandler_t signal(int sig, sighandler_t handler) {
+    static void *real;
+    if (!__atomic_load_n(&real, __ATOMIC_RELAXED))
+        __atomic_store_n(&real, ct_resolve("signal"), __ATOMIC_RELAXED);
+    sighandler_t r = ((sighandler_t(*)(int, sighandler_t))real)(sig, handler);
+    return own_handler(r) ? SIG_DFL : r;
 }
 
 CT_NOINST void ct_init(void) {

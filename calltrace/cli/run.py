@@ -57,7 +57,11 @@ def add_arguments(p) -> None:
     p.add_argument("--rolling", type=options.positive_int, metavar="K", nargs="?", const=10,
                    help="keep only the newest K parts (default 10; CALLTRACE_OUTPUT_ROLLING=1)")
     p.add_argument("--start-off", action="store_true",
-                   help="start with recording off; SIGUSR1 turns it on (CALLTRACE_START=off)")
+                   help="start with recording off; the toggle signal (SIGUSR1 unless "
+                        "--toggle-signal) turns it on (CALLTRACE_START=off)")
+    p.add_argument("--toggle-signal", metavar="SIG",
+                   help="a signal that turns recording off and on (USR1, USR2, PROF, WINCH, a real-time "
+                        "signal number; CALLTRACE_TOGGLE_SIGNAL); none unless given or --start-off")
     p.add_argument("--debug", action="store_true", default=None,
                    help="runtime diagnostics on stderr (CALLTRACE_DEBUG=1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary")
@@ -91,6 +95,8 @@ def _environment(args, raw_dir: str, program: str) -> dict[str, str]:
         env["CALLTRACE_THRESHOLD"] = str(args.threshold)
     if args.start_off:
         env["CALLTRACE_START"] = "off"
+    if args.toggle_signal is not None:
+        env["CALLTRACE_TOGGLE_SIGNAL"] = args.toggle_signal
     if args.flush_interval is not None:
         env["CALLTRACE_FLUSH_INTERVAL"] = str(args.flush_interval)
     if args.rolling is not None:
