@@ -42,6 +42,7 @@ class Recorder:
         self.args = cfg.get("capture_args", False)
         self.rets = cfg.get("capture_returns", False)
         self.deref = cfg.get("deref", False)
+        self.param_order = cfg.get("param_order", {})   # symbols/params.py order_key -> names
         self.max_depth = cfg.get("max_depth") or 1 << 30
         self.gate = Gate(None, 0)   # which calls to record (-F/--only/-N), set by arm()
         self.lib_sites = {}         # --function in libraries: real path -> sites, until loaded
@@ -211,7 +212,15 @@ class Recorder:
             b = b.superblock
         if b is None:
             return "no debug info"
-        return [(s, s.name) for s in b if s.is_argument]
+        args = [(s, s.name) for s in b if s.is_argument]
+        if frame.type() == gdb.INLINE_FRAME and len(args) > 1:
+            # GCC lists an inlined copy's parameters in reverse: use the
+            # declaration order, found in DWARF by calltrace (params.py).
+            short = b.function.name.split("(", 1)[0].rsplit("::", 1)[-1]
+            order = self.param_order.get(short + "|" + ",".join(sorted(n for _, n in args)))
+            if order is not None:
+                args.sort(key=lambda a: order.index(a[1]))
+        return args
 
     def describe(self, fn):
         """Emit an F line for fn: its name and where it is defined."""

@@ -17,6 +17,8 @@
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 #define ct_barrier() __asm__ __volatile__("" ::: "memory")
+#define CT_XSTR(x) #x
+#define CT_STR(x) CT_XSTR(x)
 
 /* ---- raw file layout ---------------------------------------------------- */
 #define CT_MAGIC "CTRAW01"          /* 8 bytes with the NUL */
@@ -191,6 +193,7 @@ CT_HIDDEN int ct_each_task(int (*fn)(long tid, void *arg), void *arg);
 /* interpose.c */
 CT_HIDDEN void *ct_resolve(const char *name);   /* the next definition (libc's) */
 CT_HIDDEN void ct_scan_modules(int force);      /* record modules dlopen'd since the last scan */
+CT_HIDDEN int ct_vfork_child(void);             /* running in a vfork() child, on the parent's memory */
 
 /* spawn.c, control.c */
 CT_HIDDEN int ct_run_python(const char *a1, const char *a2, const char *a3, const char *a4, const char *a5);

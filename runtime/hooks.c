@@ -242,8 +242,14 @@ CT_HIDDEN CT_NOINST void ct_enter_capture(void *fn, void *site, uint64_t *regs) 
             size_t words = ((size_t)n + 7) / 8;
             uint8_t *payload = (uint8_t *)(p + 3);
             memset(payload + n, 0, words * 8 - (size_t)n);
-            if (q != p + 2)
-                memmove(q + 1, payload, words * 8);   /* no TIME word: close the gap */
+            if (q != p + 2) {
+                /* No TIME word: close the gap. The payload's old last word
+                 * stays behind just past the record; zero it, or a chunk
+                 * switch right after leaves it there to be read as an event
+                 * (the invented "0x0" calls of issue 10). */
+                memmove(q + 1, payload, words * 8);
+                q[1 + words] = 0;
+            }
             *q++ = CT_EXT_WORD(CT_EXT_ARGS, words, ((uint64_t)index << 16) | (uint64_t)n);
             q += words;
         }

@@ -5,6 +5,7 @@ tree, names and order per thread from `calltrace debug` and `calltrace run`."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -429,21 +430,25 @@ def test_hook_calls_found_without_plt(tmp_path, flags):
 
 
 def test_durations_do_not_count_stop_time(tmp_path):
-    # spin burns 30 ms of CPU with no call inside; many makes 500 empty calls
-    # (about a microsecond natively) = 1000 stops of ~20 us each under GDB
+    # spin burns 30 ms of its own CPU time with no call inside; many makes 500
+    # empty calls = 1000 stops, each about a millisecond of wall time in GDB.
+    # Only relations that hold however loaded the machine is; how close the
+    # per-stop correction comes is a figure for `make bench` (bench_debug.py).
     proc, doc = debug(tmp_path, fixture("busy"), "30")
-    assert proc.returncode == 0 and proc.stdout == b"busy done\n"
+    got = re.fullmatch(rb"busy done: spin (\d+) ns, main (\d+) ns\n", proc.stdout)
+    assert proc.returncode == 0 and got, proc.stdout
+    spun, main_cpu = int(got.group(1)), int(got.group(2))
     calls = {c["function"]: c for c in doc["threads"][0]["calls"]}
     m = doc["metadata"]
     assert m["clock"] == "thread-cpu" and m["calibration_stops"] > 0
     per_stop = int(m["timing"].split(" ns per stop")[0].rsplit(" ", 1)[1])
-    assert per_stop > 1000
-    assert 29_000_000 <= calls["spin"]["duration_ns"] <= 36_000_000
-    stops_inside = 2 * 500
-    # The measured cost of a stop varies 20-80 us from run to run on this VM,
-    # so only "most of the stop time is gone" holds every time: without the
-    # correction `many` would take at least stops_inside * per_stop.
-    assert calls["many"]["duration_ns"] < 0.9 * stops_inside * per_stop
+    assert per_stop > 0
+    # spin's own measure lies between our two stamps; one stop (its return) is
+    # subtracted from it
+    assert calls["spin"]["duration_ns"] >= spun - per_stop
+    # None of the stops' wall time counts: main took no more than the CPU time
+    # its thread had used by its end (stop time included in that figure).
+    assert calls["main"]["duration_ns"] <= main_cpu
     assert calls["main"]["duration_ns"] >= calls["spin"]["duration_ns"] + calls["many"]["duration_ns"]
 
 

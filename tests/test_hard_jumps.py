@@ -120,7 +120,7 @@ def test_exit_from_other_thread_keeps_its_name(tmp_path):
 
 def test_main_thread_pthread_exit_process_ends(tmp_path):
     out = tmp_path / "t.json"
-    proc = run_cli_or_kill("run", "-q", "-o", out, fixture("texit"), "main", cwd=tmp_path, timeout=15)
+    proc = run_cli_or_kill("run", "-q", "-o", out, fixture("texit"), "main", cwd=tmp_path, timeout=120)
     assert proc.returncode == 0 and proc.stdout == b"worker done\n"
     doc = validate(load_json(out))
     main, worker = doc["threads"]

@@ -113,6 +113,9 @@ def plan(opts: Options, syms: ElfSymbols) -> dict:
         raise CalltraceError(f"no function of {name} or of the instrumented libraries it loads matches "
                              f"{sel.describe()}")
     cfg["select"] = _selection(sel, mods)
+    if opts.capture_args:
+        from ..symbols.params import inline_param_orders
+        cfg["param_order"] = inline_param_orders(os.path.realpath(opts.program))
     if opts.uninstrumented:
         if sel.include is None:
             raise CalltraceError("--uninstrumented needs --only REGEX or --function REGEX (the functions "
