@@ -151,7 +151,7 @@ def traces(tmp_path_factory):
     for pretty in (False, True):
         folder = tmp_path_factory.mktemp("json")
         path = folder / "t.json"
-        args = ["run", "-q", "-o", path, fixture("workers")] + (["--pretty"] if pretty else [])
+        args = ["run", "-q", "-o", path] + (["--pretty"] if pretty else []) + [fixture("workers")]
         run_cli(*args, cwd=folder, check=True)
         out[pretty] = path.read_bytes()
     return out
