@@ -2,7 +2,7 @@
 two sides share, defined once here.
 
 - the raw stream the recorder writes (runtime/ct.h: struct ct_header,
-  struct ct_chunk), read by trace/raw.py;
+  struct ct_chunk), read by record/raw.py;
 - the converter's ctypes API (runtime/conv.h: struct ct_conv_summary,
   ct_conv_func, ct_conv_thread and the ct_conv_* functions);
 - the files Python hands the runtime: the capture plan (runtime/capture.c:

@@ -1,8 +1,9 @@
 /* calltrace runtime: internal declarations shared by the runtime's files.
  *
  * The raw stream written here is described in docs/FORMAT.md ("The raw
- * stream"); calltrace/trace/raw.py and convert.c read it. Keep all three in
- * step. Everything is hidden except the two -finstrument-functions hooks, the
+ * stream"); calltrace/record/raw.py and convert.c read it. calltrace/bridge.py
+ * mirrors the structs; tests/test_bridge.py fails when the two disagree.
+ * Everything is hidden except the two -finstrument-functions hooks, the
  * libc entry points interposed in lifecycle.c and the ct_conv_* API. */
 #ifndef CT_H
 #define CT_H
