@@ -30,7 +30,8 @@ struct plan_op {
     int32_t off;
 };
 
-enum { OP_REG = 1, OP_MEM = 2, OP_FOLLOW = 3, OP_SITE = 4, OP_STRING = 0x80, BASE_RSP = 0xfd, BASE_CFA = 0xfe };
+enum { OP_REG = 1, OP_MEM = 2, OP_FOLLOW = 3, OP_SITE = 4, OP_DEREF = 5, OP_STRING = 0x80, BASE_RSP = 0xfd,
+       BASE_CFA = 0xfe };
 #define MAX_OPS 64
 enum { STR_OK = 0, STR_NULL = 1, STR_INVALID = 2, STR_TRUNCATED = 3 };
 #define STRING_CAP 256   /* calltrace/symbols/values.py STRING_CAP */
@@ -229,8 +230,25 @@ CT_NOINST long ct_capture_copy(const uint64_t *regs, uint64_t site, uint8_t *out
                 return -1;
             memcpy(&val, starts[op->base] + op->off, 8);
             memcpy(p, &val, 8);
+        } else if (kind == OP_DEREF) {
+            /* What a pointer inside an earlier op's bytes points to (a C++
+             * reference): a status word (0 read, 1 unreadable), then the
+             * bytes, or zeros. */
+            if (op->base >= i || op->size < 8)
+                return -1;
+            uint64_t at;
+            memcpy(&at, starts[op->base] + op->off, 8);
+            size_t n = op->size - 8u;
+            int ok = readable(at) >= n;
+            memset(p, 0, 8);
+            p[0] = !ok;
+            if (ok)
+                memcpy(p + 8, (const void *)at, n);
+            else
+                memset(p + 8, 0, n);
         } else if (kind == OP_REG) {
-            val = regs[op->base];
+            /* The register plus `off`: gcc may keep a value adjusted. */
+            val = regs[op->base] + (uint64_t)(int64_t)op->off;
             memcpy(p, &val, op->size);
         } else {
             uint64_t base = op->base == BASE_CFA ? cfa : op->base == BASE_RSP ? rsp : regs[op->base];
