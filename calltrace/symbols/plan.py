@@ -24,8 +24,8 @@ from functools import lru_cache
 from elftools.common.exceptions import DWARFError, ELFError
 from elftools.elf.elffile import ELFFile
 
-from ..errors import CalltraceError
 from . import ranges
+from .code import Code
 from .ctypes_dwarf import ARRAY, BASE, ENUM, POINTER, STRUCT, UNION, CType, TypeReader
 from .locations import (BASE_CFA, BASE_RSP, MEM_CAP, OP_DEREF, OP_FOLLOW, OP_MEM, OP_SITE, OP_STRING, SAVED,
                         LocationReader, Op, _EntryValue, _ImplicitText, _Unavailable, _reg_of)
@@ -78,9 +78,8 @@ class FunctionPlan:
 
 
 class _Planner:
-    def __init__(self, elf: ELFFile, hooks: "_HookCalls"):
+    def __init__(self, elf: ELFFile):
         self.elf = elf
-        self.hooks = hooks
         self.dwarf = elf.get_dwarf_info()
         self.locs = LocationReader(self.dwarf)
         self.expr = self.locs.expr
@@ -88,6 +87,7 @@ class _Planner:
         self.call_values: dict[tuple[int, int], int | bytes] = {}   # (return pc, DWARF reg) -> constant
         self.static_values: set[tuple[int, int]] = set()   # those that are addresses in the file
         self._cfi = self._index_cfi()
+        self.code = Code(elf)
 
     def _index_cfi(self):
         entries = []
@@ -137,7 +137,7 @@ class _Planner:
             if node.has_children:
                 stack.extend((depth + 1, c) for c in node.iter_children())
         owner: dict[int, tuple] = {}
-        for call, ret in self.hooks.within(nodes[0][2]):
+        for call, ret in (c for lo, hi in nodes[0][2] for c in self.code.entry_hook_calls(lo, hi)):
             inner = max((n for n in nodes if any(lo <= call < hi for lo, hi in n[2])), key=lambda n: n[0],
                         default=None)
             if inner is not None:
@@ -346,38 +346,6 @@ def _string_fields(t: CType, ops: list[Op]) -> list[tuple[str, int, int]]:
     return out[:8]
 
 
-class _HookCalls:
-    """The calls of __cyg_profile_func_enter in a module's code (through its
-    PLT stub or GOT slot), as (call address, return address), sorted."""
-
-    def __init__(self, path: str):
-        from ..debug.elfinfo import ElfInfo
-        info = ElfInfo(path)
-        try:
-            calls = [s.addr for s in info.hook_sites([f for f in info.functions if f.size]) if s.kind == "E"]
-            code = [(sec["sh_addr"], sec.data()) for sec in info.elf.iter_sections()
-                    if sec["sh_type"] == "SHT_PROGBITS" and sec["sh_flags"] & 0x4]
-            out = set()
-            for addr in calls:
-                data = next((d[addr - a:addr - a + 16] for a, d in code if a <= addr < a + len(d)), b"")
-                insn = next(info._md.disasm(data, addr), None)
-                if insn is not None:
-                    out.add((addr, addr + insn.size))
-        finally:
-            info.close()
-        self.calls = sorted(out)
-        self._addrs = [c for c, _ in self.calls]
-
-    def within(self, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        out = []
-        for lo, hi in spans:
-            i = bisect.bisect_left(self._addrs, lo)
-            while i < len(self.calls) and self.calls[i][0] < hi:
-                out.append(self.calls[i])
-                i += 1
-        return out
-
-
 @lru_cache(maxsize=1024)
 def _file_string(path: str, vaddr: int) -> tuple[int, bytes]:
     try:
@@ -407,7 +375,7 @@ def capture_plan(path: str) -> CapturePlan:
             elf = ELFFile(f)
             if not elf.has_dwarf_info() or elf.get_section_by_name(".debug_info") is None:
                 return CapturePlan(path, {}, set())
-            planner = _Planner(elf, _HookCalls(path))
+            planner = _Planner(elf)
             for cu in planner.dwarf.iter_CUs():
                 for die in ranges.definitions(cu):
                     try:
@@ -424,7 +392,7 @@ def capture_plan(path: str) -> CapturePlan:
                         plans = []
                     for plan in plans:
                         sites[plan.ret_vaddr] = plan
-    except (OSError, ELFError, ValueError, CalltraceError):
+    except (OSError, ELFError, ValueError):
         return CapturePlan(path, {}, set())
     return CapturePlan(path, sites, defined, planner.call_values, failed, planner.static_values)
 
