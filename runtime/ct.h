@@ -168,6 +168,8 @@ CT_HIDDEN void ct_part_finished(const char *raw);   /* spawn.c: convert a finish
 /* capture.c */
 extern volatile uint32_t ct_capture_on CT_HIDDEN;
 CT_HIDDEN int ct_capture_load(const char *path);   /* 0 loaded, 1 for another program, -1 error */
+CT_HIDDEN void ct_capture_known(const char *path);   /* dlplan.c: a module a plan covers */
+CT_HIDDEN void ct_capture_scan(void);                 /* dlplan.c: plan newly dlopen'ed libraries */
 CT_HIDDEN long ct_capture_copy(const uint64_t *regs, uint64_t site, uint8_t *out, size_t room, uint32_t *index);
 extern size_t ct_chunk_bytes CT_HIDDEN;
 extern volatile int ct_recorded CT_HIDDEN;
