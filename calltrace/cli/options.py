@@ -30,6 +30,21 @@ def duration(text: str) -> int:
     return int(float(m.group(1)) * scale)
 
 
+def size(text: str) -> int:
+    """'500M' -> 524288000 (bytes); K, M, G, T are powers of 1024, with an
+    optional B or iB; a bare number is bytes. The runtime's CALLTRACE_MAX_SIZE
+    reads the same forms (runtime/config.c)."""
+    import re
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(?:([kKmMgGtT])(?:i?B)?|B)?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (like 500M, 2G, 64K)")
+    power = " KMGT".index(m.group(2).upper()) if m.group(2) else 0
+    value = int(float(m.group(1)) * 1024 ** power)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 bytes")
+    return value
+
+
 def add_output(p: argparse.ArgumentParser, default: str = "calltrace.json") -> None:
     p.add_argument("-o", "--output", metavar="PATH", default=None,
                    help=f"where to write the trace (default: $CALLTRACE_OUTPUT or {default})")

@@ -56,6 +56,11 @@ def add_arguments(p) -> None:
                         "(CALLTRACE_FLUSH_INTERVAL): OUT.00001.json, OUT.00002.json, ...")
     p.add_argument("--rolling", type=options.positive_int, metavar="K", nargs="?", const=10,
                    help="keep only the newest K parts (default 10; CALLTRACE_OUTPUT_ROLLING=1)")
+    p.add_argument("--max-size", type=options.size, metavar="SIZE",
+                   help="stop recording when the raw data reaches SIZE (e.g. 500M, 2G), counting the calls "
+                        "not recorded; with --rolling, SIZE bounds the parts kept (CALLTRACE_MAX_SIZE). "
+                        "Recording also stops before the file system has less than 1 GB or 5%% free "
+                        "(CALLTRACE_MIN_FREE)")
     p.add_argument("--start-off", action="store_true",
                    help="start with recording off; SIGUSR1 turns it on (CALLTRACE_START=off)")
     p.add_argument("--debug", action="store_true", default=None,
@@ -93,6 +98,8 @@ def _environment(args, raw_dir: str, program: str) -> dict[str, str]:
         env["CALLTRACE_START"] = "off"
     if args.flush_interval is not None:
         env["CALLTRACE_FLUSH_INTERVAL"] = str(args.flush_interval)
+    if args.max_size is not None:
+        env["CALLTRACE_MAX_SIZE"] = str(args.max_size)
     if args.rolling is not None:
         env["CALLTRACE_OUTPUT_ROLLING"] = "1"
         env["CALLTRACE_ROLLING_KEEP"] = str(args.rolling)

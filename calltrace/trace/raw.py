@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from ..errors import TraceFormatError
 from ..runtime import converter_path
 
-MAGIC = b"CTRAW01\0"
+MAGIC = b"CTRAW02\0"
+VERSION = 2
 HEADER_SIZE = 4096
-_HEADER = struct.Struct("<8sIIIIiiQQQdIIQIiiiQQIIQQ")
+_HEADER = struct.Struct("<8sIIIIiiQQQdIIQIiiiQQIIQQIIQ")
 _CHUNK = struct.Struct("<IIiIQQQQQQ")
 CHUNK_MAGIC = 0x48435443
 CHUNK_EVENTS, CHUNK_META = 1, 2
@@ -23,6 +24,12 @@ META_EXE, META_CMDLINE, META_MODULE, META_THREAD, META_OUTPUT, META_OPTION = 1, 
 CLOCK_NAMES = {0: "tsc", 1: "monotonic"}
 END_RUNNING, END_EXIT, END_SIGNAL, END_EXEC = 0, 1, 2, 3
 FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF, FLAG_BARE = 1, 2, 4, 8
+# Why recording stopped before the program ended (ct.h CT_STOP_*).
+STOP_REASONS = {1: "the raw trace reached the file size limit (ulimit -f)",
+                2: "the file system was full",
+                3: "the raw trace reached its size budget (--max-size / CALLTRACE_MAX_SIZE)",
+                4: "the file system was nearly full (CALLTRACE_MIN_FREE)",
+                5: "the raw trace could not grow"}
 
 
 @dataclass(frozen=True)
@@ -53,13 +60,21 @@ class RawInfo:
     part: int = 0               # rolling output: part number, 0 without parts
     keep: int = 0               # rolling: how many parts to keep (0: all)
     interval_calls: int = 0
-    lost_calls: int = 0         # not recorded after the raw file could not grow
+    lost_calls: int = 0         # not recorded by threads without a chunk when recording stopped
+    stop_reason: int = 0        # STOP_REASONS: recording stopped before the program ended
+    dropped_parts: int = 0      # rolling: older parts deleted unconverted (bare LD_PRELOAD)
+    max_size: int = 0
     exe: str = ""
     argv: list[str] = field(default_factory=list)
     output: str = ""
     modules: list[Module] = field(default_factory=list)
     thread_names: dict[int, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
+
+    def thread_name(self, tid: int) -> str | None:
+        """A thread's name; threads still named as the process was at
+        start-up have no record of their own."""
+        return self.thread_names.get(tid, self.options.get("thread_name"))
 
     @property
     def max_depth_option(self) -> int | None:
@@ -75,8 +90,9 @@ def read_info(path: str) -> RawInfo:
                 raise TraceFormatError(f"{path}: not a raw calltrace stream")
             h = _HEADER.unpack_from(head)
             info = RawInfo(path, h[3], CLOCK_NAMES.get(h[4], "unknown"), h[5], h[6], h[7], h[8],
-                           h[9], h[10], h[11], h[12], h[14], h[15], h[16], h[17], h[20], h[21], h[22], h[23])
-            if h[1] != 1 or h[2] != HEADER_SIZE or info.chunk_size < 4096 or info.chunk_size % 4096:
+                           h[9], h[10], h[11], h[12], h[14], h[15], h[16], h[17], h[20], h[21], h[22], h[23],
+                           h[24], h[25], h[26])
+            if h[1] != VERSION or h[2] != HEADER_SIZE or info.chunk_size < 4096 or info.chunk_size % 4096:
                 raise TraceFormatError(f"{path}: unsupported or corrupt raw stream header")
             size = os.fstat(f.fileno()).st_size
             limit = min(h[13], size)
@@ -133,7 +149,8 @@ class _Summary(ctypes.Structure):
     _fields_ = [(n, ctypes.c_uint64) for n in (
         "total_calls", "threads", "functions", "incomplete", "unwound", "unmatched",
         "depth_limited", "dropped", "duration_ns", "end_ns")] + [("ns_per_tick", ctypes.c_double),
-                                                                 ("filtered", ctypes.c_uint64)]
+                                                                 ("filtered", ctypes.c_uint64),
+                                                                 ("lost", ctypes.c_uint64)]
 
 
 class _Func(ctypes.Structure):
