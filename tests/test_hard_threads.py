@@ -4,6 +4,7 @@ libraries; a raw file that cannot grow."""
 from __future__ import annotations
 
 import glob
+import os
 import resource
 import subprocess
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from calltrace.trace.raw import RawStream, read_info
+from calltrace.record.raw import RawStream, read_info
 from conftest import fixture, load_json, run_cli, validate
 from test_preload import lib
 

@@ -239,6 +239,7 @@ class _Rolling(threading.Thread):
         self.raw_dir, self.pid, self.output, self.args = raw_dir, pid, output, args
         self.results: list[Converted] = []
         self.ok = True
+        self.dropped = 0    # --rolling: parts deleted unconverted, made faster than converted
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -258,6 +259,10 @@ class _Rolling(threading.Thread):
             # to for a moment (threads move at their next call).
             if part >= newest[(pid, image)] or time.time() - raw.stat().st_mtime < 0.2:
                 continue
+            if self.args.rolling and part < newest[(pid, image)] - self.args.rolling:
+                raw.unlink()   # would be deleted as older than the newest K anyway
+                self.dropped += 1
+                continue
             out = self.output if pid == self.pid and not image else _child_output(self.output, raw.stem)
             try:
                 self.results.append(convert(str(raw), out, pretty=self.args.pretty))
@@ -270,6 +275,9 @@ class _Rolling(threading.Thread):
         self._halt.set()
         if self.is_alive():
             self.join()
+        if self.dropped:
+            print(f"calltrace: {plural(self.dropped, 'older part')} deleted unconverted: the program made "
+                  "parts faster than they could be converted (--rolling keeps the newest)", file=sys.stderr)
 
 
 def _convert_all(raw_dir, pid, output, status, term, sig, args) -> tuple[list[Converted], bool]:
@@ -292,6 +300,9 @@ def _convert_all(raw_dir, pid, output, status, term, sig, args) -> tuple[list[Co
         # The status we saw belongs to the program's last image (after any
         # exec) and its last part; earlier ones say how they ended themselves.
         main = rpid == pid and image == last_image[rpid] and part == last_part[(rpid, image)]
+        if args.rolling and part and part <= last_part[(rpid, image)] - args.rolling:
+            raw.unlink()   # older than the newest K parts: would be deleted once converted
+            continue
         out = output if rpid == pid and not image else _child_output(output, raw.stem.split(".p")[0])
         try:
             result = convert(str(raw), out, exit_status=status if main else None,
