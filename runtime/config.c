@@ -153,6 +153,39 @@ static CT_NOINST uint64_t env_duration(const char *name) {
     return (uint64_t)ns;
 }
 
+/* A size in bytes: "500M", "2G", "64k", a plain number of bytes (K, M, G,
+ * T are powers of 1024; a trailing "B" or "iB" is allowed). With `pct`,
+ * "N%" is a percentage instead. 0: not set. */
+static CT_NOINST uint64_t env_size(const char *name, uint64_t dflt, uint32_t *pct) {
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return dflt;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    double scale = 1;
+    const char *units = "KMGT";
+    const char *u = *end ? strchr(units, *end & ~0x20) : NULL;
+    if (*end && u) {
+        for (const char *k = units; k <= u; k++)
+            scale *= 1024;
+        end++;
+    }
+    if (pct && !strcmp(end, "%") && x >= 0 && x <= 100 && !u) {
+        *pct = (uint32_t)x;
+        return 0;
+    }
+    if (!strcmp(end, "iB") && u)
+        end += 2;
+    else if ((*end & ~0x20) == 'B' && !end[1])
+        end++;
+    if (errno || end == v || *end || x < 0 || x * scale > 1.8e19) {
+        ct_warn("%s=%s is not a size (like 500M, 2G%s); ignoring it", name, v, pct ? ", 5%" : "");
+        return dflt;
+    }
+    return (uint64_t)(x * scale);
+}
+
 static CT_NOINST int env_signal(const char *name, int dflt) {
     const char *v = getenv(name);
     if (!v || !*v)
@@ -224,6 +257,19 @@ CT_NOINST void ct_config_read(void) {
     c->chunk_size = (size_t)kb * 1024;
     if (c->chunk_size % 4096)
         c->chunk_size = (c->chunk_size + 4095) & ~(size_t)4095;
+    c->max_size = env_size("CALLTRACE_MAX_SIZE", 0, NULL);
+    /* Leave the smaller of 1 GiB and 5% of the file system free by default. */
+    c->min_free_pct = 5;
+    c->min_free = 1ull << 30;
+    const char *mf = getenv("CALLTRACE_MIN_FREE");
+    if (mf && *mf) {
+        uint32_t pct = 0;
+        uint64_t bytes = env_size("CALLTRACE_MIN_FREE", UINT64_MAX, &pct);
+        if (bytes != UINT64_MAX) {   /* else not a size: the default stays */
+            c->min_free = bytes;
+            c->min_free_pct = pct;
+        }
+    }
     ct_max_depth = c->max_depth;
     ct_log("config: output=%s max_depth=%ld (0: unlimited) pretty=%d capture_args=%d start=%s "
            "buffer=%zuKB mode=%s threshold_ns=%llu", c->output, depth, c->pretty, c->capture_args,

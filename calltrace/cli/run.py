@@ -19,7 +19,7 @@ from ..record.convert import Converted, convert
 from ..runtime import library_path, preload_env, write_filter, write_plan
 from ..symbols.elf import elf_symbols, is_instrumented
 from ..symbols.select import Selection
-from ..units import argparse_duration
+from ..units import argparse_duration, argparse_size, plural
 from . import options
 
 NAME = "run"
@@ -58,6 +58,11 @@ def add_arguments(p) -> None:
                         "(CALLTRACE_FLUSH_INTERVAL): OUT.00001.json, OUT.00002.json, ...")
     p.add_argument("--rolling", type=options.positive_int, metavar="K", nargs="?", const=10,
                    help="keep only the newest K parts (default 10; CALLTRACE_OUTPUT_ROLLING=1)")
+    p.add_argument("--max-size", type=argparse_size, metavar="SIZE",
+                   help="stop recording when the raw data reaches SIZE (e.g. 500M, 2G), counting the calls "
+                        "not recorded; with --rolling, SIZE bounds the parts kept (CALLTRACE_MAX_SIZE). "
+                        "Recording also stops before the file system has less than 1 GB or 5%% free "
+                        "(CALLTRACE_MIN_FREE)")
     p.add_argument("--start-off", action="store_true",
                    help="start with recording off; SIGUSR1 turns it on (CALLTRACE_START=off)")
     p.add_argument("--debug", action="store_true", default=None,
@@ -94,6 +99,8 @@ def _environment(args, raw_dir: str, program: str) -> dict[str, str]:
         env["CALLTRACE_START"] = "off"
     if args.flush_interval is not None:
         env["CALLTRACE_FLUSH_INTERVAL"] = str(args.flush_interval)
+    if args.max_size is not None:
+        env["CALLTRACE_MAX_SIZE"] = str(args.max_size)
     if args.rolling is not None:
         env["CALLTRACE_OUTPUT_ROLLING"] = "1"
         env["CALLTRACE_ROLLING_KEEP"] = str(args.rolling)
@@ -232,6 +239,7 @@ class _Rolling(threading.Thread):
         self.raw_dir, self.pid, self.output, self.args = raw_dir, pid, output, args
         self.results: list[Converted] = []
         self.ok = True
+        self.dropped = 0    # --rolling: parts deleted unconverted, made faster than converted
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -251,6 +259,10 @@ class _Rolling(threading.Thread):
             # to for a moment (threads move at their next call).
             if part >= newest[(pid, image)] or time.time() - raw.stat().st_mtime < 0.2:
                 continue
+            if self.args.rolling and part < newest[(pid, image)] - self.args.rolling:
+                raw.unlink()   # would be deleted as older than the newest K anyway
+                self.dropped += 1
+                continue
             out = self.output if pid == self.pid and not image else _child_output(self.output, raw.stem)
             try:
                 self.results.append(convert(str(raw), out, pretty=self.args.pretty))
@@ -263,6 +275,9 @@ class _Rolling(threading.Thread):
         self._halt.set()
         if self.is_alive():
             self.join()
+        if self.dropped:
+            print(f"calltrace: {plural(self.dropped, 'older part')} deleted unconverted: the program made "
+                  "parts faster than they could be converted (--rolling keeps the newest)", file=sys.stderr)
 
 
 def _convert_all(raw_dir, pid, output, status, term, sig, args) -> tuple[list[Converted], bool]:
@@ -285,6 +300,9 @@ def _convert_all(raw_dir, pid, output, status, term, sig, args) -> tuple[list[Co
         # The status we saw belongs to the program's last image (after any
         # exec) and its last part; earlier ones say how they ended themselves.
         main = rpid == pid and image == last_image[rpid] and part == last_part[(rpid, image)]
+        if args.rolling and part and part <= last_part[(rpid, image)] - args.rolling:
+            raw.unlink()   # older than the newest K parts: would be deleted once converted
+            continue
         out = output if rpid == pid and not image else _child_output(output, raw.stem.split(".p")[0])
         try:
             result = convert(str(raw), out, exit_status=status if main else None,
