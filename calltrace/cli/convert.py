@@ -8,17 +8,18 @@ import argparse
 import os
 import sys
 
-from ..trace.convert import convert
+from ..errors import CalltraceError
+from ..record.convert import convert
+from ..units import plural
 from . import options
-from .output import count
 
 NAME = "convert"
-ORDER = 80
 HELP = "convert a raw stream left by the runtime (FILE.raw) into a JSON trace"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("raw", metavar="RAW", help="raw stream written by libcalltrace.so")
+    p.add_argument("raw", metavar="RAW", nargs="+",
+                   help="raw stream written by libcalltrace.so (several: the parts of a rolling run, in order)")
     p.add_argument("-o", "--output", metavar="PATH",
                    help="JSON trace to write (default: the output the program was given)")
     options.add_format(p)
@@ -28,12 +29,15 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    result = convert(args.raw, args.output, pretty=args.pretty,
-                     progress=sys.stderr.isatty() and not args.quiet)
-    if args.from_runtime:
-        os.unlink(args.raw)
-    if not args.quiet or args.verbose:
-        m = result.metadata
-        print(f"calltrace: {count(m['total_calls'])} calls, {m['thread_count']} threads: "
-              f"trace written to {result.path}", file=sys.stderr)
+    if args.output and len(args.raw) > 1:
+        raise CalltraceError("-o/--output takes one RAW file; each part is named after its trace")
+    for raw in args.raw:
+        result = convert(raw, args.output, pretty=args.pretty,
+                         progress=sys.stderr.isatty() and not args.quiet)
+        if args.from_runtime:
+            os.unlink(raw)
+        if not args.quiet or args.verbose:
+            m = result.metadata
+            print(f"calltrace: {plural(m['total_calls'], 'call')}, {plural(m['thread_count'], 'thread')}: "
+                  f"trace written to {result.path}", file=sys.stderr)
     return 0
