@@ -224,6 +224,7 @@ CT_NOINST void ct_init(void) {
     }
     __atomic_store_n(&init_tid, self, __ATOMIC_RELEASE);
     ct_config_read();
+    ct_find_site();
     if (ct_cfg.output[0] != '/' && !ct_cfg.to_null) {
         char cwd[PATH_MAX], abs[sizeof ct_cfg.output];
         if (getcwd(cwd, sizeof cwd) && strlen(cwd) + strlen(ct_cfg.output) + 2 < sizeof abs) {
@@ -251,7 +252,10 @@ CT_NOINST void ct_init(void) {
     __atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
 }
 
-__attribute__((constructor)) static CT_NOINST void ct_constructor(void) { ct_init(); }
+__attribute__((constructor)) static CT_NOINST void ct_constructor(void) {
+    ct_init();
+    ct_config_late();
+}
 
 CT_NOINST void ct_finish(int state, int code, int sig) {
     if (ct_vfork_child())
