@@ -254,6 +254,26 @@ static CT_NOINST void borrow_environ(void) {
     ct_log("environ not set yet (.preinit_array): configuration read from /proc/self/environ");
 }
 
+/* The CALLTRACE_* settings this process started with, for the environments
+ * of processes it starts with one of their own (exec.c, under calltrace run). */
+static char saved_env[16384];
+static const char *saved_vars[64];
+
+static CT_NOINST void save_settings(void) {
+    size_t used = 0, n = 0;
+    for (char **e = environ; e && *e && n < sizeof saved_vars / sizeof *saved_vars - 1; e++) {
+        size_t len = strlen(*e) + 1;
+        if (strncmp(*e, "CALLTRACE_", 10) || !strncmp(*e, "CALLTRACE_ROOT=", 15) || used + len > sizeof saved_env)
+            continue;
+        memcpy(saved_env + used, *e, len);
+        saved_vars[n++] = saved_env + used;
+        used += len;
+    }
+    saved_vars[n] = NULL;
+}
+
+CT_NOINST const char *const *ct_config_env(void) { return saved_vars; }
+
 /* From the runtime's constructor, once libc is set up. */
 CT_NOINST void ct_config_late(void) {
     if (pending_root[0] && !getenv("CALLTRACE_ROOT"))
@@ -265,6 +285,7 @@ CT_NOINST void ct_config_read(void) {
     struct ct_config *c = &ct_cfg;
     if (!environ)
         borrow_environ();
+    save_settings();
     c->debug = env_bool("CALLTRACE_DEBUG", 0);
     const char *out = getenv("CALLTRACE_OUTPUT");
     if (!out || !*out)

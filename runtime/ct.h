@@ -169,7 +169,8 @@ static inline CT_NOINST uint64_t ct_ticks(void) {
 
 /* config.c */
 CT_HIDDEN void ct_config_read(void);
-CT_HIDDEN void ct_config_late(void);   /* once libc is set up (environ borrowed at .preinit_array) */
+CT_HIDDEN void ct_config_late(void);
+CT_HIDDEN const char *const *ct_config_env(void);   /* the CALLTRACE_* settings at start-up */   /* once libc is set up (environ borrowed at .preinit_array) */
 CT_HIDDEN void ct_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 CT_HIDDEN void ct_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -263,7 +264,8 @@ CT_HIDDEN int ct_vfork_child(void);             /* running in a vfork() child, o
 /* spawn.c, control.c */
 CT_HIDDEN int ct_run_python(const char *a1, const char *a2, const char *a3, const char *a4, const char *a5);
 CT_HIDDEN void ct_run_converter(void);
-CT_HIDDEN void ct_find_site(void);   /* where the calltrace package is, for the converter */
+CT_HIDDEN void ct_find_site(void);
+CT_HIDDEN const char *ct_lib_path(void);   /* this library's absolute path; "" if unknown */   /* where the calltrace package is, for the converter */
 CT_HIDDEN int ct_convert_parts(const char *const *raws, int n);   /* detached; -1: one is still running */
 CT_HIDDEN void ct_controls(void);
 CT_HIDDEN void ct_on_toggle(int sig);

@@ -54,6 +54,9 @@ static CT_NOINST const char *untraced(char **env, size_t cap) {
  * the installed package. The package folder this library belongs to goes
  * first instead (found at start-up: not from a signal handler). */
 static char site_dir[PATH_MAX];
+static char lib_path[PATH_MAX];          /* this library, absolute */
+
+CT_NOINST const char *ct_lib_path(void) { return lib_path; }
 static const char run_code[] =
     "import sys,runpy;d=sys.argv.pop(1);"
     "sys.path[:]=([d] if d else [])+[p for p in sys.path if p not in ('','.',d)];"
@@ -64,6 +67,7 @@ CT_NOINST void ct_find_site(void) {
     char lib[PATH_MAX], init[PATH_MAX + 32];
     if (!dladdr((void *)ct_find_site, &info) || !info.dli_fname || !realpath(info.dli_fname, lib))
         return;
+    snprintf(lib_path, sizeof lib_path, "%s", lib);
     /* SITE/calltrace/_runtime/libcalltrace.so */
     for (int up = 0; up < 3; up++) {
         char *slash = strrchr(lib, '/');
