@@ -41,6 +41,30 @@ def argparse_duration(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+_SIZE = re.compile(r" *([0-9]+(?:\.[0-9]*)?|\.[0-9]+) *(?:([kKmMgGtT])(?:i?B)?|B)? *", re.ASCII)
+
+
+def parse_size(text: str) -> int:
+    """'500M' -> 524288000 (bytes): a decimal number, then K, M, G or T
+    (powers of 1024, optionally followed by B or iB) or B; a bare number is
+    bytes. runtime/config.c reads CALLTRACE_MAX_SIZE the same way."""
+    m = _SIZE.fullmatch(text)
+    if not m:
+        raise CalltraceError(f"{text!r} is not a size (like 500M, 2G, 64K)")
+    value = int(Fraction(m.group(1)) * 1024 ** (" KMGT".index(m.group(2).upper()) if m.group(2) else 0))
+    if value < 1:
+        raise CalltraceError(f"{text!r} must be more than 0 bytes")
+    return value
+
+
+def argparse_size(text: str) -> int:
+    """parse_size as an argparse `type`."""
+    try:
+        return parse_size(text)
+    except CalltraceError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def fmt_ns(ns: float) -> str:
     """A duration with a unit that keeps 3-4 significant digits: 950 ns,
     12.345 us, 1.500 ms, 2.000 s."""

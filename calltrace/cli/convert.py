@@ -24,8 +24,9 @@ HELP = "convert a raw stream left by the runtime (FILE.raw) into a JSON trace"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("raw", metavar="RAW", help="raw stream written by libcalltrace.so, or the raw "
-                   "folder a stopped `calltrace run -o OUT` left (OUT.raw)")
+    p.add_argument("raw", metavar="RAW", nargs="+",
+                   help="raw stream written by libcalltrace.so (several: the parts of a rolling run, in "
+                        "order), or the raw folder a stopped `calltrace run -o OUT` left (OUT.raw)")
     p.add_argument("-o", "--output", metavar="PATH",
                    help="JSON trace to write (default: the output the program was given)")
     options.add_format(p)
@@ -35,26 +36,29 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    if os.path.isdir(args.raw):
-        return _folder(args)
-    result = convert(args.raw, args.output, pretty=args.pretty,
-                     progress=sys.stderr.isatty() and not args.quiet)
-    if args.from_runtime:
-        os.unlink(args.raw)
-    if not args.quiet or args.verbose:
-        m = result.metadata
-        print(f"calltrace: {plural(m['total_calls'], 'call')}, {plural(m['thread_count'], 'thread')}: "
-              f"trace written to {result.path}", file=sys.stderr)
+    if len(args.raw) == 1 and os.path.isdir(args.raw[0]):
+        return _folder(args, args.raw[0])
+    if args.output and len(args.raw) > 1:
+        raise CalltraceError("-o/--output takes one RAW file; each part is named after its trace")
+    for raw in args.raw:
+        result = convert(raw, args.output, pretty=args.pretty,
+                         progress=sys.stderr.isatty() and not args.quiet)
+        if args.from_runtime:
+            os.unlink(raw)
+        if not args.quiet or args.verbose:
+            m = result.metadata
+            print(f"calltrace: {plural(m['total_calls'], 'call')}, {plural(m['thread_count'], 'thread')}: "
+                  f"trace written to {result.path}", file=sys.stderr)
     return 0
 
 
-def _folder(args) -> int:
+def _folder(args, given: str) -> int:
     """Every trace of a stopped `calltrace run`, named as the run would have."""
-    folder = os.path.abspath(args.raw)
+    folder = os.path.abspath(given)
     pid, output = recorded_run(folder)
     output = args.output or output
     lock = RawDir.adopt(folder)
-    results, failed = Interrupts(f"calltrace convert {shlex.quote(args.raw)}").run(lambda: convert_folder(
+    results, failed = Interrupts(f"calltrace convert {shlex.quote(given)}").run(lambda: convert_folder(
         folder, pid, output, pretty=args.pretty, progress=sys.stderr.isatty() and not args.quiet))
     if failed:
         lock.release()

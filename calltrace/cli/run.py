@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..analysis.render import top_lines
+from ..analysis.summary import run_lines
 from ..errors import CalltraceError
 from ..record.collect import Ending, convert_folder
 from ..record.convert import Converted, convert
@@ -18,7 +18,7 @@ from ..runtime import library_path, preload_env, write_filter, write_plan
 from ..supervise import Interrupts, Supervisor
 from ..symbols.elf import elf_symbols, is_instrumented
 from ..symbols.select import Selection
-from ..units import argparse_duration, count, fmt_ns, plural
+from ..units import argparse_duration, argparse_size, plural
 from . import options
 
 NAME = "run"
@@ -57,8 +57,17 @@ def add_arguments(p) -> None:
                         "(CALLTRACE_FLUSH_INTERVAL): OUT.00001.json, OUT.00002.json, ...")
     p.add_argument("--rolling", type=options.positive_int, metavar="K", nargs="?", const=10,
                    help="keep only the newest K parts (default 10; CALLTRACE_OUTPUT_ROLLING=1)")
+    p.add_argument("--max-size", type=argparse_size, metavar="SIZE",
+                   help="stop recording when the raw data reaches SIZE (e.g. 500M, 2G), counting the calls "
+                        "not recorded; with --rolling, SIZE bounds the parts kept (CALLTRACE_MAX_SIZE). "
+                        "Recording also stops before the file system has less than 1 GB or 5%% free "
+                        "(CALLTRACE_MIN_FREE)")
     p.add_argument("--start-off", action="store_true",
-                   help="start with recording off; SIGUSR1 turns it on (CALLTRACE_START=off)")
+                   help="start with recording off; the toggle signal (SIGUSR1 unless "
+                        "--toggle-signal) turns it on (CALLTRACE_START=off)")
+    p.add_argument("--toggle-signal", metavar="SIG",
+                   help="a signal that turns recording off and on (USR1, USR2, PROF, WINCH, a real-time "
+                        "signal number; CALLTRACE_TOGGLE_SIGNAL); none unless given or --start-off")
     p.add_argument("--debug", action="store_true", default=None,
                    help="runtime diagnostics on stderr (CALLTRACE_DEBUG=1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary")
@@ -91,8 +100,12 @@ def _environment(args, raw_dir: str, program: str) -> dict[str, str]:
         env["CALLTRACE_THRESHOLD"] = str(args.threshold)
     if args.start_off:
         env["CALLTRACE_START"] = "off"
+    if args.toggle_signal is not None:
+        env["CALLTRACE_TOGGLE_SIGNAL"] = args.toggle_signal
     if args.flush_interval is not None:
         env["CALLTRACE_FLUSH_INTERVAL"] = str(args.flush_interval)
+    if args.max_size is not None:
+        env["CALLTRACE_MAX_SIZE"] = str(args.max_size)
     if args.rolling is not None:
         env["CALLTRACE_OUTPUT_ROLLING"] = "1"
         env["CALLTRACE_ROLLING_KEEP"] = str(args.rolling)
@@ -173,7 +186,7 @@ def run(args) -> int:
         raise CalltraceError("the program ran but nothing was recorded (did the runtime load? "
                              "try --debug)", ending.status or 1)
     results, failed = Interrupts(raw.recovery(), sup.restore).run(lambda: convert_folder(
-        raw.path, pid, output, ending, pretty=args.pretty, progress=sys.stderr.isatty()))
+        raw.path, pid, output, ending, pretty=args.pretty, progress=sys.stderr.isatty(), keep=args.rolling))
     results = rolling.results + results
     ok = not failed and rolling.ok
     if failed:
@@ -184,7 +197,7 @@ def run(args) -> int:
     else:
         raw.remove()
     if not args.quiet:
-        _summary(results, output, args.top, sup.abandoned)
+        _summary(results, args.top, sup.abandoned)
     # The program's status wins; a lost trace still must not look like success.
     return ending.status if ok or ending.status else 2
 
@@ -199,6 +212,7 @@ class _Rolling(threading.Thread):
         self.raw_dir, self.pid, self.output, self.args = raw_dir, pid, output, args
         self.results: list[Converted] = []
         self.ok = True
+        self.dropped = 0    # --rolling: parts deleted unconverted, made faster than converted
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -218,6 +232,10 @@ class _Rolling(threading.Thread):
             # to for a moment (threads move at their next call).
             if part >= newest[(pid, image)] or time.time() - raw.stat().st_mtime < 0.2:
                 continue
+            if self.args.rolling and part < newest[(pid, image)] - self.args.rolling:
+                raw.unlink()   # would be deleted as older than the newest K anyway
+                self.dropped += 1
+                continue
             out = self.output if pid == self.pid and not image else child_output(self.output, raw.stem.split(".p")[0])
             try:
                 self.results.append(convert(str(raw), out, pretty=self.args.pretty,
@@ -231,46 +249,20 @@ class _Rolling(threading.Thread):
         self._halt.set()
         if self.is_alive():
             self.join()
+        if self.dropped:
+            print(f"calltrace: {plural(self.dropped, 'older part')} deleted unconverted: the program made "
+                  "parts faster than they could be converted (--rolling keeps the newest)", file=sys.stderr)
 
 
-ENDINGS = {"exec": "replaced by exec", "running": "still running",
-           "unknown": "end not recorded (still running when converted, or killed by SIGKILL)"}
-
-
-def _ending(m: dict) -> str:
-    if m["termination"] == "signal":
-        return f"killed by signal {m['signal']}"
-    if m["termination"] == "exit" and m["exit_status"] is not None:
-        return f"exit status {m['exit_status']}"
-    return ENDINGS.get(m["termination"], m["termination"])
-
-
-def _summary(results: list[Converted], output: str, top: int = 10, abandoned=()) -> None:
-    err = sys.stderr
+def _summary(results: list[Converted], top: int = 10, abandoned=()) -> None:
     for r in results:
-        m = r.metadata
-        extra = []
-        if m["incomplete_calls"]:
-            extra.append(f"{count(m['incomplete_calls'])} still open at the end")
-        if m["depth_limited_calls"]:
-            extra.append(f"{count(m['depth_limited_calls'])} below --max-depth not recorded")
-        if m.get("filtered_calls"):
-            extra.append(f"{count(m['filtered_calls'])} shorter than --threshold dropped")
-        if m["dropped_events"]:
-            extra.append(f"{count(m['dropped_events'])} events dropped")
-        end = _ending(m)
-        print(f"calltrace: {plural(m['total_calls'], 'call')}, {plural(m['thread_count'], 'thread')}, "
-              f"{fmt_ns(m['duration_ns'])}, pid {m['pid']}, "
-              f"{end}" + (f" ({'; '.join(extra)})" if extra else ""), file=err)
-        for line in top_lines(r.functions, top):
-            print(line, file=err)
-        for note in r.notes:
-            print(f"calltrace: note: {note}", file=err)
-        print(f"calltrace: trace written to {r.path}", file=err)
+        for line in run_lines(r.metadata, r.functions, r.notes, r.path, top):
+            print(line, file=sys.stderr)
     procs = sorted({r.metadata["pid"] for r in results})
     if len(procs) > 1:
         print(f"calltrace: {len(procs)} processes traced: " + ", ".join(
-            f"{p} ({', '.join(r.path for r in results if r.metadata['pid'] == p)})" for p in procs), file=err)
+            f"{p} ({', '.join(r.path for r in results if r.metadata['pid'] == p)})" for p in procs),
+            file=sys.stderr)
     if abandoned:
         print("calltrace: note: stopped waiting for " + ", ".join(map(str, abandoned)) +
-              ": their traces end where they were when converted", file=err)
+              ": their traces end where they were when converted", file=sys.stderr)

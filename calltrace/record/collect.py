@@ -50,10 +50,12 @@ def recorded_run(folder: str) -> tuple[int, str]:
 
 
 def convert_folder(folder: str, pid: int, output: str, ending: Ending | None = None, *,
-                   pretty: bool | None = None, progress: bool = False) -> tuple[list[Converted], list[str]]:
+                   pretty: bool | None = None, progress: bool = False,
+                   keep: int | None = None) -> tuple[list[Converted], list[str]]:
     """Convert every stream in `folder`; returns the traces written (the
     program's first) and the failures (one line each). On success the
-    folder's streams are deleted."""
+    folder's streams are deleted. `keep`: rolling output keeps the newest K
+    parts, so older ones are not converted at all."""
     raws = streams(folder)
     last_part, last_image = {}, {}
     for raw in raws:
@@ -68,6 +70,8 @@ def convert_folder(folder: str, pid: int, output: str, ending: Ending | None = N
         # exec) and its last part; earlier ones say how they ended themselves.
         main = ending is not None and rpid == pid and image == last_image[rpid] \
             and part == last_part[(rpid, image)]
+        if keep and part and part <= last_part[(rpid, image)] - keep:
+            continue
         out = output if rpid == pid and not image else child_output(output, raw.stem.split(".p")[0])
         try:
             done.append((key, convert(str(raw), out, exit_status=ending.status if main else None,
