@@ -122,12 +122,19 @@ class RawDir:
         """-o /dev/null: nothing to recover, so /tmp, and the folders of dead
         runs there are removed."""
         for old in glob.glob(os.path.join(tempfile.gettempdir(), "calltrace-*", LOCK)):
-            fd = _lock(old)
+            try:
+                fd = _lock(old)
+            except OSError:     # removed meanwhile by the run that made it
+                continue
             if fd is not None:
                 shutil.rmtree(os.path.dirname(old), ignore_errors=True)
                 os.close(fd)
         path = tempfile.mkdtemp(prefix="calltrace-")
-        return cls(path, _lock(os.path.join(path, LOCK)), True)
+        # Locked before it has its name: a sweep never sees it unlocked.
+        fd = os.open(os.path.join(path, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(os.path.join(path, ".lock"), os.path.join(path, LOCK))
+        return cls(path, fd, True)
 
     def record(self, program_pid: int, output: str, command: list[str]) -> None:
         """What `calltrace convert OUTPUT.raw` needs to name the traces."""
