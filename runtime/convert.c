@@ -1,4 +1,4 @@
-/* Raw stream -> JSON trace, called from Python through ctypes (trace/raw.py).
+/* Raw stream -> JSON trace, called from Python through ctypes (calltrace/record/raw.py; layouts in calltrace/bridge.py).
  *
  * Never runs in the traced program's hot path. Two walks over each thread's
  * events share one function (`walk`), so the pass that measures (durations,

@@ -1,8 +1,9 @@
 /* calltrace runtime: internal declarations shared by the runtime's files.
  *
  * The raw stream written here is described in docs/FORMAT.md ("The raw
- * stream"); calltrace/trace/raw.py and convert.c read it. Keep all three in
- * step. Everything is hidden except the two -finstrument-functions hooks, the
+ * stream"); calltrace/record/raw.py and convert.c read it. calltrace/bridge.py
+ * mirrors the structs; tests/test_bridge.py fails when the two disagree.
+ * Everything is hidden except the two -finstrument-functions hooks, the
  * libc entry points interposed in lifecycle.c and the ct_conv_* API. */
 #ifndef CT_H
 #define CT_H
@@ -168,6 +169,8 @@ static inline CT_NOINST uint64_t ct_ticks(void) {
 
 /* config.c */
 CT_HIDDEN void ct_config_read(void);
+CT_HIDDEN void ct_config_late(void);
+CT_HIDDEN const char *const *ct_config_env(void);   /* the CALLTRACE_* settings at start-up */   /* once libc is set up (environ borrowed at .preinit_array) */
 CT_HIDDEN void ct_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 CT_HIDDEN void ct_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -215,6 +218,8 @@ CT_HIDDEN void ct_meta(uint32_t key, const void *data, size_t len);
 CT_HIDDEN void ct_meta_modules(void);
 CT_HIDDEN void ct_meta_switch(struct ct_part *pt);   /* make `pt` current; repeat the process's records there */
 CT_HIDDEN void ct_meta_reset(void);
+CT_HIDDEN int ct_meta_prefork(void);   /* fork(): hold the META lock across it; 0: this thread holds it */
+CT_HIDDEN void ct_meta_postfork(void);
 CT_HIDDEN void ct_meta_start(void);      /* program, command line, output, modules */
 CT_HIDDEN const char *ct_thread_default_name(void);
 
@@ -228,6 +233,8 @@ CT_HIDDEN void *ct_take_chunk(struct ct_part *pt);
 /* capture.c */
 extern volatile uint32_t ct_capture_on CT_HIDDEN;
 CT_HIDDEN int ct_capture_load(const char *path);   /* 0 loaded, 1 for another program, -1 error */
+CT_HIDDEN void ct_capture_known(const char *path);   /* dlplan.c: a module a plan covers */
+CT_HIDDEN void ct_capture_scan(void);                 /* dlplan.c: plan newly dlopen'ed libraries */
 CT_HIDDEN long ct_capture_copy(const uint64_t *regs, uint64_t site, uint8_t *out, size_t room, uint32_t *index);
 
 /* filter.c */
@@ -257,11 +264,19 @@ CT_HIDDEN int ct_vfork_child(void);             /* running in a vfork() child, o
 /* spawn.c, control.c */
 CT_HIDDEN int ct_run_python(const char *a1, const char *a2, const char *a3, const char *a4, const char *a5);
 CT_HIDDEN void ct_run_converter(void);
+CT_HIDDEN void ct_find_site(void);
+CT_HIDDEN const char *ct_lib_path(void);   /* this library's absolute path; "" if unknown */   /* where the calltrace package is, for the converter */
 CT_HIDDEN int ct_convert_parts(const char *const *raws, int n);   /* detached; -1: one is still running */
 CT_HIDDEN void ct_controls(void);
+CT_HIDDEN void ct_on_toggle(int sig);
 CT_HIDDEN void ct_load_plan(void);
 
 /* lifecycle.c */
+/* Spin locks of the cold paths hold their owner's thread id: a thread that
+ * finds the lock its own (a signal handler interrupted the holder) gets 0 and
+ * must leave the work undone rather than wait for itself. */
+CT_HIDDEN int ct_lock(volatile int32_t *lock);
+CT_HIDDEN void ct_unlock(volatile int32_t *lock);
 CT_HIDDEN void ct_thread_register(struct ct_thread *t);
 CT_HIDDEN void ct_init(void);
 CT_HIDDEN void ct_thread_names(void);   /* META_THREAD for every live thread */

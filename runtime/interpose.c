@@ -322,6 +322,8 @@ CT_HIDDEN CT_NOINST __attribute__((used)) void *ct_dl_note(unsigned which) {
     static void *real[DL_N];
     /* dlclose: record now, while the closing library is still mapped. */
     ct_scan_modules(which == DL_CLOSE);
+    if (which != DL_CLOSE)
+        ct_capture_scan();   /* --capture-args: plan the libraries loaded since */
     if ((which == DL_OPEN || which == DL_MOPEN) && !__atomic_exchange_n(&exit_scan_registered, 1, __ATOMIC_ACQ_REL))
         atexit(modules_at_exit);   /* registered after libc's, so it runs before the runtime's destructor */
     return resolve_once(&real[which], names[which]);

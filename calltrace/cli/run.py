@@ -13,13 +13,13 @@ import threading
 import time
 from pathlib import Path
 
-from ..analysis.render import top_lines
+from ..analysis.summary import run_lines
 from ..errors import CalltraceError
 from ..record.convert import Converted, convert
 from ..runtime import library_path, preload_env, write_filter, write_plan
 from ..symbols.elf import elf_symbols, is_instrumented
 from ..symbols.select import Selection
-from ..units import argparse_duration, argparse_size, count, fmt_ns, plural
+from ..units import argparse_duration, argparse_size, plural
 from . import options
 
 NAME = "run"
@@ -64,7 +64,11 @@ def add_arguments(p) -> None:
                         "Recording also stops before the file system has less than 1 GB or 5%% free "
                         "(CALLTRACE_MIN_FREE)")
     p.add_argument("--start-off", action="store_true",
-                   help="start with recording off; SIGUSR1 turns it on (CALLTRACE_START=off)")
+                   help="start with recording off; the toggle signal (SIGUSR1 unless "
+                        "--toggle-signal) turns it on (CALLTRACE_START=off)")
+    p.add_argument("--toggle-signal", metavar="SIG",
+                   help="a signal that turns recording off and on (USR1, USR2, PROF, WINCH, a real-time "
+                        "signal number; CALLTRACE_TOGGLE_SIGNAL); none unless given or --start-off")
     p.add_argument("--debug", action="store_true", default=None,
                    help="runtime diagnostics on stderr (CALLTRACE_DEBUG=1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary")
@@ -97,6 +101,8 @@ def _environment(args, raw_dir: str, program: str) -> dict[str, str]:
         env["CALLTRACE_THRESHOLD"] = str(args.threshold)
     if args.start_off:
         env["CALLTRACE_START"] = "off"
+    if args.toggle_signal is not None:
+        env["CALLTRACE_TOGGLE_SIGNAL"] = args.toggle_signal
     if args.flush_interval is not None:
         env["CALLTRACE_FLUSH_INTERVAL"] = str(args.flush_interval)
     if args.max_size is not None:
@@ -201,7 +207,7 @@ def run(args) -> int:
     if not options.is_elf(path):
         results = _adopt_only_trace(results, output)
     if not args.quiet:
-        _summary(results, output, args.top)
+        _summary(results, args.top)
     # The program's status wins; a lost trace still must not look like success.
     return status if ok or status else 2
 
@@ -324,26 +330,7 @@ def _convert_all(raw_dir, pid, output, status, term, sig, args) -> tuple[list[Co
     return results, not failed
 
 
-def _summary(results: list[Converted], output: str, top: int = 10) -> None:
-    err = sys.stderr
+def _summary(results: list[Converted], top: int = 10) -> None:
     for r in results:
-        m = r.metadata
-        extra = []
-        if m["incomplete_calls"]:
-            extra.append(f"{count(m['incomplete_calls'])} still open at the end")
-        if m["depth_limited_calls"]:
-            extra.append(f"{count(m['depth_limited_calls'])} below --max-depth not recorded")
-        if m.get("filtered_calls"):
-            extra.append(f"{count(m['filtered_calls'])} shorter than --threshold dropped")
-        if m["dropped_events"]:
-            extra.append(f"{count(m['dropped_events'])} events dropped")
-        end = (f"killed by signal {m['signal']}" if m["termination"] == "signal"
-               else f"exit status {m['exit_status']}")
-        print(f"calltrace: {plural(m['total_calls'], 'call')}, {plural(m['thread_count'], 'thread')}, "
-              f"{fmt_ns(m['duration_ns'])}, pid {m['pid']}, "
-              f"{end}" + (f" ({'; '.join(extra)})" if extra else ""), file=err)
-        for line in top_lines(r.functions, top):
-            print(line, file=err)
-        for note in r.notes:
-            print(f"calltrace: note: {note}", file=err)
-        print(f"calltrace: trace written to {r.path}", file=err)
+        for line in run_lines(r.metadata, r.functions, r.notes, r.path, top):
+            print(line, file=sys.stderr)
