@@ -93,14 +93,8 @@ CT_NOINST void ct_meta_switch(struct ct_part *pt) {
 static CT_NOINST int module_cb(struct dl_phdr_info *info, size_t size, void *arg) {
     (void)size;
     (void)arg;
-    char path[PATH_MAX];
-    const char *name = info->dlpi_name;
-    if (!name || !*name) {
-        if (ct_exe_path(path, sizeof path) < 0)
-            return 0;
-        name = path;
-    }
-    if (name[0] != '/')
+    char name[PATH_MAX];
+    if (!ct_module_path(info, name, sizeof name))
         return 0;   /* the vDSO and friends: no file to read symbols from */
     uint64_t lo = UINT64_MAX, hi = 0;
     for (int i = 0; i < info->dlpi_phnum; i++) {
