@@ -150,6 +150,7 @@ extern struct ct_config ct_cfg CT_HIDDEN;
 CT_HIDDEN uint64_t ct_ticks_slow(void);
 CT_HIDDEN uint64_t ct_mono_ns(void);
 CT_HIDDEN void ct_clock_init(struct ct_header *h);
+CT_HIDDEN void ct_clock_pair(uint64_t *ticks, uint64_t *ns);   /* read close together */
 
 #if defined(__x86_64__)
 static inline CT_NOINST uint64_t ct_rdtsc(void) {

@@ -179,8 +179,7 @@ static CT_NOINST char *const *before_exec(int ok, char *const *envp, char **buf,
     ct_scan_modules(0);
     if (!ct_cfg.bare) {
         ct_thread_names();
-        h->end_ticks = ct_ticks();
-        h->end_mono_ns = ct_mono_ns();
+        ct_clock_pair(&h->end_ticks, &h->end_mono_ns);
         h->exit_code = -1;
         __atomic_store_n(&h->end_state, (uint32_t)CT_END_EXEC, __ATOMIC_RELEASE);
         return keep_traced(envp, buf, outvar);

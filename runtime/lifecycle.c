@@ -267,8 +267,7 @@ CT_NOINST void ct_finish(int state, int code, int sig) {
         return;
     ct_recording = 0;
     __atomic_add_fetch(&ct_epoch, 1, __ATOMIC_RELEASE);
-    h->end_ticks = ct_ticks();
-    h->end_mono_ns = ct_mono_ns();
+    ct_clock_pair(&h->end_ticks, &h->end_mono_ns);
     h->exit_code = code;
     h->end_signal = sig;
     __atomic_store_n(&h->end_state, (uint32_t)state, __ATOMIC_RELEASE);

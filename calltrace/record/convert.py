@@ -61,10 +61,11 @@ def _int_option(raw_path, ro: dict, key: str) -> int:
 
 def convert(raw_path: str, output: str | None = None, *, exit_status: int | None = None,
             termination: str | None = None, signal: int | None = None, pretty: bool | None = None,
-            progress: bool = False, options: dict | None = None) -> Converted:
+            progress: bool = False, options: dict | None = None, scratch: str | None = None) -> Converted:
     """Write the JSON trace for one raw stream and return its metadata and
     per-function table. `exit_status`/`termination`/`signal` come from the
-    parent process when it saw the program end (calltrace run)."""
+    parent process when it saw the program end (calltrace run); `scratch` is
+    where the trace is written before it is moved to `output`."""
     info = read_info(raw_path)
     output = output or info.output or "calltrace.json"
     if info.part:
@@ -164,7 +165,7 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
         second_pass[0] = 1
         write_atomic(output, lambda f: (
             f.write(document_head(metadata, stats, pretty).encode("utf-8", "backslashreplace")),
-            raw.write_threads(f.fileno(), names, heads, pretty, arg_notes)), "trace")
+            raw.write_threads(f.fileno(), names, heads, pretty, arg_notes)), "trace", scratch=scratch)
         if bar is not None:
             bar.close()
     if info.part and info.keep:
