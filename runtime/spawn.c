@@ -211,17 +211,25 @@ CT_NOINST int ct_convert_parts(const char *const *raws, int n) {
     for (; i < n && i < 64; i++)
         rest[3 + i] = (char *)raws[i];
     rest[3 + i] = NULL;
-    pid_t child = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    /* A middle process with no exit signal, as in run_python_argv, that
+     * leaves the converter to init: the program never sees either. */
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    pid_t child = (pid_t)syscall(SYS_clone, 0, 0, 0, 0, 0);
     if (child == 0) {
+        middle_signals(&all);
         if ((pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0) == 0) {
+            sigprocmask(SIG_SETMASK, &old, NULL);
             fcntl(fds[1], F_SETFD, 0);   /* held until the converter exits */
             exec_python(python, argv, env);
         }
         syscall(SYS_exit_group, 0);
     }
+    sigprocmask(SIG_SETMASK, &old, NULL);
     close(fds[1]);
     if (child > 0)
-        while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
+        while (waitpid(child, NULL, __WCLONE) < 0 && errno == EINTR)
             ;
     if (child < 0 || fstat(fds[0], &st) < 0) {
         close(fds[0]);

@@ -143,7 +143,7 @@ def test_rolling_bare_preload_finishes(tmp_path, interval):
                     cmd = open(f"/proc/{pid}/cmdline", "rb").read()
                 except OSError:
                     continue
-                n += b"calltrace\0convert" in cmd and str(tmp_path).encode() in cmd
+                n += b"\0convert\0" in cmd and str(tmp_path).encode() in cmd
             most[0] = max(most[0], n)
             time.sleep(0.01)
     w = threading.Thread(target=watch)
