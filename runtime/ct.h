@@ -250,6 +250,8 @@ CT_HIDDEN void ct_write_ext(struct ct_thread *t, uint32_t sub, uint64_t value);
 
 /* proc.c */
 CT_HIDDEN int ct_exe_path(char *buf, size_t size);
+struct dl_phdr_info;
+CT_HIDDEN int ct_module_path(const struct dl_phdr_info *info, char *buf, size_t size);   /* absolute; 0: no file */
 CT_HIDDEN uint64_t ct_exe_bias(void);
 CT_HIDDEN int ct_module_bias(uint32_t index, const char *path, uint64_t *bias);
 CT_HIDDEN uint64_t ct_module_entry(const char *m, uint64_t at, uint64_t end, char *path);

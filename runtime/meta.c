@@ -93,14 +93,8 @@ CT_NOINST void ct_meta_switch(struct ct_part *pt) {
 static CT_NOINST int module_cb(struct dl_phdr_info *info, size_t size, void *arg) {
     (void)size;
     (void)arg;
-    char path[PATH_MAX];
-    const char *name = info->dlpi_name;
-    if (!name || !*name) {
-        if (ct_exe_path(path, sizeof path) < 0)
-            return 0;
-        name = path;
-    }
-    if (name[0] != '/')
+    char name[PATH_MAX];
+    if (!ct_module_path(info, name, sizeof name))
         return 0;   /* the vDSO and friends: no file to read symbols from */
     uint64_t lo = UINT64_MAX, hi = 0;
     for (int i = 0; i < info->dlpi_phnum; i++) {
@@ -134,6 +128,33 @@ static CT_NOINST ssize_t read_file(const char *path, char *buf, size_t size) {
     return n;
 }
 
+/* The command line, as much as fits in `size` bytes (and in a META chunk);
+ * when it does not all fit, an "argv_bytes=TOTAL" option record says so and
+ * the converter notes the cut (never a silently shorter argv). */
+static CT_NOINST ssize_t cmdline(char *buf, size_t size) {
+    size_t room = ct_chunk_bytes - CT_CHUNK_HEADER - 16;
+    if (size > room)
+        size = room;
+    int f = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return -1;
+    size_t n = 0, total = 0;
+    ssize_t r;
+    while ((r = read(f, buf + n, size - n)) > 0 && (n += (size_t)r) < size)
+        ;
+    total = n;
+    char rest[4096];
+    while (n == size && (r = read(f, rest, sizeof rest)) > 0)
+        total += (size_t)r;
+    close(f);
+    if (total > n) {
+        char line[64];
+        int len = snprintf(line, sizeof line, "argv_bytes=%zu", total);
+        ct_meta(CT_META_OPTION, line, (size_t)len);
+    }
+    return (ssize_t)n;
+}
+
 /* The process's first records: program, command line, output, modules, and
  * the name new threads inherit (a thread still named so at its end needs no
  * THREAD record: 100,000 short threads cost no names). */
@@ -147,7 +168,7 @@ CT_NOINST void ct_meta_start(void) {
     int e = ct_exe_path(buf, sizeof buf);
     if (e > 0)
         ct_meta(CT_META_EXE, buf, (size_t)e);
-    ssize_t n = read_file("/proc/self/cmdline", buf, sizeof buf);
+    ssize_t n = cmdline(buf, sizeof buf);
     if (n > 0)
         ct_meta(CT_META_CMDLINE, buf, (size_t)n);
     ct_meta(CT_META_OUTPUT, ct_cfg.output, strlen(ct_cfg.output));

@@ -148,6 +148,7 @@ static CT_NOINST void roll(void) {
     }
     memcpy(pt->hdr, old->hdr, sizeof *pt->hdr);   /* same clock and time base */
     pt->hdr->part = pt->index;
+    pt->hdr->lost_calls = 0;
     pt->hdr->next_offset = CT_HEADER_SIZE;
     pt->hdr->end_state = CT_END_RUNNING;
     ct_meta_switch(pt);

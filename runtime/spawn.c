@@ -23,6 +23,11 @@
 
 extern char **environ;
 
+/* libc's execvpe, found at start-up (not in a cloned child, where the
+ * loader's lock may be held by a thread that is not there). */
+typedef int (*execvpe_fn)(const char *, char *const[], char *const[]);
+static execvpe_fn real_execvpe;
+
 /* In the child: stdin and stdout away from the program's, then exec; returns
  * only if python could not be started. */
 static CT_NOINST void exec_python(const char *python, char *const argv[], char *const env[]) {
@@ -31,8 +36,11 @@ static CT_NOINST void exec_python(const char *python, char *const argv[], char *
         dup2(null, 0);
         dup2(null, 1);
     }
-    execve(python, argv, env);
-    execvpe(python, argv, env);
+    /* libc's, not the interposed ones, which would put the runtime back
+     * into the environment under calltrace run. */
+    syscall(SYS_execve, python, argv, env);
+    if (real_execvpe)
+        real_execvpe(python, argv, env);
 }
 
 /* The interpreter to run, and our environment without LD_PRELOAD and
@@ -63,6 +71,7 @@ static const char run_code[] =
     "runpy.run_module('calltrace',run_name='__main__',alter_sys=True)";
 
 CT_NOINST void ct_find_site(void) {
+    real_execvpe = (execvpe_fn)ct_resolve("execvpe");
     Dl_info info;
     char lib[PATH_MAX], init[PATH_MAX + 32];
     if (!dladdr((void *)ct_find_site, &info) || !info.dli_fname || !realpath(info.dli_fname, lib))
@@ -202,17 +211,25 @@ CT_NOINST int ct_convert_parts(const char *const *raws, int n) {
     for (; i < n && i < 64; i++)
         rest[3 + i] = (char *)raws[i];
     rest[3 + i] = NULL;
-    pid_t child = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    /* A middle process with no exit signal, as in run_python_argv, that
+     * leaves the converter to init: the program never sees either. */
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    pid_t child = (pid_t)syscall(SYS_clone, 0, 0, 0, 0, 0);
     if (child == 0) {
+        middle_signals(&all);
         if ((pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0) == 0) {
+            sigprocmask(SIG_SETMASK, &old, NULL);
             fcntl(fds[1], F_SETFD, 0);   /* held until the converter exits */
             exec_python(python, argv, env);
         }
         syscall(SYS_exit_group, 0);
     }
+    sigprocmask(SIG_SETMASK, &old, NULL);
     close(fds[1]);
     if (child > 0)
-        while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
+        while (waitpid(child, NULL, __WCLONE) < 0 && errno == EINTR)
             ;
     if (child < 0 || fstat(fds[0], &st) < 0) {
         close(fds[0]);

@@ -107,6 +107,9 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
         if info.dropped_parts:
             notes.append(f"{info.dropped_parts} earlier parts were deleted unconverted: the program "
                          "made parts faster than they could be converted")
+        if "argv_bytes" in info.options:
+            notes.append(f"argv is cut: the command line has {_int_option(raw_path, info.options, 'argv_bytes')} "
+                         "bytes and only its start was recorded (the last argument may be cut short)")
         if summary.unmatched:
             notes.append(f"{summary.unmatched} returns without a recorded call were ignored "
                          "(calls entered before recording started)")
