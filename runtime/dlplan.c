@@ -44,25 +44,45 @@ CT_NOINST void ct_capture_known(const char *path) {
         remember(&st);
 }
 
-/* Whether a loaded module calls the entry hook: its dynamic string table
- * names __cyg_profile_func_enter (an import of every instrumented one). */
+static CT_NOINST const void *dyn_ptr(const struct dl_phdr_info *info, ElfW(Addr) v) {
+    /* glibc relocates the dynamic section's pointers in place; not every loader does */
+    return (const void *)(v < info->dlpi_addr ? info->dlpi_addr + v : v);
+}
+
+/* Whether a loaded module imports the entry hook (every instrumented one
+ * does): a relocation against an undefined __cyg_profile_func_enter. A
+ * module that defines it (glibc's empty hooks, this runtime) does not. */
 static CT_NOINST int instrumented(const struct dl_phdr_info *info) {
     const char *strtab = NULL;
-    size_t strsz = 0;
+    const ElfW(Sym) *symtab = NULL;
+    const ElfW(Rela) *rel[2] = {NULL, NULL};
+    size_t relsz[2] = {0, 0};
     for (int i = 0; i < info->dlpi_phnum; i++) {
         if (info->dlpi_phdr[i].p_type != PT_DYNAMIC)
             continue;
         for (const ElfW(Dyn) *d = (const ElfW(Dyn) *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
              d->d_tag != DT_NULL; d++) {
-            if (d->d_tag == DT_STRTAB)   /* glibc relocates it in place; not every loader does */
-                strtab = (const char *)(d->d_un.d_ptr < info->dlpi_addr ? info->dlpi_addr + d->d_un.d_ptr
-                                                                          : d->d_un.d_ptr);
-            else if (d->d_tag == DT_STRSZ)
-                strsz = d->d_un.d_val;
+            switch (d->d_tag) {
+            case DT_STRTAB: strtab = dyn_ptr(info, d->d_un.d_ptr); break;
+            case DT_SYMTAB: symtab = dyn_ptr(info, d->d_un.d_ptr); break;
+            case DT_RELA: rel[0] = dyn_ptr(info, d->d_un.d_ptr); break;
+            case DT_RELASZ: relsz[0] = d->d_un.d_val; break;
+            case DT_JMPREL: rel[1] = dyn_ptr(info, d->d_un.d_ptr); break;
+            case DT_PLTRELSZ: relsz[1] = d->d_un.d_val; break;
+            }
         }
     }
-    static const char hook[] = "__cyg_profile_func_enter";
-    return strtab && strsz && memmem(strtab, strsz, hook, sizeof hook) != NULL;
+    if (!strtab || !symtab)
+        return 0;
+    for (int k = 0; k < 2; k++) {
+        for (size_t i = 0; rel[k] && i < relsz[k] / sizeof(ElfW(Rela)); i++) {
+            const ElfW(Sym) *sym = &symtab[ELF64_R_SYM(rel[k][i].r_info)];
+            if (ELF64_R_SYM(rel[k][i].r_info) && sym->st_shndx == SHN_UNDEF &&
+                !strcmp(strtab + sym->st_name, "__cyg_profile_func_enter"))
+                return 1;
+        }
+    }
+    return 0;
 }
 
 struct found {
