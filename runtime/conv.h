@@ -103,7 +103,24 @@ CT_HIDDEN void out_flush(struct out *o);
 CT_HIDDEN void out_str(struct out *o, const char *s, size_t n);
 #define OUT_LIT(o, s) out_str(o, s, sizeof(s) - 1)
 
-enum { WALK_MEASURE = 0, WALK_WRITE = 1 };
+enum { WALK_MEASURE = 0, WALK_WRITE = 1, WALK_COLUMNS = 2 };
+
+/* Fixed-width columns of up to `cap` calls (trace/columns.py wraps them as
+ * Arrow arrays); `extra` holds each call's args fragment, `extra_off[i]` to
+ * `extra_off[i + 1]`. `emit(n)` takes a full batch; nonzero aborts. */
+typedef int (*ct_batch_fn)(uint64_t n);
+
+struct ct_conv_cols {
+    int32_t *func;
+    uint32_t *depth;
+    uint64_t *start, *dur;
+    uint8_t *flags;               /* 1 incomplete, 2 unwound */
+    int64_t *parent;              /* index of the parent call in the thread, -1 at depth 0 */
+    uint32_t *extra_off;          /* cap + 1 entries */
+    char *extra;
+    uint64_t cap, extra_cap, n;
+    ct_batch_fn emit;
+};
 
 struct walk {
     struct ct_conv *c;
@@ -117,6 +134,8 @@ struct walk {
     int64_t pending;             /* function of a written call whose '}' is still due */
     uint64_t ncall, nwritten;
     size_t sp;
+    struct ct_conv_cols *cols;
+    int aborted;
 };
 
 CT_HIDDEN int ct_walk(struct walk *w);

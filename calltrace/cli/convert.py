@@ -1,4 +1,5 @@
-"""``calltrace convert``: turn a raw runtime stream into the JSON trace.
+"""``calltrace convert``: turn a raw runtime stream into a trace, or a trace
+from one encoding into the other (JSON <-> Parquet, docs/FORMAT.md).
 
 The runtime runs this itself at exit under a bare LD_PRELOAD; by hand it
 recovers a trace whose process was killed before conversion (SIGKILL)."""
@@ -8,32 +9,77 @@ import argparse
 import os
 import sys
 
+from ..errors import CalltraceError
 from ..trace.convert import convert
+from ..trace.raw import MAGIC
 from . import options
 from .output import count
 
 NAME = "convert"
 ORDER = 80
-HELP = "convert a raw stream left by the runtime (FILE.raw) into a JSON trace"
+HELP = "convert a raw stream (FILE.raw) into a trace, or a trace between JSON and Parquet"
+DESCRIPTION = """Convert a raw stream left by the runtime into a trace, or a trace from
+one encoding into the other. The output's suffix chooses the encoding:
+.parquet (or .pq) for Parquet, anything else for JSON.
+
+examples:
+  calltrace convert 4242.raw -o trace.parquet
+  calltrace convert trace.json -o trace.parquet
+  calltrace convert trace.parquet -o trace.json"""
 
 
 def add_arguments(p) -> None:
-    p.add_argument("raw", metavar="RAW", help="raw stream written by libcalltrace.so")
+    p.add_argument("raw", metavar="INPUT", help="raw stream written by libcalltrace.so, or a trace")
     p.add_argument("-o", "--output", metavar="PATH",
-                   help="JSON trace to write (default: the output the program was given)")
+                   help="trace to write (default: for a raw stream, the output the program was "
+                        "given; for a trace, its name in the other encoding)")
     options.add_format(p)
     p.add_argument("--from-runtime", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
 
 
+def _is_raw(path: str) -> bool:
+    """Anything but a trace (Parquet, or JSON opening with '{') goes to the
+    raw reader, which says what is wrong with it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return True
+    return head[:len(MAGIC)] == MAGIC or not (head[:4] == b"PAR1" or head.lstrip()[:1] == b"{")
+
+
+def transcode(src: str, output: str | None, pretty: bool | None) -> tuple[str, dict]:
+    """A trace in the other encoding (or the one `output`'s suffix names)."""
+    from ..trace import columns
+    from ..trace.reader import load
+    from ..trace.writer import write_trace
+    from ..files import write_atomic
+    import pyarrow as pa
+    trace = load(src)
+    if output is None:
+        stem = src.rsplit(".", 1)[0] if "." in os.path.basename(src) else src
+        output = stem + (".json" if columns.is_parquet_file(src) else ".parquet")
+    if os.path.exists(output) and os.path.samefile(output, src):
+        raise CalltraceError(f"{output}: would overwrite the trace itself")
+    if columns.is_parquet_name(output):
+        write_atomic(output, lambda f: columns.write_trace(pa.PythonFile(f, mode="w"), trace), "trace")
+    else:
+        write_trace(output, trace.metadata, trace.functions, trace.threads, bool(pretty))
+    return output, trace.metadata
+
+
 def run(args) -> int:
-    result = convert(args.raw, args.output, pretty=args.pretty,
-                     progress=sys.stderr.isatty() and not args.quiet)
-    if args.from_runtime:
-        os.unlink(args.raw)
+    if _is_raw(args.raw):
+        result = convert(args.raw, args.output, pretty=args.pretty,
+                         progress=sys.stderr.isatty() and not args.quiet)
+        path, m = result.path, result.metadata
+        if args.from_runtime:
+            os.unlink(args.raw)
+    else:
+        path, m = transcode(args.raw, args.output, args.pretty)
     if not args.quiet or args.verbose:
-        m = result.metadata
         print(f"calltrace: {count(m['total_calls'])} calls, {m['thread_count']} threads: "
-              f"trace written to {result.path}", file=sys.stderr)
+              f"trace written to {path}", file=sys.stderr)
     return 0

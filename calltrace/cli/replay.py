@@ -6,6 +6,7 @@ import sys
 
 from ..trace.parts import load_any
 from ..analysis.paths import Filter, select
+from ..analysis.view import pick_threads
 from ..analysis.progress import reading, warn
 from ..analysis.render import Colour, fmt_call, use_colour
 from ..analysis.units import argparse_duration, fmt_ns
@@ -27,6 +28,13 @@ examples:
 def add_arguments(p) -> None:
     p.add_argument("trace", nargs="+", help="a trace file (calltrace.json), or the parts of "
                    "one rolling run (trace.00001.json trace.00002.json ...)")
+    add_filters(p)
+    p.add_argument("--color", "--colour", choices=("auto", "always", "never"), default="auto",
+                   help="colour output (default: only on a terminal)")
+
+
+def add_filters(p) -> None:
+    """-F/-N/-D/-t/--tid, shared by replay and export."""
     p.add_argument("-F", "--function", metavar="REGEX",
                    help="show only the subtrees of calls whose name matches")
     p.add_argument("-N", "--exclude", metavar="REGEX",
@@ -37,8 +45,12 @@ def add_arguments(p) -> None:
                    help="hide calls shorter than TIME (e.g. 10us, 2ms) and what they call")
     p.add_argument("--tid", metavar="N", type=int, action="append",
                    help="show only thread N (repeatable)")
-    p.add_argument("--color", "--colour", choices=("auto", "always", "never"), default="auto",
-                   help="colour output (default: only on a terminal)")
+
+
+def make_filter(args) -> Filter:
+    if args.depth is not None and args.depth < 1:
+        raise CalltraceError("-D/--depth must be at least 1")
+    return Filter(_regex(args.function, "-F"), _regex(args.exclude, "-N"), args.depth, args.threshold)
 
 
 def _regex(text: str | None, flag: str):
@@ -50,21 +62,8 @@ def _regex(text: str | None, flag: str):
         raise CalltraceError(f"{flag}: bad regular expression {text!r}: {e}") from None
 
 
-def pick_threads(trace, tids):
-    if not tids:
-        return list(trace.threads)
-    have = {t.tid for t in trace.threads}
-    missing = [t for t in tids if t not in have]
-    if missing:
-        raise CalltraceError(f"no thread {missing[0]} in {trace.path} "
-                             f"(threads: {', '.join(str(t.tid) for t in trace.threads) or 'none'})")
-    return [t for t in trace.threads if t.tid in tids]
-
-
 def run(args) -> int:
-    if args.depth is not None and args.depth < 1:
-        raise CalltraceError("-D/--depth must be at least 1")
-    flt = Filter(_regex(args.function, "-F"), _regex(args.exclude, "-N"), args.depth, args.threshold)
+    flt = make_filter(args)
     trace = load_any(args.trace)
     warn(trace)
     threads = pick_threads(trace, args.tid)

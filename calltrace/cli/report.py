@@ -9,7 +9,7 @@ from ..analysis.render import fmt_call, plural, table
 from ..analysis.stats import COLUMNS, average, slowest, sort_stats, thread_stats
 from ..analysis.units import fmt_ns
 from ..errors import CalltraceError
-from .replay import pick_threads
+from ..analysis.view import pick_threads
 
 NAME = "report"
 HELP = "per-function table: calls, total, self, average, min, max"

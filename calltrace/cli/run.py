@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -16,6 +17,7 @@ from pathlib import Path
 from ..errors import CalltraceError
 from ..runtime import library_path, preload_env
 from ..symbols.elf import check_instrumented
+from ..trace import dataset
 from ..trace.convert import Converted, convert
 from . import options
 from .output import count, ns, print_top
@@ -149,6 +151,16 @@ def _wait(proc: subprocess.Popen) -> int:
             signal.signal(s, h)
 
 
+def _target(output: str, pid: int, raw: Path) -> str:
+    """Where the trace of one raw stream goes: -o itself for the program's
+    first image, a name with the pid (and image) for the others; inside a
+    dataset folder (-o DIR/), host=/pid= partitions for all."""
+    rpid, image, _ = _raw_key(raw)
+    if dataset.is_dataset_name(output):
+        return dataset.member(output, socket.gethostname(), rpid, image)
+    return output if rpid == pid and not image else _child_output(output, raw.stem.split(".p")[0])
+
+
 def _child_output(output: str, pid: int) -> str:
     p = Path(output)
     return str(p.with_name(f"{p.stem}.{pid}{p.suffix}")) if p.suffix else f"{output}.{pid}"
@@ -174,6 +186,12 @@ def run(args) -> int:
     path = options.resolve_program(program[0])
     _check_program(args, path)
     output = args.output or os.environ.get("CALLTRACE_OUTPUT") or "calltrace.json"
+    if dataset.is_dataset_name(output):
+        try:
+            os.makedirs(output, exist_ok=True)
+        except OSError as e:
+            raise CalltraceError(f"cannot create dataset folder {output}: {e.strerror}") from None
+        output = os.path.join(output, "")
     out_dir = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(out_dir):
         raise CalltraceError(f"cannot write {output}: folder {out_dir} does not exist")
@@ -255,7 +273,7 @@ class _Rolling(threading.Thread):
             # to for a moment (threads move at their next call).
             if part >= newest[(pid, image)] or time.time() - raw.stat().st_mtime < 0.2:
                 continue
-            out = self.output if pid == self.pid and not image else _child_output(self.output, raw.stem)
+            out = _target(self.output, self.pid, raw)
             try:
                 self.results.append(convert(str(raw), out, pretty=self.args.pretty))
                 raw.unlink()
@@ -289,7 +307,8 @@ def _convert_all(raw_dir, pid, output, status, term, sig, args) -> list[Converte
         # The status we saw belongs to the program's last image (after any
         # exec) and its last part; earlier ones say how they ended themselves.
         main = rpid == pid and image == last_image[rpid] and part == last_part[(rpid, image)]
-        out = output if rpid == pid and not image else _child_output(output, raw.stem.split(".p")[0])
+        out = _target(output, pid, raw)
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         try:
             result = convert(str(raw), out, exit_status=status if main else None,
                              termination=term if main else None,
@@ -332,3 +351,21 @@ def _summary(results: list[Converted], output: str, top: int = 10) -> None:
         for note in r.notes:
             print(f"calltrace: note: {note}", file=err)
         print(f"calltrace: trace written to {r.path}", file=err)
+        _suggest_parquet(r.path, err)
+
+
+JSON_NOTE_BYTES = 256 << 20
+
+
+def _suggest_parquet(path: str, err) -> None:
+    """Big JSON is slow to read back and large: say so (JSON stays the default)."""
+    if path.endswith((".parquet", ".pq")):
+        return
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return
+    if size >= JSON_NOTE_BYTES:
+        print(f"calltrace: note: {path} is {size / (1 << 20):,.0f} MB of JSON; "
+              f"-o trace.parquet writes the same trace far smaller and faster to read "
+              f"(calltrace convert {path} -o trace.parquet converts this one)", file=err)

@@ -11,6 +11,7 @@ from .. import __version__
 from ..errors import TraceFormatError
 from ..files import write_atomic
 from ..symbols import Resolver
+from . import columns
 from .model import FunctionStats
 from .raw import (END_EXEC, END_EXIT, END_RUNNING, END_SIGNAL, FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF,
                   RawStream, read_info)
@@ -69,6 +70,7 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
     if info.part:
         output = part_name(output, info.part)
     pretty = bool(info.flags & FLAG_PRETTY) if pretty is None else pretty
+    import pyarrow as pa
     with RawStream(raw_path) as raw:
         bar = None
         second_pass = [0]
@@ -152,9 +154,16 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
         heads = [thread_head(t.tid, info.thread_names.get(t.tid), t.main).encode()
                  for t in threads]
         second_pass[0] = 1
-        write_atomic(output, lambda f: (
-            f.write(document_head(metadata, stats, pretty).encode("utf-8", "backslashreplace")),
-            raw.write_threads(f.fileno(), names, heads, pretty, arg_notes)), "trace")
+        if columns.is_parquet_name(output):
+            header = columns.header_doc(metadata, stats)
+            listed = [(t.tid, info.thread_names.get(t.tid), t.main) for t in threads]
+            write_atomic(output, lambda f: columns.write_raw(
+                pa.PythonFile(f, mode="w"), raw, header, [infos[f.addr].function for f in funcs],
+                listed, arg_notes), "trace")
+        else:
+            write_atomic(output, lambda f: (
+                f.write(document_head(metadata, stats, pretty).encode("utf-8", "backslashreplace")),
+                raw.write_threads(f.fileno(), names, heads, pretty, arg_notes)), "trace")
         if bar is not None:
             bar.close()
     if info.part and info.keep:

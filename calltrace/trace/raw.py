@@ -146,7 +146,14 @@ class _Thread(ctypes.Structure):
                 ("first_ns", ctypes.c_uint64), ("main", ctypes.c_int64)]
 
 
+class _Cols(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_void_p) for n in ("func", "depth", "start", "dur", "flags", "parent",
+                                               "extra_off", "extra")] + \
+               [(n, ctypes.c_uint64) for n in ("cap", "extra_cap", "n")] + [("emit", ctypes.c_void_p)]
+
+
 PROGRESS = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint64)
+BATCH = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64)
 ARGS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint8), ctypes.c_uint64,
                         ctypes.c_void_p, ctypes.c_uint32)
 _lib = None
@@ -168,6 +175,8 @@ def _library():
         lib.ct_conv_write.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_char_p),
                                       ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_char_p),
                                       ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+        lib.ct_conv_columns.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(_Cols),
+                                        ctypes.POINTER(ctypes.c_char_p), ctypes.c_char_p, ctypes.c_size_t]
         _lib = lib
     return _lib
 
@@ -254,6 +263,41 @@ class RawStream:
         if self._lib.ct_conv_write(self._h, fd, c_names, c_notes, c_heads, int(pretty), err,
                                    len(err)) < 0:
             raise OSError(0, err.value.decode(errors="replace"))
+
+    def columns(self, thread: int, emit, notes: list[bytes | None] | None = None,
+                cap: int = 1 << 18) -> None:
+        """Walk one thread (threads() order) into fixed-width columns and
+        call `emit(cols)` per batch of at most `cap` calls, with `cols` a
+        dict of numpy views (func, depth, start, dur, flags, parent: row in
+        the thread or -1; extra_off/extra: args fragments) valid only
+        during the call."""
+        import numpy as np
+        bufs = {"func": np.empty(cap, np.int32), "depth": np.empty(cap, np.uint32),
+                "start": np.empty(cap, np.uint64), "dur": np.empty(cap, np.uint64),
+                "flags": np.empty(cap, np.uint8), "parent": np.empty(cap, np.int64),
+                "extra_off": np.zeros(cap + 1, np.uint32), "extra": np.empty(4 << 20, np.uint8)}
+        failure: list[BaseException] = []
+
+        def shim(n):
+            try:
+                emit({k: (v if k == "extra" else v[:n + 1] if k == "extra_off" else v[:n])
+                      for k, v in bufs.items()})
+                return 0
+            except BaseException as e:   # re-raised below, after C has unwound
+                failure.append(e)
+                return 1
+        cols = _Cols(*[v.ctypes.data for v in bufs.values()], cap, len(bufs["extra"]), 0, None)
+        cb = BATCH(shim)
+        cols.emit = ctypes.cast(cb, ctypes.c_void_p)
+        n = len(notes) if notes else 0
+        c_notes = (ctypes.c_char_p * max(1, n))(*(notes or []))
+        err = ctypes.create_string_buffer(256)
+        rc = self._lib.ct_conv_columns(self._h, thread, ctypes.byref(cols), c_notes if notes else None,
+                                       err, len(err))
+        if failure:
+            raise failure[0]
+        if rc < 0:
+            raise TraceFormatError(f"{self.path}: {err.value.decode(errors='replace')}")
 
     def close(self) -> None:
         if self._h:
