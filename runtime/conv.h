@@ -93,6 +93,11 @@ static inline CT_NOINST size_t chunk_words(const struct ct_conv *c, uint64_t off
     return (size_t)((end - off - CT_CHUNK_HEADER) / 8);
 }
 
+/* Pages of the raw map or the durations file that a walk has passed: let
+ * them go from our RSS (the page cache keeps them), so memory stays flat
+ * whatever the trace's length. Both maps are MAP_SHARED, so nothing is lost. */
+CT_HIDDEN void release(const void *from, const void *to);
+
 struct out {
     int fd, failed;
     size_t used;
@@ -136,6 +141,7 @@ struct walk {
     size_t sp;
     struct ct_conv_cols *cols;
     int aborted;
+    uint64_t released;           /* durations before this index are released */
 };
 
 CT_HIDDEN int ct_walk(struct walk *w);

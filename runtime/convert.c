@@ -164,6 +164,7 @@ CT_EXPORT CT_NOINST struct ct_conv *ct_conv_open(const char *path, char *err, si
                         t->calls++;
                 }
             }
+            release(p - CT_CHUNK_HEADER / 8, p + n);
             if (last > lastall)
                 lastall = last;
             c->total_words += i;

@@ -4,8 +4,15 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include "conv.h"
+
+CT_NOINST void release(const void *from, const void *to) {
+    uintptr_t a = ((uintptr_t)from + 4095) & ~(uintptr_t)4095, b = (uintptr_t)to & ~(uintptr_t)4095;
+    if (b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
+}
 
 /* ---- functions table: open addressing on the entry address ------------- */
 static CT_NOINST int grow_hash(struct ct_conv *c) {
@@ -249,6 +256,7 @@ CT_NOINST int ct_walk(struct walk *w) {
     int64_t next_rt = -1;
     w->ncall = 0;
     w->sp = 0;
+    w->released = t->call_base;
     for (uint32_t k = 0; k < t->nchunks; k++) {
         uint64_t off = c->order[t->first_chunk + k];
         const uint64_t *p = (const uint64_t *)(c->map + off + CT_CHUNK_HEADER);
@@ -336,6 +344,11 @@ CT_NOINST int ct_walk(struct walk *w) {
             }
         }
         c->done_words += i;
+        release(p - CT_CHUNK_HEADER / 8, p + n);
+        /* the open calls' slots among these refault from the page cache when written */
+        uint64_t done = t->call_base + w->ncall;
+        release(c->dur + w->released, c->dur + done);
+        w->released = done & ~(uint64_t)511;
         if (w->aborted)
             return -1;
         if (c->progress && (k & 15) == 15)

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from .model import FunctionStats
 
 KEY = b"calltrace"
+SUFFIXES = (".parquet", ".pq")      # output names that choose this encoding
 BATCH = 1 << 18                 # calls per record batch and row group
 STRING = pa.dictionary(pa.int32(), pa.string())
 
@@ -33,18 +34,18 @@ SCHEMA = pa.schema([
     ("args_note", pa.string()),
     ("return", pa.string()),          # JSON text of the VALUE
 ])
-_INTS = ("thread", "tid", "call", "parent", "depth", "start_ns", "duration_ns")
+# Growing within a thread: deltas are small. Durations are left to zstd.
+_DELTA = ("call", "parent", "start_ns")
 
 
 def open_writer(path_or_file, header: dict) -> pq.ParquetWriter:
     """A writer for the calls; `header` (format, metadata, functions) goes
     in the footer with the thread list once the calls are written."""
     return pq.ParquetWriter(
-        path_or_file, SCHEMA, compression="zstd", compression_level=3,
-        use_dictionary=["function", "call_site", "args_note"],
-        column_encoding={c: "DELTA_BINARY_PACKED" for c in _INTS},
-        write_statistics=["thread", "tid", "call", "start_ns", "duration_ns", "depth"],
-        store_schema=False)
+        path_or_file, SCHEMA, compression="zstd", compression_level=1,
+        use_dictionary=["thread", "tid", "depth", "function", "call_site", "args_note"],
+        column_encoding={c: "DELTA_BINARY_PACKED" for c in _DELTA},
+        write_statistics=["thread", "tid", "call", "start_ns"])
 
 
 def close_writer(writer: pq.ParquetWriter, header: dict, threads: list[dict]) -> None:
@@ -214,7 +215,7 @@ def _fragments(off: np.ndarray, data: np.ndarray) -> tuple[list, list]:
 
 
 def is_parquet_name(path: str) -> bool:
-    return str(path).endswith((".parquet", ".pq"))
+    return str(path).endswith(SUFFIXES)
 
 
 def is_parquet_file(path: str) -> bool:

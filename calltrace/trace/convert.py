@@ -11,7 +11,6 @@ from .. import __version__
 from ..errors import TraceFormatError
 from ..files import write_atomic
 from ..symbols import Resolver
-from . import columns
 from .model import FunctionStats
 from .raw import (END_EXEC, END_EXIT, END_RUNNING, END_SIGNAL, FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF,
                   RawStream, read_info)
@@ -70,7 +69,6 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
     if info.part:
         output = part_name(output, info.part)
     pretty = bool(info.flags & FLAG_PRETTY) if pretty is None else pretty
-    import pyarrow as pa
     with RawStream(raw_path) as raw:
         bar = None
         second_pass = [0]
@@ -154,7 +152,9 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
         heads = [thread_head(t.tid, info.thread_names.get(t.tid), t.main).encode()
                  for t in threads]
         second_pass[0] = 1
-        if columns.is_parquet_name(output):
+        if output.endswith((".parquet", ".pq")):
+            import pyarrow as pa
+            from . import columns
             header = columns.header_doc(metadata, stats)
             listed = [(t.tid, info.thread_names.get(t.tid), t.main) for t in threads]
             write_atomic(output, lambda f: columns.write_raw(

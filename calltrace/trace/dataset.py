@@ -11,7 +11,6 @@ import os
 import re
 
 from ..errors import TraceFormatError
-from .columns import is_parquet_file
 
 FILE = "calls.parquet"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -51,6 +50,7 @@ def expand(paths: list[str]) -> list[str]:
 
 def split(paths: list[str]) -> tuple[list[str], list[str]]:
     """(Parquet traces, other traces)."""
+    from .columns import is_parquet_file
     pq, other = [], []
     for p in paths:
         (pq if is_parquet_file(p) else other).append(p)
