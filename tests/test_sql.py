@@ -5,6 +5,8 @@ import csv
 import io
 import json
 
+import calltrace
+
 from conftest import fixture, load_json, run_cli
 from postmortem_util import cli_stdout, write_demo
 
@@ -64,3 +66,32 @@ def test_missing_duckdb_is_one_line(tmp_path):
     assert p.returncode == 2
     assert p.stderr.decode() == ("calltrace: error: calltrace sql needs DuckDB: pip install "
                                  "'calltrace[sql]' (or pip install duckdb)\n")
+
+
+def _readme_queries() -> list[str]:
+    """The three queries the README shows, as written there."""
+    from conftest import ROOT
+    text = (ROOT / "README.md").read_text()
+    return [q.strip() for q in text.split('calltrace sql trace.parquet "')[1:4]
+            for q in [q.split('"\n', 1)[0]]]
+
+
+def test_readme_queries(tmp_path):
+    """Checked against calltrace's own function table and slowest calls,
+    which the converter computes in C from the raw events."""
+    out = tmp_path / "trace.parquet"
+    run_cli("run", "-q", "-o", out, fixture("recursion"), check=True)
+    hot, slow, callers = _readme_queries()
+    rows = list(csv.DictReader(io.StringIO(cli_stdout("sql", "--csv", out, hot))))
+    doc = calltrace.load(out)
+    assert {r["function"]: (int(r["calls"]), int(r["self_ns"])) for r in rows} == \
+        {f.function: (f.calls, f.self_ns) for f in doc.functions}
+    rows = list(csv.DictReader(io.StringIO(cli_stdout("sql", "--csv", out, slow))))
+    from calltrace.analysis.stats import slowest
+    want = slowest(doc, 5)
+    assert [(int(r["duration_ns"]), r["path"]) for r in rows] == \
+        [(s.duration_ns, " > ".join(s.path)) for s in want]
+    rows = list(csv.DictReader(io.StringIO(cli_stdout("sql", "--csv", out, callers))))
+    fib = [c for c in doc.threads[0].calls if c.function == "fib"]
+    assert sum(int(r["calls"]) for r in rows) == len(fib) == 15
+    assert {r["caller"] for r in rows} == {"main", "fib"}
