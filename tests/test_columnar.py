@@ -167,3 +167,27 @@ def test_run_summary_suggests_parquet_for_big_json(tmp_path, capsys):
     assert err == (f"calltrace: note: {big} is 256 MB of JSON; -o trace.parquet writes the same "
                    f"trace far smaller and faster to read (calltrace convert {big} -o "
                    "trace.parquet converts this one)\n")
+
+
+@pytest.mark.parametrize("program", ["threads", "recursion", "jumps"])
+def test_kernel_stats_equal_converter_table(tmp_path, program):
+    """report --threads (runtime/kernels.c, from the calls) summed over the
+    threads equals the function table the converter computed from the raw
+    events, in both encodings."""
+    from calltrace.analysis.stats import thread_stats
+    out = tmp_path / "t.parquet"
+    run_cli("run", "-q", "-o", out, fixture(program))
+    run_cli("convert", out, "-o", tmp_path / "t.json", check=True)
+    for path in (out, tmp_path / "t.json"):
+        trace = calltrace.load(path)
+        got: dict[str, list[int]] = {}
+        for t in trace.threads:
+            for s in thread_stats(t):
+                g = got.setdefault(s.function, [0, 0, 0, s.min_ns, s.max_ns])
+                g[0] += s.calls
+                g[1] += s.total_ns
+                g[2] += s.self_ns
+                g[3] = min(g[3], s.min_ns)
+                g[4] = max(g[4], s.max_ns)
+        assert got == {f.function: [f.calls, f.total_ns, f.self_ns, f.min_ns, f.max_ns]
+                       for f in trace.functions if f.calls}

@@ -27,6 +27,10 @@ class FilteredCalls(StreamedCalls):
     def __len__(self) -> int:
         return sum(1 for _ in self.rows())
 
+    def unwrap(self):
+        """(the calls, the filter, the budget): for kernels that select themselves."""
+        return self._calls, self._flt, self._budget
+
 
 class Budget:
     """Stops an export that would write more than `limit` calls."""
@@ -39,11 +43,14 @@ class Budget:
     def count(self, rows):
         for r in rows:
             self.seen += 1
-            if self.seen > self.limit:
-                raise CalltraceError(
-                    f"{self.what}: more than {self.limit:,} calls to export; narrow it with "
-                    f"-F/-N/-t/--tid or raise --max-events (nothing written)")
+            self.check(self.seen)
             yield r
+
+    def check(self, seen: int) -> None:
+        if seen > self.limit:
+            raise CalltraceError(
+                f"{self.what}: more than {self.limit:,} calls to export; narrow it with "
+                f"-F/-N/-t/--tid or raise --max-events (nothing written)")
 
 
 def pick_threads(trace: Trace, tids) -> list[Thread]:

@@ -70,13 +70,21 @@ def _default_output(trace_path: str, suffix: str) -> str:
 
 def _load(paths: list[str], scratch: list[str]):
     """A trace; a raw stream is first converted (streamed) to Parquet."""
-    from .convert import _is_raw
-    if len(paths) == 1 and os.path.isfile(paths[0]) and _is_raw(paths[0]):
+    from ..trace.raw import MAGIC
+    if len(paths) == 1 and os.path.isfile(paths[0]) and _head(paths[0]) == MAGIC:
         from ..trace.convert import convert
         tmp = tempfile.mkdtemp(prefix="calltrace-export-")
         scratch.append(tmp)
         return load_any([convert(paths[0], os.path.join(tmp, "trace.parquet")).path])
     return load_any(paths)
+
+
+def _head(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8)
+    except OSError:
+        return b""
 
 
 def _budget(trace, args) -> Budget | None:

@@ -5,7 +5,7 @@ import re
 import sys
 
 from ..trace.parts import load_any
-from ..analysis.paths import Filter, select
+from ..analysis.paths import Filter
 from ..analysis.view import pick_threads
 from ..analysis.progress import reading, warn
 from ..analysis.render import Colour, fmt_call, use_colour
@@ -69,26 +69,36 @@ def run(args) -> int:
     threads = pick_threads(trace, args.tid)
     col = Colour(use_colour(args.color))
     out = sys.stdout
+    from ..trace.colsource import Names, columns
+    from ..trace.kernels import Formatter
+    names = Names(f.function for f in trace.functions)
+    fmt = Formatter(Formatter.REPLAY, names, flt, col.on)
     first = True
     with reading(trace):
         for t in threads:
-            if not first:
-                out.write("\n")
-            first = False
             label = f"thread {t.tid}" + (" [main]" if t.main else "") + (f" {t.name}" if t.name else "")
-            out.write(f"{col.bold}== {label} =={col.reset}\n")
-            buf: list[str] = []
-            shown = 0
-            for (fn, _, start, dur, extra), depth in select(t.rows(), flt):
-                text = fmt_call(fn, extra)
-                buf.append(f"{fmt_ns(start):>11}  {col.duration(dur, f'{fmt_ns(dur):>11}')}  "
-                           f"{'  ' * depth}{col.cyan if depth == 0 else ''}{text}"
-                           f"{col.reset if depth == 0 else ''}\n")
-                shown += 1
-                if len(buf) >= 4096:
-                    out.write("".join(buf))
-                    buf.clear()
-            out.write("".join(buf))
-            if not shown:
+            out.write(("" if first else "\n") + f"{col.bold}== {label} =={col.reset}\n")
+            fresh = first
+            first = False
+            fmt.reset()
+            before = fmt.shown
+            for piece in fmt.run(columns(t, names)):
+                if isinstance(piece, tuple):
+                    c, i, depth = piece
+                    piece = _line(col, names.names[c.func[i]], int(c.start[i]), int(c.dur[i]), depth,
+                                  c.extra(i)).encode("utf-8", "backslashreplace")
+                out.flush()
+                out.buffer.write(piece)
+                if fresh:   # the first lines go out at once, whatever follows
+                    out.buffer.flush()
+                    fresh = False
+            if fmt.shown == before:
                 out.write("  (no calls shown)\n")
     return 0
+
+
+def _line(col: Colour, fn: str, start: int, dur: int, depth: int, extra: dict) -> str:
+    """One call with captured values (the kernel prints the others the same way)."""
+    return (f"{fmt_ns(start):>11}  {col.duration(dur, f'{fmt_ns(dur):>11}')}  "
+            f"{'  ' * depth}{col.cyan if depth == 0 else ''}{fmt_call(fn, extra)}"
+            f"{col.reset if depth == 0 else ''}\n")

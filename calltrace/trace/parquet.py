@@ -10,10 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import TraceFormatError
-from .columns import BATCH, KEY
+from .columns import KEY
 from .model import Row, StreamedCalls, Thread, Trace
 
 _EXTRA = ("incomplete", "unwound", "call_site", "args", "args_note", "return")
+READ_BATCH = 1 << 16
 ROW_COLUMNS = ["function", "depth", "start_ns", "duration_ns", *_EXTRA]
 
 
@@ -37,7 +38,7 @@ class ParquetCalls(StreamedCalls):
         wanted = [i for i, (first, n) in enumerate(self._groups) if first < hi and first + n > lo]
         f = pq.ParquetFile(self._path)
         row = self._groups[wanted[0]][0]
-        for b in f.iter_batches(batch_size=BATCH, row_groups=wanted, columns=columns,
+        for b in f.iter_batches(batch_size=READ_BATCH, row_groups=wanted, columns=columns,
                                 use_threads=False):
             n = b.num_rows
             a, z = max(lo - row, 0), min(hi - row, n)
@@ -49,6 +50,12 @@ class ParquetCalls(StreamedCalls):
         """(function, depth, start_ns, duration_ns, extra-or-None) per call."""
         for b in self.batches(ROW_COLUMNS):
             yield from batch_rows(b)
+
+    def columns(self, names):
+        """The calls as column batches (trace/colsource.py)."""
+        from .colsource import arrow_batch
+        for b in self.batches(ROW_COLUMNS):
+            yield arrow_batch(b, names)
 
 
 def batch_rows(b: pa.RecordBatch) -> list[tuple]:
@@ -71,11 +78,11 @@ def batch_rows(b: pa.RecordBatch) -> list[tuple]:
         mask = m if mask is None else pc.or_(mask, m)
     if mask is not None and pc.any(mask).as_py():
         for i in pc.indices_nonzero(mask).to_pylist():
-            extras[i] = _extra(b, i)
+            extras[i] = extra(b, i)
     return list(zip(fns, depth, start, dur, extras))
 
 
-def _extra(b: pa.RecordBatch, i: int) -> dict:
+def extra(b: pa.RecordBatch, i: int) -> dict:
     d = {}
     for name in _EXTRA:
         v = b.column(name)[i].as_py()

@@ -71,6 +71,14 @@ class CallList(StreamedCalls):
         for data, offset in self._blocks():
             yield from _parse_block(self._src, data, offset)
 
+    def columns(self, names):
+        """The calls as column batches (trace/colsource.py)."""
+        from .colsource import json_block
+        for data, offset in self._blocks():
+            cols = json_block(self._src, data, offset, names, _CALL, _PLAIN_ENDS, _parse_lines)
+            if cols is not None:
+                yield cols
+
     def _blocks(self, report: bool = True) -> Iterator[tuple[bytes, int]]:
         """Whole lines of the region, a few MB at a time."""
         src = self._src
@@ -80,8 +88,10 @@ class CallList(StreamedCalls):
             f.seek(self._start)
             pos = self._start
             carry = b""
+            size = CHUNK >> 4    # a small first block: the first lines show at once
             while pos < end:
-                block = f.read(min(CHUNK, end - pos))
+                block = f.read(min(size, end - pos))
+                size = CHUNK
                 if not block:
                     break
                 offset = pos - len(carry)
