@@ -72,28 +72,116 @@ static CT_NOINST long env_long(const char *name, long dflt, long lo, long hi) {
     return x;
 }
 
-/* "10us", "2ms", "500ns", "1s" or a plain number of nanoseconds. */
+/* A duration as calltrace/units.py reads it (tests/data/durations.txt holds
+ * the cases both must agree on): optional spaces, a decimal number ("10",
+ * "2.5", ".5", "3."), optional spaces, an optional unit ns (the default),
+ * us, µs, μs, ms or s, optional spaces; rounded to the nearest nanosecond,
+ * halves up; at most 10^15 ns. Returns -1 for anything else. No strtod:
+ * no sign, exponent, hex, inf or locale. */
+static CT_NOINST int64_t parse_duration(const char *v) {
+    static const struct { const char *name; uint64_t ns; int digits; } units[] = {
+        {"ns", 1, 0}, {"us", 1000, 3}, {"\xc2\xb5s", 1000, 3}, {"\xce\xbcs", 1000, 3},
+        {"ms", 1000000, 6}, {"s", 1000000000, 9}};
+    const uint64_t max = 1000000000000000ull;
+    const char *p = v, *whole, *frac = NULL;
+    while (*p == ' ')
+        p++;
+    whole = p;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    size_t nwhole = (size_t)(p - whole), nfrac = 0;
+    if (*p == '.') {
+        frac = ++p;
+        while (*p >= '0' && *p <= '9')
+            p++;
+        nfrac = (size_t)(p - frac);
+    }
+    if (nwhole + nfrac == 0)
+        return -1;
+    while (*p == ' ')
+        p++;
+    size_t u = 0;
+    if (*p) {
+        for (u = 0; u < sizeof units / sizeof *units; u++) {
+            size_t n = strlen(units[u].name);
+            if (!strncmp(p, units[u].name, n)) {
+                p += n;
+                break;
+            }
+        }
+        if (u == sizeof units / sizeof *units)
+            return -1;
+    }
+    while (*p == ' ')
+        p++;
+    if (*p)
+        return -1;
+    uint64_t ns = 0;
+    for (size_t i = 0; i < nwhole; i++) {
+        ns = ns * 10 + (uint64_t)(whole[i] - '0');
+        if (ns > max)
+            return -1;
+    }
+    if (ns > max / units[u].ns)
+        return -1;
+    ns *= units[u].ns;
+    /* The fraction's first `digits` digits are whole nanoseconds; the next
+     * one rounds. */
+    uint64_t scale = units[u].ns;
+    for (size_t i = 0; i < nfrac && i <= (size_t)units[u].digits; i++) {
+        uint64_t d = (uint64_t)(frac[i] - '0');
+        if (i == (size_t)units[u].digits) {
+            ns += d >= 5;
+        } else {
+            scale /= 10;
+            ns += d * scale;
+        }
+    }
+    return ns > max ? -1 : (int64_t)ns;
+}
+
 static CT_NOINST uint64_t env_duration(const char *name) {
     const char *v = getenv(name);
     if (!v || !*v)
         return 0;
+    int64_t ns = parse_duration(v);
+    if (ns < 0) {
+        ct_warn("%s=%s is not a duration (a number with ns, us, ms or s, e.g. 10us, 2.5ms); ignoring it",
+                name, v);
+        return 0;
+    }
+    return (uint64_t)ns;
+}
+
+/* A size in bytes: "500M", "2G", "64k", a plain number of bytes (K, M, G,
+ * T are powers of 1024; a trailing "B" or "iB" is allowed). With `pct`,
+ * "N%" is a percentage instead. 0: not set. */
+static CT_NOINST uint64_t env_size(const char *name, uint64_t dflt, uint32_t *pct) {
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return dflt;
     char *end;
     errno = 0;
     double x = strtod(v, &end);
     double scale = 1;
-    if (!strcmp(end, "") || !strcmp(end, "ns"))
-        scale = 1;
-    else if (!strcmp(end, "us"))
-        scale = 1e3;
-    else if (!strcmp(end, "ms"))
-        scale = 1e6;
-    else if (!strcmp(end, "s"))
-        scale = 1e9;
-    else
-        x = -1;
-    if (errno || end == v || x < 0 || x * scale > 1e15) {
-        ct_warn("%s=%s is not a duration (like 10us, 2ms, 500ns); ignoring it", name, v);
+    const char *units = "KMGT";
+    const char *u = *end ? strchr(units, *end & ~0x20) : NULL;
+    if (*end && u) {
+        for (const char *k = units; k <= u; k++)
+            scale *= 1024;
+        end++;
+    }
+    if (pct && !strcmp(end, "%") && x >= 0 && x <= 100 && !u) {
+        *pct = (uint32_t)x;
         return 0;
+    }
+    if (!strcmp(end, "iB") && u)
+        end += 2;
+    else if ((*end & ~0x20) == 'B' && !end[1])
+        end++;
+    if (errno || end == v || *end || x < 0 || x * scale > 1.8e19) {
+        ct_warn("%s=%s is not a size (like 500M, 2G%s); ignoring it", name, v, pct ? ", 5%" : "");
+        return dflt;
     }
     return (uint64_t)(x * scale);
 }
@@ -169,8 +257,22 @@ CT_NOINST void ct_config_read(void) {
     c->chunk_size = (size_t)kb * 1024;
     if (c->chunk_size % 4096)
         c->chunk_size = (c->chunk_size + 4095) & ~(size_t)4095;
+    c->max_size = env_size("CALLTRACE_MAX_SIZE", 0, NULL);
+    /* Leave the smaller of 1 GiB and 5% of the file system free by default. */
+    c->min_free_pct = 5;
+    c->min_free = 1ull << 30;
+    const char *mf = getenv("CALLTRACE_MIN_FREE");
+    if (mf && *mf) {
+        uint32_t pct = 0;
+        uint64_t bytes = env_size("CALLTRACE_MIN_FREE", UINT64_MAX, &pct);
+        if (bytes != UINT64_MAX) {   /* else not a size: the default stays */
+            c->min_free = bytes;
+            c->min_free_pct = pct;
+        }
+    }
     ct_max_depth = c->max_depth;
     ct_log("config: output=%s max_depth=%ld (0: unlimited) pretty=%d capture_args=%d start=%s "
-           "buffer=%zuKB mode=%s", c->output, depth, c->pretty, c->capture_args,
-           c->start_off ? "off" : "on", c->chunk_size / 1024, c->bare ? "preload" : "calltrace-run");
+           "buffer=%zuKB mode=%s threshold_ns=%llu", c->output, depth, c->pretty, c->capture_args,
+           c->start_off ? "off" : "on", c->chunk_size / 1024, c->bare ? "preload" : "calltrace-run",
+           (unsigned long long)c->threshold_ns);
 }

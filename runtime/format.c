@@ -6,19 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include "ct.h"
-
-enum { FMT_REPLAY = 0, FMT_CHROME = 1 };
-
-struct ct_fmt {
-    int32_t mode, colour;
-    int64_t max_depth, min_ns;            /* max_depth < 0: none */
-    const uint8_t *want, *exclude;         /* per function id, or NULL */
-    const char *const *names;              /* per function id: name, or chrome's line prefix */
-    const uint32_t *namelen;
-    int64_t skip, root;                    /* selection state, -1 when unset */
-    uint64_t shown;
-};
+#include "conv.h"
 
 /* paths.select for one row: 1 and the depth to show it at, or 0. */
 static inline CT_NOINST int pass(struct ct_fmt *r, int32_t f, int64_t depth, int64_t dur, int64_t *shown) {

@@ -43,7 +43,9 @@ static CT_NOINST void read_comm(int32_t tid) {
         return;
     if (line[off + n - 1] == '\n')
         n--;
-    ct_meta(CT_META_THREAD, line, (size_t)(off + n));
+    line[off + n] = 0;
+    if (strcmp(line + off, ct_thread_default_name()))   /* the default is recorded once */
+        ct_meta(CT_META_THREAD, line, (size_t)(off + n));
 }
 
 static CT_NOINST int comm_of(long tid, void *arg) {
@@ -59,11 +61,11 @@ CT_NOINST void ct_thread_names(void) { ct_each_task(comm_of, NULL); }
 static CT_NOINST void thread_done(void *arg) {
     struct ct_thread *t = arg;
     read_comm(t->tid);
-    if (t->on && t->chunk)
-        ct_write_ext(t, CT_EXT_THREAD_END, 0);
-    ct_release_chunk(t);
+    if (t->on && t->seg && t->depth)
+        ct_write_ext(t, CT_EXT_THREAD_END, 0);   /* frames left open (pthread_exit) */
+    ct_release_chunk(t, CT_RELEASE_ENDED);
     t->on = 0;
-    t->failed = 1;   /* calls from later TLS destructors are not recorded */
+    t->failed = CT_THREAD_ENDED;   /* calls from later TLS destructors are not recorded */
 }
 
 /* trace.json -> trace.<pid>.json: the name of a forked or started child's trace. */
@@ -81,7 +83,7 @@ static CT_NOINST void name_by_pid(void) {
 static CT_NOINST void on_fork_child(void) {
     pid_t parent = getppid();
     struct ct_thread *t = &ct_tls;
-    ct_release_chunk(t);
+    ct_release_chunk(t, CT_RELEASE_FORGET);
     ct_stream_close();
     t->seq = 0;
     t->tid = (int32_t)syscall(SYS_gettid);
@@ -171,8 +173,6 @@ CT_NOINST void ct_init(void) {
         ct_log("CALLTRACE_OUTPUT=/dev/null: not recording");
     if (ok && ct_cfg.bare)
         install_fatal_handlers();
-    if (ok)
-        ct_prefault_start();
     if (ok && ct_cfg.capture_args)
         ct_load_plan();
     if (ok)
@@ -185,6 +185,8 @@ CT_NOINST void ct_init(void) {
 __attribute__((constructor)) static CT_NOINST void ct_constructor(void) { ct_init(); }
 
 CT_NOINST void ct_finish(int state, int code, int sig) {
+    if (ct_vfork_child())
+        return;   /* the stream and this memory are the parent's */
     if (__atomic_exchange_n(&finished, 1, __ATOMIC_ACQ_REL))
         return;
     struct ct_header *h = ct_header();
@@ -198,11 +200,7 @@ CT_NOINST void ct_finish(int state, int code, int sig) {
     h->end_signal = sig;
     __atomic_store_n(&h->end_state, (uint32_t)state, __ATOMIC_RELEASE);
     ct_thread_names();
-    struct ct_thread *self = &ct_tls;
-    if (self->lost) {
-        __atomic_add_fetch(&h->lost_calls, self->lost, __ATOMIC_RELAXED);
-        self->lost = 0;
-    }
+    ct_chunks_trim();
     ct_log("finished (%s %d); raw trace %s, %llu bytes", state == CT_END_SIGNAL ? "signal" : "exit",
            state == CT_END_SIGNAL ? sig : code, ct_raw_path(), (unsigned long long)h->next_offset);
     if (ct_cfg.bare) {
@@ -221,6 +219,8 @@ __attribute__((destructor)) static CT_NOINST void ct_destructor(void) {
 
 /* Exit-status capture: return from main, exit(), _exit(). */
 static CT_NOINST void note_exit(int status) {
+    if (ct_vfork_child())
+        return;
     exit_code_known = 1;
     exit_code = status & 0xff;
 }

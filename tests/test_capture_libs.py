@@ -1,7 +1,7 @@
 """Argument capture in shared libraries: fixtures/linked.c calls into
 fixtures/lib/shapes.c (linked at build time, found through RUNPATH), whose
-arguments are captured like the executable's own; a dlopen'd library says
-why its calls have none."""
+arguments are captured like the executable's own; a dlopen'd library gets
+a plan of its own when it is loaded."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from calltrace.symbols.libraries import imports_hook, instrumented_libraries, loaded_libraries
+from calltrace.symbols.elf import is_instrumented
+from calltrace.symbols.libraries import instrumented_libraries, loaded_libraries
 from calltrace.symbols.plan import program_plan
 from conftest import FIXTURES, ROOT, fixture, load_json, run_cli, validate
 from test_preload import preload
@@ -68,20 +69,32 @@ def test_same_library_values_as_gdb_backend(tmp_path):
             for d, f, args in shape(validate(load_json(tmp_path / "g.json")))] == untyped
 
 
-def test_dlopened_library_says_why_no_arguments(tmp_path):
+DLOPENER = [("main", None), ("load", None), ("use", 3), ("plugin_entry", 3), ("twice", 3),
+            ("use", 4), ("plugin_entry", 4), ("twice", 4)]
+
+
+def dlopened(calls: list[dict]) -> None:
+    assert [c["function"] for c in calls] == [f for f, _ in DLOPENER]
+    for c, (fn, x) in zip(calls, DLOPENER):
+        assert "args" in c and "args_note" not in c, c
+        if x is not None:
+            assert {a["name"]: a["value"] for a in c["args"]}["x"] == x, c
+
+
+def test_dlopened_library_gets_arguments(tmp_path):
+    """libplugin.so (-O2) is dlopen'ed after the start: planned when the
+    program next uses the dynamic linker (its dlsym), before its code runs."""
     proc = run_cli("run", "-q", "--capture-args", "-o", "t.json", fixture("dlopener"), cwd=tmp_path)
-    assert proc.returncode == 0 and proc.stdout == b"plugin 7 9\n"
-    calls = validate(load_json(tmp_path / "t.json"))["threads"][0]["calls"]
-    assert [c["function"] for c in calls] == ["main", "load", "use", "plugin_entry", "twice",
-                                              "use", "plugin_entry", "twice"]
-    for c in calls:
-        if c["function"] in ("plugin_entry", "twice"):
-            assert "args" not in c
-            assert c["args_note"] == ("arguments are captured in the executable and the libraries "
-                                      "it loads at start-up, not in this module")
-        else:
-            assert "args" in c and "args_note" not in c
-    assert [a["value"] for a in calls[2]["args"]][1] == 3
+    assert proc.returncode == 0 and proc.stdout == b"plugin 7 9\n" and proc.stderr == b""
+    dlopened(validate(load_json(tmp_path / "t.json"))["threads"][0]["calls"])
+    assert sorted(os.listdir(tmp_path)) == ["t.json"]   # no plan file left behind
+
+
+def test_dlopened_library_bare_preload(tmp_path):
+    proc = preload(tmp_path, fixture("dlopener"), CALLTRACE_OUTPUT="t.json", CALLTRACE_CAPTURE_ARGS="1")
+    assert proc.returncode == 0 and proc.stdout == b"plugin 7 9\n" and proc.stderr == b""
+    dlopened(validate(load_json(tmp_path / "t.json"))["threads"][0]["calls"])
+    assert sorted(os.listdir(tmp_path)) == ["t.json"]
 
 
 def test_library_without_dwarf(tmp_path):
@@ -108,7 +121,7 @@ def test_library_lookup():
     libs = loaded_libraries(fixture("linked"))
     assert lib in libs and any(os.path.basename(p).startswith("libc.so") for p in libs)
     assert instrumented_libraries(fixture("linked")) == [lib]
-    assert imports_hook(lib) and not imports_hook(next(p for p in libs if "libc.so" in p))
+    assert is_instrumented(lib) and not is_instrumented(next(p for p in libs if "libc.so" in p))
     assert instrumented_libraries(fixture("recursion")) == []
     plan = program_plan(os.path.realpath(fixture("linked")))
     assert plan.paths == [os.path.realpath(fixture("linked")), lib]
@@ -139,10 +152,10 @@ def test_planned_library_not_loaded(tmp_path):
 
 @pytest.mark.parametrize("variant", ["linked", "linked-O2"])
 def test_debug_function_selection_reaches_into_library(tmp_path, variant):
-    """calltrace debug --function: breakpoints on the hook calls of the
+    """calltrace debug --only: breakpoints on the hook calls of the
     selected functions, in the executable and in libshapes (placed when the
     library is loaded)."""
-    proc = run_cli("debug", "-q", "--capture-args", "-F", "^(measure|shape_label|scaled)$", "-o", "g.json",
+    proc = run_cli("debug", "-q", "--capture-args", "--only", "^(measure|shape_label|scaled)$", "-o", "g.json",
                    fixture(variant), cwd=tmp_path, timeout=300)
     assert (proc.returncode, proc.stdout) == (0, b"area=120 label=-3\n"), proc.stderr.decode()
     calls = validate(load_json(tmp_path / "g.json"))["threads"][0]["calls"]
@@ -153,8 +166,8 @@ def test_debug_function_selection_reaches_into_library(tmp_path, variant):
 def test_debug_selection_matching_nothing(tmp_path):
     proc = run_cli("debug", "-F", "^nothing_here$", fixture("linked"), cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr == (b"calltrace: error: no instrumented function of " + fixture("linked").encode() +
-                           b" or of the libraries it loads matches the selection\n")
+    assert proc.stderr == (b"calltrace: error: no function of " + fixture("linked").encode() +
+                           b" or of the instrumented libraries it loads matches --function '^nothing_here$'\n")
 
 
 def test_unreadable_or_foreign_plan_and_filter(tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import duckdb
 import pyarrow.parquet as pq
@@ -161,8 +160,8 @@ def test_run_summary_suggests_parquet_for_big_json(tmp_path, capsys):
     big = tmp_path / "big.json"
     with open(big, "wb") as f:
         f.truncate(JSON_NOTE_BYTES)        # sparse: no disk used
-    _suggest_parquet(str(big), sys.stderr)
-    _suggest_parquet(str(tmp_path / "missing.json"), sys.stderr)
+    _suggest_parquet(str(big))
+    _suggest_parquet(str(tmp_path / "missing.json"))
     err = capsys.readouterr().err
     assert err == (f"calltrace: note: {big} is 256 MB of JSON; -o trace.parquet writes the same "
                    f"trace far smaller and faster to read (calltrace convert {big} -o "

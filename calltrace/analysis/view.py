@@ -7,7 +7,7 @@ from typing import Iterator
 
 from ..errors import CalltraceError
 from ..trace.model import Row, StreamedCalls, Thread, Trace
-from .paths import Filter, select
+from .paths import Filter, pick_threads, select
 
 
 class FilteredCalls(StreamedCalls):
@@ -51,17 +51,6 @@ class Budget:
             raise CalltraceError(
                 f"{self.what}: more than {self.limit:,} calls to export; narrow it with "
                 f"-F/-N/-t/--tid or raise --max-events (nothing written)")
-
-
-def pick_threads(trace: Trace, tids) -> list[Thread]:
-    if not tids:
-        return list(trace.threads)
-    have = {t.tid for t in trace.threads}
-    missing = [t for t in tids if t not in have]
-    if missing:
-        raise CalltraceError(f"no thread {missing[0]} in {trace.path} "
-                             f"(threads: {', '.join(str(t.tid) for t in trace.threads) or 'none'})")
-    return [t for t in trace.threads if t.tid in tids]
 
 
 def view(trace: Trace, flt: Filter, tids=None, budget: Budget | None = None) -> Trace:

@@ -10,13 +10,12 @@ import os
 import sys
 
 from ..errors import CalltraceError
-from ..trace.convert import convert
-from ..trace.raw import MAGIC
+from ..record.convert import convert
+from ..bridge import RAW_MAGIC
+from ..units import plural
 from . import options
-from .output import count
 
 NAME = "convert"
-ORDER = 80
 HELP = "convert a raw stream (FILE.raw) into a trace, or a trace between JSON and Parquet"
 DESCRIPTION = """Convert a raw stream left by the runtime into a trace, or a trace from
 one encoding into the other. The output's suffix chooses the encoding:
@@ -29,7 +28,9 @@ examples:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("raw", metavar="INPUT", help="raw stream written by libcalltrace.so, or a trace")
+    p.add_argument("raw", metavar="INPUT", nargs="+",
+                   help="raw stream written by libcalltrace.so (several: the parts of a rolling run, "
+                        "in order), or a trace")
     p.add_argument("-o", "--output", metavar="PATH",
                    help="trace to write (default: for a raw stream, the output the program was "
                         "given; for a trace, its name in the other encoding)")
@@ -47,7 +48,7 @@ def _is_raw(path: str) -> bool:
             head = f.read(64)
     except OSError:
         return True
-    return head[:len(MAGIC)] == MAGIC or not (head[:4] == b"PAR1" or head.lstrip()[:1] == b"{")
+    return head[:len(RAW_MAGIC)] == RAW_MAGIC or not (head[:4] == b"PAR1" or head.lstrip()[:1] == b"{")
 
 
 def transcode(src: str, output: str | None, pretty: bool | None) -> tuple[str, dict]:
@@ -71,15 +72,18 @@ def transcode(src: str, output: str | None, pretty: bool | None) -> tuple[str, d
 
 
 def run(args) -> int:
-    if _is_raw(args.raw):
-        result = convert(args.raw, args.output, pretty=args.pretty,
-                         progress=sys.stderr.isatty() and not args.quiet)
-        path, m = result.path, result.metadata
-        if args.from_runtime:
-            os.unlink(args.raw)
-    else:
-        path, m = transcode(args.raw, args.output, args.pretty)
-    if not args.quiet or args.verbose:
-        print(f"calltrace: {count(m['total_calls'])} calls, {m['thread_count']} threads: "
-              f"trace written to {path}", file=sys.stderr)
+    if args.output and len(args.raw) > 1:
+        raise CalltraceError("-o/--output takes one input; each part is named after its trace")
+    for raw in args.raw:
+        if _is_raw(raw):
+            result = convert(raw, args.output, pretty=args.pretty,
+                             progress=sys.stderr.isatty() and not args.quiet)
+            path, m = result.path, result.metadata
+            if args.from_runtime:
+                os.unlink(raw)
+        else:
+            path, m = transcode(raw, args.output, args.pretty)
+        if not args.quiet or args.verbose:
+            print(f"calltrace: {plural(m['total_calls'], 'call')}, {plural(m['thread_count'], 'thread')}: "
+                  f"trace written to {path}", file=sys.stderr)
     return 0

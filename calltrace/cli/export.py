@@ -17,7 +17,6 @@ from .replay import add_filters, make_filter
 
 NAME = "export"
 HELP = "convert a trace: chrome, perfetto, speedscope, folded, svg, html or parquet"
-ORDER = 23
 MAX_EVENTS = 5_000_000
 DESCRIPTION = f"""Write a trace in another format:
   chrome      Trace Event Format JSON: open in https://ui.perfetto.dev or chrome://tracing
@@ -70,9 +69,9 @@ def _default_output(trace_path: str, suffix: str) -> str:
 
 def _load(paths: list[str], scratch: list[str]):
     """A trace; a raw stream is first converted (streamed) to Parquet."""
-    from ..trace.raw import MAGIC
-    if len(paths) == 1 and os.path.isfile(paths[0]) and _head(paths[0]) == MAGIC:
-        from ..trace.convert import convert
+    from ..bridge import RAW_MAGIC
+    if len(paths) == 1 and os.path.isfile(paths[0]) and _head(paths[0]) == RAW_MAGIC:
+        from ..record.convert import convert
         tmp = tempfile.mkdtemp(prefix="calltrace-export-")
         scratch.append(tmp)
         return load_any([convert(paths[0], os.path.join(tmp, "trace.parquet")).path])

@@ -6,12 +6,10 @@ import sys
 
 from ..trace.parts import load_any
 from ..analysis.progress import reading, warn
-from ..analysis.render import plural
-from ..analysis.units import fmt_ns
+from ..units import count, fmt_ns, plural
 
 NAME = "info"
 HELP = "show a trace's metadata: program, exit, threads, counts (header and footer only)"
-ORDER = 24
 SCAN_LIMIT = 64 << 20     # JSON calls read to list threads, at most (about 0.5 s)
 
 
@@ -55,11 +53,11 @@ def run(args) -> int:
         ("clock", md.get("clock")),
         ("timing", md.get("timing")),
         ("options", _options(md.get("options") or {})),
-        ("calls", f"{md['total_calls']}"),
-        ("functions", str(len(trace.functions))),
-        ("incomplete calls", str(md.get("incomplete_calls", 0))),
-        ("depth-limited calls", str(md.get("depth_limited_calls", 0))),
-        ("dropped events", str(md.get("dropped_events", 0))),
+        ("calls", count(md["total_calls"])),
+        ("functions", count(len(trace.functions))),
+        ("incomplete calls", count(md.get("incomplete_calls", 0))),
+        ("depth-limited calls", count(md.get("depth_limited_calls", 0))),
+        ("dropped events", count(md.get("dropped_events", 0))),
     ]
     part = md.get("part")
     if part:
@@ -74,12 +72,12 @@ def run(args) -> int:
     src = trace.source
     if src is not None and src.body_end - src.body_start > SCAN_LIMIT:
         # Listing a big JSON trace's threads means reading all of it.
-        out.append(f"threads: {md.get('thread_count', '?')} (not listed: the JSON trace is "
+        out.append(f"threads: {count(md.get('thread_count', 0))} (not listed: the JSON trace is "
                    f"{src.size / (1 << 20):,.0f} MB; its Parquet form lists them at once: "
                    f"calltrace convert {trace.path} -o trace.parquet)")
         sys.stdout.write("\n".join(line.rstrip() for line in out) + "\n")
         return 0
-    out.append(f"threads ({md.get('thread_count', len(trace.threads))}):")
+    out.append(f"threads ({count(md.get('thread_count', len(trace.threads)))}):")
     with reading(trace, "counting calls"):
         for t in trace.threads:
             n = len(t.calls)

@@ -14,28 +14,33 @@ import threading
 import time
 from pathlib import Path
 
+from ..analysis.summary import run_lines
 from ..errors import CalltraceError
-from ..runtime import library_path, preload_env
-from ..symbols.elf import check_instrumented
+from ..record.convert import Converted, convert
+from ..runtime import library_path, preload_env, write_filter, write_plan
+from ..symbols.elf import elf_symbols, is_instrumented
+from ..symbols.select import Selection
 from ..trace import dataset
-from ..trace.convert import Converted, convert
+from ..units import argparse_duration, argparse_size, plural
 from . import options
-from .output import count, ns, print_top
 
 NAME = "run"
-ORDER = 10
 HELP = "run a program and record every call it makes"
 DESCRIPTION = """\
 Run PROGRAM with the calltrace recorder preloaded and write a JSON trace.
 
   calltrace run ./prog                      # writes calltrace.json
   calltrace run -o t.json ./prog arg1 arg2
+  calltrace run -F '^parse_' -N 'parse_ws' ./prog
   calltrace run ./prog --max-depth 5 -- --prog-option
 
-calltrace's long options may also follow the program path; everything after
-`--` goes to the program unchanged. The program's stdin, stdout and stderr
-are its own; calltrace exits with the program's exit status (128+N when it
-was killed by signal N). Build the program with:
+After the program path, only the long options that choose what to record
+(--capture-args, --max-depth, --function, --only, --exclude, --threshold) are
+calltrace's; any other option there is the program's (calltrace says so on
+stderr when it is also one of its own), and so is everything after `--`.
+The program's stdin, stdout and stderr are its own; calltrace exits with the
+program's exit status (128+N when it was killed by signal N). Build the
+program with:
   gcc -g -finstrument-functions -rdynamic prog.c -o prog
 """
 
@@ -47,17 +52,19 @@ def add_arguments(p) -> None:
     options.add_format(p)
     p.add_argument("--capture-args", action="store_true", default=None,
                    help="record each call's arguments, typed from DWARF (CALLTRACE_CAPTURE_ARGS=1)")
-    p.add_argument("-F", "--function", metavar="REGEX",
-                   help="record only calls made inside functions matching REGEX (and those functions)")
-    p.add_argument("-N", "--exclude", metavar="REGEX",
-                   help="leave out functions matching REGEX and every call they make")
-    p.add_argument("-t", "--threshold", metavar="TIME", type=options.duration,
+    options.add_selection(p)
+    p.add_argument("-t", "--threshold", metavar="TIME", type=argparse_duration,
                    help="drop calls shorter than TIME (e.g. 10us, 1ms), with what they called")
     p.add_argument("--flush-interval", type=options.positive_int, metavar="N",
                    help="write the trace in parts of about N calls while the program runs "
                         "(CALLTRACE_FLUSH_INTERVAL): OUT.00001.json, OUT.00002.json, ...")
     p.add_argument("--rolling", type=options.positive_int, metavar="K", nargs="?", const=10,
                    help="keep only the newest K parts (default 10; CALLTRACE_OUTPUT_ROLLING=1)")
+    p.add_argument("--max-size", type=argparse_size, metavar="SIZE",
+                   help="stop recording when the raw data reaches SIZE (e.g. 500M, 2G), counting the calls "
+                        "not recorded; with --rolling, SIZE bounds the parts kept (CALLTRACE_MAX_SIZE). "
+                        "Recording also stops before the file system has less than 1 GB or 5%% free "
+                        "(CALLTRACE_MIN_FREE)")
     p.add_argument("--start-off", action="store_true",
                    help="start with recording off; SIGUSR1 turns it on (CALLTRACE_START=off)")
     p.add_argument("--debug", action="store_true", default=None,
@@ -78,7 +85,6 @@ def _environment(args, raw_dir: str, program: str) -> dict[str, str]:
         capture = True
     if capture:
         # Plan here, once, rather than in the runtime at start-up.
-        from .plan import write_plan
         plan = os.path.join(raw_dir, "capture.plan")
         if options.is_elf(program) and write_plan(program, plan):
             env["CALLTRACE_PLAN"] = plan
@@ -95,23 +101,23 @@ def _environment(args, raw_dir: str, program: str) -> dict[str, str]:
         env["CALLTRACE_START"] = "off"
     if args.flush_interval is not None:
         env["CALLTRACE_FLUSH_INTERVAL"] = str(args.flush_interval)
+    if args.max_size is not None:
+        env["CALLTRACE_MAX_SIZE"] = str(args.max_size)
     if args.rolling is not None:
         env["CALLTRACE_OUTPUT_ROLLING"] = "1"
         env["CALLTRACE_ROLLING_KEEP"] = str(args.rolling)
-    if args.function is not None or args.exclude is not None:
-        from .filter import EXCLUDE, INCLUDE, compile_regex, write_filter
-        if args.function is not None and args.exclude is not None:
-            raise CalltraceError("use --function or --exclude, not both")
-        option, regex, mode, var = ("--function", args.function, INCLUDE, "CALLTRACE_FUNCTION") \
-            if args.function is not None else ("--exclude", args.exclude, EXCLUDE, "CALLTRACE_EXCLUDE")
-        pattern = compile_regex(regex, option)
-        env[var] = regex
+    sel = Selection(args.function, args.only, args.exclude)
+    if sel.active:
+        for var, regex in (("CALLTRACE_FUNCTION", sel.function), ("CALLTRACE_ONLY", sel.only),
+                           ("CALLTRACE_EXCLUDE", sel.exclude)):
+            if regex is not None:
+                env[var] = regex
         # A script: each instrumented program it starts matches its own functions.
         if options.is_elf(program):
             path = os.path.join(raw_dir, "record.filter")
-            if not write_filter(program, pattern, mode, path):
+            if not write_filter(program, sel, path):
                 print(f"calltrace: note: no function of {program} or its libraries matches "
-                      f"{option} {regex!r}", file=sys.stderr)
+                      f"{sel.describe()}", file=sys.stderr)
             env["CALLTRACE_FILTER"] = path
     if args.output:
         env["CALLTRACE_OUTPUT"] = args.output
@@ -123,14 +129,14 @@ def _check_program(args, path: str) -> None:
         print(f"calltrace: note: {args.command[0]} is not an ELF executable; recording the "
               "instrumented programs it starts", file=sys.stderr)
         return
-    from ..symbols.elf import elf_symbols
     if not elf_symbols(path).dynamic:
         raise CalltraceError(f"{args.command[0]} is statically linked: the runtime cannot be preloaded "
                              "into it; link it dynamically (drop -static)")
-    if not args.force and not check_instrumented(path):
+    if not args.force and not is_instrumented(path):
         raise CalltraceError(
             f"{args.command[0]} was not built with -finstrument-functions; rebuild it with "
-            "`gcc -g -finstrument-functions -rdynamic ...` (or pass --force)")
+            "`gcc -g -finstrument-functions -rdynamic ...`, or trace chosen functions of it as it is "
+            "with `calltrace debug --uninstrumented --only REGEX` (or pass --force)")
 
 
 def _wait(proc: subprocess.Popen) -> int:
@@ -191,11 +197,9 @@ def run(args) -> int:
             os.makedirs(output, exist_ok=True)
         except OSError as e:
             raise CalltraceError(f"cannot create dataset folder {output}: {e.strerror}") from None
-        output = os.path.join(output, "")
-    out_dir = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(out_dir):
-        raise CalltraceError(f"cannot write {output}: folder {out_dir} does not exist")
-    _probe_writable(output, out_dir)
+    else:
+        output = options.output_path(args.output)
+    _probe_writable(output, os.path.dirname(os.path.abspath(output)))
     raw_dir = tempfile.mkdtemp(prefix="calltrace-")
     try:
         proc = subprocess.Popen([path, *program[1:]], executable=path,
@@ -216,7 +220,7 @@ def run(args) -> int:
     if not options.is_elf(path):
         results = _adopt_only_trace(results, output)
     if not args.quiet:
-        _summary(results, output, args.top)
+        _summary(results, args.top)
     # The program's status wins; a lost trace still must not look like success.
     return status if ok or status else 2
 
@@ -254,6 +258,7 @@ class _Rolling(threading.Thread):
         self.raw_dir, self.pid, self.output, self.args = raw_dir, pid, output, args
         self.results: list[Converted] = []
         self.ok = True
+        self.dropped = 0    # --rolling: parts deleted unconverted, made faster than converted
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -273,6 +278,10 @@ class _Rolling(threading.Thread):
             # to for a moment (threads move at their next call).
             if part >= newest[(pid, image)] or time.time() - raw.stat().st_mtime < 0.2:
                 continue
+            if self.args.rolling and part < newest[(pid, image)] - self.args.rolling:
+                raw.unlink()   # would be deleted as older than the newest K anyway
+                self.dropped += 1
+                continue
             out = _target(self.output, self.pid, raw)
             try:
                 self.results.append(convert(str(raw), out, pretty=self.args.pretty))
@@ -285,9 +294,12 @@ class _Rolling(threading.Thread):
         self._halt.set()
         if self.is_alive():
             self.join()
+        if self.dropped:
+            print(f"calltrace: {plural(self.dropped, 'older part')} deleted unconverted: the program made "
+                  "parts faster than they could be converted (--rolling keeps the newest)", file=sys.stderr)
 
 
-def _convert_all(raw_dir, pid, output, status, term, sig, args) -> list[Converted]:
+def _convert_all(raw_dir, pid, output, status, term, sig, args) -> tuple[list[Converted], bool]:
     raws = sorted(Path(raw_dir).glob("*.raw"), key=_raw_key)
     if output == "/dev/null":
         shutil.rmtree(raw_dir, ignore_errors=True)
@@ -307,6 +319,9 @@ def _convert_all(raw_dir, pid, output, status, term, sig, args) -> list[Converte
         # The status we saw belongs to the program's last image (after any
         # exec) and its last part; earlier ones say how they ended themselves.
         main = rpid == pid and image == last_image[rpid] and part == last_part[(rpid, image)]
+        if args.rolling and part and part <= last_part[(rpid, image)] - args.rolling:
+            raw.unlink()   # older than the newest K parts: would be deleted once converted
+            continue
         out = _target(output, pid, raw)
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         try:
@@ -329,35 +344,17 @@ def _convert_all(raw_dir, pid, output, status, term, sig, args) -> list[Converte
     return results, not failed
 
 
-def _summary(results: list[Converted], output: str, top: int = 10) -> None:
-    err = sys.stderr
+def _summary(results: list[Converted], top: int = 10) -> None:
     for r in results:
-        m = r.metadata
-        extra = []
-        if m["incomplete_calls"]:
-            extra.append(f"{count(m['incomplete_calls'])} still open at the end")
-        if m["depth_limited_calls"]:
-            extra.append(f"{count(m['depth_limited_calls'])} below --max-depth not recorded")
-        if m.get("filtered_calls"):
-            extra.append(f"{count(m['filtered_calls'])} shorter than --threshold dropped")
-        if m["dropped_events"]:
-            extra.append(f"{count(m['dropped_events'])} events dropped")
-        end = (f"killed by signal {m['signal']}" if m["termination"] == "signal"
-               else f"exit status {m['exit_status']}")
-        print(f"calltrace: {count(m['total_calls'])} calls, {m['thread_count']} thread"
-              f"{'s' if m['thread_count'] != 1 else ''}, {ns(m['duration_ns'])}, pid {m['pid']}, "
-              f"{end}" + (f" ({'; '.join(extra)})" if extra else ""), file=err)
-        print_top(r.functions, top, err)
-        for note in r.notes:
-            print(f"calltrace: note: {note}", file=err)
-        print(f"calltrace: trace written to {r.path}", file=err)
-        _suggest_parquet(r.path, err)
+        for line in run_lines(r.metadata, r.functions, r.notes, r.path, top):
+            print(line, file=sys.stderr)
+        _suggest_parquet(r.path)
 
 
 JSON_NOTE_BYTES = 256 << 20
 
 
-def _suggest_parquet(path: str, err) -> None:
+def _suggest_parquet(path: str) -> None:
     """Big JSON is slow to read back and large: say so (JSON stays the default)."""
     if path.endswith((".parquet", ".pq")):
         return
@@ -368,4 +365,4 @@ def _suggest_parquet(path: str, err) -> None:
     if size >= JSON_NOTE_BYTES:
         print(f"calltrace: note: {path} is {size / (1 << 20):,.0f} MB of JSON; "
               f"-o trace.parquet writes the same trace far smaller and faster to read "
-              f"(calltrace convert {path} -o trace.parquet converts this one)", file=err)
+              f"(calltrace convert {path} -o trace.parquet converts this one)", file=sys.stderr)

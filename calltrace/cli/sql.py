@@ -13,7 +13,6 @@ from ..trace import dataset
 
 NAME = "sql"
 HELP = "run a SQL query (DuckDB) over one or many traces, JSON or Parquet"
-ORDER = 25
 DESCRIPTION = """Run a SQL query over traces with embedded DuckDB. The traces (files, or
 folders of them such as a dataset written by `calltrace run -o DIR/`) are
 seen as these views:

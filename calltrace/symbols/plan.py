@@ -24,12 +24,15 @@ from functools import lru_cache
 from elftools.common.exceptions import DWARFError, ELFError
 from elftools.elf.elffile import ELFFile
 
-from .ctypes_dwarf import ARRAY, STRUCT, UNION, CType, TypeReader
-from .locations import (BASE_CFA, BASE_RSP, OP_FOLLOW, OP_SITE, OP_STRING, SAVED, LocationReader, Op,
-                        _EntryValue, _Unavailable, _reg_of)
-from .values import STRING_CAP
+from . import ranges
+from .code import Code
+from .ctypes_dwarf import ARRAY, BASE, ENUM, POINTER, STRUCT, UNION, CType, TypeReader
+from .locations import (BASE_CFA, BASE_RSP, MEM_CAP, OP_DEREF, OP_FOLLOW, OP_MEM, OP_SITE, OP_STRING, SAVED,
+                        LocationReader, Op, _EntryValue, _ImplicitText, _Unavailable, _reg_of)
+from .values import STR_INVALID, STR_OK, STR_TRUNCATED, STRING_CAP
 
 MAGIC = b"CTPLAN02"
+_CHAR_P = CType(POINTER, "char *", 8, target=CType(BASE, "char", 1, 6, is_char=True))
 
 @dataclass
 class ParamPlan:
@@ -37,9 +40,15 @@ class ParamPlan:
     ctype: CType
     ops: list[Op] = field(default_factory=list)
     const: bytes | None = None
-    note: str | None = None      # "optimized out" / "unavailable"
-    follow: list[str] = field(default_factory=list)   # char * fields copied as strings
+    note: str | None = None      # "optimized out" / "not captured"
+    reason: str | None = None    # why, for "not captured"
+    text: bytes | None = None    # a char * to a constant string gcc folded away (implicit pointer)
+    deref: bool = False          # a C++ reference: ops[1] holds the referent (status word, bytes)
+    # char * fields copied as strings: (name, index of the op holding the
+    # pointer among this parameter's ops, offset in that op's bytes)
+    follow: list[tuple[str, int, int]] = field(default_factory=list)
     entry_reg: int | None = None   # value = that register at the call (see call_values)
+    static: bool = False         # const is an address in the module's file
 
     @property
     def is_string(self) -> bool:
@@ -62,10 +71,9 @@ class FunctionPlan:
         out: list[Op] = []
         for p in self.params:
             first = len(out)
-            out.extend(p.ops)
-            for name in p.follow:
-                off = next(o for n, o, _ in p.ctype.fields if n == name)
-                out.append(Op(OP_FOLLOW | OP_STRING, first, 8, off))
+            out.extend(Op(o.kind, o.base + first, o.size, o.off) if o.kind == OP_DEREF else o for o in p.ops)
+            for _, k, off in p.follow:
+                out.append(Op(OP_FOLLOW | OP_STRING, first + k, 8, off))
         return out
 
 
@@ -76,9 +84,10 @@ class _Planner:
         self.locs = LocationReader(self.dwarf)
         self.expr = self.locs.expr
         self.types = TypeReader()
-        self.call_values: dict[tuple[int, int], int] = {}   # (return pc, DWARF reg) -> constant
+        self.call_values: dict[tuple[int, int], int | bytes] = {}   # (return pc, DWARF reg) -> constant
+        self.static_values: set[tuple[int, int]] = set()   # those that are addresses in the file
         self._cfi = self._index_cfi()
-        self._text = [s for s in elf.iter_sections() if s["sh_flags"] & 0x4 and s["sh_type"] == "SHT_PROGBITS"]
+        self.code = Code(elf)
 
     def _index_cfi(self):
         entries = []
@@ -112,45 +121,41 @@ class _Planner:
             return SAVED[rule.reg], rule.offset
         return None
 
-    def hook_return(self, lo: int, hi: int) -> int | None:
-        """The address after the function's first call: gcc emits the entry
-        hook call before any other. capture.c checks it at run time too."""
-        from capstone import CS_ARCH_X86, CS_MODE_64, Cs
-        for sec in self._text:
-            start = sec["sh_addr"]
-            if start <= lo < start + sec["sh_size"]:
-                data = sec.data()[lo - start:min(hi, start + sec["sh_size"]) - start]
-                md = Cs(CS_ARCH_X86, CS_MODE_64)
-                for insn in md.disasm(data, lo):
-                    if insn.mnemonic == "call":
-                        return insn.address + insn.size
-                return None
-        return None
-
     def plans(self, die, cu) -> list[FunctionPlan]:
-        """The plan of a function's own entry hook call, and of the hook calls
-        gcc kept for each copy of another function inlined into it."""
-        out = []
-        frame_base = self._frame_base(die)
-        bounds = self._bounds(die, None)
-        plan = self.function(die, cu, die, frame_base, bounds)
-        if plan is not None:
-            out.append(plan)
-        stack = list(die.iter_children())
+        """The plan of each entry hook call in a function's code: its own,
+        and those gcc kept for each copy of another function inlined into
+        it. A hook call belongs to the innermost copy whose code holds it."""
+        nodes = []   # (depth, DIE, its code's ranges)
+        stack = [(0, die)]
         while stack:
-            child = stack.pop()
-            if child.tag in ("DW_TAG_call_site", "DW_TAG_GNU_call_site"):
-                self._call_site(child)
-            if child.tag == "DW_TAG_inlined_subroutine" and "DW_AT_abstract_origin" in child.attributes:
-                plan = self.function(child, cu, child.get_DIE_from_attribute("DW_AT_abstract_origin"),
-                                     frame_base, self._bounds(child, bounds))
-                if plan is not None:
-                    out.append(plan)
-            if child.has_children:
-                stack.extend(child.iter_children())
+            depth, node = stack.pop()
+            if node is die or (node.tag == "DW_TAG_inlined_subroutine"
+                               and "DW_AT_abstract_origin" in node.attributes):
+                nodes.append((depth, node, ranges.spans(self.dwarf, node, cu)))
+            if node.tag in ("DW_TAG_call_site", "DW_TAG_GNU_call_site"):
+                self._call_site(node)
+            if node.has_children:
+                stack.extend((depth + 1, c) for c in node.iter_children())
+        owner: dict[int, tuple] = {}
+        for call, ret in (c for lo, hi in nodes[0][2] for c in self.code.entry_hook_calls(lo, hi)):
+            inner = max((n for n in nodes if any(lo <= call < hi for lo, hi in n[2])), key=lambda n: n[0],
+                        default=None)
+            if inner is not None:
+                owner[ret] = inner[1]
+        frame_base = self._frame_base(die)
+        out = []
+        for ret, node in sorted(owner.items()):
+            origin = node if node is die else node.get_DIE_from_attribute("DW_AT_abstract_origin")
+            out.append(self.function(node, cu, origin, frame_base, ret))
         return out
 
     def _call_site(self, die) -> None:
+        try:
+            self._call_site_values(die)
+        except Exception:   # noqa: BLE001 - a call site we cannot read gives no constants
+            pass
+
+    def _call_site_values(self, die) -> None:
         a = die.attributes
         ret = a.get("DW_AT_call_return_pc") or (a.get("DW_AT_low_pc") if die.tag == "DW_TAG_GNU_call_site" else None)
         if ret is None:
@@ -166,10 +171,16 @@ class _Planner:
             if reg is None or len(what) != 1:
                 continue
             op = what[0]
+            key = (ret.value, reg)
             if op.op_name.startswith("DW_OP_lit"):
-                self.call_values[(ret.value, reg)] = int(op.op_name[len("DW_OP_lit"):])
+                self.call_values[key] = int(op.op_name[len("DW_OP_lit"):])
             elif op.op_name.startswith("DW_OP_const") and op.args:
-                self.call_values[(ret.value, reg)] = op.args[0]
+                self.call_values[key] = op.args[0]
+            elif op.op_name == "DW_OP_addr" and op.args:
+                self.call_values[key] = op.args[0]
+                self.static_values.add(key)
+            elif op.op_name == "DW_OP_implicit_value" and op.args:
+                self.call_values[key] = bytes(op.args[-1])   # a float literal
 
     def _frame_base(self, die):
         fb = die.attributes.get("DW_AT_frame_base")
@@ -183,31 +194,36 @@ class _Planner:
                     return BASE_RSP if r == 7 else SAVED[r], ops[0].args[0]
         return None
 
-    @staticmethod
-    def _bounds(die, parent):
-        """Where to look for the entry hook call: from the entry (low_pc, or
-        entry_pc for inlined copies split into ranges) to the end of the
-        code, or of the enclosing function."""
-        a = die.attributes
-        low = a["DW_AT_low_pc"].value if "DW_AT_low_pc" in a else (
-            a["DW_AT_entry_pc"].value if "DW_AT_entry_pc" in a and a["DW_AT_entry_pc"].form == "DW_FORM_addr"
-            else None)
-        if low is None:
-            return None
-        high_attr = a.get("DW_AT_high_pc")
-        if high_attr is not None:
-            high = high_attr.value if high_attr.form == "DW_FORM_addr" else low + high_attr.value
-        elif parent is not None:
-            high = parent[1]
-        else:
-            return None
-        return low, high
+    def _locate(self, p: ParamPlan, die, cu, pc: int, frame_base, entry: int | None) -> None:
+        """Fill in how to read parameter `p` at the hook's return address;
+        whatever the DWARF says, at worst a note on this parameter."""
+        try:
+            p.ops, p.const, p.static = self.locs.ops(self.locs.location(die, cu, pc, frame_base), p.ctype,
+                                                     frame_base)
+            if p.ops:
+                _shape(p)
+        except _ImplicitText as e:
+            p.ops, p.text = [], e.text
+        except _EntryValue as e:
+            p.entry_reg = e.reg
+            p.ops = [Op(OP_SITE, 0, 8, 0)]
+        except _Unavailable as e:
+            p.note, p.reason = e.note, e.reason
+            # No location at the hook, but one at the entry: the value the
+            # caller passed, when its call site says (as GDB's name@entry).
+            reg = self.locs.entry_register(die, cu, entry) if entry is not None and e.note == "optimized out" \
+                else None
+            if reg is not None:
+                p.note, p.entry_reg, p.ops = None, reg, [Op(OP_SITE, 0, 8, 0)]
+        except Exception as e:   # noqa: BLE001 - DWARF we do not know must not stop the program
+            p.ops, p.const = [], None
+            p.note, p.reason = "not captured", f"DWARF location not understood ({type(e).__name__})"
 
-    def function(self, die, cu, origin, frame_base, bounds) -> FunctionPlan | None:
-        if bounds is None:
-            return None
-        ret = self.hook_return(*bounds)
-        cfa = self.cfa_at(ret) if ret is not None else None
+    def function(self, die, cu, origin, frame_base, ret: int) -> FunctionPlan:
+        cfa = self.cfa_at(ret)
+        # Where a call enters (entry values make sense there only).
+        at = ranges.entry(self.dwarf, die, cu) if die.tag == "DW_TAG_subprogram" else None
+        entry = at[0] if at else None
         params = []
         # The declaration order comes from the abstract function; the
         # locations from this concrete or inlined copy.
@@ -226,28 +242,13 @@ class _Planner:
             name = name.value.decode(errors="replace") if name else f"arg{len(params)}"
             p = ParamPlan(name, self.types.of(decl))
             child = concrete.get(decl.offset)
-            if ret is None or cfa is None:
-                p.note = "unavailable"
+            if cfa is None:
+                p.note, p.reason = "not captured", "no call frame information at the entry hook"
             elif child is None:
                 p.note = "optimized out"
             else:
-                try:
-                    p.ops, p.const = self.locs.ops(self.locs.location(child, cu, ret, frame_base), p.ctype,
-                                               frame_base)
-                    if p.ctype.is_string and len(p.ops) == 1 and p.ops[0].size == 8:
-                        p.ops = [Op(p.ops[0].kind | OP_STRING, p.ops[0].base, 8, p.ops[0].off)]
-                    elif p.ctype.kind == STRUCT and p.ops:
-                        p.follow = _string_fields(p.ctype, p.ops)
-                except _EntryValue as e:
-                    p.entry_reg = e.reg
-                    p.ops = [Op(OP_SITE, 0, 8, 0)]
-                except _Unavailable as e:
-                    p.note = e.note
-                except (DWARFError, KeyError, ValueError, NotImplementedError):
-                    p.note = "unavailable"
+                self._locate(p, child, cu, ret, frame_base, entry)
             params.append(p)
-        if ret is None:
-            return None
         base, off = cfa if cfa else (BASE_RSP, 0)
         return FunctionPlan(origin.offset, ret, base, off, params)
 
@@ -258,6 +259,13 @@ class CapturePlan:
     sites: dict[int, FunctionPlan]      # by ret_vaddr
     defined: set[int]                   # entry addresses of functions with DWARF
     call_values: dict[tuple[int, int], int] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)   # entry -> why it has no plan
+    static_values: set[tuple[int, int]] = field(default_factory=set)   # call_values that are addresses
+
+    def string_at(self, vaddr: int) -> tuple[int, bytes]:
+        """(STR_* status, bytes) of the C string at `vaddr` in the file (a
+        string literal a constant `char *` points to)."""
+        return _file_string(self.path, vaddr)
 
     @property
     def has_dwarf(self) -> bool:
@@ -299,12 +307,61 @@ class ProgramPlan:
         return head + b"".join(out_f) + b"".join(out_o) + paths
 
 
-def _string_fields(t: CType, ops: list[Op]) -> list[str]:
-    """Direct `char *` fields of a struct copied whole by one op: the runtime
-    follows them like a `char *` parameter (one level, as GDB shows them)."""
-    if len(ops) != 1 or ops[0].size < t.size:
+def _shape(p: ParamPlan) -> None:
+    """Copy what the value's bytes point to where it is part of the value:
+    a `char *`'s string, a C++ reference's referent, std::string's text,
+    a struct's `char *` fields."""
+    t = p.ctype
+    if t.is_string and len(p.ops) == 1 and p.ops[0].size == 8:
+        p.ops = [Op(p.ops[0].kind | OP_STRING, p.ops[0].base, 8, p.ops[0].off)]
+        return
+    if t.kind == POINTER and t.ref and t.target is not None and len(p.ops) == 1 and p.ops[0].size == 8 \
+            and t.target.kind in (BASE, ENUM, POINTER, STRUCT, UNION) and t.target.size:
+        target = t.target
+        p.ops = [p.ops[0], Op(OP_DEREF, 0, 8 + min(target.size, MEM_CAP), 0)]
+        p.deref = True
+        whole = [Op(OP_MEM, 0, min(target.size, MEM_CAP))]
+        p.follow = [(n, 1, off + 8) for n, _, off in _string_fields(target, whole)]
+        return
+    if t.kind == STRUCT:
+        p.follow = _string_fields(t, p.ops)
+
+
+def _string_fields(t: CType, ops: list[Op]) -> list[tuple[str, int, int]]:
+    """Direct `char *` fields of a struct copied whole (by one op, or in
+    pieces at -O2): the runtime follows them like a `char *` parameter (one
+    level, as GDB shows them)."""
+    if sum(op.size for op in ops) < t.size:
         return []
-    return [name for name, off, ft in t.fields if ft.is_string and off + 8 <= t.size][:8]
+    out, starts, at = [], [], 0
+    for op in ops:
+        starts.append(at)
+        at += op.size
+    # std::string: its text, through the pointer at offset 0.
+    fields = [("_M_p", 0, _CHAR_P)] if t.is_std_string else t.fields
+    for name, off, ft in fields:
+        k = bisect.bisect_right(starts, off) - 1
+        if ft.is_string and k >= 0 and off + 8 <= starts[k] + ops[k].size:
+            out.append((name, k, off - starts[k]))
+    return out[:8]
+
+
+@lru_cache(maxsize=1024)
+def _file_string(path: str, vaddr: int) -> tuple[int, bytes]:
+    try:
+        with open(path, "rb") as f:
+            for seg in ELFFile(f).iter_segments("PT_LOAD"):
+                off = vaddr - seg["p_vaddr"]
+                if 0 <= off < seg["p_filesz"]:
+                    f.seek(seg["p_offset"] + off)
+                    raw = f.read(min(STRING_CAP + 1, seg["p_filesz"] - off))
+                    nul = raw.find(b"\0")
+                    if nul >= 0:
+                        return STR_OK, raw[:nul]
+                    return (STR_TRUNCATED, raw[:STRING_CAP]) if len(raw) > STRING_CAP else (STR_INVALID, b"")
+    except (OSError, ELFError, ValueError):
+        pass
+    return STR_INVALID, b""
 
 
 @lru_cache(maxsize=16)
@@ -312,6 +369,7 @@ def capture_plan(path: str) -> CapturePlan:
     """The plan for every entry hook call of a function with DWARF in `path`."""
     sites: dict[int, FunctionPlan] = {}
     defined: set[int] = set()
+    failed: dict[int, str] = {}
     try:
         with open(path, "rb") as f:
             elf = ELFFile(f)
@@ -319,18 +377,24 @@ def capture_plan(path: str) -> CapturePlan:
                 return CapturePlan(path, {}, set())
             planner = _Planner(elf)
             for cu in planner.dwarf.iter_CUs():
-                for die in cu.get_top_DIE().iter_children():
-                    if die.tag == "DW_TAG_subprogram" and "DW_AT_low_pc" in die.attributes:
-                        defined.add(die.attributes["DW_AT_low_pc"].value)
-                        try:
-                            plans = planner.plans(die, cu)
-                        except (DWARFError, KeyError, ValueError, AttributeError, NotImplementedError):
-                            plans = []
-                        for plan in plans:
-                            sites[plan.ret_vaddr] = plan
+                for die in ranges.definitions(cu):
+                    try:
+                        at = ranges.entry(planner.dwarf, die, cu)
+                    except Exception:   # noqa: BLE001 - damaged range lists: no code known
+                        continue
+                    if at is None:
+                        continue
+                    defined.add(at[0])
+                    try:
+                        plans = planner.plans(die, cu)
+                    except Exception as e:   # noqa: BLE001 - DWARF we do not know must not stop the program
+                        failed[at[0]] = f"DWARF not understood ({type(e).__name__})"
+                        plans = []
+                    for plan in plans:
+                        sites[plan.ret_vaddr] = plan
     except (OSError, ELFError, ValueError):
         return CapturePlan(path, {}, set())
-    return CapturePlan(path, sites, defined, planner.call_values)
+    return CapturePlan(path, sites, defined, planner.call_values, failed, planner.static_values)
 
 
 def is_aggregate(t: CType) -> bool:

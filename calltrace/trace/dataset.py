@@ -23,8 +23,8 @@ def member(folder: str, host: str, pid: int, image: int = 0) -> str:
 
 
 def is_dataset_name(path: str) -> bool:
-    """`-o DIR/` (a trailing slash) or an existing folder names a dataset."""
-    return path.endswith("/") or os.path.isdir(path)
+    """`-o DIR/` (a trailing slash) names a dataset."""
+    return path.endswith("/")
 
 
 def expand(paths: list[str]) -> list[str]:

@@ -10,40 +10,15 @@ from typing import Iterator
 import numpy as np
 
 from .colsource import Cols, Names
-from .raw import _library
+from ..bridge import Fmt
+from ..record.raw import _library
 
-_P = ctypes.c_void_p
 _SZ = ctypes.c_size_t
-_bound = False
-
-
-class _Fmt(ctypes.Structure):
-    _fields_ = [("mode", ctypes.c_int32), ("colour", ctypes.c_int32), ("max_depth", ctypes.c_int64),
-                ("min_ns", ctypes.c_int64), ("want", _P), ("exclude", _P), ("names", _P),
-                ("namelen", _P), ("skip", ctypes.c_int64), ("root", ctypes.c_int64),
-                ("shown", ctypes.c_uint64)]
+_Fmt = Fmt
 
 
 def _lib():
-    global _bound
-    lib = _library()
-    if not _bound:
-        lib.ct_stats_new.restype = _P
-        lib.ct_stats_free.argtypes = [_P]
-        lib.ct_stats_feed.argtypes = [_P, _SZ, _P, _P, _P, _SZ]
-        lib.ct_stats_finish.argtypes = [_P, _P, _SZ]
-        lib.ct_stats_finish.restype = _SZ
-        lib.ct_slowest_new.argtypes = [_SZ]
-        lib.ct_slowest_new.restype = _P
-        lib.ct_slowest_free.argtypes = [_P]
-        lib.ct_slowest_feed.argtypes = [_P, ctypes.c_int32, ctypes.c_uint64, _P, _P, _P, _P, _SZ]
-        lib.ct_slowest_get.argtypes = [_P, _SZ, _P, _P, _SZ]
-        lib.ct_fmt_rows.argtypes = [ctypes.POINTER(_Fmt), _P, _P, _P, _P, _P, _P, _SZ, _SZ, _P, _SZ,
-                                    ctypes.POINTER(_SZ), ctypes.POINTER(ctypes.c_int32),
-                                    ctypes.POINTER(ctypes.c_int64)]
-        lib.ct_fmt_rows.restype = _SZ
-        _bound = True
-    return lib
+    return _library()
 
 
 def _ptr(a: np.ndarray) -> int:
@@ -161,7 +136,7 @@ class Formatter:
         self._want = np.array([bool(want.search(n)) for n in names] or [0], np.uint8) if want else None
         self._excl = np.array([bool(excl.search(n)) for n in names] or [0], np.uint8) if excl else None
         f = self._f
-        f.names = ctypes.cast(self._arr, _P)
+        f.names = ctypes.cast(self._arr, ctypes.c_void_p)
         f.namelen = _ptr(self._len)
         f.want = None if self._want is None else _ptr(self._want)
         f.exclude = None if self._excl is None else _ptr(self._excl)

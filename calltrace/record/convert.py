@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from .. import __version__
+from ..bridge import (END_EXEC, END_EXIT, END_RUNNING, END_SIGNAL, FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF,
+                      STOP_REASONS)
 from ..errors import TraceFormatError
 from ..files import write_atomic
 from ..symbols import Resolver
-from .model import FunctionStats
-from .raw import (END_EXEC, END_EXIT, END_RUNNING, END_SIGNAL, FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF,
-                  RawStream, read_info)
-from .writer import document_head, thread_head
+from ..trace.model import FunctionStats
+from ..trace.writer import document_head, thread_head
+from .raw import RawStream, read_info
 
 
 @dataclass
@@ -98,9 +99,13 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
         stats.sort(key=lambda s: (-s.self_ns, s.function))
         status, term, sig = _ending(info, exit_status, termination, signal)
         notes = list(resolver.notes)
-        if info.lost_calls:
-            notes.append(f"{info.lost_calls} calls not recorded after the raw trace could not grow "
-                         "(disk full or file size limit)")
+        if summary.lost or info.stop_reason:
+            why = STOP_REASONS.get(info.stop_reason, "the raw trace could not grow")
+            notes.append(f"recording stopped early: {why}; {summary.lost} calls after that were not "
+                         "recorded (counted in dropped_events)")
+        if info.dropped_parts:
+            notes.append(f"{info.dropped_parts} earlier parts were deleted unconverted: the program "
+                         "made parts faster than they could be converted")
         if summary.unmatched:
             notes.append(f"{summary.unmatched} returns without a recorded call were ignored "
                          "(calls entered before recording started)")
@@ -108,11 +113,13 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
                 "capture_args": bool(info.flags & FLAG_CAPTURE_ARGS),
                 "pretty": pretty, "start": "off" if info.flags & FLAG_START_OFF else "on",
                 "buffer_kb": info.chunk_size // 1024}
+        if info.max_size:
+            opts["max_size"] = info.max_size
         ro = info.options
         for k in ("threshold_ns", "toggle_signal"):
             if ro.get(k, "0") != "0":
                 opts[k] = _int_option(raw_path, ro, k)
-        for k in ("function", "exclude"):
+        for k in ("function", "only", "exclude"):
             if k in ro:
                 opts[k] = ro[k]
         opts.update(options or {})
@@ -149,14 +156,14 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
         arg_notes = None
         if info.flags & FLAG_CAPTURE_ARGS:
             arg_notes = _capture_args(raw, info, funcs, infos, notes, metadata)
-        heads = [thread_head(t.tid, info.thread_names.get(t.tid), t.main).encode()
+        heads = [thread_head(t.tid, info.thread_name(t.tid), t.main).encode()
                  for t in threads]
         second_pass[0] = 1
         if output.endswith((".parquet", ".pq")):
             import pyarrow as pa
-            from . import columns
+            from ..trace import columns
             header = columns.header_doc(metadata, stats)
-            listed = [(t.tid, info.thread_names.get(t.tid), t.main) for t in threads]
+            listed = [(t.tid, info.thread_name(t.tid), t.main) for t in threads]
             write_atomic(output, lambda f: columns.write_raw(
                 pa.PythonFile(f, mode="w"), raw, header, [infos[f.addr].function for f in funcs],
                 listed, arg_notes), "trace")
