@@ -55,22 +55,38 @@ def program() -> str:
 
 
 def measure(cmd: list[str], cwd: Path, stdout=subprocess.DEVNULL) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one command and its children."""
+    """Wall seconds and peak RSS (MB) of one command and its children. The
+    RSS comes from /usr/bin/time: a child forked straight from this Python
+    process would report this process's RSS as its own high-water mark."""
+    report = cwd / ".rss"
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=stdout, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(report), *cmd], cwd=cwd,
+                          stdout=stdout, stderr=subprocess.PIPE)
     wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-500:]}")
-    return wall, usage.ru_maxrss / 1024
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): "
+                         f"{proc.stderr.decode(errors='replace')[-500:]}")
+    rss = int(report.read_text().split()[-1]) / 1024
+    report.unlink()
+    return wall, rss
 
 
 def footer(path: Path) -> dict:
     import pyarrow.parquet as pq
     return json.loads(pq.ParquetFile(path).metadata.metadata[b"calltrace"])
+
+
+def first_line(cmd: list[str], cwd: Path) -> float:
+    """Seconds until a command has printed its first call line."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc.stdout.readline()          # the thread's heading
+    proc.stdout.readline()
+    took = time.perf_counter() - t0
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    return took
 
 
 def calibrate(exe: str, tmp: Path) -> float:
@@ -105,6 +121,9 @@ def one(exe: str, kb: int, tmp: Path, uftrace: str | None) -> list[tuple]:
     row("calltrace diff", [*CT, "diff", "t.parquet", "t.parquet"], note="table")
     if uftrace:
         row("uftrace report", [uftrace, "report", "-d", "udata"])
+    first = first_line([*CT, "replay", "t.parquet"], tmp)
+    rows.append(("calltrace replay: first line", first, 0, 0, "latency"))
+    print(f"  {'calltrace replay: first line':<34} {first:8.2f} s", flush=True)
     row("calltrace replay", [*CT, "replay", "t.parquet"])
     if uftrace:
         row("uftrace replay", [uftrace, "replay", "-d", "udata"])

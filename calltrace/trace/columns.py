@@ -13,6 +13,10 @@ import pyarrow.parquet as pq
 
 from .model import FunctionStats
 
+# The system allocator gives freed batches back; Arrow's default pools keep
+# them, and peak RSS would grow with the batches a command has seen.
+pa.set_memory_pool(pa.system_memory_pool())
+
 KEY = b"calltrace"
 SUFFIXES = (".parquet", ".pq")      # output names that choose this encoding
 BATCH = 1 << 18                 # calls per record batch and row group

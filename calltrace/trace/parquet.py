@@ -36,7 +36,7 @@ class ParquetCalls(StreamedCalls):
         if lo == hi:
             return
         wanted = [i for i, (first, n) in enumerate(self._groups) if first < hi and first + n > lo]
-        f = pq.ParquetFile(self._path)
+        f = pq.ParquetFile(self._path, pre_buffer=False, buffer_size=1 << 20)
         row = self._groups[wanted[0]][0]
         for b in f.iter_batches(batch_size=READ_BATCH, row_groups=wanted, columns=columns,
                                 use_threads=False):
