@@ -33,12 +33,17 @@ def parse_duration(text: str) -> int:
     return ns
 
 
-def argparse_duration(text: str) -> int:
-    """parse_duration as an argparse `type`."""
-    try:
-        return parse_duration(text)
-    except CalltraceError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+def _for_argparse(parse):
+    """`parse` as an argparse `type`: its error becomes the option's error."""
+    def convert(text: str) -> int:
+        try:
+            return parse(text)
+        except CalltraceError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return convert
+
+
+argparse_duration = _for_argparse(parse_duration)
 
 
 _SIZE = re.compile(r" *([0-9]+(?:\.[0-9]*)?|\.[0-9]+) *(?:([kKmMgGtT])(?:i?B)?|B)? *", re.ASCII)
@@ -57,12 +62,7 @@ def parse_size(text: str) -> int:
     return value
 
 
-def argparse_size(text: str) -> int:
-    """parse_size as an argparse `type`."""
-    try:
-        return parse_size(text)
-    except CalltraceError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+argparse_size = _for_argparse(parse_size)
 
 
 def fmt_ns(ns: float) -> str:

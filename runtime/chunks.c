@@ -102,8 +102,7 @@ CT_NOINST void *ct_claim(struct ct_part *pt, uint32_t type) {
     }
     c->type = type;
     c->offset = off;
-    c->ticks = ct_ticks();
-    c->mono_ns = ct_mono_ns();
+    ct_clock_pair(&c->ticks, &c->mono_ns);
     __atomic_store_n(&c->magic, CT_CHUNK_MAGIC, __ATOMIC_RELEASE);
     return c;
 }

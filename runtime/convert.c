@@ -43,8 +43,9 @@ static CT_NOINST void calibrate(struct ct_conv *c) {
         bt = h->end_ticks;
         bm = h->end_mono_ns;
     }
-    /* Only trust a long baseline: clock_gettime jitter is ~100 ns. */
-    if (bt > h->start_ticks && bm - h->start_mono_ns >= 50000000ull)
+    /* The pairs are read tightly (clock.c): a span longer than the start-up
+     * measurement's half millisecond is the better one. */
+    if (bt > h->start_ticks && bm - h->start_mono_ns >= 1000000ull)
         c->npt = (double)(bm - h->start_mono_ns) / (double)(bt - h->start_ticks);
 }
 

@@ -150,6 +150,7 @@ extern struct ct_config ct_cfg CT_HIDDEN;
 CT_HIDDEN uint64_t ct_ticks_slow(void);
 CT_HIDDEN uint64_t ct_mono_ns(void);
 CT_HIDDEN void ct_clock_init(struct ct_header *h);
+CT_HIDDEN void ct_clock_pair(uint64_t *ticks, uint64_t *ns);   /* read close together */
 
 #if defined(__x86_64__)
 static inline CT_NOINST uint64_t ct_rdtsc(void) {
@@ -169,6 +170,8 @@ static inline CT_NOINST uint64_t ct_ticks(void) {
 
 /* config.c */
 CT_HIDDEN void ct_config_read(void);
+CT_HIDDEN void ct_config_late(void);
+CT_HIDDEN const char *const *ct_config_env(void);   /* the CALLTRACE_* settings at start-up */   /* once libc is set up (environ borrowed at .preinit_array) */
 CT_HIDDEN void ct_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 CT_HIDDEN void ct_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -216,6 +219,8 @@ CT_HIDDEN void ct_meta(uint32_t key, const void *data, size_t len);
 CT_HIDDEN void ct_meta_modules(void);
 CT_HIDDEN void ct_meta_switch(struct ct_part *pt);   /* make `pt` current; repeat the process's records there */
 CT_HIDDEN void ct_meta_reset(void);
+CT_HIDDEN int ct_meta_prefork(void);   /* fork(): hold the META lock across it; 0: this thread holds it */
+CT_HIDDEN void ct_meta_postfork(void);
 CT_HIDDEN void ct_meta_start(void);      /* program, command line, output, modules */
 CT_HIDDEN const char *ct_thread_default_name(void);
 
@@ -245,6 +250,8 @@ CT_HIDDEN void ct_write_ext(struct ct_thread *t, uint32_t sub, uint64_t value);
 
 /* proc.c */
 CT_HIDDEN int ct_exe_path(char *buf, size_t size);
+struct dl_phdr_info;
+CT_HIDDEN int ct_module_path(const struct dl_phdr_info *info, char *buf, size_t size);   /* absolute; 0: no file */
 CT_HIDDEN uint64_t ct_exe_bias(void);
 CT_HIDDEN int ct_module_bias(uint32_t index, const char *path, uint64_t *bias);
 CT_HIDDEN uint64_t ct_module_entry(const char *m, uint64_t at, uint64_t end, char *path);
@@ -260,11 +267,19 @@ CT_HIDDEN int ct_vfork_child(void);             /* running in a vfork() child, o
 /* spawn.c, control.c */
 CT_HIDDEN int ct_run_python(const char *a1, const char *a2, const char *a3, const char *a4, const char *a5);
 CT_HIDDEN void ct_run_converter(void);
+CT_HIDDEN void ct_find_site(void);
+CT_HIDDEN const char *ct_lib_path(void);   /* this library's absolute path; "" if unknown */   /* where the calltrace package is, for the converter */
 CT_HIDDEN int ct_convert_parts(const char *const *raws, int n);   /* detached; -1: one is still running */
 CT_HIDDEN void ct_controls(void);
+CT_HIDDEN void ct_on_toggle(int sig);
 CT_HIDDEN void ct_load_plan(void);
 
 /* lifecycle.c */
+/* Spin locks of the cold paths hold their owner's thread id: a thread that
+ * finds the lock its own (a signal handler interrupted the holder) gets 0 and
+ * must leave the work undone rather than wait for itself. */
+CT_HIDDEN int ct_lock(volatile int32_t *lock);
+CT_HIDDEN void ct_unlock(volatile int32_t *lock);
 CT_HIDDEN void ct_thread_register(struct ct_thread *t);
 CT_HIDDEN void ct_init(void);
 CT_HIDDEN void ct_thread_names(void);   /* META_THREAD for every live thread */

@@ -15,25 +15,28 @@
 
 static struct ct_chunk *meta;          /* current META chunk */
 static size_t meta_used;
-static volatile int meta_lock;
+static volatile int32_t meta_lock;     /* ct_lock: its holder's thread id */
+static int meta_stale;                 /* a part switched while this thread held the lock */
 static char sticky[1 << 16];           /* META records every part repeats */
 static size_t sticky_used;
 static char default_name[32];          /* threads named like this get no THREAD record */
 
-static CT_NOINST void lock(void) {
-    while (__atomic_exchange_n(&meta_lock, 1, __ATOMIC_ACQUIRE))
-        ;
-}
+/* 0 when this very thread holds the lock: a fatal signal or a signal
+ * handler's calls landed in its own META write; the record is left out
+ * rather than the thread waiting for itself. */
+static CT_NOINST int lock(void) { return ct_lock(&meta_lock); }
 
-static CT_NOINST void unlock(void) { __atomic_store_n(&meta_lock, 0, __ATOMIC_RELEASE); }
+static CT_NOINST void unlock(void) { ct_unlock(&meta_lock); }
 
 static CT_NOINST void meta_write(uint32_t key, const void *data, size_t len) {
     size_t need = 8 + ((len + 7) & ~(size_t)7);
     if (need > ct_chunk_bytes - CT_CHUNK_HEADER)
         return;
-    lock();
+    if (!lock())
+        return;
     struct ct_part *pt = ct_part_hold();
-    if (pt->hdr && (!meta || meta_used + need > ct_chunk_bytes - CT_CHUNK_HEADER)) {
+    if (pt->hdr && (!meta || meta_stale || meta_used + need > ct_chunk_bytes - CT_CHUNK_HEADER)) {
+        meta_stale = 0;
         if (meta)
             ct_unmap_chunk(meta);
         meta = ct_claim(pt, CT_CHUNK_META);
@@ -63,7 +66,14 @@ CT_NOINST void ct_meta(uint32_t key, const void *data, size_t len) {
 /* Rolling output: `pt` becomes current with a META chunk of its own, which
  * starts with the records every part repeats. */
 CT_NOINST void ct_meta_switch(struct ct_part *pt) {
-    lock();
+    if (!lock()) {
+        /* A handler's calls rolled the part inside this thread's META
+         * write: switch now, the next write starts a chunk in the new part
+         * (the repeated records are left out of it). */
+        ct_part_set(pt);
+        meta_stale = 1;
+        return;
+    }
     if (meta)
         ct_unmap_chunk(meta);
     meta = NULL;
@@ -83,14 +93,8 @@ CT_NOINST void ct_meta_switch(struct ct_part *pt) {
 static CT_NOINST int module_cb(struct dl_phdr_info *info, size_t size, void *arg) {
     (void)size;
     (void)arg;
-    char path[PATH_MAX];
-    const char *name = info->dlpi_name;
-    if (!name || !*name) {
-        if (ct_exe_path(path, sizeof path) < 0)
-            return 0;
-        name = path;
-    }
-    if (name[0] != '/')
+    char name[PATH_MAX];
+    if (!ct_module_path(info, name, sizeof name))
         return 0;   /* the vDSO and friends: no file to read symbols from */
     uint64_t lo = UINT64_MAX, hi = 0;
     for (int i = 0; i < info->dlpi_phnum; i++) {
@@ -124,6 +128,33 @@ static CT_NOINST ssize_t read_file(const char *path, char *buf, size_t size) {
     return n;
 }
 
+/* The command line, as much as fits in `size` bytes (and in a META chunk);
+ * when it does not all fit, an "argv_bytes=TOTAL" option record says so and
+ * the converter notes the cut (never a silently shorter argv). */
+static CT_NOINST ssize_t cmdline(char *buf, size_t size) {
+    size_t room = ct_chunk_bytes - CT_CHUNK_HEADER - 16;
+    if (size > room)
+        size = room;
+    int f = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return -1;
+    size_t n = 0, total = 0;
+    ssize_t r;
+    while ((r = read(f, buf + n, size - n)) > 0 && (n += (size_t)r) < size)
+        ;
+    total = n;
+    char rest[4096];
+    while (n == size && (r = read(f, rest, sizeof rest)) > 0)
+        total += (size_t)r;
+    close(f);
+    if (total > n) {
+        char line[64];
+        int len = snprintf(line, sizeof line, "argv_bytes=%zu", total);
+        ct_meta(CT_META_OPTION, line, (size_t)len);
+    }
+    return (ssize_t)n;
+}
+
 /* The process's first records: program, command line, output, modules, and
  * the name new threads inherit (a thread still named so at its end needs no
  * THREAD record: 100,000 short threads cost no names). */
@@ -132,11 +163,12 @@ CT_NOINST void ct_meta_start(void) {
     meta = NULL;
     meta_used = 0;
     meta_lock = 0;
+    meta_stale = 0;
     char buf[65536];
     int e = ct_exe_path(buf, sizeof buf);
     if (e > 0)
         ct_meta(CT_META_EXE, buf, (size_t)e);
-    ssize_t n = read_file("/proc/self/cmdline", buf, sizeof buf);
+    ssize_t n = cmdline(buf, sizeof buf);
     if (n > 0)
         ct_meta(CT_META_CMDLINE, buf, (size_t)n);
     ct_meta(CT_META_OUTPUT, ct_cfg.output, strlen(ct_cfg.output));
@@ -151,6 +183,11 @@ CT_NOINST void ct_meta_start(void) {
 
 CT_NOINST const char *ct_thread_default_name(void) { return default_name; }
 
+/* fork(): the lock is held across it (pthread_atfork), so a child never
+ * inherits it from a thread it does not have. */
+CT_NOINST int ct_meta_prefork(void) { return lock(); }
+CT_NOINST void ct_meta_postfork(void) { unlock(); }
+
 /* After fork: the META chunk maps the parent's file. */
 CT_NOINST void ct_meta_reset(void) {
     if (meta)
@@ -158,4 +195,5 @@ CT_NOINST void ct_meta_reset(void) {
     meta = NULL;
     meta_used = 0;
     meta_lock = 0;
+    meta_stale = 0;
 }

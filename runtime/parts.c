@@ -148,11 +148,11 @@ static CT_NOINST void roll(void) {
     }
     memcpy(pt->hdr, old->hdr, sizeof *pt->hdr);   /* same clock and time base */
     pt->hdr->part = pt->index;
+    pt->hdr->lost_calls = 0;
     pt->hdr->next_offset = CT_HEADER_SIZE;
     pt->hdr->end_state = CT_END_RUNNING;
     ct_meta_switch(pt);
-    old->hdr->end_ticks = ct_ticks();
-    old->hdr->end_mono_ns = ct_mono_ns();
+    ct_clock_pair(&old->hdr->end_ticks, &old->hdr->end_mono_ns);
     ct_log("part %u finished (%s); now writing %s", old->index, old->path, pt->path);
     finished = old->index;
     if (ngrave < GRAVE)

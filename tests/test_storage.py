@@ -12,22 +12,19 @@ import time
 import pytest
 
 from calltrace.record.raw import RawStream, read_info
-from conftest import fixture, load_json, run_cli, validate
-from test_preload import lib
+from conftest import clean_env, fixture, load_json, preload_env, run_cli, validate
 
 
 def record(folder, *argv, timeout=300, **env):
     """Run under the recorder the way `calltrace run` does, raw stream kept in `folder`."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_")}
-    full.update(LD_PRELOAD=lib(), CALLTRACE_RAW_DIR=str(folder), **env)
+    full = preload_env(CALLTRACE_RAW_DIR=str(folder), **env)
     proc = subprocess.run([str(a) for a in argv], env=full, capture_output=True, timeout=timeout)
     raws = sorted(str(p) for p in folder.glob("*.raw"))
     return proc, raws
 
 
 def native(*argv):
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    return subprocess.run([str(a) for a in argv], env=env, capture_output=True, timeout=300)
+    return subprocess.run([str(a) for a in argv], env=clean_env(), capture_output=True, timeout=300)
 
 
 def summary(raw):
@@ -134,8 +131,7 @@ def test_rolling_small_interval_under_run(tmp_path):
 def test_rolling_bare_preload_finishes(tmp_path, interval):
     """Bare LD_PRELOAD, rolling at a small interval: the program finishes,
     parts are converted one at a time, the newest ten are kept."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_")}
-    full.update(LD_PRELOAD=lib(), CALLTRACE_OUTPUT="b.json", CALLTRACE_FLUSH_INTERVAL=interval,
+    full = preload_env(CALLTRACE_OUTPUT="b.json", CALLTRACE_FLUSH_INTERVAL=interval,
                 CALLTRACE_OUTPUT_ROLLING="1")
     most, seen = [0], threading.Event()
 
@@ -147,7 +143,7 @@ def test_rolling_bare_preload_finishes(tmp_path, interval):
                     cmd = open(f"/proc/{pid}/cmdline", "rb").read()
                 except OSError:
                     continue
-                n += b"calltrace\0convert" in cmd and str(tmp_path).encode() in cmd
+                n += b"\0convert\0" in cmd and str(tmp_path).encode() in cmd
             most[0] = max(most[0], n)
             time.sleep(0.01)
     w = threading.Thread(target=watch)

@@ -6,8 +6,17 @@ from ..units import count, fmt_ns, plural
 from .render import top_lines
 
 
+ENDINGS = {"exec": "replaced by exec", "running": "still running",
+           "unknown": "end not recorded (still running when converted, or killed by SIGKILL)"}
+
+
 def _end(m: dict) -> str:
-    return f"killed by signal {m['signal']}" if m["termination"] == "signal" else f"exit status {m['exit_status']}"
+    """How the process ended; never "exit status None"."""
+    if m["termination"] == "signal":
+        return f"killed by signal {m['signal']}"
+    if m["termination"] == "exit" and m["exit_status"] is not None:
+        return f"exit status {m['exit_status']}"
+    return ENDINGS.get(m["termination"], m["termination"])
 
 
 def run_lines(metadata: dict, functions, notes: list[str], path: str, top: int = 10) -> list[str]:

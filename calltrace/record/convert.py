@@ -61,10 +61,11 @@ def _int_option(raw_path, ro: dict, key: str) -> int:
 
 def convert(raw_path: str, output: str | None = None, *, exit_status: int | None = None,
             termination: str | None = None, signal: int | None = None, pretty: bool | None = None,
-            progress: bool = False, options: dict | None = None) -> Converted:
+            progress: bool = False, options: dict | None = None, scratch: str | None = None) -> Converted:
     """Write the JSON trace for one raw stream and return its metadata and
     per-function table. `exit_status`/`termination`/`signal` come from the
-    parent process when it saw the program end (calltrace run)."""
+    parent process when it saw the program end (calltrace run); `scratch` is
+    where the trace is written before it is moved to `output`."""
     info = read_info(raw_path)
     output = output or info.output or "calltrace.json"
     if info.part:
@@ -106,6 +107,9 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
         if info.dropped_parts:
             notes.append(f"{info.dropped_parts} earlier parts were deleted unconverted: the program "
                          "made parts faster than they could be converted")
+        if "argv_bytes" in info.options:
+            notes.append(f"argv is cut: the command line has {_int_option(raw_path, info.options, 'argv_bytes')} "
+                         "bytes and only its start was recorded (the last argument may be cut short)")
         if summary.unmatched:
             notes.append(f"{summary.unmatched} returns without a recorded call were ignored "
                          "(calls entered before recording started)")
@@ -166,11 +170,11 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
             listed = [(t.tid, info.thread_name(t.tid), t.main) for t in threads]
             write_atomic(output, lambda f: columns.write_raw(
                 pa.PythonFile(f, mode="w"), raw, header, [infos[f.addr].function for f in funcs],
-                listed, arg_notes), "trace")
+                listed, arg_notes), "trace", scratch=scratch)
         else:
             write_atomic(output, lambda f: (
                 f.write(document_head(metadata, stats, pretty).encode("utf-8", "backslashreplace")),
-                raw.write_threads(f.fileno(), names, heads, pretty, arg_notes)), "trace")
+                raw.write_threads(f.fileno(), names, heads, pretty, arg_notes)), "trace", scratch=scratch)
         if bar is not None:
             bar.close()
     if info.part and info.keep:
