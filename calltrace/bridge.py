@@ -4,7 +4,8 @@ two sides share, defined once here.
 - the raw stream the recorder writes (runtime/ct.h: struct ct_header,
   struct ct_chunk, struct ct_seg), read by record/raw.py;
 - the converter's ctypes API (runtime/conv.h: struct ct_conv_summary,
-  ct_conv_func, ct_conv_thread and the ct_conv_* functions);
+  ct_conv_func, ct_conv_thread, ct_conv_cols and the ct_conv_* functions),
+  and the post-mortem kernels' (runtime/kernels.c, format.c; struct ct_fmt);
 - the files Python hands the runtime: the capture plan (runtime/capture.c:
   struct plan_func, plan_op; written by symbols/plan.py) and the record-time
   filter (runtime/filter.c; written by write_filter below).
@@ -86,8 +87,23 @@ class Thread(ctypes.Structure):
     _fields_ = [("tid", i64), ("calls", u64), ("first_ns", u64), ("main", i64)]
 
 
+class Cols(ctypes.Structure):
+    """Column batches of the converter's walk (ct_conv_columns)."""
+    _fields_ = [(n, ctypes.c_void_p) for n in ("func", "depth", "start", "dur", "flags", "parent",
+                                               "extra_off", "extra")] + \
+               [(n, u64) for n in ("cap", "extra_cap", "n")] + [("emit", ctypes.c_void_p)]
+
+
+# ---- the post-mortem kernels (runtime/kernels.c, runtime/format.c) ----------
+class Fmt(ctypes.Structure):
+    _fields_ = [("mode", i32), ("colour", i32), ("max_depth", i64), ("min_ns", i64),
+                ("want", ctypes.c_void_p), ("exclude", ctypes.c_void_p), ("names", ctypes.c_void_p),
+                ("namelen", ctypes.c_void_p), ("skip", i64), ("root", i64), ("shown", u64)]
+
+
 PROGRESS = ctypes.CFUNCTYPE(None, u64, u64)
 ARGS = ctypes.CFUNCTYPE(ctypes.c_int, u32, ctypes.POINTER(u8), u64, ctypes.c_void_p, u32)
+BATCH = ctypes.CFUNCTYPE(ctypes.c_int, u64)
 
 
 def bind_converter(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -104,6 +120,21 @@ def bind_converter(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.ct_conv_set_args.argtypes = [p, ARGS]
     lib.ct_conv_write.argtypes = [p, ctypes.c_int, ctypes.POINTER(c), ctypes.POINTER(c),
                                   ctypes.POINTER(c), ctypes.c_int, c, s]
+    lib.ct_conv_columns.argtypes = [p, s, ctypes.POINTER(Cols), ctypes.POINTER(c), c, s]
+    # kernels: arrays are passed as addresses (numpy's .ctypes.data)
+    lib.ct_stats_new.restype = p
+    lib.ct_stats_free.argtypes = [p]
+    lib.ct_stats_feed.argtypes = [p, s, p, p, p, s]
+    lib.ct_stats_finish.argtypes = [p, p, s]
+    lib.ct_stats_finish.restype = s
+    lib.ct_slowest_new.argtypes = [s]
+    lib.ct_slowest_new.restype = p
+    lib.ct_slowest_free.argtypes = [p]
+    lib.ct_slowest_feed.argtypes = [p, i32, u64, p, p, p, p, s]
+    lib.ct_slowest_get.argtypes = [p, s, p, p, s]
+    lib.ct_fmt_rows.argtypes = [ctypes.POINTER(Fmt), p, p, p, p, p, p, s, s, p, s, ctypes.POINTER(s),
+                                ctypes.POINTER(i32), ctypes.POINTER(i64)]
+    lib.ct_fmt_rows.restype = s
     return lib
 
 
@@ -144,7 +175,8 @@ def write_filter(path: str, mode: int, modules: list[tuple[str, list[int], list[
 # The C declaration of each mirrored struct: (C name, file that declares it).
 STRUCTS = {Header: ("struct ct_header", "ct.h"), Chunk: ("struct ct_chunk", "ct.h"), Seg: ("struct ct_seg", "ct.h"),
            Summary: ("struct ct_conv_summary", "conv.h"), Func: ("struct ct_conv_func", "conv.h"),
-           Thread: ("struct ct_conv_thread", "conv.h"), PlanFunc: ("struct plan_func", "capture.c"),
+           Thread: ("struct ct_conv_thread", "conv.h"), Cols: ("struct ct_conv_cols", "conv.h"),
+           Fmt: ("struct ct_fmt", "conv.h"), PlanFunc: ("struct plan_func", "capture.c"),
            PlanOp: ("struct plan_op", "capture.c")}
 # Constants both sides spell: Python value, C expression.
 CONSTANTS = [(RAW_VERSION, "CT_VERSION"), (HEADER_SIZE, "CT_HEADER_SIZE"), (CHUNK_HEADER, "CT_CHUNK_HEADER"),

@@ -107,6 +107,11 @@ static inline CT_NOINST const uint64_t *seg_words(const struct ct_conv *c, const
     return (const uint64_t *)(c->map + s->data);
 }
 
+/* Pages of the raw map or the durations file that a walk has passed: let
+ * them go from our RSS (the page cache keeps them), so memory stays flat
+ * whatever the trace's length. Both maps are MAP_SHARED, so nothing is lost. */
+CT_HIDDEN void release(const void *from, const void *to);
+
 struct out {
     int fd, failed;
     size_t used;
@@ -117,7 +122,24 @@ CT_HIDDEN void out_flush(struct out *o);
 CT_HIDDEN void out_str(struct out *o, const char *s, size_t n);
 #define OUT_LIT(o, s) out_str(o, s, sizeof(s) - 1)
 
-enum { WALK_MEASURE = 0, WALK_WRITE = 1 };
+enum { WALK_MEASURE = 0, WALK_WRITE = 1, WALK_COLUMNS = 2 };
+
+/* Fixed-width columns of up to `cap` calls (trace/columns.py wraps them as
+ * Arrow arrays); `extra` holds each call's args fragment, `extra_off[i]` to
+ * `extra_off[i + 1]`. `emit(n)` takes a full batch; nonzero aborts. */
+typedef int (*ct_batch_fn)(uint64_t n);
+
+struct ct_conv_cols {
+    int32_t *func;
+    uint32_t *depth;
+    uint64_t *start, *dur;
+    uint8_t *flags;               /* 1 incomplete, 2 unwound */
+    int64_t *parent;              /* index of the parent call in the thread, -1 at depth 0 */
+    uint32_t *extra_off;          /* cap + 1 entries */
+    char *extra;
+    uint64_t cap, extra_cap, n;
+    ct_batch_fn emit;
+};
 
 struct walk {
     struct ct_conv *c;
@@ -131,8 +153,25 @@ struct walk {
     int64_t pending;             /* function of a written call whose '}' is still due */
     uint64_t ncall, nwritten;
     size_t sp;
+    struct ct_conv_cols *cols;
+    int aborted;
+    uint64_t released;           /* durations before this index are released */
 };
 
 CT_HIDDEN int ct_walk(struct walk *w);
+
+/* The replay/chrome text kernel's settings and state (format.c). */
+enum { FMT_REPLAY = 0, FMT_CHROME = 1 };
+
+struct ct_fmt {
+    int32_t mode, colour;
+    int64_t max_depth, min_ns;            /* max_depth < 0: none */
+    const uint8_t *want, *exclude;         /* per function id, or NULL */
+    const char *const *names;              /* per function id: name, or chrome's line prefix */
+    const uint32_t *namelen;
+    int64_t skip, root;                    /* selection state, -1 when unset */
+    uint64_t shown;
+};
+
 
 #endif

@@ -193,6 +193,7 @@ CT_EXPORT CT_NOINST struct ct_conv *ct_conv_open(const char *path, char *err, si
                         t->calls++;
                 }
             }
+            release(p, p + n);
             if (last > lastall)
                 lastall = last;
             c->total_words += i;
@@ -334,4 +335,33 @@ CT_EXPORT CT_NOINST int ct_conv_write(struct ct_conv *c, int fd, const char *con
         return -1;
     }
     return 0;
+}
+
+/* Walk thread `ti` (ct_conv_thread order) into `cols`, handing each full
+ * batch to cols->emit: the columnar output (trace/columns.py). `notes` as
+ * for ct_conv_write, or NULL. Returns -1 with `err` set, 1 when emit aborted. */
+CT_EXPORT CT_NOINST int ct_conv_columns(struct ct_conv *c, size_t ti, struct ct_conv_cols *cols,
+                                        const char *const *notes, char *err, size_t errlen) {
+    if (ti >= c->nthreads || !cols->cap || cols->extra_cap < 2 * (1 << 16)) {
+        snprintf(err, errlen, "bad column request");
+        return -1;
+    }
+    char *argbuf = malloc(1 << 16);
+    if (!argbuf) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (ti == 0)
+        c->done_words = 0;
+    cols->n = 0;
+    cols->extra_off[0] = 0;
+    struct walk w = {.c = c, .t = &c->threads[ti], .mode = WALK_COLUMNS, .notes = notes,
+                     .argbuf = argbuf, .pending = -1, .cols = cols};
+    int rc = ct_walk(&w);
+    free(argbuf);
+    if (w.aborted)
+        return 1;
+    if (rc < 0)
+        snprintf(err, errlen, "out of memory");
+    return rc;
 }

@@ -4,8 +4,15 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include "conv.h"
+
+CT_NOINST void release(const void *from, const void *to) {
+    uintptr_t a = ((uintptr_t)from + 4095) & ~(uintptr_t)4095, b = (uintptr_t)to & ~(uintptr_t)4095;
+    if (b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
+}
 
 /* ---- functions table: open addressing on the entry address ------------- */
 static CT_NOINST int grow_hash(struct ct_conv *c) {
@@ -95,6 +102,44 @@ static CT_NOINST void out_u64(struct out *o, uint64_t v) {
 
 /* ---- the walk ---------------------------------------------------------------- */
 
+/* ---- columns ---------------------------------------------------------------- */
+
+#define ARGS_MAX (1 << 16)
+
+static CT_NOINST int emit_cols(struct walk *w) {
+    struct ct_conv_cols *k = w->cols;
+    if (k->n && !w->aborted && k->emit(k->n))
+        w->aborted = 1;
+    k->n = 0;
+    k->extra_off[0] = 0;
+    return w->aborted ? -1 : 0;
+}
+
+/* One row per call; a batch goes out when it is full or its args buffer
+ * might not hold one more call's arguments. */
+static CT_NOINST int put_row(struct walk *w, uint32_t f, const struct frame *fr) {
+    struct ct_conv *c = w->c;
+    struct ct_conv_cols *k = w->cols;
+    if ((k->n == k->cap || k->extra_off[k->n] + ARGS_MAX > k->extra_cap) && emit_cols(w) < 0)
+        return -1;
+    uint64_t i = k->n++, d = c->dur[fr->call];
+    k->func[i] = (int32_t)f;
+    k->depth[i] = (uint32_t)w->sp;
+    k->start[i] = fr->start_ns;
+    k->dur[i] = d & DUR_MASK;
+    k->flags[i] = (uint8_t)((d & FLAG_INCOMPLETE ? 1 : 0) | (d & FLAG_UNWOUND ? 2 : 0));
+    k->parent[i] = w->sp ? (int64_t)(c->stack[w->sp - 1].call - w->t->call_base) : -1;
+    k->extra_off[i + 1] = k->extra_off[i];
+    w->pending = f;   /* ARGS may follow */
+    return 0;
+}
+
+static CT_NOINST void put_extra(struct walk *w, const char *s, size_t n) {
+    struct ct_conv_cols *k = w->cols;
+    memcpy(k->extra + k->extra_off[k->n], s, n);
+    k->extra_off[k->n] += (uint32_t)n;
+}
+
 static CT_NOINST int push(struct walk *w, uint32_t f, uint64_t ticks, uint32_t rt) {
     struct ct_conv *c = w->c;
     if (w->sp == c->stackcap) {
@@ -135,6 +180,8 @@ static CT_NOINST int push(struct walk *w, uint32_t f, uint64_t ticks, uint32_t r
             OUT_LIT(o, ",\"unwound\":true");
         w->pending = f;   /* ARGS may follow */
     }
+    if (w->mode == WALK_COLUMNS && put_row(w, f, fr) < 0)
+        return -1;
     w->ncall++;
     w->sp++;
     return 0;
@@ -172,19 +219,25 @@ static CT_NOINST void close_call(struct walk *w, const uint64_t *v, size_t avail
         return;
     struct ct_conv *c = w->c;
     struct out *o = w->o;
-    int done = 0;
+    int done = 0, cols = w->mode == WALK_COLUMNS;
     if (v && avail && (v[0] >> 62) == CT_EV_EXT && ((v[0] >> 54) & 0xff) == CT_EXT_ARGS && c->args) {
         uint64_t words = (v[0] >> 38) & 0xffff, value = v[0] & ((1ull << 38) - 1);
         if (words < avail && (value & 0xffff) <= words * 8) {
-            int n = c->args((uint32_t)w->pending, (const uint8_t *)(v + 1), value, w->argbuf, 1 << 16);
-            if (n > 0)
+            int n = c->args((uint32_t)w->pending, (const uint8_t *)(v + 1), value, w->argbuf, ARGS_MAX);
+            if (n > 0 && cols)
+                put_extra(w, w->argbuf, (size_t)n);
+            else if (n > 0)
                 out_str(o, w->argbuf, (size_t)n);
             done = 1;
         }
     }
-    if (!done && w->notes && w->notes[w->pending])
-        out_str(o, w->notes[w->pending], strlen(w->notes[w->pending]));
-    OUT_LIT(o, "}");
+    const char *note = !done && w->notes ? w->notes[w->pending] : NULL;
+    if (note && cols)
+        put_extra(w, note, strnlen(note, ARGS_MAX));
+    else if (note)
+        out_str(o, note, strlen(note));
+    if (!cols)
+        OUT_LIT(o, "}");
     w->pending = -1;
 }
 
@@ -197,6 +250,7 @@ CT_NOINST int ct_walk(struct walk *w) {
     int64_t next_rt = -1;
     w->ncall = 0;
     w->sp = 0;
+    w->released = t->call_base;
     for (uint32_t k = 0; k < t->nsegs; k++) {
         const struct cseg *sg = &c->segs[t->first_seg + k];
         const uint64_t *p = seg_words(c, sg);
@@ -284,6 +338,13 @@ CT_NOINST int ct_walk(struct walk *w) {
             }
         }
         c->done_words += i;
+        release(p, p + n);
+        /* the open calls' slots among these refault from the page cache when written */
+        uint64_t done = t->call_base + w->ncall;
+        release(c->dur + w->released, c->dur + done);
+        w->released = done & ~(uint64_t)511;
+        if (w->aborted)
+            return -1;
         if (c->progress && (k & 15) == 15)
             c->progress(c->done_words, c->total_words);
     }
@@ -292,6 +353,8 @@ CT_NOINST int ct_walk(struct walk *w) {
     uint64_t end = to_ns(c, c->end_ticks);
     while (w->sp)
         pop(w, end, FLAG_INCOMPLETE);
+    if (w->mode == WALK_COLUMNS)
+        return emit_cols(w);
     return 0;
 }
 

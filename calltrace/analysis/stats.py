@@ -5,12 +5,10 @@ for the whole trace, so the plain report reads no calls at all; per-thread
 tables and the slowest calls need a walk over the calls."""
 from __future__ import annotations
 
-import heapq
 from typing import Iterable, NamedTuple
 
 from ..errors import CalltraceError
 from ..trace.model import FunctionStats, Thread, Trace
-from .paths import with_paths
 
 # column name -> (sort key, largest first)
 COLUMNS = {
@@ -38,37 +36,12 @@ def sort_stats(stats: Iterable[FunctionStats], column: str) -> list[FunctionStat
 
 
 def thread_stats(thread: Thread) -> list[FunctionStats]:
-    """The functions table of one thread, computed from its calls (the same
-    rules as the converter: see closed_calls; inlined here for speed)."""
-    table: dict[str, list[int]] = {}   # function -> [calls, total, self, min, max]
-    active: dict[str, int] = {}
-    stack: list[list] = []             # [function, duration, child_ns]
-
-    def close() -> None:
-        fn, dur, child = stack.pop()
-        n = active[fn] - 1
-        active[fn] = n
-        s = table.get(fn)
-        if s is None:
-            s = table[fn] = [0, 0, 0, dur, dur]
-        s[0] += 1
-        if n == 0:
-            s[1] += dur
-        s[2] += dur - child if dur > child else 0
-        if dur < s[3]:
-            s[3] = dur
-        elif dur > s[4]:
-            s[4] = dur
-
-    for fn, depth, _, dur, _ in thread.rows():
-        while len(stack) > depth:
-            close()
-        if stack:
-            stack[-1][2] += dur
-        stack.append([fn, dur, 0])
-        active[fn] = active.get(fn, 0) + 1
-    while stack:
-        close()
+    """The functions table of one thread, computed from its calls by the
+    native kernel (the converter's rules: see runtime/kernels.c)."""
+    from ..trace.colsource import Names, columns
+    from ..trace.kernels import thread_stats as kernel
+    names = Names()
+    table = kernel(columns(thread, names), names)
     stats = [FunctionStats(fn, *v) for fn, v in table.items()]
     return sorted(stats, key=lambda s: (-s.self_ns, s.function))
 
@@ -82,21 +55,20 @@ class SlowCall(NamedTuple):
 
 
 def slowest(trace: Trace, n: int) -> list[SlowCall]:
-    """The ``n`` longest single calls, longest first, with their call paths.
-    Keeps only ``n`` calls in memory whatever the trace's size."""
+    """The ``n`` longest single calls, longest first (ties: earlier first),
+    with their call paths. Keeps only ``n`` calls in memory whatever the
+    trace's size."""
     if n <= 0:
         return []
-    heap: list[tuple] = []
-    seq = 0  # tie-break: earlier calls win, and tuples never compare paths
-    for t in trace.threads:
-        for row, callers in with_paths(t.rows()):
-            dur = row[3]
-            seq += 1
-            if len(heap) < n:
-                heapq.heappush(heap, (dur, -seq, row, t.tid, tuple(callers)))
-            elif dur > heap[0][0]:
-                heapq.heapreplace(heap, (dur, -seq, row, t.tid, tuple(callers)))
-    out = []
-    for dur, _, row, tid, callers in sorted(heap, reverse=True):
-        out.append(SlowCall(dur, row[2], tid, callers + (row[0],), row[4]))
-    return out
+    from ..trace.colsource import Names, columns
+    from ..trace.kernels import Slowest
+    names = Names(f.function for f in trace.functions)
+    threads = list(trace.threads)
+    top = Slowest(n)
+    try:
+        for i, t in enumerate(threads):
+            top.feed(i, columns(t, names))
+        found = top.result(names)
+    finally:
+        top.close()
+    return [SlowCall(dur, start, threads[t].tid, path, extra) for dur, start, t, path, extra in found]

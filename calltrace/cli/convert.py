@@ -1,4 +1,5 @@
-"""``calltrace convert``: turn a raw runtime stream into the JSON trace.
+"""``calltrace convert``: turn a raw runtime stream into a trace, or a trace
+from one encoding into the other (JSON <-> Parquet, docs/FORMAT.md).
 
 The runtime runs this itself at exit under a bare LD_PRELOAD; by hand it
 recovers a trace whose process was killed before conversion (SIGKILL), or
@@ -14,41 +15,86 @@ import sys
 from ..errors import CalltraceError
 from ..record.collect import convert_folder, recorded_run
 from ..record.convert import convert
+from ..bridge import RAW_MAGIC
 from ..record.rawdir import RawDir
 from ..supervise import Interrupts
 from ..units import plural
 from . import options
 
 NAME = "convert"
-HELP = "convert a raw stream left by the runtime (FILE.raw) into a JSON trace"
+HELP = "convert a raw stream (FILE.raw) into a trace, or a trace between JSON and Parquet"
+DESCRIPTION = """Convert a raw stream left by the runtime into a trace, or a trace from
+one encoding into the other. The output's suffix chooses the encoding:
+.parquet (or .pq) for Parquet, anything else for JSON.
+
+examples:
+  calltrace convert 4242.raw -o trace.parquet
+  calltrace convert trace.json -o trace.parquet
+  calltrace convert trace.parquet -o trace.json"""
 
 
 def add_arguments(p) -> None:
-    p.add_argument("raw", metavar="RAW", nargs="+",
+    p.add_argument("raw", metavar="INPUT", nargs="+",
                    help="raw stream written by libcalltrace.so (several: the parts of a rolling run, in "
-                        "order), or the raw folder a stopped `calltrace run -o OUT` left (OUT.raw)")
+                        "order), the raw folder a stopped `calltrace run -o OUT` left (OUT.raw), or a "
+                        "trace (JSON or Parquet) to write in the other encoding")
     p.add_argument("-o", "--output", metavar="PATH",
-                   help="JSON trace to write (default: the output the program was given)")
+                   help="trace to write (default: for a raw stream, the output the program was "
+                        "given; for a trace, its name in the other encoding)")
     options.add_format(p)
     p.add_argument("--from-runtime", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
 
 
+def _is_raw(path: str) -> bool:
+    """Anything but a trace (Parquet, or JSON opening with '{') goes to the
+    raw reader, which says what is wrong with it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return True
+    return head[:len(RAW_MAGIC)] == RAW_MAGIC or not (head[:4] == b"PAR1" or head.lstrip()[:1] == b"{")
+
+
+def transcode(src: str, output: str | None, pretty: bool | None) -> tuple[str, dict]:
+    """A trace in the other encoding (or the one `output`'s suffix names)."""
+    from ..trace import columns
+    from ..trace.reader import load
+    from ..trace.writer import write_trace
+    from ..files import write_atomic
+    import pyarrow as pa
+    trace = load(src)
+    if output is None:
+        stem = src.rsplit(".", 1)[0] if "." in os.path.basename(src) else src
+        output = stem + (".json" if columns.is_parquet_file(src) else ".parquet")
+    if os.path.exists(output) and os.path.samefile(output, src):
+        raise CalltraceError(f"{output}: would overwrite the trace itself")
+    if columns.is_parquet_name(output):
+        write_atomic(output, lambda f: columns.write_trace(pa.PythonFile(f, mode="w"), trace), "trace")
+    else:
+        write_trace(output, trace.metadata, trace.functions, trace.threads, bool(pretty))
+    return output, trace.metadata
+
+
 def run(args) -> int:
     if len(args.raw) == 1 and os.path.isdir(args.raw[0]):
         return _folder(args, args.raw[0])
     if args.output and len(args.raw) > 1:
-        raise CalltraceError("-o/--output takes one RAW file; each part is named after its trace")
+        raise CalltraceError("-o/--output takes one input; each part is named after its trace")
     for raw in args.raw:
-        result = convert(raw, args.output, pretty=args.pretty,
-                         progress=sys.stderr.isatty() and not args.quiet)
-        if args.from_runtime:
-            os.unlink(raw)
+        if _is_raw(raw):
+            result = convert(raw, args.output, pretty=args.pretty,
+                             progress=sys.stderr.isatty() and not args.quiet)
+            path, m = result.path, result.metadata
+            if args.from_runtime:
+                os.unlink(raw)
+        else:
+            path, m = transcode(raw, args.output, args.pretty)
         if not args.quiet or args.verbose:
-            m = result.metadata
             print(f"calltrace: {plural(m['total_calls'], 'call')}, {plural(m['thread_count'], 'thread')}: "
-                  f"trace written to {result.path}", file=sys.stderr)
+                  f"trace written to {path}", file=sys.stderr)
     return 0
 
 

@@ -9,7 +9,8 @@ from ..analysis.progress import reading, warn
 from ..units import count, fmt_ns, plural
 
 NAME = "info"
-HELP = "show a trace's metadata: program, exit, threads, counts"
+HELP = "show a trace's metadata: program, exit, threads, counts (header and footer only)"
+SCAN_LIMIT = 64 << 20     # JSON calls read to list threads, at most (about 0.5 s)
 
 
 def add_arguments(p) -> None:
@@ -68,6 +69,14 @@ def run(args) -> int:
     if trace.functions:
         hot = trace.functions[0]
         out.append(f"{'hottest:':<{width + 1}} {hot.function} ({fmt_ns(hot.self_ns)} self, {plural(hot.calls, 'call')})")
+    src = trace.source
+    if src is not None and src.body_end - src.body_start > SCAN_LIMIT:
+        # Listing a big JSON trace's threads means reading all of it.
+        out.append(f"threads: {count(md.get('thread_count', 0))} (not listed: the JSON trace is "
+                   f"{src.size / (1 << 20):,.0f} MB; its Parquet form lists them at once: "
+                   f"calltrace convert {trace.path} -o trace.parquet)")
+        sys.stdout.write("\n".join(line.rstrip() for line in out) + "\n")
+        return 0
     out.append(f"threads ({count(md.get('thread_count', len(trace.threads)))}):")
     with reading(trace, "counting calls"):
         for t in trace.threads:

@@ -13,11 +13,12 @@ from ..analysis.summary import run_lines
 from ..errors import CalltraceError
 from ..record.collect import Ending, convert_folder
 from ..record.convert import Converted, convert
-from ..record.rawdir import RawDir, child_output, raw_key, streams
+from ..record.rawdir import RawDir, raw_key, streams, trace_path
 from ..runtime import library_path, preload_env, write_filter, write_plan
 from ..supervise import Interrupts, Supervisor
 from ..symbols.elf import elf_symbols, is_instrumented
 from ..symbols.select import Selection
+from ..trace import dataset
 from ..units import argparse_duration, argparse_size, plural
 from . import options
 
@@ -161,7 +162,14 @@ def run(args) -> int:
     program = options.parse_command(args._parser, args)
     path = options.resolve_program(program[0])
     _check_program(args, path)
-    output = options.output_path(args.output)
+    output = args.output or os.environ.get("CALLTRACE_OUTPUT") or "calltrace.json"
+    if dataset.is_dataset_name(output):
+        try:
+            os.makedirs(output, exist_ok=True)
+        except OSError as e:
+            raise CalltraceError(f"cannot create dataset folder {output}: {e.strerror}") from None
+    else:
+        output = options.output_path(args.output)
     _probe_writable(output, os.path.dirname(os.path.abspath(output)))
     raw = RawDir.claim(output)
     sup = Supervisor()
@@ -236,7 +244,7 @@ class _Rolling(threading.Thread):
                 raw.unlink()   # would be deleted as older than the newest K anyway
                 self.dropped += 1
                 continue
-            out = self.output if pid == self.pid and not image else child_output(self.output, raw.stem.split(".p")[0])
+            out = trace_path(self.output, self.pid, raw)
             try:
                 self.results.append(convert(str(raw), out, pretty=self.args.pretty,
                                             scratch=self.raw_dir))
@@ -258,6 +266,7 @@ def _summary(results: list[Converted], top: int = 10, abandoned=()) -> None:
     for r in results:
         for line in run_lines(r.metadata, r.functions, r.notes, r.path, top):
             print(line, file=sys.stderr)
+        _suggest_parquet(r.path)
     procs = sorted({r.metadata["pid"] for r in results})
     if len(procs) > 1:
         print(f"calltrace: {len(procs)} processes traced: " + ", ".join(
@@ -266,3 +275,20 @@ def _summary(results: list[Converted], top: int = 10, abandoned=()) -> None:
     if abandoned:
         print("calltrace: note: stopped waiting for " + ", ".join(map(str, abandoned)) +
               ": their traces end where they were when converted", file=sys.stderr)
+
+
+JSON_NOTE_BYTES = 256 << 20
+
+
+def _suggest_parquet(path: str) -> None:
+    """Big JSON is slow to read back and large: say so (JSON stays the default)."""
+    if path.endswith((".parquet", ".pq")):
+        return
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return
+    if size >= JSON_NOTE_BYTES:
+        print(f"calltrace: note: {path} is {size / (1 << 20):,.0f} MB of JSON; "
+              f"-o trace.parquet writes the same trace far smaller and faster to read "
+              f"(calltrace convert {path} -o trace.parquet converts this one)", file=sys.stderr)

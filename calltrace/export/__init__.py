@@ -1,12 +1,15 @@
 """Exporters: one module per format, each with ``SUFFIX`` and
-``write(trace, out, options)`` writing text to ``out`` as it reads calls."""
+``write(trace, out, options)`` writing to ``out`` as it reads calls: text,
+or bytes for the modules that set ``BINARY``. ``TIMELINE`` formats write
+every call and are held to the export size guard."""
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
-FORMATS = ("chrome", "speedscope", "folded", "svg", "html")
+FORMATS = ("chrome", "perfetto", "speedscope", "folded", "svg", "html", "parquet")
+TIMELINE = ("chrome", "perfetto", "speedscope")
 
 
 @dataclass(frozen=True)

@@ -42,25 +42,33 @@ def write(trace: Trace, out: TextIO, options: Options) -> None:
     out.write('{"traceEvents":[\n')
     out.write(dump({"ph": "M", "pid": pid, "tid": trace.threads[0].tid if trace.threads else 0,
                     "name": "process_name", "args": {"name": options.title or default_title(trace)}}))
+    from ..trace.colsource import Names, columns
+    from ..trace.kernels import Formatter
+    from ..analysis.paths import Filter
+    names = Names(f.function for f in trace.functions)
     for t in trace.threads:
         name = t.name or ("main" if t.main else f"thread {t.tid}")
         out.write(",\n" + dump({"ph": "M", "pid": pid, "tid": t.tid, "name": "thread_name",
                                 "args": {"name": name}}, ensure_ascii=False))
         head = f',\n{{"ph":"X","pid":{pid},"tid":{t.tid},"cat":"call","name":'
-        names: dict[str, str] = {}
-        buf = []
-        append = buf.append
-        for fn, _, start, dur, extra in t.rows():
-            q = names.get(fn)
-            if q is None:
-                q = names[fn] = head + dump(fn, ensure_ascii=False) + ',"ts":'
-            # ts and dur in microseconds with exactly three decimals
-            append(f'{q}{start // 1000}.{start % 1000:03d},"dur":{dur // 1000}.{dur % 1000:03d}'
-                   f'{_args(extra) if extra else ""}}}')
-            if len(buf) >= 8192:
-                out.write("".join(buf))
-                buf.clear()
-        out.write("".join(buf))
+        # A filtered view (export -F/-N/-t) is selected by the kernel itself.
+        calls, flt, budget = getattr(t.calls, "unwrap", lambda: (t.calls, Filter(), None))()
+        fmt = Formatter(Formatter.CHROME, names, flt,
+                        prefix=lambda fn: (head + dump(fn, ensure_ascii=False) + ',"ts":').encode(
+                            "utf-8", "backslashreplace"))
+        thread = t if calls is t.calls else type(t)(t.tid, calls, t.name, t.main)
+        for piece in fmt.run(columns(thread, names)):
+            if isinstance(piece, tuple):
+                c, i, _ = piece
+                start, dur = int(c.start[i]), int(c.dur[i])
+                out.write(f'{head}{dump(names.names[c.func[i]], ensure_ascii=False)},"ts":{us(start)},'
+                          f'"dur":{us(dur)}{_args(c.extra(i))}}}')
+            else:
+                out.write(piece.decode("utf-8", "backslashreplace"))
+            if budget is not None:
+                budget.check(budget.seen + fmt.shown)
+        if budget is not None:
+            budget.seen += fmt.shown
     other = {k: v for k, v in md.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
     other["exporter"] = "calltrace"
     out.write('\n],\n"displayTimeUnit":"ns",\n"otherData":' + dump(other, ensure_ascii=False) + "}\n")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..errors import CalltraceError
 from .convert import Converted, convert
-from .rawdir import RUN, child_output, raw_key, streams
+from .rawdir import RUN, raw_key, streams, trace_path
 
 
 @dataclass
@@ -72,7 +72,7 @@ def convert_folder(folder: str, pid: int, output: str, ending: Ending | None = N
             and part == last_part[(rpid, image)]
         if keep and part and part <= last_part[(rpid, image)] - keep:
             continue
-        out = output if rpid == pid and not image else child_output(output, raw.stem.split(".p")[0])
+        out = trace_path(output, pid, raw)
         try:
             done.append((key, convert(str(raw), out, exit_status=ending.status if main else None,
                                       termination=ending.termination if main else None,
@@ -89,6 +89,17 @@ def convert_folder(folder: str, pid: int, output: str, ending: Ending | None = N
 
 def _name(done, pid: int, output: str) -> list[Converted]:
     """Apply the naming rules of the module docstring to converted traces."""
+    if output.endswith("/"):
+        # A dataset (-o DIR/): each trace keeps its host=/pid= path; a
+        # process that ran no instrumented code (a shell) leaves none.
+        kept = [r for _, r in done if r.metadata["total_calls"] or "part" in r.metadata]
+        for _, r in done:
+            if r not in kept:
+                try:
+                    os.unlink(r.path)
+                except OSError:
+                    pass
+        return kept
     keep, drop = [], []
     main = [(k, r) for k, r in done if k[0] == pid and not k[2] and "part" not in r.metadata]
     traced = [(k, r) for k, r in main if r.metadata["total_calls"]]

@@ -163,9 +163,18 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
         heads = [thread_head(t.tid, info.thread_name(t.tid), t.main).encode()
                  for t in threads]
         second_pass[0] = 1
-        write_atomic(output, lambda f: (
-            f.write(document_head(metadata, stats, pretty).encode("utf-8", "backslashreplace")),
-            raw.write_threads(f.fileno(), names, heads, pretty, arg_notes)), "trace", scratch=scratch)
+        if output.endswith((".parquet", ".pq")):
+            import pyarrow as pa
+            from ..trace import columns
+            header = columns.header_doc(metadata, stats)
+            listed = [(t.tid, info.thread_name(t.tid), t.main) for t in threads]
+            write_atomic(output, lambda f: columns.write_raw(
+                pa.PythonFile(f, mode="w"), raw, header, [infos[f.addr].function for f in funcs],
+                listed, arg_notes), "trace", scratch=scratch)
+        else:
+            write_atomic(output, lambda f: (
+                f.write(document_head(metadata, stats, pretty).encode("utf-8", "backslashreplace")),
+                raw.write_threads(f.fileno(), names, heads, pretty, arg_notes)), "trace", scratch=scratch)
         if bar is not None:
             bar.close()
     if info.part and info.keep:

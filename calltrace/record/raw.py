@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ..bridge import (ARGS, CHUNK_HEADER, CHUNK_MAGIC, CHUNK_META, CLOCK_NAMES, HEADER_SIZE, META_CMDLINE,
                       META_EXE, META_MODULE, META_OPTION, META_OUTPUT, META_THREAD, PROGRESS, RAW_MAGIC,
-                      RAW_VERSION, Chunk, Func, Header, Summary, Thread, bind_converter)
+                      RAW_VERSION, BATCH, Chunk, Cols, Func, Header, Summary, Thread, bind_converter)
 from ..errors import TraceFormatError
 from ..runtime import converter_path
 from ..symbols import Module
@@ -218,6 +218,41 @@ class RawStream:
         if self._lib.ct_conv_write(self._h, fd, c_names, c_notes, c_heads, int(pretty), err,
                                    len(err)) < 0:
             raise OSError(0, err.value.decode(errors="replace"))
+
+    def columns(self, thread: int, emit, notes: list[bytes | None] | None = None,
+                cap: int = 1 << 18) -> None:
+        """Walk one thread (threads() order) into fixed-width columns and
+        call `emit(cols)` per batch of at most `cap` calls, with `cols` a
+        dict of numpy views (func, depth, start, dur, flags, parent: row in
+        the thread or -1; extra_off/extra: args fragments) valid only
+        during the call."""
+        import numpy as np
+        bufs = {"func": np.empty(cap, np.int32), "depth": np.empty(cap, np.uint32),
+                "start": np.empty(cap, np.uint64), "dur": np.empty(cap, np.uint64),
+                "flags": np.empty(cap, np.uint8), "parent": np.empty(cap, np.int64),
+                "extra_off": np.zeros(cap + 1, np.uint32), "extra": np.empty(4 << 20, np.uint8)}
+        failure: list[BaseException] = []
+
+        def shim(n):
+            try:
+                emit({k: (v if k == "extra" else v[:n + 1] if k == "extra_off" else v[:n])
+                      for k, v in bufs.items()})
+                return 0
+            except BaseException as e:   # re-raised below, after C has unwound
+                failure.append(e)
+                return 1
+        cols = Cols(*[v.ctypes.data for v in bufs.values()], cap, len(bufs["extra"]), 0, None)
+        cb = BATCH(shim)
+        cols.emit = ctypes.cast(cb, ctypes.c_void_p)
+        n = len(notes) if notes else 0
+        c_notes = (ctypes.c_char_p * max(1, n))(*(notes or []))
+        err = ctypes.create_string_buffer(256)
+        rc = self._lib.ct_conv_columns(self._h, thread, ctypes.byref(cols), c_notes if notes else None,
+                                       err, len(err))
+        if failure:
+            raise failure[0]
+        if rc < 0:
+            raise TraceFormatError(f"{self.path}: {err.value.decode(errors='replace')}")
 
     def close(self) -> None:
         if self._h:

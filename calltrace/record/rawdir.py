@@ -43,6 +43,20 @@ def child_output(output: str, tag: str) -> str:
     return str(p.with_name(f"{p.stem}.{tag}{p.suffix}")) if p.suffix else f"{output}.{tag}"
 
 
+def trace_path(output: str, pid: int, raw: Path) -> str:
+    """Where the trace of one raw stream goes: -o itself for the program's
+    first image, a name with the pid (and image) for the others; inside a
+    dataset folder (-o DIR/), host=/pid= partitions for all (docs/FORMAT.md)."""
+    rpid, image, _ = raw_key(raw)
+    if output.endswith("/"):
+        import socket
+        from ..trace import dataset
+        path = dataset.member(output, socket.gethostname(), rpid, image)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
+    return output if rpid == pid and not image else child_output(output, raw.stem.split(".p")[0])
+
+
 def _lock(path: str) -> int | None:
     """An exclusive flock on `path`, or None when a live process holds it.
     The descriptor must be the one now at `path` (a dead run's folder may

@@ -1,6 +1,7 @@
 """Typed values for a loaded trace (see docs/FORMAT.md)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Iterator, NamedTuple
 
@@ -70,6 +71,26 @@ class Call:
         if self.ret is not None:
             d["return"] = self.ret
         return d
+
+
+class StreamedCalls(Sequence):
+    """A thread's calls read from a file each time they are iterated;
+    subclasses give ``rows()`` and ``__len__``."""
+    _cache: list | None = None
+
+    def rows(self) -> Iterator[Row]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Call]:
+        from_row = Call.from_row
+        for row in self.rows():
+            yield from_row(row)
+
+    def __getitem__(self, i):
+        # Random access needs the list in memory: fine for small traces only.
+        if self._cache is None:
+            self._cache = list(self)
+        return self._cache[i]
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Callable, Iterator
 
 from ..errors import TraceFormatError
-from .model import Call, FunctionStats, Thread, Trace
+from .model import Call, FunctionStats, StreamedCalls, Thread, Trace
 
 CHUNK = 4 << 20
 _MAX_HEAD = 256 << 20  # a header this large is not the canonical layout
@@ -47,7 +47,7 @@ class _Source:
         self.progress: Callable[[int], None] | None = None
 
 
-class CallList(Sequence):
+class CallList(StreamedCalls):
     """A thread's calls, read from the file on every iteration."""
 
     def __init__(self, src: _Source, start: int, end: int):
@@ -55,7 +55,6 @@ class CallList(Sequence):
         self._start = start
         self._end = end
         self._count: int | None = None
-        self._cache: list[Call] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -67,21 +66,18 @@ class CallList(Sequence):
                               for data, _ in self._blocks(report=False))
         return self._count
 
-    def __iter__(self) -> Iterator[Call]:
-        from_row = Call.from_row
-        for row in self.rows():
-            yield from_row(row)
-
-    def __getitem__(self, i):
-        # Random access needs the list in memory: fine for small traces only.
-        if self._cache is None:
-            self._cache = list(self)
-        return self._cache[i]
-
     def rows(self) -> Iterator[tuple]:
         """(function, depth, start_ns, duration_ns, extra-or-None) per call."""
         for data, offset in self._blocks():
             yield from _parse_block(self._src, data, offset)
+
+    def columns(self, names):
+        """The calls as column batches (trace/colsource.py)."""
+        from .colsource import json_block
+        for data, offset in self._blocks():
+            cols = json_block(self._src, data, offset, names, _CALL, _PLAIN_ENDS, _parse_lines)
+            if cols is not None:
+                yield cols
 
     def _blocks(self, report: bool = True) -> Iterator[tuple[bytes, int]]:
         """Whole lines of the region, a few MB at a time."""
@@ -92,8 +88,10 @@ class CallList(Sequence):
             f.seek(self._start)
             pos = self._start
             carry = b""
+            size = CHUNK >> 4    # a small first block: the first lines show at once
             while pos < end:
-                block = f.read(min(CHUNK, end - pos))
+                block = f.read(min(size, end - pos))
+                size = CHUNK
                 if not block:
                     break
                 offset = pos - len(carry)
@@ -167,7 +165,7 @@ def _parse_lines(src: _Source, data: bytes, offset: int) -> list[tuple]:
 
 
 def load(path: str | os.PathLike) -> Trace:
-    """Read a trace written by any calltrace producer.
+    """Read a trace written by any calltrace producer, JSON or Parquet.
 
     Calls are not read here: ``thread.calls`` streams them from the file each
     time it is iterated. Raises TraceFormatError (one readable line) for a
@@ -188,6 +186,10 @@ def load(path: str | os.PathLike) -> Trace:
             size = os.fstat(f.fileno()).st_size
             if os.path.isdir(path):
                 raise IsADirectoryError
+            if f.read(4) == b"PAR1":
+                from .parquet import load_parquet
+                return load_parquet(path)
+            f.seek(0)
             return _load_canonical(path, f, size) or _load_whole(path, f)
         except IsADirectoryError:
             raise TraceFormatError(f"{path}: is a directory, not a trace") from None

@@ -1,0 +1,149 @@
+"""A thread's calls as batches of numpy columns, from either encoding: the
+one path the post-mortem kernels (trace/kernels.py) read. Function names
+become ids into a trace-wide Names list; captured values stay in the file
+until a kernel hands a call back for Python to print."""
+from __future__ import annotations
+
+import json
+from typing import Callable, Iterator, NamedTuple
+
+import numpy as np
+
+
+class Names:
+    """Function name <-> id, shared by all threads of a trace."""
+
+    def __init__(self, names=()):
+        self.names: list[str] = []
+        self.ids: dict[str, int] = {}
+        self.literals: dict[bytes, int] = {}    # JSON string literal -> id
+        for n in names:
+            self.id(n)
+
+    def id(self, name: str) -> int:
+        i = self.ids.get(name)
+        if i is None:
+            i = self.ids[name] = len(self.names)
+            self.names.append(name)
+        return i
+
+    def lut(self, names: list[str]) -> np.ndarray:
+        return np.array([self.id(n) for n in names], dtype=np.int32)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+class Cols(NamedTuple):
+    func: np.ndarray        # int32 ids
+    depth: np.ndarray       # int32
+    start: np.ndarray       # int64
+    dur: np.ndarray         # int64
+    flags: np.ndarray       # uint8: 1 incomplete, 2 unwound
+    values: np.ndarray      # bool: args or return captured
+    note: np.ndarray        # bool: args_note present
+    extra: Callable[[int], dict]   # the optional keys of row i, as in JSON
+
+
+def columns(thread, names: Names) -> Iterator[Cols]:
+    """The calls of `thread` (any loaded trace) as column batches."""
+    calls = thread.calls
+    source = getattr(calls, "columns", None)
+    if source is not None:
+        yield from source(names)
+        return
+    yield from rows_columns(thread.rows(), names)
+
+
+def rows_columns(rows, names: Names, size: int = 1 << 16) -> Iterator[Cols]:
+    """Column batches from Row tuples (a trace built in memory, or a JSON
+    layout the fast reader does not know)."""
+    it = iter(rows)
+    while True:
+        chunk = [r for _, r in zip(range(size), it)]
+        if not chunk:
+            return
+        fn, depth, start, dur, extra = zip(*chunk)
+        yield from_lists(names, fn, depth, start, dur, extra)
+
+
+def from_lists(names: Names, fn, depth, start, dur, extra) -> Cols:
+    n = len(fn)
+    ids = names.ids
+    func = np.fromiter((ids[f] if f in ids else names.id(f) for f in fn), np.int32, n)
+    flags = np.zeros(n, np.uint8)
+    values = np.zeros(n, bool)
+    note = np.zeros(n, bool)
+    extras = {}
+    for i, e in enumerate(extra):
+        if e:
+            extras[i] = e
+            flags[i] = bool(e.get("incomplete")) | bool(e.get("unwound")) << 1
+            values[i] = "args" in e or "return" in e
+            note[i] = "args_note" in e
+    return Cols(func, np.asarray(depth, np.int32), np.asarray(start, np.int64),
+                np.asarray(dur, np.int64), flags, values, note, lambda i: extras.get(i) or {})
+
+
+def json_block(src, data: bytes, offset: int, names: Names, pattern, plain_ends, parse) -> Cols:
+    """One block of canonical JSON call lines, parsed without a Python step
+    per call where it can be: the numbers by numpy, the names once each."""
+    matches = pattern.findall(data)
+    if len(matches) != data.count(b"\n") + (not data.endswith(b"\n")):
+        rows = parse(src, data, offset)
+        return from_lists(names, *zip(*rows)) if rows else None
+    if not matches:
+        return None
+    fn, depth, start, dur, rest = zip(*matches)
+    n = len(fn)
+    lit = names.literals
+    for u in set(fn).difference(lit):
+        lit[u] = names.id(_name(src, u, offset))
+    func = np.fromiter(map(lit.__getitem__, fn), np.int32, n)
+    flags = np.zeros(n, np.uint8)
+    values = np.zeros(n, bool)
+    note = np.zeros(n, bool)
+    extras = {}
+    for i in [i for i, r in enumerate(rest) if r not in plain_ends]:
+        from .reader import _extra
+        e = extras[i] = _extra(src, rest[i], offset)
+        flags[i] = bool(e.get("incomplete")) | bool(e.get("unwound")) << 1
+        values[i] = "args" in e or "return" in e
+        note[i] = "args_note" in e
+    return Cols(func, np.fromiter(map(int, depth), np.int32, n), np.fromiter(map(int, start), np.int64, n),
+                np.fromiter(map(int, dur), np.int64, n), flags, values, note, lambda i: extras.get(i) or {})
+
+
+def _name(src, literal: bytes, offset: int) -> str:
+    fn = src.names.get(literal)
+    if fn is None:
+        from ..errors import TraceFormatError
+        try:
+            fn = src.names[literal] = json.loads(literal)
+        except ValueError:
+            raise TraceFormatError(f"{src.path}: malformed function name near byte {offset}") from None
+    return fn
+
+
+def arrow_batch(b, names: Names) -> Cols:
+    """Columns of a Parquet record batch (trace/parquet.py)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from .parquet import extra
+    fn = b.column("function")
+    if not isinstance(fn, pa.DictionaryArray):
+        fn = fn.dictionary_encode()
+    lut = names.lut(fn.dictionary.to_pylist())
+    func = lut[fn.indices.to_numpy(zero_copy_only=False)] if len(lut) else np.zeros(0, np.int32)
+
+    def valid(name):
+        return pc.is_valid(b.column(name)).to_numpy(zero_copy_only=False)
+
+    def flag(name):
+        return pc.fill_null(b.column(name), False).to_numpy(zero_copy_only=False)
+
+    flags = flag("incomplete").astype(np.uint8) | (flag("unwound").astype(np.uint8) << 1)
+
+    return Cols(func.astype(np.int32, copy=False), b.column("depth").to_numpy().astype(np.int32, copy=False),
+                b.column("start_ns").to_numpy(), b.column("duration_ns").to_numpy(), flags,
+                valid("args") | valid("return"), valid("args_note"), lambda i: extra(b, i))

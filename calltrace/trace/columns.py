@@ -1,0 +1,230 @@
+"""The trace format's columnar encoding (docs/FORMAT.md, "Parquet"): one row
+per call, the metadata, function table and thread list as JSON in the file's
+key-value metadata under ``calltrace``. Everything here streams record
+batches; no function holds a whole trace."""
+from __future__ import annotations
+
+import json
+from typing import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .model import FunctionStats
+
+# The system allocator gives freed batches back; Arrow's default pools keep
+# them, and peak RSS would grow with the batches a command has seen.
+pa.set_memory_pool(pa.system_memory_pool())
+
+KEY = b"calltrace"
+SUFFIXES = (".parquet", ".pq")      # output names that choose this encoding
+BATCH = 1 << 18                 # calls per record batch and row group
+STRING = pa.dictionary(pa.int32(), pa.string())
+
+SCHEMA = pa.schema([
+    ("thread", pa.int32()),           # index into the thread list
+    ("tid", pa.int64()),
+    ("call", pa.int64()),             # the call's row number: call order, thread after thread
+    ("parent", pa.int64()),           # row number of the caller; null at depth 0
+    ("depth", pa.int32()),
+    ("function", STRING),
+    ("start_ns", pa.int64()),
+    ("duration_ns", pa.int64()),
+    ("incomplete", pa.bool_()),
+    ("unwound", pa.bool_()),
+    ("call_site", STRING),
+    ("args", pa.string()),            # JSON text of the args list
+    ("args_note", pa.string()),
+    ("return", pa.string()),          # JSON text of the VALUE
+])
+# Growing within a thread: deltas are small. Durations are left to zstd.
+_DELTA = ("call", "parent", "start_ns")
+
+
+def open_writer(path_or_file, header: dict) -> pq.ParquetWriter:
+    """A writer for the calls; `header` (format, metadata, functions) goes
+    in the footer with the thread list once the calls are written."""
+    return pq.ParquetWriter(
+        path_or_file, SCHEMA, compression="zstd", compression_level=1,
+        use_dictionary=["thread", "tid", "depth", "function", "call_site", "args_note"],
+        column_encoding={c: "DELTA_BINARY_PACKED" for c in _DELTA},
+        write_statistics=["thread", "tid", "call", "start_ns"])
+
+
+def close_writer(writer: pq.ParquetWriter, header: dict, threads: list[dict]) -> None:
+    doc = dict(header)
+    doc["threads"] = threads
+    writer.add_key_value_metadata({KEY: json.dumps(doc, ensure_ascii=False, separators=(",", ":"))})
+    writer.close()
+
+
+def header_doc(metadata: dict, functions: Iterable[FunctionStats]) -> dict:
+    return {"format": "calltrace", "version": 1, "metadata": metadata,
+            "functions": [f.to_json() for f in functions]}
+
+
+def thread_entry(tid: int, name: str | None, main: bool, calls: int, first_row: int) -> dict:
+    return {"tid": tid, "name": name, "main": main, "calls": calls, "first_row": first_row}
+
+
+def batch(thread: int, tid: int, first_row: int, func: np.ndarray, names: pa.Array,
+          depth: np.ndarray, start: np.ndarray, dur: np.ndarray, incomplete: np.ndarray,
+          unwound: np.ndarray, parent: np.ndarray, call_site=None, args=None, args_note=None,
+          ret=None) -> pa.RecordBatch:
+    """One record batch from per-call numpy columns. `parent` holds row
+    numbers, negative at depth 0."""
+    n = len(func)
+    none = pa.nulls(n, pa.string())
+    cols = [
+        pa.array(np.full(n, thread, np.int32)),
+        pa.array(np.full(n, tid, np.int64)),
+        pa.array(np.arange(first_row, first_row + n, dtype=np.int64)),
+        pa.array(parent, pa.int64(), mask=parent < 0),
+        pa.array(depth.astype(np.int32, copy=False)),
+        pa.DictionaryArray.from_arrays(pa.array(func, pa.int32()), names),
+        pa.array(_signed(start)),
+        pa.array(_signed(dur)),
+        pa.array(incomplete, pa.bool_()),
+        pa.array(unwound, pa.bool_()),
+        pa.nulls(n, STRING) if call_site is None else pa.array(call_site, pa.string()).dictionary_encode(),
+        none if args is None else pa.array(args, pa.string()),
+        none if args_note is None else pa.array(args_note, pa.string()),
+        none if ret is None else pa.array(ret, pa.string()),
+    ]
+    return pa.RecordBatch.from_arrays(cols, schema=SCHEMA)
+
+
+def _signed(a: np.ndarray) -> np.ndarray:
+    return a.view(np.int64) if a.dtype == np.uint64 else a.astype(np.int64, copy=False)
+
+
+def rows_to_batches(rows: Iterable[tuple], thread: int, tid: int, first_row: int,
+                    index: dict[str, int], names: list[str]) -> Iterator[pa.RecordBatch]:
+    """Batches from a thread's Row tuples (a JSON trace): the parent of each
+    call is found with the stack of open calls. New function names are
+    appended to `names`/`index`."""
+    stack: list[int] = []
+    row = first_row
+    it = iter(rows)
+    while True:
+        chunk = [r for _, r in zip(range(BATCH), it)]
+        if not chunk:
+            return
+        n = len(chunk)
+        func = np.empty(n, np.int32)
+        depth = np.empty(n, np.int64)
+        parent = np.empty(n, np.int64)
+        start = np.empty(n, np.int64)
+        dur = np.empty(n, np.int64)
+        inc = np.zeros(n, bool)
+        unw = np.zeros(n, bool)
+        extra_cols: dict[str, list] = {}
+        for i, (fn, d, s, du, extra) in enumerate(chunk):
+            f = index.get(fn)
+            if f is None:
+                f = index[fn] = len(names)
+                names.append(fn)
+            func[i] = f
+            depth[i] = d
+            del stack[d:]
+            parent[i] = stack[-1] if stack and len(stack) == d else -1
+            stack.append(row + i)
+            start[i] = s
+            dur[i] = du
+            if extra:
+                inc[i] = bool(extra.get("incomplete"))
+                unw[i] = bool(extra.get("unwound"))
+                for key, value in extra.items():
+                    if key in ("call_site", "args", "args_note", "return"):
+                        col = extra_cols.setdefault(key, [None] * n)
+                        col[i] = value if key in ("call_site", "args_note") else json.dumps(
+                            value, ensure_ascii=False, separators=(",", ":"))
+        yield batch(thread, tid, row, func, pa.array(names, pa.string()), depth, start, dur, inc,
+                    unw, parent, extra_cols.get("call_site"), extra_cols.get("args"),
+                    extra_cols.get("args_note"), extra_cols.get("return"))
+        row += n
+
+
+def write_trace(out, trace) -> int:
+    """Write a loaded trace (any format) as Parquet to `out` (a path or a
+    binary file); returns the number of calls written."""
+    header = header_doc(trace.metadata, trace.functions)
+    names = [f.function for f in trace.functions]
+    index = {n: i for i, n in enumerate(names)}
+    threads = []
+    writer = open_writer(out, header)
+    row = 0
+    try:
+        for ti, t in enumerate(trace.threads):
+            first = row
+            for b in rows_to_batches(t.rows(), ti, t.tid, row, index, names):
+                writer.write_batch(b)
+                row += b.num_rows
+            threads.append(thread_entry(t.tid, t.name, t.main, row - first, first))
+    except BaseException:
+        writer.close()
+        raise
+    close_writer(writer, header, threads)
+    return row
+
+
+def write_raw(out, raw, header: dict, names: list[str], threads: list[tuple],
+              notes: list[bytes | None] | None) -> int:
+    """Stream a raw trace's calls (RawStream.columns, walked in C) as
+    Parquet; `threads` are (tid, name, main) in RawStream.threads() order."""
+    names_arr = pa.array(names, pa.string())
+    writer = open_writer(out, header)
+    entries = []
+    row = 0
+    try:
+        for ti, (tid, name, main) in enumerate(threads):
+            first = row
+
+            def emit(c):
+                nonlocal row
+                parent = c["parent"]
+                parent = np.where(parent >= 0, parent + first, -1)
+                flags = c["flags"]
+                args = note = None
+                if c["extra_off"][-1]:
+                    args, note = _fragments(c["extra_off"], c["extra"])
+                writer.write_batch(batch(ti, tid, row, c["func"], names_arr, c["depth"], c["start"],
+                                         c["dur"], (flags & 1) != 0, (flags & 2) != 0, parent,
+                                         None, args, note))
+                row += len(flags)
+            raw.columns(ti, emit, notes)
+            entries.append(thread_entry(tid, name, main, row - first, first))
+    except BaseException:
+        writer.close()
+        raise
+    close_writer(writer, header, entries)
+    return row
+
+
+def _fragments(off: np.ndarray, data: np.ndarray) -> tuple[list, list]:
+    """The C walk's `,"args":[...]` / `,"args_note":"..."` fragments as the
+    args and args_note columns (only calls that have one are visited)."""
+    n = len(off) - 1
+    text = data[:off[-1]].tobytes()
+    args: list = [None] * n
+    note: list = [None] * n
+    for i in np.nonzero(off[1:] != off[:-1])[0].tolist():
+        frag = text[off[i]:off[i + 1]].decode("utf-8", "backslashreplace")
+        if frag.startswith(',"args":'):
+            args[i] = frag[8:]
+        elif frag.startswith(',"args_note":'):
+            note[i] = json.loads(frag[13:])
+    return args, note
+
+
+def is_parquet_name(path: str) -> bool:
+    return str(path).endswith(SUFFIXES)
+
+
+def is_parquet_file(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PAR1"
+    except OSError:
+        return False

@@ -1,0 +1,172 @@
+"""The native post-mortem kernels (runtime/kernels.c, runtime/format.c in
+libcalltrace-convert.so), bound with ctypes like the converter (raw.py).
+Each walks column batches (trace/colsource.py) with its state carried from
+batch to batch, so memory stays bounded and no Python runs per call."""
+from __future__ import annotations
+
+import ctypes
+from typing import Iterator
+
+import numpy as np
+
+from .colsource import Cols, Names
+from ..bridge import Fmt
+from ..record.raw import _library
+
+_SZ = ctypes.c_size_t
+_Fmt = Fmt
+
+
+def _lib():
+    return _library()
+
+
+def _ptr(a: np.ndarray) -> int:
+    return a.ctypes.data
+
+
+def _c(a: np.ndarray, dtype) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def thread_stats(batches: Iterator[Cols], names: Names) -> dict[str, tuple[int, ...]]:
+    """function -> (calls, total_ns, self_ns, min_ns, max_ns) for one thread."""
+    lib = _lib()
+    h = lib.ct_stats_new()
+    if not h:
+        raise MemoryError
+    try:
+        for c in batches:
+            func, depth, dur = _c(c.func, np.int32), _c(c.depth, np.int32), _c(c.dur, np.int64)
+            if lib.ct_stats_feed(h, len(names), _ptr(func), _ptr(depth), _ptr(dur), len(func)) < 0:
+                raise MemoryError
+        cap = max(1, len(names))
+        out = np.zeros(5 * cap, np.uint64)
+        nf = lib.ct_stats_finish(h, _ptr(out), cap)
+    finally:
+        lib.ct_stats_free(h)
+    cols = out.reshape(5, cap)[:, :nf]
+    return {names.names[i]: tuple(int(v) for v in cols[:, i])
+            for i in np.nonzero(cols[0])[0].tolist()}
+
+
+class Slowest:
+    """The N longest calls over any number of threads, with their paths."""
+
+    def __init__(self, n: int):
+        self._lib = _lib()
+        self._h = self._lib.ct_slowest_new(n)
+        if not self._h:
+            raise MemoryError
+        self.n = n
+        self._extras: dict[tuple[int, int], dict | None] = {}
+
+    def feed(self, thread: int, batches: Iterator[Cols]) -> None:
+        row = 0
+        for c in batches:
+            func, depth = _c(c.func, np.int32), _c(c.depth, np.int32)
+            start, dur = _c(c.start, np.int64), _c(c.dur, np.int64)
+            if self._lib.ct_slowest_feed(self._h, thread, row, _ptr(func), _ptr(depth), _ptr(start),
+                                         _ptr(dur), len(func)) < 0:
+                raise MemoryError
+            # Captured values of this batch's winners, while the batch is at hand.
+            for _, _, _, r, t, _ in self._entries(paths=False):
+                if t == thread and row <= r < row + len(func) and (t, r) not in self._extras:
+                    i = r - row
+                    self._extras[(t, r)] = c.extra(i) if (c.values[i] or c.note[i] or c.flags[i]) else None
+            row += len(func)
+
+    def _entries(self, paths: bool = True):
+        fields = np.zeros(5, np.int64)
+        path = np.zeros(1 << 16, np.int32)
+        i = 0
+        while True:
+            n = self._lib.ct_slowest_get(self._h, i, _ptr(fields), _ptr(path), len(path))
+            if n < 0:
+                return
+            dur, start, seq, row, thread = (int(v) for v in fields)
+            yield dur, start, seq, row, thread, (path[:n].tolist() if paths else None)
+            i += 1
+
+    def result(self, names: Names) -> list[tuple]:
+        """(duration, start, thread index, path names, extra), longest first,
+        ties in call order."""
+        out = [(dur, -seq, start, t, tuple(names.names[f] for f in p), self._extras.get((t, row)))
+               for dur, start, seq, row, t, p in self._entries()]
+        out.sort(key=lambda e: (e[0], e[1]), reverse=True)
+        return [(dur, start, t, path, extra) for dur, _, start, t, path, extra in out]
+
+    def close(self) -> None:
+        if self._h:
+            self._lib.ct_slowest_free(self._h)
+            self._h = None
+
+
+class Formatter:
+    """replay lines (mode 0) or chrome events (mode 1) of a thread's calls
+    through the -F/-N/-D/-t selection; yields text blocks, and for calls
+    with captured values, (Cols, row, shown depth) for Python to format."""
+    REPLAY, CHROME = 0, 1
+
+    def __init__(self, mode: int, names: Names, flt, colour: bool = False, prefix=None):
+        self._lib = _lib()
+        self.mode = mode
+        self.names = names
+        self.flt = flt
+        self._prefix = prefix or (lambda name: name.encode("utf-8", "backslashreplace"))
+        self._nf = -1
+        self._f = _Fmt(mode, int(colour), -1 if flt.max_depth is None else flt.max_depth, flt.min_ns,
+                       None, None, None, None, -1, -1, 0)
+        self._buf = ctypes.create_string_buffer(1 << 20)
+
+    @property
+    def shown(self) -> int:
+        return self._f.shown
+
+    def _tables(self) -> None:
+        """Per-function arrays, rebuilt when new names were met."""
+        if self._nf == len(self.names):
+            return
+        names = self.names.names
+        self._nf = len(names)
+        self._bytes = [self._prefix(n) for n in names]
+        self._arr = (ctypes.c_char_p * max(1, len(names)))(*self._bytes)
+        self._len = np.array([len(b) for b in self._bytes] or [0], np.uint32)
+        want, excl = self.flt.function, self.flt.exclude
+        self._want = np.array([bool(want.search(n)) for n in names] or [0], np.uint8) if want else None
+        self._excl = np.array([bool(excl.search(n)) for n in names] or [0], np.uint8) if excl else None
+        f = self._f
+        f.names = ctypes.cast(self._arr, ctypes.c_void_p)
+        f.namelen = _ptr(self._len)
+        f.want = None if self._want is None else _ptr(self._want)
+        f.exclude = None if self._excl is None else _ptr(self._excl)
+
+    def reset(self) -> None:
+        """A new thread: selection state starts over."""
+        self._f.skip = self._f.root = -1
+
+    def run(self, batches: Iterator[Cols]):
+        used = _SZ(0)
+        held = ctypes.c_int32(0)
+        shown = ctypes.c_int64(0)
+        buf = self._buf
+        for c in batches:
+            self._tables()
+            func, depth = _c(c.func, np.int32), _c(c.depth, np.int32)
+            start, dur = _c(c.start, np.int64), _c(c.dur, np.int64)
+            flags = _c(c.flags, np.uint8)
+            mask = c.values | c.note if self.mode == self.CHROME else c.values
+            held_rows = _c(mask, np.uint8) if mask.any() else None
+            i, n = 0, len(func)
+            while i < n:
+                i = self._lib.ct_fmt_rows(ctypes.byref(self._f), _ptr(func), _ptr(depth), _ptr(start),
+                                          _ptr(dur), _ptr(flags), None if held_rows is None else _ptr(held_rows),
+                                          i, n, buf, len(buf), ctypes.byref(used), ctypes.byref(held),
+                                          ctypes.byref(shown))
+                if used.value > (len(buf) >> 1) or held.value or i >= n:
+                    if used.value:
+                        yield buf.raw[:used.value]
+                        used.value = 0
+                if held.value:
+                    yield (c, i, shown.value)
+                    i += 1

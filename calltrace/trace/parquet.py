@@ -1,0 +1,136 @@
+"""Load a Parquet trace (docs/FORMAT.md, "Parquet"): the header from the
+footer's key-value metadata at once, the calls streamed a record batch at a
+time, so memory stays bounded whatever the trace's size."""
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import TraceFormatError
+from .columns import KEY
+from .model import Row, StreamedCalls, Thread, Trace
+
+_EXTRA = ("incomplete", "unwound", "call_site", "args", "args_note", "return")
+READ_BATCH = 1 << 16
+ROW_COLUMNS = ["function", "depth", "start_ns", "duration_ns", *_EXTRA]
+
+
+class ParquetCalls(StreamedCalls):
+    """One thread's calls: rows first_row .. first_row + count of the file."""
+
+    def __init__(self, path: str, groups: list[tuple[int, int]], first_row: int, count: int):
+        self._path = path
+        self._groups = groups        # (first row, rows) of each row group
+        self.first_row = first_row
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """The thread's rows as record batches of the requested columns."""
+        lo, hi = self.first_row, self.first_row + self._count
+        if lo == hi:
+            return
+        wanted = [i for i, (first, n) in enumerate(self._groups) if first < hi and first + n > lo]
+        f = pq.ParquetFile(self._path, pre_buffer=False, buffer_size=1 << 20)
+        row = self._groups[wanted[0]][0]
+        for b in f.iter_batches(batch_size=READ_BATCH, row_groups=wanted, columns=columns,
+                                use_threads=False):
+            n = b.num_rows
+            a, z = max(lo - row, 0), min(hi - row, n)
+            if z > a:
+                yield b if (a, z) == (0, n) else b.slice(a, z - a)
+            row += n
+
+    def rows(self) -> Iterator[Row]:
+        """(function, depth, start_ns, duration_ns, extra-or-None) per call."""
+        for b in self.batches(ROW_COLUMNS):
+            yield from batch_rows(b)
+
+    def columns(self, names):
+        """The calls as column batches (trace/colsource.py)."""
+        from .colsource import arrow_batch
+        for b in self.batches(ROW_COLUMNS):
+            yield arrow_batch(b, names)
+
+
+def batch_rows(b: pa.RecordBatch) -> list[tuple]:
+    fn = b.column("function")
+    if isinstance(fn, pa.DictionaryArray):
+        names = fn.dictionary.to_pylist()
+        fns = [names[i] for i in fn.indices.to_numpy(zero_copy_only=False).tolist()]
+    else:
+        fns = fn.to_pylist()
+    depth = b.column("depth").to_numpy().tolist()
+    start = b.column("start_ns").to_numpy().tolist()
+    dur = b.column("duration_ns").to_numpy().tolist()
+    extras: list = [None] * b.num_rows
+    import pyarrow.compute as pc
+    mask = None
+    for name in _EXTRA:
+        col = b.column(name)
+        m = col if col.type == pa.bool_() else pc.is_valid(col)
+        m = pc.fill_null(m, False)
+        mask = m if mask is None else pc.or_(mask, m)
+    if mask is not None and pc.any(mask).as_py():
+        for i in pc.indices_nonzero(mask).to_pylist():
+            extras[i] = extra(b, i)
+    return list(zip(fns, depth, start, dur, extras))
+
+
+def extra(b: pa.RecordBatch, i: int) -> dict:
+    d = {}
+    for name in _EXTRA:
+        v = b.column(name)[i].as_py()
+        if v is None or v is False:
+            continue
+        d[name] = json.loads(v) if name in ("args", "return") else v
+    return d
+
+
+def header(path: str) -> dict:
+    """The `calltrace` document of a Parquet trace's footer (threads without calls)."""
+    try:
+        md = pq.read_metadata(path)
+    except (pa.ArrowException, OSError) as e:
+        raise TraceFormatError(f"{path}: not a readable Parquet file ({e})") from None
+    kv = md.metadata or {}
+    if KEY not in kv:
+        raise TraceFormatError(f"{path}: a Parquet file, but not a calltrace trace "
+                               "(no calltrace key in its metadata)")
+    try:
+        doc = json.loads(kv[KEY])
+    except ValueError:
+        raise TraceFormatError(f"{path}: damaged calltrace metadata in the Parquet footer") from None
+    doc["_groups"] = [(0, 0)] * md.num_row_groups
+    first = 0
+    for i in range(md.num_row_groups):
+        n = md.row_group(i).num_rows
+        doc["_groups"][i] = (first, n)
+        first += n
+    doc["_rows"] = first
+    return doc
+
+
+def load_parquet(path: str) -> Trace:
+    from .reader import _header
+    doc = header(path)
+    groups, rows = doc.pop("_groups"), doc.pop("_rows")
+    threads_doc = doc.get("threads")
+    doc["threads"] = []
+    trace = _header(doc, path)
+    try:
+        for t in threads_doc:
+            calls = ParquetCalls(path, groups, t["first_row"], t["calls"])
+            trace.threads.append(Thread(t["tid"], calls, t.get("name"), t.get("main", False)))
+    except (KeyError, TypeError) as e:
+        raise TraceFormatError(f"{path}: malformed thread list in the Parquet footer ({e})") from None
+    listed = sum(len(t.calls) for t in trace.threads)
+    if listed != rows:
+        trace.truncated = True
+        trace.warnings.append(f"the file holds {rows} calls, its thread list {listed}")
+    return trace

@@ -1,0 +1,192 @@
+"""The Parquet encoding of the trace format: written by run/convert/export,
+read by every post-mortem command, convertible both ways without loss, and
+readable without calltrace (DuckDB)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+import calltrace
+from calltrace.trace.writer import write_trace
+from conftest import fixture, load_json, run_cli, validate
+from postmortem_util import build_random, cli_stdout, metadata, write_demo
+
+
+def footer(path) -> dict:
+    return json.loads(pq.ParquetFile(path).metadata.metadata[b"calltrace"])
+
+
+def raw_stream(tmp_path, program: str, **env) -> str:
+    """A raw stream left by the runtime, as `calltrace run` would convert it."""
+    raw_dir = tmp_path / "raw"
+    raw_dir.mkdir()
+    lib = run_cli("lib", check=True).stdout.decode().strip()
+    full = {**{k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_")},
+            "LD_PRELOAD": lib, "CALLTRACE_RAW_DIR": str(raw_dir), **env}
+    subprocess.run([program], env=full, stdout=subprocess.DEVNULL, timeout=60, check=True)
+    (raw,) = raw_dir.glob("*.raw")
+    return str(raw)
+
+
+def test_run_writes_parquet_one_row_per_call(tmp_path):
+    out = tmp_path / "t.parquet"
+    p = run_cli("run", "-q", "-o", out, fixture("threads"), check=True)
+    assert p.returncode == 0
+    doc = footer(out)
+    md = doc["metadata"]
+    assert doc["format"] == "calltrace" and doc["version"] == 1
+    assert pq.ParquetFile(out).metadata.num_rows == md["total_calls"] == 31
+    assert [t["calls"] for t in doc["threads"]] == [3, 7, 7, 7, 7]
+    assert [t["first_row"] for t in doc["threads"]] == [0, 3, 10, 17, 24]
+    # Any reader: DuckDB's counts per function equal the functions table.
+    counts = dict(duckdb.sql(f"SELECT function, count(*) FROM '{out}' GROUP BY 1").fetchall())
+    assert counts == {f["function"]: f["calls"] for f in doc["functions"]}
+    # parent is the nearest earlier call one level up, in the same thread
+    rows = duckdb.sql(f"SELECT call, parent, depth, thread FROM '{out}' ORDER BY call").fetchall()
+    for call, parent, depth, thread in rows:
+        if depth == 0:
+            assert parent is None
+        else:
+            assert rows[parent][2] == depth - 1 and rows[parent][3] == thread
+            assert all(r[2] >= depth for r in rows[parent + 1:call])
+
+
+def test_raw_to_parquet_equals_raw_to_json(tmp_path):
+    """One raw stream with captured arguments, converted both ways."""
+    raw = raw_stream(tmp_path, fixture("argtypes"), CALLTRACE_CAPTURE_ARGS="1")
+    run_cli("convert", raw, "-o", tmp_path / "a.json", check=True)
+    run_cli("convert", raw, "-o", tmp_path / "a.parquet", check=True)
+    run_cli("convert", tmp_path / "a.parquet", "-o", tmp_path / "b.json", check=True)
+    a, b = load_json(tmp_path / "a.json"), load_json(tmp_path / "b.json")
+    assert sum(1 for t in a["threads"] for c in t["calls"] if "args" in c) == 34
+    assert a == validate(b)
+
+
+def test_json_parquet_json_round_trip(tmp_path):
+    """Every optional call field (incomplete, unwound, args, return,
+    call_site, args_note) survives JSON -> Parquet -> JSON."""
+    src = write_demo(tmp_path / "demo.json")
+    doc = load_json(src)
+    calls = doc["threads"][0]["calls"]
+    calls[1]["call_site"] = "0x401234"
+    calls[2]["args_note"] = "no DWARF"
+    calls[3]["unwound"] = True
+    doc["threads"][1]["calls"][0]["incomplete"] = True
+    with open(src, "w") as f:
+        json.dump(doc, f)
+    run_cli("convert", src, "-o", tmp_path / "d.parquet", check=True)
+    run_cli("convert", tmp_path / "d.parquet", "-o", tmp_path / "back.json", check=True)
+    assert load_json(tmp_path / "back.json") == doc
+    # the library reads the Parquet file as the same calls
+    a, b = calltrace.load(src), calltrace.load(tmp_path / "d.parquet")
+    assert a.metadata == b.metadata and a.functions == b.functions
+    assert [[c for c in t.calls] for t in a.threads] == [[c for c in t.calls] for t in b.threads]
+
+
+def test_random_traces_round_trip(tmp_path):
+    b = build_random([["a", "b", None, "c", "a", None], ["x", "y", "z"], []], with_args=True)
+    src = tmp_path / "r.json"
+    write_trace(str(src), metadata(b), b.functions(), list(b.threads.values()))
+    run_cli("export", src, "-f", "parquet", "-o", tmp_path / "r.parquet", check=True)
+    run_cli("convert", tmp_path / "r.parquet", check=True)   # default name: r.json beside it
+    assert load_json(tmp_path / "r.json") == load_json(src)
+
+
+@pytest.mark.parametrize("args", [["replay"], ["report"], ["report", "--threads"],
+                                  ["report", "--slowest", "3"], ["replay", "-F", "^fib", "-D", "2"],
+                                  ["export", "-f", "folded", "-o", "-"],
+                                  ["export", "-f", "chrome", "-o", "-"]])
+def test_post_mortem_reads_either_encoding(tmp_path, args):
+    src = write_demo(tmp_path / "demo.json")
+    run_cli("convert", src, "-o", tmp_path / "demo.parquet", check=True)
+    assert cli_stdout(*args, tmp_path / "demo.parquet") == cli_stdout(*args, src)
+
+
+def test_info_and_diff_on_parquet(tmp_path):
+    src = write_demo(tmp_path / "demo.json")
+    run_cli("convert", src, "-o", tmp_path / "demo.parquet", check=True)
+    a = cli_stdout("info", src).replace(str(src), "T")
+    b = cli_stdout("info", tmp_path / "demo.parquet").replace(str(tmp_path / "demo.parquet"), "T")
+    assert a == b
+    assert a.endswith("threads (2):\n       100      10 calls  [main]\n       101       2 calls  worker-1\n")
+    d = cli_stdout("diff", "-a", src, tmp_path / "demo.parquet")
+    assert d.count("  +0.0%  ") == 6 and "  6 -> 6  fib\n" in d
+    assert cli_stdout("diff", src, tmp_path / "demo.parquet").endswith("no differences\n")
+
+
+def test_not_a_calltrace_parquet(tmp_path):
+    import pyarrow as pa
+    path = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"x": [1, 2]}), path)
+    p = run_cli("report", path)
+    assert p.returncode == 2
+    assert p.stderr.decode() == (f"calltrace: error: {path}: a Parquet file, but not a calltrace "
+                                 "trace (no calltrace key in its metadata)\n")
+
+
+def test_dataset_of_forked_processes(tmp_path):
+    """-o DIR/: every process of the run in host=/pid= partitions."""
+    out = tmp_path / "ds"
+    run_cli("run", "-q", "-o", f"{out}/", fixture("forks"), check=True)
+    files = sorted(out.glob("host=*/pid=*/calls.parquet"))
+    assert len(files) == 2
+    totals = {int(f.parent.name[4:]): footer(f)["metadata"]["total_calls"] for f in files}
+    parents = {footer(f)["metadata"]["pid"]: footer(f)["metadata"]["parent_pid"] for f in files}
+    assert sorted(parents.values(), key=str) == [min(parents), None] or \
+        sorted(parents.values(), key=str) == [max(parents), None]
+    got = dict(duckdb.sql(f"SELECT pid, count(*) FROM read_parquet('{out}/**/*.parquet', "
+                          "hive_partitioning=true) GROUP BY pid").fetchall())
+    assert got == totals
+    # the same through calltrace sql's views
+    text = cli_stdout("sql", "--csv", out, "SELECT pid, count(*) AS n FROM calls GROUP BY pid ORDER BY pid")
+    assert text == "pid,n\n" + "".join(f"{pid},{n}\n" for pid, n in sorted(totals.items()))
+
+
+def test_dataset_of_exec_images(tmp_path):
+    out = tmp_path / "ds"
+    assert run_cli("run", "-q", "-o", f"{out}/", fixture("execs")).returncode == 4   # its own status
+    (folder,) = out.glob("host=*/pid=*")
+    assert sorted(f.name for f in folder.iterdir()) == ["calls.exec1.parquet", "calls.parquet"]
+    assert footer(folder / "calls.parquet")["metadata"]["termination"] == "exec"
+
+
+def test_run_summary_suggests_parquet_for_big_json(tmp_path, capsys):
+    from calltrace.cli.run import JSON_NOTE_BYTES, _suggest_parquet
+    big = tmp_path / "big.json"
+    with open(big, "wb") as f:
+        f.truncate(JSON_NOTE_BYTES)        # sparse: no disk used
+    _suggest_parquet(str(big))
+    _suggest_parquet(str(tmp_path / "missing.json"))
+    err = capsys.readouterr().err
+    assert err == (f"calltrace: note: {big} is 256 MB of JSON; -o trace.parquet writes the same "
+                   f"trace far smaller and faster to read (calltrace convert {big} -o "
+                   "trace.parquet converts this one)\n")
+
+
+@pytest.mark.parametrize("program", ["threads", "recursion", "jumps"])
+def test_kernel_stats_equal_converter_table(tmp_path, program):
+    """report --threads (runtime/kernels.c, from the calls) summed over the
+    threads equals the function table the converter computed from the raw
+    events, in both encodings."""
+    from calltrace.analysis.stats import thread_stats
+    out = tmp_path / "t.parquet"
+    run_cli("run", "-q", "-o", out, fixture(program))
+    run_cli("convert", out, "-o", tmp_path / "t.json", check=True)
+    for path in (out, tmp_path / "t.json"):
+        trace = calltrace.load(path)
+        got: dict[str, list[int]] = {}
+        for t in trace.threads:
+            for s in thread_stats(t):
+                g = got.setdefault(s.function, [0, 0, 0, s.min_ns, s.max_ns])
+                g[0] += s.calls
+                g[1] += s.total_ns
+                g[2] += s.self_ns
+                g[3] = min(g[3], s.min_ns)
+                g[4] = max(g[4], s.max_ns)
+        assert got == {f.function: [f.calls, f.total_ns, f.self_ns, f.min_ns, f.max_ns]
+                       for f in trace.functions if f.calls}
