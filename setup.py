@@ -17,7 +17,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 LIBRARIES = {
     "libcalltrace.so": ["hooks.c", "capture.c", "filter.c", "stream.c", "prefault.c", "spawn.c",
                         "control.c", "proc.c", "clock.c", "config.c", "lifecycle.c", "interpose.c",
-                        "exec.c"],
+                        "exec.c", "attach.c"],
     "libcalltrace-convert.so": ["convert.c", "walk.c"],
 }
 CFLAGS = ["-std=gnu11", "-O2", "-g", "-fPIC", "-shared", "-fvisibility=hidden",

@@ -43,7 +43,7 @@ CT_NOINST void ct_log(const char *fmt, ...) {
 
 /* 1/0, true/false, yes/no, on/off; anything else warns and keeps `dflt`. */
 static CT_NOINST int env_bool(const char *name, int dflt) {
-    const char *v = getenv(name);
+    const char *v = ct_env(name);
     if (!v || !*v)
         return dflt;
     static const char *yes[] = {"1", "true", "yes", "on", "TRUE", "YES", "ON", "True"};
@@ -59,7 +59,7 @@ static CT_NOINST int env_bool(const char *name, int dflt) {
 }
 
 static CT_NOINST long env_long(const char *name, long dflt, long lo, long hi) {
-    const char *v = getenv(name);
+    const char *v = ct_env(name);
     if (!v || !*v)
         return dflt;
     char *end;
@@ -74,7 +74,7 @@ static CT_NOINST long env_long(const char *name, long dflt, long lo, long hi) {
 
 /* "10us", "2ms", "500ns", "1s" or a plain number of nanoseconds. */
 static CT_NOINST uint64_t env_duration(const char *name) {
-    const char *v = getenv(name);
+    const char *v = ct_env(name);
     if (!v || !*v)
         return 0;
     char *end;
@@ -99,7 +99,7 @@ static CT_NOINST uint64_t env_duration(const char *name) {
 }
 
 static CT_NOINST int env_signal(const char *name, int dflt) {
-    const char *v = getenv(name);
+    const char *v = ct_env(name);
     if (!v || !*v)
         return dflt;
     static const struct { const char *name; int sig; } names[] = {
@@ -121,7 +121,7 @@ static CT_NOINST int env_signal(const char *name, int dflt) {
 CT_NOINST void ct_config_read(void) {
     struct ct_config *c = &ct_cfg;
     c->debug = env_bool("CALLTRACE_DEBUG", 0);
-    const char *out = getenv("CALLTRACE_OUTPUT");
+    const char *out = ct_env("CALLTRACE_OUTPUT");
     if (!out || !*out)
         out = "calltrace.json";
     if (strlen(out) >= sizeof c->output - 32) {
@@ -135,13 +135,13 @@ CT_NOINST void ct_config_read(void) {
      * the others are named by pid, like forked children. */
     char mark[4096 + 32];
     snprintf(mark, sizeof mark, "%d:%s", (int)getpid(), out);
-    const char *root = getenv("CALLTRACE_ROOT");
+    const char *root = ct_env("CALLTRACE_ROOT");
     const char *colon = root ? strchr(root, ':') : NULL;
     /* A name given to this process on purpose (exec, fork) is left alone. */
     c->descendant = colon && !c->to_null && atoi(root) != (int)getpid() && !strcmp(colon + 1, out);
-    if (!root || !*root)
+    if ((!root || !*root) && !ct_attach_late())   /* attach: the environment is the program's */
         setenv("CALLTRACE_ROOT", mark, 1);
-    const char *raw = getenv("CALLTRACE_RAW_DIR");
+    const char *raw = ct_env("CALLTRACE_RAW_DIR");
     c->bare = !(raw && *raw);
     if (!c->bare) {
         if (strlen(raw) >= sizeof c->raw_dir - 32)
@@ -153,7 +153,7 @@ CT_NOINST void ct_config_read(void) {
     c->pretty = env_bool("CALLTRACE_PRETTY_JSON", 0);
     c->capture_args = env_bool("CALLTRACE_CAPTURE_ARGS", 0);
     c->start_off = 0;
-    const char *start = getenv("CALLTRACE_START");
+    const char *start = ct_env("CALLTRACE_START");
     if (start && *start) {
         if (!strcmp(start, "off"))
             c->start_off = 1;

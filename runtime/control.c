@@ -35,7 +35,7 @@ CT_NOINST void ct_controls(void) {
     option("threshold_ns", num);
     snprintf(num, sizeof num, "%d", ct_cfg.toggle_signal);
     option("toggle_signal", num);
-    const char *fv = getenv("CALLTRACE_FUNCTION"), *ev = getenv("CALLTRACE_EXCLUDE");
+    const char *fv = ct_env("CALLTRACE_FUNCTION"), *ev = ct_env("CALLTRACE_EXCLUDE");
     if (fv && *fv)
         option("function", fv);
     if (ev && *ev)
@@ -59,11 +59,11 @@ CT_NOINST void ct_controls(void) {
             ct_log("signal %d already has a handler: it does not toggle recording", sig);
         }
     }
-    const char *filter = getenv("CALLTRACE_FILTER");
+    const char *filter = ct_env("CALLTRACE_FILTER");
     if (filter && *filter && ct_filter_load(filter) <= 0)
         return;
     /* No filter file, or one for another program (this image was exec'd). */
-    const char *only = getenv("CALLTRACE_FUNCTION"), *skip = getenv("CALLTRACE_EXCLUDE");
+    const char *only = ct_env("CALLTRACE_FUNCTION"), *skip = ct_env("CALLTRACE_EXCLUDE");
     if ((only && *only) || (skip && *skip)) {
         char exe[PATH_MAX], path[PATH_MAX + 32];
         if (ct_exe_path(exe, sizeof exe) < 0)
@@ -81,7 +81,7 @@ CT_NOINST void ct_controls(void) {
 
 /* CALLTRACE_CAPTURE_ARGS=1: load the plan `calltrace run` made, or make one. */
 CT_NOINST void ct_load_plan(void) {
-    const char *plan = getenv("CALLTRACE_PLAN");
+    const char *plan = ct_env("CALLTRACE_PLAN");
     if (plan && *plan && ct_capture_load(plan) <= 0)
         return;
     /* No plan, or one for another program (this image was exec'd). */

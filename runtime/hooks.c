@@ -164,8 +164,10 @@ __asm__(".text\n"
  * is the call's depth): notice toggles, and say whether this call is to be
  * recorded at all. */
 static inline CT_NOINST int gate(struct ct_thread *t, void *fn, uint32_t d) {
-    if (unlikely(t->epoch != ct_epoch))
+    if (unlikely(t->epoch != ct_epoch)) {
         ct_thread_sync(t, (uint64_t)d << 1, fn);
+        d = t->depth - 1;   /* re-based at attach */
+    }
     if (unlikely(!t->on))
         return 0;
     if (unlikely(d >= ct_max_depth)) {
@@ -203,8 +205,10 @@ CT_HIDDEN CT_NOINST void ct_enter(void *fn, void *site) {
 }
 
 static CT_NOINST __attribute__((noinline)) void exit_slow(struct ct_thread *t, void *fn, uint32_t d) {
-    if (unlikely(t->epoch != ct_epoch))
+    if (unlikely(t->epoch != ct_epoch)) {
         ct_thread_sync(t, ((uint64_t)d << 1) | 1, fn);
+        d = t->depth;   /* re-based at attach */
+    }
     if (unlikely(!t->on) || unlikely(d >= ct_max_depth))
         return;
     if (unlikely(ct_exit_slow)) {
@@ -313,6 +317,7 @@ CT_NOINST void ct_thread_sync(struct ct_thread *t, uint64_t where, void *fn) {
         t->tid = (int32_t)syscall(SYS_gettid);
         ct_thread_register(t);
     }
+    ct_attach_sync(t, where);
     uint32_t epoch = ct_epoch;
     ct_part_sync(t);
     int want = ct_recording && !t->failed;

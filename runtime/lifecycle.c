@@ -182,7 +182,12 @@ CT_NOINST void ct_init(void) {
     __atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
 }
 
-__attribute__((constructor)) static CT_NOINST void ct_constructor(void) { ct_init(); }
+/* Not when dlopen'ed by calltrace attach: that session is configured by
+ * calltrace_attach() (attach.c), never from the target's environment. */
+__attribute__((constructor)) static CT_NOINST void ct_constructor(void) {
+    if (!ct_attach_late())
+        ct_init();
+}
 
 CT_NOINST void ct_finish(int state, int code, int sig) {
     if (__atomic_exchange_n(&finished, 1, __ATOMIC_ACQ_REL))

@@ -25,6 +25,7 @@ static void *volatile pool[POOL];
 static void *volatile retired[POOL];    /* full chunks waiting for munmap */
 static volatile int pool_seq;
 static int prefault_running;
+static volatile uint32_t pool_gen;      /* bumped when a stream closes: its thread leaves */
 
 static CT_NOINST void prefault(void *m, size_t size) {
     if (madvise(m, size, MADV_POPULATE_WRITE) == 0)
@@ -67,7 +68,7 @@ static CT_NOINST int alone(void) {
 }
 
 static CT_NOINST void *prefault_main(void *arg) {
-    (void)arg;
+    uint32_t gen = (uint32_t)(uintptr_t)arg;
     for (;;) {
         if (alone())
             pthread_exit(NULL);
@@ -80,6 +81,8 @@ static CT_NOINST void *prefault_main(void *arg) {
         for (int i = 0; i < POOL; i++) {
             if (__atomic_load_n(&pool[i], __ATOMIC_ACQUIRE))
                 continue;
+            if (__atomic_load_n(&pool_gen, __ATOMIC_ACQUIRE) != gen)
+                return NULL;   /* the stream closed (calltrace attach detached) */
             uint32_t index;
             void *m = ct_claim(&index);
             if (!m)
@@ -105,7 +108,7 @@ CT_NOINST void ct_prefault_start(void) {
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 64 * 1024);
-    if (pthread_create(&th, &attr, prefault_main, NULL) == 0)
+    if (pthread_create(&th, &attr, prefault_main, (void *)(uintptr_t)pool_gen) == 0)
         pthread_setname_np(th, "calltrace");
     else
         prefault_running = 0;
@@ -136,6 +139,9 @@ CT_NOINST void ct_pool_reset(size_t size) {
             munmap(m, size);
     }
     prefault_running = 0;
+    __atomic_add_fetch(&pool_gen, 1, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&pool_seq, 1, __ATOMIC_RELEASE);
+    syscall(SYS_futex, &pool_seq, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 CT_NOINST void *ct_take_chunk(void) {

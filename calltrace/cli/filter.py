@@ -44,12 +44,16 @@ def matching(program: str, pattern: re.Pattern) -> list[int]:
                    if pattern.search(s.name) or pattern.search(readable.get(s.name, s.name))})
 
 
-def write_filter(program: str, pattern: re.Pattern, mode: int, output: str) -> int:
-    """Returns the number of functions selected."""
+def write_filter(program: str, pattern: re.Pattern, mode: int, output: str,
+                 libraries: list[str] | None = None) -> int:
+    """Returns the number of functions selected. `libraries`: the
+    instrumented libraries to cover (default: those loaded at start-up)."""
     from ..symbols.libraries import instrumented_libraries
     exe = os.path.realpath(program)
     parts, total = [], 0
-    for path in [exe] + [p for p in instrumented_libraries(exe) if p != exe]:
+    if libraries is None:
+        libraries = instrumented_libraries(exe)
+    for path in [exe] + [p for p in libraries if p != exe]:
         addrs = matching(path, pattern)
         total += len(addrs)
         name = os.fsencode(path)

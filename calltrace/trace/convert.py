@@ -12,7 +12,7 @@ from ..errors import TraceFormatError
 from ..files import write_atomic
 from ..symbols import Resolver
 from .model import FunctionStats
-from .raw import (END_EXEC, END_EXIT, END_RUNNING, END_SIGNAL, FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF,
+from .raw import (END_DETACH, END_EXEC, END_EXIT, END_RUNNING, END_SIGNAL, FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF,
                   RawStream, read_info)
 from .writer import document_head, thread_head
 
@@ -48,6 +48,8 @@ def _ending(info, exit_status, termination, signal):
         return 128 + info.end_signal, "signal", info.end_signal
     if info.end_state == END_EXEC:
         return None, "exec", None
+    if info.end_state == END_DETACH:
+        return None, "detached", None
     return None, "unknown", None
 
 
@@ -60,10 +62,13 @@ def _int_option(raw_path, ro: dict, key: str) -> int:
 
 def convert(raw_path: str, output: str | None = None, *, exit_status: int | None = None,
             termination: str | None = None, signal: int | None = None, pretty: bool | None = None,
-            progress: bool = False, options: dict | None = None) -> Converted:
+            progress: bool = False, options: dict | None = None, notes: list[str] | None = None,
+            extra: dict | None = None) -> Converted:
     """Write the JSON trace for one raw stream and return its metadata and
     per-function table. `exit_status`/`termination`/`signal` come from the
-    parent process when it saw the program end (calltrace run)."""
+    parent process when it saw the program end (calltrace run); `notes` and
+    `extra` (metadata keys) come from the caller too (calltrace attach)."""
+    caller_notes = list(notes or [])
     info = read_info(raw_path)
     output = output or info.output or "calltrace.json"
     if info.part:
@@ -97,7 +102,7 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
                                        fi.symbol))
         stats.sort(key=lambda s: (-s.self_ns, s.function))
         status, term, sig = _ending(info, exit_status, termination, signal)
-        notes = list(resolver.notes)
+        notes = list(resolver.notes) + caller_notes
         if info.lost_calls:
             notes.append(f"{info.lost_calls} calls not recorded after the raw trace could not grow "
                          "(disk full or file size limit)")
@@ -140,6 +145,7 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
             "calltrace_version": __version__,
             "hostname": socket.gethostname(),
         }
+        metadata.update(extra or {})
         if info.part:
             metadata["part"] = {"index": info.part, "interval_calls": info.interval_calls,
                                 "keep": info.keep or None}

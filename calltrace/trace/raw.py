@@ -21,7 +21,7 @@ CHUNK_MAGIC = 0x48435443
 CHUNK_EVENTS, CHUNK_META = 1, 2
 META_EXE, META_CMDLINE, META_MODULE, META_THREAD, META_OUTPUT, META_OPTION = 1, 2, 3, 4, 5, 6
 CLOCK_NAMES = {0: "tsc", 1: "monotonic"}
-END_RUNNING, END_EXIT, END_SIGNAL, END_EXEC = 0, 1, 2, 3
+END_RUNNING, END_EXIT, END_SIGNAL, END_EXEC, END_DETACH = 0, 1, 2, 3, 4
 FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF, FLAG_BARE = 1, 2, 4, 8
 
 
@@ -133,7 +133,8 @@ class _Summary(ctypes.Structure):
     _fields_ = [(n, ctypes.c_uint64) for n in (
         "total_calls", "threads", "functions", "incomplete", "unwound", "unmatched",
         "depth_limited", "dropped", "duration_ns", "end_ns")] + [("ns_per_tick", ctypes.c_double),
-                                                                 ("filtered", ctypes.c_uint64)]
+                                                                 ("filtered", ctypes.c_uint64),
+                                                                 ("before_attach", ctypes.c_uint64)]
 
 
 class _Func(ctypes.Structure):

@@ -1,0 +1,74 @@
+"""``calltrace attach PID``: record a process that is already running."""
+from __future__ import annotations
+
+import os
+import sys
+
+from ..attach.record import Options, record
+from ..errors import CalltraceError
+from . import options
+from .run import _probe_writable, _summary
+
+NAME = "attach"
+ORDER = 15
+HELP = "record a running process (built with -finstrument-functions) until Ctrl-C"
+DESCRIPTION = """\
+Load the recorder into a running process, record its calls until Ctrl-C,
+--duration or the program's end, then detach and write the trace. The
+process keeps running, unchanged.
+
+  calltrace attach 4242                       # until Ctrl-C; writes calltrace.json
+  calltrace attach 4242 --duration 10s -o t.json
+  calltrace attach 4242 -F '^handle_' --capture-args
+
+The program must have been built with -finstrument-functions and linked
+dynamically; it need not have been started by calltrace. Attaching needs
+the right to ptrace the process (same user, and kernel.yama.ptrace_scope 0,
+or root). See docs/ATTACH.md.
+"""
+
+
+def add_arguments(p) -> None:
+    p.add_argument("pid", type=int, help="the process to record")
+    options.add_output(p)
+    p.add_argument("--duration", type=options.duration, metavar="TIME",
+                   help="record for TIME (e.g. 10s, 500ms), then detach")
+    p.add_argument("--max-depth", type=options.positive_int, metavar="N",
+                   help="record only calls less than N deep (the calls open at attach count)")
+    options.add_format(p)
+    p.add_argument("--capture-args", action="store_true",
+                   help="record each call's arguments, typed from DWARF")
+    p.add_argument("-F", "--function", metavar="REGEX",
+                   help="record only calls made inside functions matching REGEX (and those functions)")
+    p.add_argument("-N", "--exclude", metavar="REGEX",
+                   help="leave out functions matching REGEX and every call they make")
+    p.add_argument("-t", "--threshold", metavar="TIME", type=options.duration,
+                   help="drop calls shorter than TIME (e.g. 10us, 1ms), with what they called")
+    p.add_argument("--debug", action="store_true", help="the recorder's diagnostics (on the program's stderr)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary")
+    p.add_argument("--top", type=options.positive_int, default=10, metavar="N",
+                   help="functions in the summary (default 10)")
+
+
+def run(args) -> int:
+    output = args.output or os.environ.get("CALLTRACE_OUTPUT") or "calltrace.json"
+    out_dir = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(out_dir):
+        raise CalltraceError(f"cannot write {output}: folder {out_dir} does not exist")
+    _probe_writable(output, out_dir)
+    opts = Options(pid=args.pid, output=output, duration_ns=args.duration, max_depth=args.max_depth,
+                   threshold_ns=args.threshold, function=args.function, exclude=args.exclude,
+                   capture_args=args.capture_args, pretty=args.pretty, debug=args.debug)
+
+    def recording(attach_s: float) -> None:
+        if not args.quiet:
+            how = f"for {args.duration / 1e9:g} s" if args.duration else "until Ctrl-C"
+            print(f"calltrace: recording process {args.pid} {how} (attached in {attach_s:.2f} s)",
+                  file=sys.stderr, flush=True)
+
+    res = record(opts, recording)
+    if not args.quiet:
+        print(f"calltrace: {res.ended} (detach took {res.detach_s:.2f} s)", file=sys.stderr)
+        if res.converted is not None:
+            _summary([res.converted], output, args.top)
+    return 0
