@@ -34,7 +34,8 @@
 CT_EXPORT uint64_t calltrace_attach_stacks[STACK_WORDS];
 CT_EXPORT volatile uint32_t calltrace_attach_gen;
 CT_EXPORT char calltrace_attach_error[512];
-/* The session state GDB reads: 0 never attached, 1 recording, 2 detached. */
+/* The session state GDB reads: 0 never attached, 1 recording, 2 detached,
+ * 3 orphaned (calltrace died while attached: recording stopped, file open). */
 CT_EXPORT volatile int calltrace_attach_state;
 
 static int attached_mode;   /* loaded by dlopen for attach: never initialized from the environment */
@@ -134,6 +135,7 @@ static CT_NOINST void *watchdog(void *arg) {
             h->end_mono_ns = ct_mono_ns();
             __atomic_store_n(&h->end_state, (uint32_t)CT_END_DETACH, __ATOMIC_RELEASE);
         }
+        calltrace_attach_state = 3;
     }
     close(pidfd);
     close(quit);
@@ -207,6 +209,10 @@ CT_EXPORT CT_NOINST int calltrace_attach(const char *config) {
         return fail("%s", "another calltrace attach session is recording this process");
     if (read_config(config) < 0)
         return -1;
+    /* An orphaned session's file: the CLI has put the GOT back and seen no
+     * thread inside this library before calling. */
+    if (calltrace_attach_state == 3)
+        ct_stream_close();
     static int initialized;
     if (!initialized) {
         ct_init();

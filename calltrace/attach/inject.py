@@ -118,7 +118,10 @@ class Injector:
         self.session = Session()
         for c in ("-gdb-set pagination off", "-gdb-set confirm off", "-gdb-set width 0",
                   "-gdb-set height 0", "-gdb-set mi-async on", "-gdb-set unwindonsignal on",
-                  "-gdb-set unwind-on-terminating-exception on"):
+                  "-gdb-set unwind-on-terminating-exception on",
+                  # separate debug info (libc's) would take a second to read;
+                  # unwinding needs only each object's own .eh_frame
+                  "-gdb-set debug-file-directory /nonexistent"):
             self.session.request(c)
         self._console(f"python import sys; sys.path.insert(0, {scripts_dir()!r}); import ct_attach")
         try:
@@ -160,12 +163,19 @@ class Injector:
                 return
         raise CalltraceError(f"gdb does not list thread {pick['tid']} of process {self.pid}")
 
-    def load(self, config: str) -> None:
+    def load(self, config: str, mods: list[T.Module]) -> None:
         """dlopen the runtime (unless an earlier attach left it loaded) and
         open a session with `config`."""
         frames = self._frames()
-        self._choose_thread(frames)
         base = self._loaded_base()
+        if base is None and _stale_runtime(self.pid, self.lib):
+            raise CalltraceError(f"process {self.pid} has an earlier calltrace runtime loaded whose file has "
+                                 "since been replaced (calltrace was reinstalled): it cannot be used again; "
+                                 "restart the program to attach to it", 1)
+        if base is not None:
+            self.base = base
+            frames = self._orphaned(mods, frames)
+        self._choose_thread(frames)
         if base is None:
             self._dlopen()
             base = self._loaded_base()
@@ -177,6 +187,27 @@ class Injector:
             msg = self._eval(f"(char *){self.addr('calltrace_attach_error'):#x}")
             raise CalltraceError(f"the recorder could not start in process {self.pid}: "
                                  f"{_c_string(msg) or 'unknown error'}", 1)
+
+    def _orphaned(self, mods: list[T.Module], frames: list[dict]) -> list[dict]:
+        """A calltrace killed while attached left GOT entries pointing at the
+        (idle) recorder: point them back at glibc's hooks and let threads
+        leave the recorder before its old file is closed."""
+        ours = {self.addr(T.ENTER): T.ENTER, self.addr(T.EXIT): T.EXIT}
+        stale = {}
+        for m in mods:
+            for slots in m.slots.values():
+                for slot in slots:
+                    value = struct.unpack("<Q", self._read(slot, 8))[0]
+                    if value in ours:
+                        stale[slot] = ours[value]
+        if not stale:
+            return frames
+        libc = T.libc_hooks(self.pid)
+        for slot, name in stale.items():
+            self._write(slot, struct.pack("<Q", libc[name]))
+        self.notes.append("an earlier calltrace attach had been killed while attached: its GOT entries were "
+                          "put back first (its raw trace stays where it was written)")
+        return self._quiesce()
 
     def _symbol(self, name: str) -> int | None:
         try:
@@ -289,6 +320,22 @@ class Injector:
                 busy.append(th["tid"])
         return busy
 
+    def _quiesce(self) -> list[dict] | None:
+        """Let the program run in short steps until no thread is inside the
+        recorder; the threads' frames then, or None (gave up, or it ended)."""
+        mod = next(m for m in T.modules(self.pid) if os.path.realpath(m.path) == self.lib)
+        self._lib_span = (mod.lo, mod.hi)
+        for _ in range(200):
+            frames = self._frames()
+            if not self._inside(frames):
+                return frames
+            self.session.write_async("-exec-continue")
+            time.sleep(0.005)
+            if not self._stop_all():
+                return None
+        self.notes.append("a thread stayed inside the recorder: its file was left open (idle)")
+        return None
+
     def disarm(self) -> bool:
         """Put the GOT back, wait until no thread is in the recorder, close
         the session. False when the program ended before."""
@@ -297,19 +344,9 @@ class Injector:
         for slot, value in self.saved.items():
             self._write(slot, struct.pack("<Q", value))
         self.saved = {}
-        mod = next(m for m in T.modules(self.pid) if os.path.realpath(m.path) == self.lib)
-        self._lib_span = (mod.lo, mod.hi)
-        for _ in range(200):
-            frames = self._frames()
-            if not self._inside(frames):
-                break
-            self.session.write_async("-exec-continue")
-            time.sleep(0.005)
-            if not self._stop_all():
-                return False
-        else:
-            self.notes.append("a thread stayed inside the recorder: its file was left open (idle)")
-            return True
+        frames = self._quiesce()
+        if frames is None:
+            return self.exited is None
         self._choose_thread(frames)
         self._call(self.addr("calltrace_detach"), timeout=30)
         return True
@@ -335,6 +372,12 @@ class Injector:
                 self._write(slot, struct.pack("<Q", value))
         except CalltraceError:
             pass
+
+
+def _stale_runtime(pid: int, lib: str) -> bool:
+    name = os.path.basename(lib) + " (deleted)"
+    with open(f"/proc/{pid}/maps") as f:
+        return any(line.rstrip("\n").endswith(name) for line in f)
 
 
 def _in_syscall(pid: int, tid: int) -> bool:

@@ -112,7 +112,7 @@ def record(opts: Options, on_recording=None) -> Result:
     try:
         cfg = _config(opts, work, exe, mods)
         inj.start_gdb()
-        inj.load(cfg)
+        inj.load(cfg, mods)
         inj.arm(mods)
         armed = True
         inj.resume()

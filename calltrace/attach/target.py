@@ -115,13 +115,35 @@ def modules(pid: int) -> list[Module]:
     return [Module(path, lo, hi, head.get(path, lo)) for path, (lo, hi) in spans.items()]
 
 
+_INFOS: dict[str, ElfInfo] = {}
+
+
+def calls_hooks(path: str) -> bool:
+    """Whether an ELF file imports the entry hook: a look-up in its .dynsym's
+    hash table, much cheaper than reading all of libc's symbols."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"\x7fELF":
+                return False
+            f.seek(0)
+            dynsym = ELFFile(f).get_section_by_name(".dynsym")
+            syms = dynsym.get_symbol_by_name(ENTER) if dynsym is not None else None
+            return any(s["st_shndx"] == "SHN_UNDEF" for s in syms or [])
+    except (OSError, ELFError, ValueError):
+        return False
+
+
 def load(mod: Module) -> bool:
     """Read mod's ELF; False when it is not one (a data file mapped)."""
     try:
         with open(mod.path, "rb") as f:
             if f.read(4) != b"\x7fELF":
                 return False
-        mod.info = ElfInfo(mod.path)
+        if mod.path not in _INFOS:
+            _INFOS[mod.path] = ElfInfo(mod.path)
+        mod.info = _INFOS[mod.path]
     except (OSError, CalltraceError):
         return False
     # `bias` holds where file offset 0 is mapped: the first PT_LOAD's page.
@@ -129,6 +151,16 @@ def load(mod: Module) -> bool:
     for addr, name in mod.info.slots.items():
         mod.slots.setdefault(name, []).append(mod.bias + addr)
     return True
+
+
+def libc_hooks(pid: int) -> dict[str, int]:
+    """Where glibc's own (empty) hooks are in the process."""
+    for m in modules(pid):
+        if os.path.basename(m.path).startswith("libc.so") and load(m):
+            found = {f.name: m.bias + f.addr for f in m.info.functions if f.name in (ENTER, EXIT)}
+            if len(found) == 2:
+                return found
+    raise CalltraceError(f"cannot find glibc's __cyg_profile_func_enter in process {pid}", 1)
 
 
 def entry_point(pid: int, exe: str) -> int:
@@ -158,7 +190,7 @@ def instrumented_modules(pid: int, exe: str, runtime: str) -> list[Module]:
             "--uninstrumented -F REGEX`", 1)
     out = []
     for m in mods:
-        if m is main or load(m):
+        if m is main or (calls_hooks(m.path) and load(m)):
             if ENTER in m.slots and EXIT in m.slots:
                 out.append(m)
     if not out:

@@ -7,7 +7,8 @@ import sys
 from ..attach.record import Options, record
 from ..errors import CalltraceError
 from . import options
-from .run import _probe_writable, _summary
+from .output import count, ns, print_top
+from .run import _probe_writable
 
 NAME = "attach"
 ORDER = 15
@@ -68,7 +69,32 @@ def run(args) -> int:
 
     res = record(opts, recording)
     if not args.quiet:
-        print(f"calltrace: {res.ended} (detach took {res.detach_s:.2f} s)", file=sys.stderr)
-        if res.converted is not None:
-            _summary([res.converted], output, args.top)
+        summary(res, args.pid, args.top)
     return 0
+
+
+def summary(res, pid: int, top: int) -> None:
+    err = sys.stderr
+    how = ("detached; the process goes on" if res.ended == "detached"
+           else f"the process {res.ended} while attached")
+    print(f"calltrace: {how} (detached in {res.detach_s:.2f} s)", file=err)
+    r = res.converted
+    if r is None:
+        return
+    m = r.metadata
+    extra = []
+    if m["incomplete_calls"]:
+        extra.append(f"{count(m['incomplete_calls'])} still open at detach")
+    if m["depth_limited_calls"]:
+        extra.append(f"{count(m['depth_limited_calls'])} below --max-depth not recorded")
+    if m.get("filtered_calls"):
+        extra.append(f"{count(m['filtered_calls'])} shorter than --threshold dropped")
+    if m["dropped_events"]:
+        extra.append(f"{count(m['dropped_events'])} events dropped")
+    print(f"calltrace: {count(m['total_calls'])} calls, {m['thread_count']} thread"
+          f"{'s' if m['thread_count'] != 1 else ''}, {ns(m['duration_ns'])}, pid {pid}"
+          + (f" ({'; '.join(extra)})" if extra else ""), file=err)
+    print_top(r.functions, top, err)
+    for note in r.notes:
+        print(f"calltrace: note: {note}", file=err)
+    print(f"calltrace: trace written to {r.path}", file=err)

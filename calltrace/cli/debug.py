@@ -20,6 +20,7 @@ Trace PROGRAM under GDB and write a JSON trace (the same format as `run`).
   calltrace debug --capture-args --capture-returns -o t.json ./prog -- -v
   calltrace debug ./prog --function '^parse_' --exclude 'parse_ws'
   calltrace debug --uninstrumented ./plain --function 'fib|square'
+  calltrace debug --pid 4242 -F '^parse_' --capture-args   # a running process
 
 Slower than `run` (~100-200 us per call, GDB stops) but reads arguments and
 return values as GDB sees them from DWARF. --function/--exclude put
@@ -57,12 +58,32 @@ def add_arguments(p) -> None:
     g.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("-q", "--quiet", action="store_true", default=None,
                    help="no progress bar, no summary")
+    p.add_argument("--pid", type=int, metavar="PID",
+                   help="attach to this running process instead of starting one; Ctrl-C detaches "
+                        "(the process goes on)")
     options.add_command(p)
 
 
+def _attached(args) -> tuple[str, list[str]]:
+    """--pid: the process's program and command line, after the checks."""
+    from ..attach.target import check_process
+    if args.command and args.command != ["--"]:
+        raise CalltraceError("give either --pid PID or a program to run, not both")
+    path = check_process(args.pid)
+    try:
+        with open(f"/proc/{args.pid}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0")[:-1]]
+    except OSError:
+        argv = [path]
+    return path, argv or [path]
+
+
 def run(args) -> int:
-    program = options.parse_command(args._parser, args)
-    path = options.resolve_program(program[0])
+    if args.pid is not None:
+        path, program = _attached(args)
+    else:
+        program = options.parse_command(args._parser, args)
+        path = options.resolve_program(program[0])
     if not options.is_elf(path):
         raise CalltraceError(f"{program[0]} is not an ELF executable")
     output = args.output or os.environ.get("CALLTRACE_OUTPUT") or "calltrace.json"
@@ -77,7 +98,7 @@ def run(args) -> int:
                    max_depth=args.max_depth, function=args.function, exclude=args.exclude,
                    uninstrumented=bool(args.uninstrumented), pretty=bool(args.pretty),
                    progress=args.progress, quiet=bool(args.quiet),
-                   string_cap=args.string_cap or 256)
+                   string_cap=args.string_cap or 256, pid=args.pid)
     res = trace(opts)
     if not opts.quiet:
         summary(res, output)
@@ -88,6 +109,7 @@ def summary(res, output: str) -> None:
     err = sys.stderr
     m = res.metadata
     end = (f"killed by signal {m['signal']}" if m["termination"] == "signal"
+           else "detached, the process goes on" if m["termination"] == "detached"
            else f"exit status {m['exit_status']}")
     rate = res.stops / res.wall_s if res.wall_s else 0
     print(f"calltrace debug: {count(m['total_calls'])} calls, {m['thread_count']} thread"
