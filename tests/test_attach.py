@@ -250,3 +250,35 @@ def test_statically_linked(attachee, tmp_path):
     assert r.returncode == 1 and err.count("\n") == 1
     assert "is statically linked" in err and "GOT" in err and "--uninstrumented" in err
     assert a.proc.poll() is None
+
+
+def test_debug_pid_detaches_on_ctrl_c(attachee, tmp_path):
+    a = attachee("attachee")
+    out, log = tmp_path / "d.json", tmp_path / "mi.log"
+    cwd = ROOT / "build" / "cli-cwd"
+    cwd.mkdir(parents=True, exist_ok=True)
+    cli = subprocess.Popen([sys.executable, "-m", "calltrace", "debug", "--pid", str(a.proc.pid), "-F",
+                            "^att_leaf$", "-q", "-o", str(out)], cwd=cwd,
+                           env={**_cli_env(None), "CALLTRACE_MI_LOG": str(log)},
+                           stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "kind='result', message='running'" not in (log.read_text() if log.exists() else ""):
+            time.sleep(0.1)
+        time.sleep(0.5)
+        cli.send_signal(signal.SIGINT)
+        _, err = cli.communicate(timeout=60)
+    finally:
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGKILL)
+    assert cli.returncode == 0, err.decode()
+    doc = validate(load_json(out))
+    m = doc["metadata"]
+    assert (m["termination"], m["exit_status"], m["backend"]) == ("detached", None, "gdb")
+    assert {c["function"] for t in doc["threads"] for c in t["calls"]} == {"att_leaf"}
+    assert m["total_calls"] > 0 and m["incomplete_calls"] <= 3
+    assert _tracer(a.proc.pid) == 0
+    for _ in range(2):
+        a.next_line(prefix="tick")
+    a.ticks_unbroken()
+    assert a.proc.poll() is None

@@ -154,10 +154,18 @@ def load(mod: Module) -> bool:
 
 
 def libc_hooks(pid: int) -> dict[str, int]:
-    """Where glibc's own (empty) hooks are in the process."""
+    """Where glibc's own (empty) hooks are in the process (both names are
+    one function there, so looked up by name, not through ElfInfo)."""
+    from elftools.elf.elffile import ELFFile
     for m in modules(pid):
         if os.path.basename(m.path).startswith("libc.so") and load(m):
-            found = {f.name: m.bias + f.addr for f in m.info.functions if f.name in (ENTER, EXIT)}
+            with open(m.path, "rb") as f:
+                dynsym = ELFFile(f).get_section_by_name(".dynsym")
+                found = {}
+                for name in (ENTER, EXIT):
+                    syms = [s for s in dynsym.get_symbol_by_name(name) or [] if s["st_value"]]
+                    if syms:
+                        found[name] = m.bias + syms[0]["st_value"]
             if len(found) == 2:
                 return found
     raise CalltraceError(f"cannot find glibc's __cyg_profile_func_enter in process {pid}", 1)
