@@ -201,6 +201,15 @@ static CT_NOINST int reopen(void) {
     return 0;
 }
 
+/* A child forked while attached has nobody to convert its trace or to put
+ * its GOT back: it does not record (runs before lifecycle.c's handler, which
+ * then opens no stream). */
+static CT_NOINST void on_fork_child(void) {
+    ct_recording = 0;
+    calltrace_attach_state = 2;
+    watch_fd = -1;
+}
+
 CT_EXPORT CT_NOINST int calltrace_attach(const char *config) {
     calltrace_attach_error[0] = 0;
     if (!attached_mode)
@@ -215,6 +224,7 @@ CT_EXPORT CT_NOINST int calltrace_attach(const char *config) {
         ct_stream_close();
     static int initialized;
     if (!initialized) {
+        pthread_atfork(NULL, NULL, on_fork_child);
         ct_init();
         initialized = 1;
         if (!ct_header())
