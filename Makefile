@@ -39,6 +39,8 @@ $(VENV)/.created:
 # Reinstall whenever a source file changes (pip install . builds the runtime).
 $(VENV)/.installed: $(VENV)/.created pyproject.toml setup.py $(wildcard runtime/*.c runtime/*.h) \
 		$(shell find calltrace gdb_scripts -name '*.py' -o -name '*.json' 2>/dev/null)
+	@# setuptools' staging copy would bring back modules since removed from the tree
+	rm -rf $(BUILD)/lib.* $(BUILD)/bdist.*
 	$(PY) -m pip install -q '.[test]'
 	@touch $@
 
@@ -63,8 +65,13 @@ $(FIX)/.dir:
 demo: setup
 	@echo; echo '$$ calltrace run -o $(BUILD)/demo.json $(FIX)/recursion'
 	@$(VENV)/bin/calltrace run -o $(BUILD)/demo.json $(FIX)/recursion
-	@echo; echo '$$ jq .metadata.total_calls $(BUILD)/demo.json'
-	@$(PY) -c "import json; print(json.load(open('$(BUILD)/demo.json'))['metadata']['total_calls'])"
+	@echo; if command -v jq >/dev/null; then \
+	  echo '$$ jq .metadata.total_calls $(BUILD)/demo.json'; \
+	  jq .metadata.total_calls $(BUILD)/demo.json; \
+	else \
+	  echo '$$ python3 -c "import json; print(json.load(open('"'"'$(BUILD)/demo.json'"'"'))['"'"'metadata'"'"']['"'"'total_calls'"'"'])"'; \
+	  $(PY) -c "import json; print(json.load(open('$(BUILD)/demo.json'))['metadata']['total_calls'])"; \
+	fi
 	@if $(VENV)/bin/calltrace replay --help >/dev/null 2>&1; then \
 	  echo; echo '$$ calltrace replay $(BUILD)/demo.json'; $(VENV)/bin/calltrace replay $(BUILD)/demo.json; fi
 

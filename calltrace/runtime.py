@@ -1,4 +1,6 @@
-"""Where the runtime libraries live, and the environment that drives them.
+"""Where the runtime libraries live, the environment that drives them, and
+the files Python hands them (the capture plan, the record-time filter; their
+layouts are calltrace/bridge.py's).
 
 The CLI talks to the runtime only through environment variables and
 LD_PRELOAD (see docs/RUNTIME.md for every CALLTRACE_* variable)."""
@@ -46,3 +48,27 @@ def clean_env(base: dict[str, str] | None = None) -> dict[str, str]:
             del env[k]
     env.pop("LD_PRELOAD", None)
     return env
+
+
+def write_plan(program: str, output: str) -> int:
+    """The argument-capture plan of `program` and its instrumented libraries
+    (CALLTRACE_PLAN); returns the number of functions it covers."""
+    from .symbols.plan import program_plan
+    plan = program_plan(os.path.realpath(program))
+    try:
+        with open(output, "wb") as f:
+            f.write(plan.serialize())
+    except OSError as e:
+        raise CalltraceError(f"cannot write {output}: {e.strerror}") from None
+    return len(plan.ordered())
+
+
+def write_filter(program: str, sel, output: str) -> int:
+    """The record-time filter of `program` for a symbols.select.Selection
+    (CALLTRACE_FILTER); returns how many functions the including expression
+    (or, without one, the excluding one) selected."""
+    from . import bridge
+    from .symbols.select import modules
+    mods = modules(program, sel)
+    bridge.write_filter(output, sel.mode, mods)
+    return sum(len(inc) if sel.include is not None else len(exc) for _, inc, exc in mods)

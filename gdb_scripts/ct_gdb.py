@@ -29,6 +29,7 @@ import gdb
 import ct_values as V
 from ct_bps import Entry, Hook, HookSite, Ret, ReturnSite
 from ct_calib import Calibrator
+from ct_select import Gate
 
 
 class Recorder:
@@ -41,8 +42,9 @@ class Recorder:
         self.args = cfg.get("capture_args", False)
         self.rets = cfg.get("capture_returns", False)
         self.deref = cfg.get("deref", False)
+        self.param_order = cfg.get("param_order", {})   # symbols/params.py order_key -> names
         self.max_depth = cfg.get("max_depth") or 1 << 30
-        self.only = None            # runtime entry addresses to record, or None for all
+        self.gate = Gate(None, 0)   # which calls to record (-F/--only/-N), set by arm()
         self.lib_sites = {}         # --function in libraries: real path -> sites, until loaded
         self.fds = {}               # tid -> schedstat fd
         self.tnames = {}            # tid -> thread name last reported
@@ -109,7 +111,7 @@ class Recorder:
         """A call to fn entered; frame is the frame whose arguments to read;
         cal() gives where to calibrate the per-stop cost (ct_calib.py)."""
         n = self.stop(tid)
-        if self.only is not None and fn not in self.only:
+        if not self.gate.enter(tid, fn):
             return
         d = self.depth.get(tid, 0)
         self.depth[tid] = d + 1
@@ -132,7 +134,7 @@ class Recorder:
 
     def exit(self, tid, fn, frame=None, tail=False):
         n = self.stop(tid)
-        if self.only is not None and fn not in self.only:
+        if not self.gate.exit(tid, fn):
             return
         d = self.depth.get(tid, 0) - 1
         self.depth[tid] = max(d, 0)
@@ -210,7 +212,15 @@ class Recorder:
             b = b.superblock
         if b is None:
             return "no debug info"
-        return [(s, s.name) for s in b if s.is_argument]
+        args = [(s, s.name) for s in b if s.is_argument]
+        if frame.type() == gdb.INLINE_FRAME and len(args) > 1:
+            # GCC lists an inlined copy's parameters in reverse: use the
+            # declaration order, found in DWARF by calltrace (params.py).
+            short = b.function.name.split("(", 1)[0].rsplit("::", 1)[-1]
+            order = self.param_order.get(short + "|" + ",".join(sorted(n for _, n in args)))
+            if order is not None:
+                args.sort(key=lambda a: order.index(a[1]))
+        return args
 
     def describe(self, fn):
         """Emit an F line for fn: its name and where it is defined."""
@@ -255,8 +265,7 @@ class Recorder:
         self.armed = True
         mode = self.cfg["mode"]
         bias = self.main_bias = self.bias()
-        if self.cfg.get("only") is not None:
-            self.only = {a + bias for a in self.cfg["only"]}
+        self.gate = Gate(self.cfg.get("select"), bias)
         if mode == "hooks":
             for objfile in gdb.objfiles():
                 self.on_objfile(objfile)
@@ -283,6 +292,8 @@ class Recorder:
             self.error(e)
 
     def hook_objfile(self, objfile):
+        if objfile.filename:
+            self.gate.library(os.path.realpath(objfile.filename), lambda text: self.lib_base(objfile, text))
         if self.cfg["mode"] == "sites":
             return self.site_objfile(objfile)
         lib = self.cfg.get("hook_lib")
@@ -306,8 +317,6 @@ class Recorder:
         base = self.lib_base(objfile, entry["text"])
         for addr, kind in entry["sites"]:
             self.bps.append(HookSite(self, addr + base, kind))
-        if self.only is not None:
-            self.only.update(a + base for a in entry["only"])
 
     def lib_base(self, objfile, text_vaddr=None):
         text = gdb.execute("info sharedlibrary", to_string=True)

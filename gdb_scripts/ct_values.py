@@ -13,7 +13,7 @@ STR_CAP = 256          # bytes of a string copied per argument
 ARRAY_CAP = 32         # elements of an array member
 NEST_CAP = 4           # struct nesting levels
 CHAR_NAMES = {"char", "signed char", "unsigned char"}
-_enum_names = {}       # type name -> {value: enumerator}
+_enum_names = {}       # type name -> [(type, {value: enumerator})]
 _fn_names = {}         # address -> "0x401136 <compare>"
 
 
@@ -82,10 +82,14 @@ def fn_pointer(addr):
 
 
 def enum_name(t, n):
-    key = str(t)
-    table = _enum_names.get(key)
+    """The enumerator of value n in enum type t. Cached by the type itself:
+    anonymous enums all print as "enum {...}" (gdb.Type is unhashable, so
+    the types of one printed name are told apart with ==)."""
+    seen = _enum_names.setdefault(str(t), [])
+    table = next((tab for typ, tab in seen if typ == t), None)
     if table is None:
-        table = _enum_names[key] = {int(f.enumval): f.name for f in t.fields()}
+        table = {int(f.enumval): f.name for f in t.fields()}
+        seen.append((t, table))
     return table.get(n, n)
 
 

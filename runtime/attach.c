@@ -188,7 +188,7 @@ static CT_NOINST void stop_watchdog(void) {
 /* A session after the first: what ct_init does, again, for a new file. */
 static CT_NOINST int reopen(void) {
     ct_config_read();
-    ct_filter_mode = CT_FILTER_NONE;
+    ct_filter_mode = 0;
     ct_threshold_ticks = 0;
     ct_exit_slow = 0;
     ct_capture_on = 0;
@@ -278,25 +278,22 @@ static CT_NOINST const uint64_t *frames_of(int32_t tid, uint64_t *n) {
     return NULL;
 }
 
-/* EXT ATTACH records, at most six addresses each (the room a chunk keeps past
- * its end for one write). */
-static CT_NOINST void write_frames(struct ct_thread *t, const uint64_t *a, uint64_t n, uint32_t first) {
+/* One EXT ATTACH record: up to six addresses (the room a chunk keeps past
+ * its end for one write); `first`: the first one's depth. */
+static CT_NOINST void write_frames(struct ct_thread *t, const uint64_t *a, uint64_t k, uint32_t first) {
     t->busy = 1;
     ct_barrier();
-    for (uint64_t i = 0; i < n;) {
-        uint64_t *p = t->cur;
-        if (!p || p >= t->end)
-            p = ct_next_chunk(t);
-        if (!p)
-            break;
-        uint64_t k = n - i < 6 ? n - i : 6, now = ct_ticks();
+    uint64_t *p = t->cur;
+    if (!p || p >= t->end)
+        p = ct_next_chunk(t);
+    if (p) {
+        uint64_t now = ct_ticks();
         *p++ = ((uint64_t)CT_EV_TIME << 62) | (now & CT_TIME_MASK);
-        *p++ = CT_EXT_WORD(CT_EXT_ATTACH, k, first + i);
+        *p++ = CT_EXT_WORD(CT_EXT_ATTACH, k, first);
         for (uint64_t j = 0; j < k; j++)
-            *p++ = a[i + j] & CT_ADDR_MASK;
+            *p++ = a[j] & CT_ADDR_MASK;
         t->last = now;
         t->cur = p;
-        i += k;
     }
     ct_barrier();
     t->busy = 0;
@@ -324,22 +321,20 @@ CT_NOINST void ct_attach_sync(struct ct_thread *t, uint64_t where) {
     t->depth = (uint32_t)(is_exit ? (n ? n - 1 : 0) : n + 1);
     if (!n || !ct_recording)
         return;
-    /* The recorded part of the stack: below --max-depth, inside (-F) or
-     * outside (-N) a matching function's subtree, as if seen entering. */
-    uint64_t lo = 0, hi = n < ct_max_depth ? n : ct_max_depth;
-    if (ct_filter_mode) {
-        uint64_t i = 0;
-        while (i < n && !ct_filter_match(a[i]))
-            i++;
-        if (i < n) {
-            t->fstate = 1;
-            t->fdepth = (uint32_t)i;
+    /* The recorded part of the stack: below --max-depth, and what the
+     * filter keeps, deciding as if each frame were being entered now. */
+    uint64_t group[6], k = 0, first = 0;
+    for (uint64_t i = 0; i < n && i < ct_max_depth; i++) {
+        if (ct_filter_mode && !ct_filter_enter(t, (void *)(uintptr_t)a[i], (uint32_t)i))
+            continue;
+        if (!k)
+            first = i;
+        group[k++] = a[i];
+        if (k == 6) {
+            write_frames(t, group, k, (uint32_t)first);
+            k = 0;
         }
-        if (ct_filter_mode == CT_FILTER_INCLUDE)
-            lo = i;
-        else if (i < hi)
-            hi = i;
     }
-    if (lo < hi)
-        write_frames(t, a + lo, hi - lo, (uint32_t)lo);
+    if (k)
+        write_frames(t, group, k, (uint32_t)first);
 }

@@ -72,30 +72,85 @@ static CT_NOINST long env_long(const char *name, long dflt, long lo, long hi) {
     return x;
 }
 
-/* "10us", "2ms", "500ns", "1s" or a plain number of nanoseconds. */
+/* A duration as calltrace/units.py reads it (tests/data/durations.txt holds
+ * the cases both must agree on): optional spaces, a decimal number ("10",
+ * "2.5", ".5", "3."), optional spaces, an optional unit ns (the default),
+ * us, µs, μs, ms or s, optional spaces; rounded to the nearest nanosecond,
+ * halves up; at most 10^15 ns. Returns -1 for anything else. No strtod:
+ * no sign, exponent, hex, inf or locale. */
+static CT_NOINST int64_t parse_duration(const char *v) {
+    static const struct { const char *name; uint64_t ns; int digits; } units[] = {
+        {"ns", 1, 0}, {"us", 1000, 3}, {"\xc2\xb5s", 1000, 3}, {"\xce\xbcs", 1000, 3},
+        {"ms", 1000000, 6}, {"s", 1000000000, 9}};
+    const uint64_t max = 1000000000000000ull;
+    const char *p = v, *whole, *frac = NULL;
+    while (*p == ' ')
+        p++;
+    whole = p;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    size_t nwhole = (size_t)(p - whole), nfrac = 0;
+    if (*p == '.') {
+        frac = ++p;
+        while (*p >= '0' && *p <= '9')
+            p++;
+        nfrac = (size_t)(p - frac);
+    }
+    if (nwhole + nfrac == 0)
+        return -1;
+    while (*p == ' ')
+        p++;
+    size_t u = 0;
+    if (*p) {
+        for (u = 0; u < sizeof units / sizeof *units; u++) {
+            size_t n = strlen(units[u].name);
+            if (!strncmp(p, units[u].name, n)) {
+                p += n;
+                break;
+            }
+        }
+        if (u == sizeof units / sizeof *units)
+            return -1;
+    }
+    while (*p == ' ')
+        p++;
+    if (*p)
+        return -1;
+    uint64_t ns = 0;
+    for (size_t i = 0; i < nwhole; i++) {
+        ns = ns * 10 + (uint64_t)(whole[i] - '0');
+        if (ns > max)
+            return -1;
+    }
+    if (ns > max / units[u].ns)
+        return -1;
+    ns *= units[u].ns;
+    /* The fraction's first `digits` digits are whole nanoseconds; the next
+     * one rounds. */
+    uint64_t scale = units[u].ns;
+    for (size_t i = 0; i < nfrac && i <= (size_t)units[u].digits; i++) {
+        uint64_t d = (uint64_t)(frac[i] - '0');
+        if (i == (size_t)units[u].digits) {
+            ns += d >= 5;
+        } else {
+            scale /= 10;
+            ns += d * scale;
+        }
+    }
+    return ns > max ? -1 : (int64_t)ns;
+}
+
 static CT_NOINST uint64_t env_duration(const char *name) {
     const char *v = ct_env(name);
     if (!v || !*v)
         return 0;
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    double scale = 1;
-    if (!strcmp(end, "") || !strcmp(end, "ns"))
-        scale = 1;
-    else if (!strcmp(end, "us"))
-        scale = 1e3;
-    else if (!strcmp(end, "ms"))
-        scale = 1e6;
-    else if (!strcmp(end, "s"))
-        scale = 1e9;
-    else
-        x = -1;
-    if (errno || end == v || x < 0 || x * scale > 1e15) {
-        ct_warn("%s=%s is not a duration (like 10us, 2ms, 500ns); ignoring it", name, v);
+    int64_t ns = parse_duration(v);
+    if (ns < 0) {
+        ct_warn("%s=%s is not a duration (a number with ns, us, ms or s, e.g. 10us, 2.5ms); ignoring it",
+                name, v);
         return 0;
     }
-    return (uint64_t)(x * scale);
+    return (uint64_t)ns;
 }
 
 static CT_NOINST int env_signal(const char *name, int dflt) {
@@ -171,6 +226,7 @@ CT_NOINST void ct_config_read(void) {
         c->chunk_size = (c->chunk_size + 4095) & ~(size_t)4095;
     ct_max_depth = c->max_depth;
     ct_log("config: output=%s max_depth=%ld (0: unlimited) pretty=%d capture_args=%d start=%s "
-           "buffer=%zuKB mode=%s", c->output, depth, c->pretty, c->capture_args,
-           c->start_off ? "off" : "on", c->chunk_size / 1024, c->bare ? "preload" : "calltrace-run");
+           "buffer=%zuKB mode=%s threshold_ns=%llu", c->output, depth, c->pretty, c->capture_args,
+           c->start_off ? "off" : "on", c->chunk_size / 1024, c->bare ? "preload" : "calltrace-run",
+           (unsigned long long)c->threshold_ns);
 }

@@ -35,11 +35,13 @@ CT_NOINST void ct_controls(void) {
     option("threshold_ns", num);
     snprintf(num, sizeof num, "%d", ct_cfg.toggle_signal);
     option("toggle_signal", num);
-    const char *fv = ct_env("CALLTRACE_FUNCTION"), *ev = ct_env("CALLTRACE_EXCLUDE");
-    if (fv && *fv)
-        option("function", fv);
-    if (ev && *ev)
-        option("exclude", ev);
+    static const char *const sel[][2] = {
+        {"function", "CALLTRACE_FUNCTION"}, {"only", "CALLTRACE_ONLY"}, {"exclude", "CALLTRACE_EXCLUDE"}};
+    for (size_t i = 0; i < sizeof sel / sizeof *sel; i++) {
+        const char *v = ct_env(sel[i][1]);
+        if (v && *v)
+            option(sel[i][0], v);
+    }
     if (ct_cfg.threshold_ns && h) {
         ct_threshold_ticks = (uint64_t)((double)ct_cfg.threshold_ns / h->ns_per_tick) + 1;
         ct_exit_slow = 1;
@@ -59,24 +61,7 @@ CT_NOINST void ct_controls(void) {
             ct_log("signal %d already has a handler: it does not toggle recording", sig);
         }
     }
-    const char *filter = ct_env("CALLTRACE_FILTER");
-    if (filter && *filter && ct_filter_load(filter) <= 0)
-        return;
-    /* No filter file, or one for another program (this image was exec'd). */
-    const char *only = ct_env("CALLTRACE_FUNCTION"), *skip = ct_env("CALLTRACE_EXCLUDE");
-    if ((only && *only) || (skip && *skip)) {
-        char exe[PATH_MAX], path[PATH_MAX + 32];
-        if (ct_exe_path(exe, sizeof exe) < 0)
-            return;
-        snprintf(path, sizeof path, "%s.filter", ct_raw_path());
-        int include = only && *only;
-        if (ct_run_python("filter", exe, include ? "--function" : "--exclude", include ? only : skip, path) == 0)
-            ct_filter_load(path);
-        else
-            ct_warn("could not match %s against %s; recording everything",
-                    include ? "CALLTRACE_FUNCTION" : "CALLTRACE_EXCLUDE", exe);
-        unlink(path);
-    }
+    ct_filter_setup();
 }
 
 /* CALLTRACE_CAPTURE_ARGS=1: load the plan `calltrace run` made, or make one. */

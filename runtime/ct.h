@@ -17,6 +17,8 @@
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 #define ct_barrier() __asm__ __volatile__("" ::: "memory")
+#define CT_XSTR(x) #x
+#define CT_STR(x) CT_XSTR(x)
 
 /* ---- raw file layout ---------------------------------------------------- */
 #define CT_MAGIC "CTRAW01"          /* 8 bytes with the NUL */
@@ -92,7 +94,7 @@ struct ct_thread {
     uint64_t seq;
     int32_t tid;
     uint32_t failed;
-    uint32_t fstate, fdepth;        /* --function/--exclude: inside a matching subtree, from depth */
+    uint32_t fstate, fdepth, xdepth; /* filter.c: inside an included/excluded subtree, from depth */
     uint32_t part;                  /* the rolling part its chunk belongs to */
     uint64_t pend_dropped, pend_limited;  /* counted while no chunk was mapped */
     uint64_t lost;                  /* calls after recording failed */
@@ -103,9 +105,9 @@ extern volatile uint32_t ct_epoch CT_HIDDEN;      /* bumped to make threads re-s
 extern volatile uint32_t ct_recording CT_HIDDEN;  /* toggled at run time */
 extern uint32_t ct_max_depth CT_HIDDEN;
 extern uint64_t ct_threshold_ticks CT_HIDDEN;   /* 0: keep every call */
-extern uint32_t ct_filter_mode CT_HIDDEN;       /* CT_FILTER_* */
+extern uint32_t ct_filter_mode CT_HIDDEN;       /* CT_FILTER_* bits, 0: no filter */
 extern uint32_t ct_exit_slow CT_HIDDEN;         /* ct_filter_mode || ct_threshold_ticks */
-enum { CT_FILTER_NONE = 0, CT_FILTER_INCLUDE = 1, CT_FILTER_EXCLUDE = 2 };
+enum { CT_FILTER_SUBTREE = 1, CT_FILTER_ONLY = 2, CT_FILTER_EXCLUDE = 4, CT_FILTER_ALL = 7 };
 extern int ct_use_tsc CT_HIDDEN;
 
 struct ct_config {
@@ -163,7 +165,7 @@ CT_HIDDEN void ct_pool_reset(size_t size);
 CT_HIDDEN void *ct_take_chunk(void);
 CT_HIDDEN uint32_t ct_part(void);
 CT_HIDDEN void ct_part_sync(struct ct_thread *t);
-CT_HIDDEN void ct_part_finished(const char *raw);   /* lifecycle.c: convert a finished part */
+CT_HIDDEN void ct_part_finished(const char *raw);   /* spawn.c: convert a finished part */
 
 /* capture.c */
 extern volatile uint32_t ct_capture_on CT_HIDDEN;
@@ -174,7 +176,9 @@ extern volatile int ct_recorded CT_HIDDEN;
 
 /* filter.c */
 CT_HIDDEN int ct_filter_load(const char *path);   /* 0 loaded, 1 for another program, -1 error */
-CT_HIDDEN int ct_filter_match(uint64_t fn);
+CT_HIDDEN void ct_filter_setup(void);
+CT_HIDDEN int ct_filter_enter(struct ct_thread *t, void *fn, uint32_t d);
+CT_HIDDEN int ct_filter_exit(struct ct_thread *t, void *fn, uint32_t d);
 
 /* hooks.c */
 CT_HIDDEN void ct_thread_sync(struct ct_thread *t, uint64_t where, void *fn);
@@ -192,6 +196,7 @@ CT_HIDDEN int ct_each_task(int (*fn)(long tid, void *arg), void *arg);
 /* interpose.c */
 CT_HIDDEN void *ct_resolve(const char *name);   /* the next definition (libc's) */
 CT_HIDDEN void ct_scan_modules(int force);      /* record modules dlopen'd since the last scan */
+CT_HIDDEN int ct_vfork_child(void);             /* running in a vfork() child, on the parent's memory */
 
 /* spawn.c, control.c */
 CT_HIDDEN int ct_run_python(const char *a1, const char *a2, const char *a3, const char *a4, const char *a5);

@@ -18,29 +18,6 @@ uint64_t ct_threshold_ticks;
 uint32_t ct_filter_mode;
 uint32_t ct_exit_slow;     /* a filter or a threshold: returns need a look */
 
-/* --function: record only inside subtrees rooted at a matching function;
- * --exclude: leave out subtrees rooted at one. `d` is the call's depth. */
-static CT_NOINST int filter_enter(struct ct_thread *t, void *fn, uint32_t d) {
-    if (t->fstate && d <= t->fdepth)
-        t->fstate = 0;   /* the root was left without its exit (longjmp) */
-    if (t->fstate)
-        return ct_filter_mode == CT_FILTER_INCLUDE;
-    if (ct_filter_match((uint64_t)(uintptr_t)fn)) {
-        t->fstate = 1;
-        t->fdepth = d;
-        return ct_filter_mode == CT_FILTER_INCLUDE;
-    }
-    return ct_filter_mode == CT_FILTER_EXCLUDE;
-}
-
-static CT_NOINST int filter_exit(struct ct_thread *t, uint32_t d) {
-    if (!t->fstate)
-        return ct_filter_mode == CT_FILTER_EXCLUDE;
-    if (d <= t->fdepth)
-        t->fstate = 0;
-    return ct_filter_mode == CT_FILTER_INCLUDE;
-}
-
 /* --threshold: a call that returns sooner than the threshold right after its
  * own ENTER (a leaf, or a call whose children were all removed) is taken back
  * out of the buffer, so short calls cost no space at all. */
@@ -177,7 +154,7 @@ static inline CT_NOINST int gate(struct ct_thread *t, void *fn, uint32_t d) {
             t->pend_limited++;
         return 0;
     }
-    return !unlikely(ct_filter_mode) || filter_enter(t, fn, d);
+    return !unlikely(ct_filter_mode) || ct_filter_enter(t, fn, d);
 }
 
 static inline CT_NOINST int enter_gate(struct ct_thread *t, void *fn) {
@@ -212,7 +189,7 @@ static CT_NOINST __attribute__((noinline)) void exit_slow(struct ct_thread *t, v
     if (unlikely(!t->on) || unlikely(d >= ct_max_depth))
         return;
     if (unlikely(ct_exit_slow)) {
-        if (ct_filter_mode && !filter_exit(t, d))
+        if (ct_filter_mode && !ct_filter_exit(t, fn, d))
             return;
         if (ct_threshold_ticks && drop_short(t, fn))
             return;
@@ -269,8 +246,14 @@ CT_HIDDEN CT_NOINST void ct_enter_capture(void *fn, void *site, uint64_t *regs) 
             size_t words = ((size_t)n + 7) / 8;
             uint8_t *payload = (uint8_t *)(p + 3);
             memset(payload + n, 0, words * 8 - (size_t)n);
-            if (q != p + 2)
-                memmove(q + 1, payload, words * 8);   /* no TIME word: close the gap */
+            if (q != p + 2) {
+                /* No TIME word: close the gap. The payload's old last word
+                 * stays behind just past the record; zero it, or a chunk
+                 * switch right after leaves it there to be read as an event
+                 * (the invented "0x0" calls of issue 10). */
+                memmove(q + 1, payload, words * 8);
+                q[1 + words] = 0;
+            }
             *q++ = CT_EXT_WORD(CT_EXT_ARGS, words, ((uint64_t)index << 16) | (uint64_t)n);
             q += words;
         }

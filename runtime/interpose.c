@@ -8,6 +8,7 @@
  *   the target were left without returning) and set the depth counter back
  *   before jumping, so what follows nests where it really runs.
  * - exec family: exec.c.
+ * - vfork: the child runs muted on its parent's memory.
  * - dlopen/dlsym/dlclose: asm stubs too (libc uses the caller's address for
  *   RUNPATH and RTLD_NEXT), recording newly loaded modules so the names of
  *   dlopen'd instrumented code resolve.
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include "ct.h"
 
@@ -210,6 +212,80 @@ CT_EXPORT CT_NOINST __attribute__((noreturn)) void pthread_exit(void *ret) {
         ct_write_ext(t, CT_EXT_UNWIND, 0);
     ((exit_fn)resolve_once(&real, "pthread_exit"))(ret);
 }
+
+/* ---- vfork -------------------------------------------------------------------
+ * A vfork() child borrows its parent's memory, TLS included, until it execs
+ * or exits: instrumented code it runs would write into the parent thread's
+ * chunk and depth, and its _exit would end the parent's recording. The stub
+ * saves the thread's state, the child runs muted (its own calls are not
+ * recorded; the image it execs is traced as a process of its own), and the
+ * parent, resumed once the child is gone, gets its state back. Like libc's
+ * vfork the stub keeps its return address in a register across the system
+ * call: the child reuses the stack below the caller's frame. */
+static __thread struct ct_thread vf_saved __attribute__((tls_model("initial-exec")));
+static __thread pid_t vf_parent __attribute__((tls_model("initial-exec")));
+static __thread uint32_t vf_child __attribute__((tls_model("initial-exec")));
+
+/* True in a vfork() child (until it execs or exits). */
+CT_HIDDEN CT_NOINST int ct_vfork_child(void) { return vf_child; }
+
+CT_HIDDEN CT_NOINST __attribute__((used)) void ct_vfork_enter(void) {
+    if (vf_child)
+        return;   /* a muted child's own vfork: its child is muted too */
+    vf_saved = ct_tls;
+    vf_parent = (pid_t)syscall(SYS_getpid);
+}
+
+CT_HIDDEN CT_NOINST __attribute__((used)) long ct_vfork_leave(long r) {
+    int saved = errno;
+    if (r == 0) {
+        struct ct_thread *t = &ct_tls;
+        t->on = 0;
+        t->failed = 1;        /* never claims a chunk, even after a toggle */
+        t->chunk = NULL;
+        t->cur = t->end = NULL;
+        vf_child = 1;
+        errno = saved;
+        return 0;
+    }
+    /* The child exec'd or exited (or there was none): what it wrote into
+     * this thread's TLS goes. A muted child that vforks stays muted. */
+    if (vf_parent == (pid_t)syscall(SYS_getpid)) {
+        ct_tls = vf_saved;
+        vf_child = 0;
+        vf_parent = 0;
+    }
+    if (r < 0) {
+        errno = (int)-r;
+        return -1;
+    }
+    errno = saved;
+    return r;
+}
+
+#if defined(__x86_64__)
+__asm__(".text\n"
+        ".globl vfork\n"
+        ".type vfork,@function\n"
+        ".p2align 4\n"
+        "vfork:\n"
+        ".cfi_startproc\n"
+        "endbr64\n"
+        "subq $8, %rsp\n.cfi_adjust_cfa_offset 8\n"
+        "call ct_vfork_enter\n"
+        "addq $8, %rsp\n.cfi_adjust_cfa_offset -8\n"
+        "popq %rdi\n.cfi_adjust_cfa_offset -8\n.cfi_register %rip, %rdi\n"
+        "movl $" CT_STR(SYS_vfork) ", %eax\n"
+        "syscall\n"
+        "pushq %rdi\n.cfi_adjust_cfa_offset 8\n.cfi_rel_offset %rip, 0\n"
+        "movq %rax, %rdi\n"
+        "subq $8, %rsp\n.cfi_adjust_cfa_offset 8\n"
+        "call ct_vfork_leave\n"
+        "addq $8, %rsp\n.cfi_adjust_cfa_offset -8\n"
+        "ret\n"
+        ".cfi_endproc\n"
+        ".size vfork, .-vfork\n");
+#endif
 
 /* ---- dlopen'd modules ---------------------------------------------------------
  * Module addresses are recorded at start-up; a library loaded later is

@@ -190,6 +190,8 @@ __attribute__((constructor)) static CT_NOINST void ct_constructor(void) {
 }
 
 CT_NOINST void ct_finish(int state, int code, int sig) {
+    if (ct_vfork_child())
+        return;   /* the stream and this memory are the parent's */
     if (__atomic_exchange_n(&finished, 1, __ATOMIC_ACQ_REL))
         return;
     struct ct_header *h = ct_header();
@@ -226,6 +228,8 @@ __attribute__((destructor)) static CT_NOINST void ct_destructor(void) {
 
 /* Exit-status capture: return from main, exit(), _exit(). */
 static CT_NOINST void note_exit(int status) {
+    if (ct_vfork_child())
+        return;
     exit_code_known = 1;
     exit_code = status & 0xff;
 }

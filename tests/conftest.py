@@ -39,10 +39,33 @@ def require_tool(cmd: str, package: str) -> str:
     return path
 
 
+def clean_env(**extra: str) -> dict:
+    """The tests' environment without CALLTRACE_* and LD_PRELOAD (so a
+    traced shell running the tests changes nothing), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_") and k != "LD_PRELOAD"}
+    env.update(extra)
+    return env
+
+
+def preload_env(**extra: str) -> dict:
+    """clean_env with the runtime preloaded: the seed's bare LD_PRELOAD use."""
+    return clean_env(LD_PRELOAD=lib(), **extra)
+
+
+_LIB: list[str] = []
+
+
+def lib() -> str:
+    """libcalltrace.so as the installed CLI reports it (`calltrace lib`)."""
+    if not _LIB:
+        path = run_cli("lib", check=True).stdout.decode().strip()
+        assert os.path.isabs(path) and path.endswith("libcalltrace.so") and os.path.isfile(path), path
+        _LIB.append(path)
+    return _LIB[0]
+
+
 def _cli_env(env: dict | None) -> dict:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_") and k != "LD_PRELOAD"}
-    full_env.update(env or {})
-    return full_env
+    return clean_env(**(env or {}))
 
 
 def run_cli(*args: str, cwd: str | os.PathLike | None = None, env: dict | None = None,

@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from calltrace.symbols.libraries import imports_hook, instrumented_libraries, loaded_libraries
+from calltrace.symbols.elf import is_instrumented
+from calltrace.symbols.libraries import instrumented_libraries, loaded_libraries
 from calltrace.symbols.plan import program_plan
 from conftest import FIXTURES, ROOT, fixture, load_json, run_cli, validate
 from test_preload import preload
@@ -108,7 +109,7 @@ def test_library_lookup():
     libs = loaded_libraries(fixture("linked"))
     assert lib in libs and any(os.path.basename(p).startswith("libc.so") for p in libs)
     assert instrumented_libraries(fixture("linked")) == [lib]
-    assert imports_hook(lib) and not imports_hook(next(p for p in libs if "libc.so" in p))
+    assert is_instrumented(lib) and not is_instrumented(next(p for p in libs if "libc.so" in p))
     assert instrumented_libraries(fixture("recursion")) == []
     plan = program_plan(os.path.realpath(fixture("linked")))
     assert plan.paths == [os.path.realpath(fixture("linked")), lib]
@@ -139,10 +140,10 @@ def test_planned_library_not_loaded(tmp_path):
 
 @pytest.mark.parametrize("variant", ["linked", "linked-O2"])
 def test_debug_function_selection_reaches_into_library(tmp_path, variant):
-    """calltrace debug --function: breakpoints on the hook calls of the
+    """calltrace debug --only: breakpoints on the hook calls of the
     selected functions, in the executable and in libshapes (placed when the
     library is loaded)."""
-    proc = run_cli("debug", "-q", "--capture-args", "-F", "^(measure|shape_label|scaled)$", "-o", "g.json",
+    proc = run_cli("debug", "-q", "--capture-args", "--only", "^(measure|shape_label|scaled)$", "-o", "g.json",
                    fixture(variant), cwd=tmp_path, timeout=300)
     assert (proc.returncode, proc.stdout) == (0, b"area=120 label=-3\n"), proc.stderr.decode()
     calls = validate(load_json(tmp_path / "g.json"))["threads"][0]["calls"]
@@ -153,8 +154,8 @@ def test_debug_function_selection_reaches_into_library(tmp_path, variant):
 def test_debug_selection_matching_nothing(tmp_path):
     proc = run_cli("debug", "-F", "^nothing_here$", fixture("linked"), cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr == (b"calltrace: error: no instrumented function of " + fixture("linked").encode() +
-                           b" or of the libraries it loads matches the selection\n")
+    assert proc.stderr == (b"calltrace: error: no function of " + fixture("linked").encode() +
+                           b" or of the instrumented libraries it loads matches --function '^nothing_here$'\n")
 
 
 def test_unreadable_or_foreign_plan_and_filter(tmp_path):

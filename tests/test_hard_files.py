@@ -10,17 +10,7 @@ import time
 
 import pytest
 
-from conftest import fixture, load_json, run_cli, validate
-
-
-def lib() -> str:
-    return run_cli("lib", check=True).stdout.decode().strip()
-
-
-def clean_env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_") and k != "LD_PRELOAD"}
-    env.update(extra)
-    return env
+from conftest import clean_env, fixture, lib, load_json, preload_env, run_cli, validate
 
 
 def test_symlink_planted_at_raw_path_not_followed(tmp_path):
@@ -54,7 +44,7 @@ def test_symlink_at_output_path_never_written_through(tmp_path, how):
     os.symlink(victim, work / "t.json")
     if how == "bare":
         proc = subprocess.run([fixture("recursion")], cwd=work, capture_output=True, timeout=120,
-                              env=clean_env(LD_PRELOAD=lib(), CALLTRACE_OUTPUT="t.json"))
+                              env=preload_env(CALLTRACE_OUTPUT="t.json"))
         assert (proc.returncode, proc.stdout) == (0, b"fib=5 sq=25 h=7\n")
         # The JSON goes to a temporary file renamed over the link: the link is replaced.
         assert not os.path.islink(work / "t.json")
@@ -76,7 +66,7 @@ def test_files_created_with_users_umask(tmp_path, how, umask):
     if how == "bare":
         proc = subprocess.run([fixture("forks"), "100"], cwd=tmp_path, capture_output=True,
                               timeout=120, preexec_fn=pre,
-                              env=clean_env(LD_PRELOAD=lib(), CALLTRACE_OUTPUT="t.json"))
+                              env=preload_env(CALLTRACE_OUTPUT="t.json"))
     else:
         proc = subprocess.run([sys.executable, "-m", "calltrace", "run", "-q", "-o", "t.json",
                                fixture("forks"), "100"],
@@ -93,7 +83,7 @@ def test_raw_file_mode_while_running(tmp_path):
     """The raw stream itself (bare mode, next to the output) while it is written."""
     proc = subprocess.Popen([fixture("texit"), "exit"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, preexec_fn=lambda: os.umask(0o077),
-                            env=clean_env(LD_PRELOAD=lib(), CALLTRACE_OUTPUT="t.json"))
+                            env=preload_env(CALLTRACE_OUTPUT="t.json"))
     raw = tmp_path / f"t.json.{proc.pid}.raw"
     mode = None
     deadline = time.monotonic() + 30     # the file lives from start-up until the trace is written
@@ -114,7 +104,7 @@ def test_nothing_written_outside_output_folder(tmp_path):
     for d in (home, cwd, outdir):
         d.mkdir()
     proc = subprocess.run([fixture("execs"), "v"], cwd=cwd, capture_output=True, timeout=120,
-                          env=clean_env(LD_PRELOAD=lib(), CALLTRACE_OUTPUT=str(outdir / "t.json"),
+                          env=preload_env(CALLTRACE_OUTPUT=str(outdir / "t.json"),
                                         HOME=str(home)))
     assert proc.returncode == 4
     assert os.listdir(home) == [] and os.listdir(cwd) == []

@@ -7,19 +7,14 @@ import subprocess
 
 import pytest
 
-from conftest import FIXTURES, fixture, load_json, run_cli, validate
+from conftest import FIXTURES, fixture, load_json, preload_env, run_cli, validate
 
 N = 100000
 CHILD_NOTE = "1 returns without a recorded call were ignored (calls entered before recording started)"
 
 
-def lib() -> str:
-    return run_cli("lib", check=True).stdout.decode().strip()
-
-
 def preload(tmp_path, *argv, env=None):
-    full = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_")}
-    full.update(LD_PRELOAD=lib(), CALLTRACE_OUTPUT="t.json", **(env or {}))
+    full = preload_env(CALLTRACE_OUTPUT="t.json", **(env or {}))
     return subprocess.run([str(a) for a in argv], cwd=tmp_path, env=full, capture_output=True,
                           timeout=120)
 

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 import calltrace
 from calltrace.errors import CalltraceError
-from calltrace.trace.raw import read_info
-from conftest import ROOT, fixture, run_cli
+from calltrace.record.raw import read_info
+from conftest import ROOT, clean_env, fixture, preload_env, run_cli
 
 # CI runs a fixed, derandomized choice of edits, applied to fresh recordings
 # (so the bytes differ from run to run: a failing input is kept under
@@ -33,10 +33,8 @@ JSON_SETTINGS = settings(SETTINGS, max_examples=_LONG or 300)
 
 
 def _record(folder: Path, name: str, *args: str) -> bytes:
-    lib = run_cli("lib", check=True).stdout.decode().strip()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_")}
     # Small chunks: several per thread, so chunk boundaries get corrupted too.
-    env.update(LD_PRELOAD=lib, CALLTRACE_RAW_DIR=str(folder), CALLTRACE_BUFFER_KB="16")
+    env = preload_env(CALLTRACE_RAW_DIR=str(folder), CALLTRACE_BUFFER_KB="16")
     subprocess.run([fixture(name), *args], env=env, capture_output=True, timeout=120, check=True)
     (raw,) = glob.glob(str(folder / "*.raw"))
     return Path(raw).read_bytes()
@@ -56,9 +54,7 @@ def raws(tmp_path_factory):
         folder = tmp_path_factory.mktemp(f"raw-{name}")
         if name == "forks":
             # the parent's stream; the child's is a second file
-            lib = run_cli("lib", check=True).stdout.decode().strip()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_")}
-            env.update(LD_PRELOAD=lib, CALLTRACE_RAW_DIR=str(folder), CALLTRACE_BUFFER_KB="16")
+            env = preload_env(CALLTRACE_RAW_DIR=str(folder), CALLTRACE_BUFFER_KB="16")
             proc = subprocess.run([fixture(name), *args], env=env, capture_output=True, timeout=120)
             assert proc.returncode == 0
             (raw,) = [r for r in glob.glob(str(folder / "*.raw")) if not read_info(r).ppid]
@@ -74,7 +70,7 @@ def convert(tmp_path: Path, data: bytes) -> subprocess.CompletedProcess:
     out = tmp_path / "fuzz.json"
     if out.exists():
         out.unlink()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_") and k != "LD_PRELOAD"}
+    env = clean_env()
     env["CALLTRACE_TRACEBACK"] = "1"
     return subprocess.run([sys.executable, "-m", "calltrace", "convert", "-q", str(raw), "-o", str(out)],
                           cwd=tmp_path, env=env, capture_output=True, timeout=120)

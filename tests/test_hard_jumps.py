@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import fixture, load_json, run_cli, run_cli_or_kill, validate
+from conftest import fixture, load_json, preload_env, run_cli, run_cli_or_kill, validate
 
 
 def calls_of(thread) -> list[tuple[int, str, bool]]:
@@ -79,9 +79,7 @@ def test_depth_counter_restored_under_max_depth(tmp_path):
 
 
 def test_bare_preload_jumps(tmp_path):
-    lib = run_cli("lib", check=True).stdout.decode().strip()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_")}
-    env.update(LD_PRELOAD=lib, CALLTRACE_OUTPUT="j.json")
+    env = preload_env(CALLTRACE_OUTPUT="j.json")
     proc = subprocess.run([fixture("jumps"), "sig"], cwd=tmp_path, env=env, capture_output=True,
                           timeout=120)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"sig 1\n", b"")
@@ -122,7 +120,7 @@ def test_exit_from_other_thread_keeps_its_name(tmp_path):
 
 def test_main_thread_pthread_exit_process_ends(tmp_path):
     out = tmp_path / "t.json"
-    proc = run_cli_or_kill("run", "-q", "-o", out, fixture("texit"), "main", cwd=tmp_path, timeout=15)
+    proc = run_cli_or_kill("run", "-q", "-o", out, fixture("texit"), "main", cwd=tmp_path, timeout=120)
     assert proc.returncode == 0 and proc.stdout == b"worker done\n"
     doc = validate(load_json(out))
     main, worker = doc["threads"]

@@ -3,13 +3,12 @@ and the traces it records there are still exact."""
 from __future__ import annotations
 
 import glob
-import os
 import re
 import subprocess
 
 import pytest
 
-from conftest import fixture, load_json, require_tool, run_cli, validate
+from conftest import clean_env, fixture, lib, load_json, require_tool, run_cli, validate
 
 # (fixture, args, expected stdout, exit status, expected (depth, function) of the main thread)
 CASES = [
@@ -37,15 +36,14 @@ def memcheck(tmp_path, name, args, status, stdout, extra_env=()):
     """Run fixture `name` under memcheck (clean, the expected status and
     stdout); returns the traces it recorded, converted and validated."""
     valgrind = require_tool("valgrind", "valgrind")
-    lib = run_cli("lib", check=True).stdout.decode().strip()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_") and k != "LD_PRELOAD"}
+    env = clean_env()
     # env(1) puts the runtime in the program only, not in valgrind's launcher.
     cmd = [valgrind, "-q", "--tool=memcheck", "--error-exitcode=99", "--trace-children=yes",
            "--leak-check=full", "--errors-for-leak-kinds=definite",
            # The runtime's prefault thread is detached and still running at
            # exit: its TLS block shows as "possibly lost", by design.
            "--show-leak-kinds=definite", "/usr/bin/env",
-           f"LD_PRELOAD={lib}", f"CALLTRACE_RAW_DIR={tmp_path}", *extra_env, fixture(name), *args]
+           f"LD_PRELOAD={lib()}", f"CALLTRACE_RAW_DIR={tmp_path}", *extra_env, fixture(name), *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, timeout=300)
     expected = -6 if status == 134 else status
     assert proc.returncode == expected, proc.stderr.decode()[-3000:]

@@ -6,20 +6,12 @@ import subprocess
 
 import pytest
 
-from conftest import fixture, load_json, run_cli, shape, validate
+from conftest import fixture, lib, load_json, preload_env, shape, validate
 from test_run import RECURSION_TREE
 
 
-def lib() -> str:
-    proc = run_cli("lib", check=True)
-    path = proc.stdout.decode().strip()
-    assert os.path.isabs(path) and path.endswith("libcalltrace.so") and os.path.isfile(path)
-    return path
-
-
 def preload(tmp_path, *argv, **env):
-    full = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_")}
-    full.update(LD_PRELOAD=lib(), **env)
+    full = preload_env(**env)
     return subprocess.run(list(argv), cwd=tmp_path, env=full, capture_output=True, timeout=120)
 
 
@@ -87,7 +79,7 @@ def test_debug_diagnostics(tmp_path):
     err = proc.stderr.decode()
     assert "calltrace: config: output=t.json max_depth=0 (0: unlimited)" in err
     assert "calltrace: recording to " in err and "calltrace: finished (exit 0)" in err
-    assert "calltrace: 21 calls, 1 threads: trace written to" in err
+    assert "calltrace: 21 calls, 1 thread: trace written to" in err
 
 
 def test_exec_without_tracing_python(tmp_path):

@@ -75,7 +75,7 @@ def test_filters(demo, args, expected):
 def test_bad_arguments(demo):
     for args, message in [
         (["--tid", "7"], "no thread 7 in {demo} (threads: 100, 101)"),
-        (["-F", "("], "-F: bad regular expression '(': missing ), unterminated subpattern at position 0"),
+        (["-F", "("], "-F '(' is not a valid regular expression: missing ), unterminated subpattern at position 0"),
         (["-D", "0"], "-D/--depth must be at least 1"),
     ]:
         p = run_cli("replay", *args, demo)

@@ -5,7 +5,7 @@ from .diff import Change, compare, regressions
 from .paths import Closed, Filter, closed_calls, select, with_paths
 from .stats import COLUMNS, SlowCall, slowest, sort_stats, thread_stats
 from .tree import Node, call_tree
-from .units import fmt_ns, parse_duration
+from ..units import fmt_ns, parse_duration
 
 __all__ = ["Change", "compare", "regressions", "Closed", "Filter", "closed_calls", "select",
            "with_paths", "COLUMNS", "SlowCall", "slowest", "sort_stats", "thread_stats", "Node",

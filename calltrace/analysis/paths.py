@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Iterable, Iterator, NamedTuple
 
+from ..errors import CalltraceError
+
 
 class Closed(NamedTuple):
     """A call whose children have all been seen."""
@@ -83,3 +85,15 @@ def select(rows: Iterable[tuple], f: Filter) -> Iterator[tuple[tuple, int]]:
                 root = None
             continue
         yield row, shown
+
+
+def pick_threads(trace, tids):
+    """The threads --tid names (all without it); a tid not in the trace is an error."""
+    if not tids:
+        return list(trace.threads)
+    have = {t.tid for t in trace.threads}
+    missing = [t for t in tids if t not in have]
+    if missing:
+        raise CalltraceError(f"no thread {missing[0]} in {trace.path} "
+                             f"(threads: {', '.join(str(t.tid) for t in trace.threads) or 'none'})")
+    return [t for t in trace.threads if t.tid in tids]

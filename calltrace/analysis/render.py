@@ -7,6 +7,8 @@ import os
 import sys
 from typing import Sequence
 
+from ..units import count, fmt_ns
+
 _CHAR_TYPES = {"char", "signed char", "unsigned char", "const char", "wchar_t"}
 _BARE = {"nan", "inf", "-inf", "-nan"}
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0", "'": "\\'"}
@@ -122,5 +124,11 @@ def table(header: Sequence[str], rows: list[Sequence[str]], left: int = 1) -> li
     return [line(header)] + [line(r) for r in rows]
 
 
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+def top_lines(functions, limit: int, self_label: str = "self") -> list[str]:
+    """The hottest functions by self time, as the run/debug summaries show them."""
+    top = [f for f in functions if f.calls][:limit]
+    if not top:
+        return []
+    return [f"  {self_label:>12} {'total':>12} {'calls':>10}  function"] + [
+        f"  {fmt_ns(f.self_ns):>12} {fmt_ns(f.total_ns):>12} {count(f.calls):>10}  {f.function}"
+        for f in top]

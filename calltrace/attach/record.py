@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from ..errors import CalltraceError
 from ..runtime import library_path
-from ..trace.convert import Converted, convert
+from ..symbols.select import Selection
+from ..record.convert import Converted, convert
 from . import target as T
 from .inject import Injector
 
@@ -26,6 +27,7 @@ class Options:
     max_depth: int | None = None
     threshold_ns: int | None = None
     function: str | None = None
+    only: str | None = None
     exclude: str | None = None
     capture_args: bool = False
     pretty: bool | None = None
@@ -73,17 +75,20 @@ def _config(opts: Options, work: str, exe: str, mods: list[T.Module]) -> str:
     if opts.pretty is not None:
         env["CALLTRACE_PRETTY_JSON"] = "1" if opts.pretty else "0"
     libs = [m.path for m in mods if os.path.realpath(m.path) != exe]
-    if opts.function is not None or opts.exclude is not None:
-        from ..cli.filter import EXCLUDE, INCLUDE, compile_regex, write_filter
-        if opts.function is not None and opts.exclude is not None:
-            raise CalltraceError("use --function or --exclude, not both")
-        option, regex, mode, var = ("--function", opts.function, INCLUDE, "CALLTRACE_FUNCTION") \
-            if opts.function is not None else ("--exclude", opts.exclude, EXCLUDE, "CALLTRACE_EXCLUDE")
-        path = os.path.join(work, "record.filter")
-        if not write_filter(exe, compile_regex(regex, option), mode, path, libs):
+    sel = Selection(opts.function, opts.only, opts.exclude)
+    if sel.active:
+        from .. import bridge
+        from ..symbols.select import pick
+        chosen = [(path, *pick(path, sel)) for path in [exe, *libs]]
+        if not any(inc or exc for _, inc, exc in chosen):
             raise CalltraceError(f"no function of {exe} or of the instrumented libraries it has loaded "
-                                 f"matches {option} {regex!r}")
-        env[var] = regex
+                                 f"matches {sel.describe()}")
+        path = os.path.join(work, "record.filter")
+        bridge.write_filter(path, sel.mode, chosen)
+        for var, value in (("CALLTRACE_FUNCTION", opts.function), ("CALLTRACE_ONLY", opts.only),
+                           ("CALLTRACE_EXCLUDE", opts.exclude)):
+            if value is not None:
+                env[var] = value
         env["CALLTRACE_FILTER"] = path
     if opts.capture_args:
         from ..symbols.plan import program_plan
@@ -173,7 +178,7 @@ def _finish(opts: Options, inj: Injector, work: str, attach_s: float, detach_s: 
             converted = convert(raw, opts.output, exit_status=status, termination=term, signal=sig,
                                 pretty=opts.pretty, notes=notes, extra=extra,
                                 options={k: v for k, v in (
-                                    ("attach", True), ("function", opts.function),
+                                    ("attach", True), ("function", opts.function), ("only", opts.only),
                                     ("exclude", opts.exclude), ("threshold_ns", opts.threshold_ns))
                                     if v is not None})
         except CalltraceError as e:

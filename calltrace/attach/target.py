@@ -7,10 +7,31 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ..debug.elfinfo import HOOKS, ElfInfo, Site
+from elftools.elf.elffile import ELFFile
+
 from ..errors import CalltraceError
+from ..symbols.code import HOOKS, Code
+from ..symbols.elf import elf_symbols, is_instrumented
 
 ENTER, EXIT = "__cyg_profile_func_enter", "__cyg_profile_func_exit"
+
+
+class ElfInfo:
+    """What attach needs of one ELF file: symbols, GOT slots, hook calls."""
+
+    def __init__(self, path: str):
+        self.syms = elf_symbols(path)
+        self._file = open(path, "rb")   # sections are read lazily: open while this lives
+        self.code = Code(ELFFile(self._file), self.syms.lookup)
+        self.slots = self.code.slots
+        self.entry, self.span, self.dynamic = self.syms.entry, self.syms.span, self.syms.dynamic
+        self.functions = self.syms.functions()
+
+    def containing(self, addr: int):
+        return self.syms.lookup(addr)
+
+    def hook_sites(self, funcs):
+        return self.code.hook_sites(funcs)
 
 
 @dataclass
@@ -26,12 +47,12 @@ class Module:
     def sites(self, fn) -> tuple[int | None, list[int]]:
         """(the enter hook call's address, the exit hook calls' addresses) of
         a function, at link-time addresses."""
-        if fn.addr not in self._sites:
-            found: list[Site] = self.info.hook_sites([fn])
+        if fn.start not in self._sites:
+            found = self.info.hook_sites([fn])
             enters = [s.addr for s in found if s.kind == "E"]
-            self._sites[fn.addr] = (min(enters) if enters else None,
-                                    [s.addr for s in found if s.kind == "X"])
-        return self._sites[fn.addr]
+            self._sites[fn.start] = (min(enters) if enters else None,
+                                     [s.addr for s in found if s.kind == "X"])
+        return self._sites[fn.start]
 
 
 def _status(pid: int) -> dict[str, str]:
@@ -118,23 +139,6 @@ def modules(pid: int) -> list[Module]:
 _INFOS: dict[str, ElfInfo] = {}
 
 
-def calls_hooks(path: str) -> bool:
-    """Whether an ELF file imports the entry hook: a look-up in its .dynsym's
-    hash table, much cheaper than reading all of libc's symbols."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-    try:
-        with open(path, "rb") as f:
-            if f.read(4) != b"\x7fELF":
-                return False
-            f.seek(0)
-            dynsym = ELFFile(f).get_section_by_name(".dynsym")
-            syms = dynsym.get_symbol_by_name(ENTER) if dynsym is not None else None
-            return any(s["st_shndx"] == "SHN_UNDEF" for s in syms or [])
-    except (OSError, ELFError, ValueError):
-        return False
-
-
 def load(mod: Module) -> bool:
     """Read mod's ELF; False when it is not one (a data file mapped)."""
     try:
@@ -156,7 +160,6 @@ def load(mod: Module) -> bool:
 def libc_hooks(pid: int) -> dict[str, int]:
     """Where glibc's own (empty) hooks are in the process (both names are
     one function there, so looked up by name, not through ElfInfo)."""
-    from elftools.elf.elffile import ELFFile
     for m in modules(pid):
         if os.path.basename(m.path).startswith("libc.so") and load(m):
             with open(m.path, "rb") as f:
@@ -198,7 +201,7 @@ def instrumented_modules(pid: int, exe: str, runtime: str) -> list[Module]:
             "--uninstrumented -F REGEX`", 1)
     out = []
     for m in mods:
-        if m is main or (calls_hooks(m.path) and load(m)):
+        if m is main or (is_instrumented(m.path) and load(m)):
             if ENTER in m.slots and EXIT in m.slots:
                 out.append(m)
     if not out:
@@ -235,7 +238,7 @@ def open_frames(threads: list[dict], mods: list[Module]) -> dict[int, list[int]]
                 # the cold part of a function runs after its entry hook
                 parent = next((f for f in m.info.functions if f.name == fn.name.split(".cold")[0]), None)
                 if parent is not None and m.sites(parent)[0] is not None:
-                    fns.append(m.bias + parent.addr)
+                    fns.append(m.bias + parent.start)
                 continue
             enter, exits = m.sites(fn)
             if enter is None or a <= enter:
@@ -244,6 +247,6 @@ def open_frames(threads: list[dict], mods: list[Module]) -> dict[int, list[int]]
                 continue   # stopped in the epilogue, after the exit hook
             if k > 0 and any(a - x in (5, 6) for x in exits):
                 continue   # inside the exit hook itself
-            fns.append(m.bias + fn.addr)
+            fns.append(m.bias + fn.start)
         out[th["tid"]] = fns[::-1]
     return out

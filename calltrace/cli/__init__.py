@@ -1,6 +1,7 @@
 """The ``calltrace`` command. One module per subcommand in this package; each
-defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``
-(and optionally ``ORDER`` for its place in ``--help``).
+defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+COMMANDS lists them in the order ``--help`` shows them; INTERNAL ones are
+run by the runtime and left out of ``--help``.
 
 This is the only place that prints errors and chooses exit statuses.
 """
@@ -9,25 +10,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import pkgutil
 import signal
 import sys
 
 from .. import __version__
 from ..errors import CalltraceError
+from .options import CommandParser
 
-_PRIVATE = {"options", "output"}
+COMMANDS = ("run", "attach", "debug", "replay", "report", "diff", "export", "info", "convert", "lib")
+INTERNAL = ("plan", "filter")
 
 
 def _subcommands():
-    mods = []
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_") or info.name in _PRIVATE:
-            continue
-        mod = importlib.import_module(f"{__name__}.{info.name}")
-        if hasattr(mod, "NAME") and hasattr(mod, "run"):
-            mods.append(mod)
-    return sorted(mods, key=lambda m: (getattr(m, "ORDER", 50), m.NAME))
+    return [importlib.import_module(f"{__name__}.{name}") for name in COMMANDS + INTERNAL]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,10 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "gcc -finstrument-functions.",
         epilog="Run 'calltrace COMMAND --help' for a command's options.")
     parser.add_argument("--version", action="version", version=f"calltrace {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     for mod in _subcommands():
-        p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        shown = {} if mod.NAME in INTERNAL else {"help": mod.HELP}
+        p = sub.add_parser(mod.NAME, description=getattr(mod, "DESCRIPTION", mod.HELP),
+                           formatter_class=argparse.RawDescriptionHelpFormatter, **shown)
         mod.add_arguments(p)
         p.set_defaults(_module=mod, _parser=p)
     return parser
@@ -53,7 +49,10 @@ def error(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # The command's own usage, not the top-level one.
+        getattr(args, "_parser", parser).error("unrecognized arguments: " + " ".join(unknown))
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2

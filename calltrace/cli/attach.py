@@ -7,11 +7,11 @@ import sys
 from ..attach.record import Options, record
 from ..errors import CalltraceError
 from . import options
-from .output import count, ns, print_top
+from ..analysis.render import top_lines
+from ..units import argparse_duration, count, fmt_ns, plural
 from .run import _probe_writable
 
 NAME = "attach"
-ORDER = 15
 HELP = "record a running process (built with -finstrument-functions) until Ctrl-C"
 DESCRIPTION = """\
 Load the recorder into a running process, record its calls until Ctrl-C,
@@ -32,18 +32,15 @@ or root). See docs/ATTACH.md.
 def add_arguments(p) -> None:
     p.add_argument("pid", type=int, help="the process to record")
     options.add_output(p)
-    p.add_argument("--duration", type=options.duration, metavar="TIME",
+    p.add_argument("--duration", type=argparse_duration, metavar="TIME",
                    help="record for TIME (e.g. 10s, 500ms), then detach")
     p.add_argument("--max-depth", type=options.positive_int, metavar="N",
                    help="record only calls less than N deep (the calls open at attach count)")
     options.add_format(p)
     p.add_argument("--capture-args", action="store_true",
                    help="record each call's arguments, typed from DWARF")
-    p.add_argument("-F", "--function", metavar="REGEX",
-                   help="record only calls made inside functions matching REGEX (and those functions)")
-    p.add_argument("-N", "--exclude", metavar="REGEX",
-                   help="leave out functions matching REGEX and every call they make")
-    p.add_argument("-t", "--threshold", metavar="TIME", type=options.duration,
+    options.add_selection(p)
+    p.add_argument("-t", "--threshold", metavar="TIME", type=argparse_duration,
                    help="drop calls shorter than TIME (e.g. 10us, 1ms), with what they called")
     p.add_argument("--debug", action="store_true", help="the recorder's diagnostics (on the program's stderr)")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary")
@@ -58,7 +55,7 @@ def run(args) -> int:
         raise CalltraceError(f"cannot write {output}: folder {out_dir} does not exist")
     _probe_writable(output, out_dir)
     opts = Options(pid=args.pid, output=output, duration_ns=args.duration, max_depth=args.max_depth,
-                   threshold_ns=args.threshold, function=args.function, exclude=args.exclude,
+                   threshold_ns=args.threshold, function=args.function, only=args.only, exclude=args.exclude,
                    capture_args=args.capture_args, pretty=args.pretty, debug=args.debug)
 
     def recording(attach_s: float) -> None:
@@ -91,10 +88,10 @@ def summary(res, pid: int, top: int) -> None:
         extra.append(f"{count(m['filtered_calls'])} shorter than --threshold dropped")
     if m["dropped_events"]:
         extra.append(f"{count(m['dropped_events'])} events dropped")
-    print(f"calltrace: {count(m['total_calls'])} calls, {m['thread_count']} thread"
-          f"{'s' if m['thread_count'] != 1 else ''}, {ns(m['duration_ns'])}, pid {pid}"
-          + (f" ({'; '.join(extra)})" if extra else ""), file=err)
-    print_top(r.functions, top, err)
+    print(f"calltrace: {plural(m['total_calls'], 'call')}, {plural(m['thread_count'], 'thread')}, "
+          f"{fmt_ns(m['duration_ns'])}, pid {pid}" + (f" ({'; '.join(extra)})" if extra else ""), file=err)
+    for line in top_lines(r.functions, top):
+        print(line, file=err)
     for note in r.notes:
         print(f"calltrace: note: {note}", file=err)
     print(f"calltrace: trace written to {r.path}", file=err)

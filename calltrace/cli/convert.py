@@ -8,12 +8,11 @@ import argparse
 import os
 import sys
 
-from ..trace.convert import convert
+from ..record.convert import convert
+from ..units import plural
 from . import options
-from .output import count
 
 NAME = "convert"
-ORDER = 80
 HELP = "convert a raw stream left by the runtime (FILE.raw) into a JSON trace"
 
 
@@ -34,6 +33,6 @@ def run(args) -> int:
         os.unlink(args.raw)
     if not args.quiet or args.verbose:
         m = result.metadata
-        print(f"calltrace: {count(m['total_calls'])} calls, {m['thread_count']} threads: "
+        print(f"calltrace: {plural(m['total_calls'], 'call')}, {plural(m['thread_count'], 'thread')}: "
               f"trace written to {result.path}", file=sys.stderr)
     return 0

@@ -2,16 +2,15 @@
 return values from DWARF, programs built without instrumentation."""
 from __future__ import annotations
 
-import os
 import sys
 
 from ..debug.tracer import Options, trace
 from ..errors import CalltraceError
+from ..analysis.render import top_lines
+from ..units import count, fmt_ns, plural
 from . import options
-from .output import count, ns, print_top
 
 NAME = "debug"
-ORDER = 20
 HELP = "trace a program under GDB, with typed arguments and return values"
 DESCRIPTION = """\
 Trace PROGRAM under GDB and write a JSON trace (the same format as `run`).
@@ -19,14 +18,18 @@ Trace PROGRAM under GDB and write a JSON trace (the same format as `run`).
   calltrace debug ./prog --capture-args
   calltrace debug --capture-args --capture-returns -o t.json ./prog -- -v
   calltrace debug ./prog --function '^parse_' --exclude 'parse_ws'
-  calltrace debug --uninstrumented ./plain --function 'fib|square'
+  calltrace debug --uninstrumented ./plain --only 'fib|square'
   calltrace debug --pid 4242 -F '^parse_' --capture-args   # a running process
 
 Slower than `run` (~100-200 us per call, GDB stops) but reads arguments and
-return values as GDB sees them from DWARF. --function/--exclude put
-breakpoints only in the selected functions. --uninstrumented traces a program
-built with -g but without -finstrument-functions. calltrace's long options may
-also follow the program path; everything after `--` goes to the program.
+return values as GDB sees them from DWARF. -F/--only/-N select functions as
+in `run`; --only puts breakpoints only in the selected functions (the fastest).
+--uninstrumented traces a program built with -g but without
+-finstrument-functions. After the program path, only the long options that
+choose what to record (--capture-args, --capture-returns, --deref,
+--max-depth, --function, --only, --exclude) are calltrace's; any other option
+there is the program's (calltrace says so on stderr when it is also one of
+its own), and so is everything after `--`.
 Durations are the thread's CPU time minus the cost of the stops (see
 metadata.timing). Ctrl-C: the program gets SIGINT; twice: it is killed.
 The trace collected so far is written in every case.
@@ -43,12 +46,11 @@ def add_arguments(p) -> None:
                    help="with --capture-args: also the struct a pointer argument points to")
     p.add_argument("--max-depth", type=options.positive_int, metavar="N",
                    help="record only calls less than N deep")
-    p.add_argument("-F", "--function", metavar="REGEX",
-                   help="trace only functions whose name matches (breakpoints only there)")
-    p.add_argument("-N", "--exclude", metavar="REGEX", help="do not trace functions whose name matches")
+    options.add_selection(p)
     p.add_argument("--uninstrumented", action="store_true", default=None,
-                   help="the program was built without -finstrument-functions: breakpoints "
-                        "on the entries and returns of the --function functions")
+                   help="the program was built without -finstrument-functions: breakpoints on the "
+                        "entries and returns of the --only functions (with -F: of every function "
+                        "with debug info)")
     p.add_argument("--string-cap", type=options.positive_int, default=None, metavar="BYTES",
                    help="bytes of a string argument to copy (default 256)")
     options.add_format(p)
@@ -86,16 +88,14 @@ def run(args) -> int:
         path = options.resolve_program(program[0])
     if not options.is_elf(path):
         raise CalltraceError(f"{program[0]} is not an ELF executable")
-    output = args.output or os.environ.get("CALLTRACE_OUTPUT") or "calltrace.json"
-    out_dir = os.path.dirname(os.path.abspath(output))
-    if output != "/dev/null" and not os.path.isdir(out_dir):
-        raise CalltraceError(f"cannot write {output}: folder {out_dir} does not exist")
+    output = options.output_path(args.output)
     if args.deref and not args.capture_args:
         raise CalltraceError("--deref needs --capture-args")
     opts = Options(program=path, argv=[program[0], *program[1:]], output=output,
                    capture_args=bool(args.capture_args),
                    capture_returns=bool(args.capture_returns), deref=bool(args.deref),
-                   max_depth=args.max_depth, function=args.function, exclude=args.exclude,
+                   max_depth=args.max_depth, function=args.function, only=args.only,
+                   exclude=args.exclude,
                    uninstrumented=bool(args.uninstrumented), pretty=bool(args.pretty),
                    progress=args.progress, quiet=bool(args.quiet),
                    string_cap=args.string_cap or 256, pid=args.pid)
@@ -112,10 +112,10 @@ def summary(res, output: str) -> None:
            else "detached, the process goes on" if m["termination"] == "detached"
            else f"exit status {m['exit_status']}")
     rate = res.stops / res.wall_s if res.wall_s else 0
-    print(f"calltrace debug: {count(m['total_calls'])} calls, {m['thread_count']} thread"
-          f"{'s' if m['thread_count'] != 1 else ''}, pid {m['pid']}, {end}", file=err)
+    print(f"calltrace debug: {plural(m['total_calls'], 'call')}, {plural(m['thread_count'], 'thread')}, "
+          f"pid {m['pid']}, {end}", file=err)
     print(f"  {count(res.stops)} GDB stops in {res.wall_s:.2f} s ({rate:,.0f} stops/s); "
-          f"{ns(res.per_stop_ns)} per stop subtracted from CPU-time durations", file=err)
+          f"{fmt_ns(res.per_stop_ns)} per stop subtracted from CPU-time durations", file=err)
     extra = []
     if m["incomplete_calls"]:
         extra.append(f"{count(m['incomplete_calls'])} calls still open at the end")
@@ -123,7 +123,8 @@ def summary(res, output: str) -> None:
         extra.append(f"{count(m['depth_limited_calls'])} calls below --max-depth not recorded")
     if extra:
         print("  " + "; ".join(extra), file=err)
-    print_top(res.functions, 8, err, "self (cpu)")
+    for line in top_lines(res.functions, 8, "self (cpu)"):
+        print(line, file=err)
     for note in res.notes:
         print(f"calltrace: note: {note}", file=err)
     if output != "/dev/null":

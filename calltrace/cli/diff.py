@@ -7,12 +7,11 @@ from .. import load
 from ..analysis.diff import METRICS, compare, regressions
 from ..analysis.progress import warn
 from ..analysis.render import table
-from ..analysis.units import argparse_duration, fmt_ns
+from ..units import argparse_duration, fmt_ns
 from ..errors import CalltraceError
 
 NAME = "diff"
 HELP = "compare two traces function by function (regressions first)"
-ORDER = 22
 DESCRIPTION = """Compare the per-function calls and time of two traces of the same
 program: functions that got slower come first, then unchanged ones, then
 those that got faster. With --fail-above PCT the exit status is 1 when a

@@ -12,7 +12,6 @@ from ..export import FORMATS, Options, module
 
 NAME = "export"
 HELP = "convert a trace: chrome, speedscope, folded, svg or html"
-ORDER = 23
 DESCRIPTION = """Write a trace in another format:
   chrome      Trace Event Format JSON: open in https://ui.perfetto.dev or chrome://tracing
   speedscope  speedscope's JSON (https://www.speedscope.app)

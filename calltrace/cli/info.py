@@ -6,12 +6,10 @@ import sys
 
 from ..trace.parts import load_any
 from ..analysis.progress import reading, warn
-from ..analysis.render import plural
-from ..analysis.units import fmt_ns
+from ..units import count, fmt_ns, plural
 
 NAME = "info"
 HELP = "show a trace's metadata: program, exit, threads, counts"
-ORDER = 24
 
 
 def add_arguments(p) -> None:
@@ -54,11 +52,11 @@ def run(args) -> int:
         ("clock", md.get("clock")),
         ("timing", md.get("timing")),
         ("options", _options(md.get("options") or {})),
-        ("calls", f"{md['total_calls']}"),
-        ("functions", str(len(trace.functions))),
-        ("incomplete calls", str(md.get("incomplete_calls", 0))),
-        ("depth-limited calls", str(md.get("depth_limited_calls", 0))),
-        ("dropped events", str(md.get("dropped_events", 0))),
+        ("calls", count(md["total_calls"])),
+        ("functions", count(len(trace.functions))),
+        ("incomplete calls", count(md.get("incomplete_calls", 0))),
+        ("depth-limited calls", count(md.get("depth_limited_calls", 0))),
+        ("dropped events", count(md.get("dropped_events", 0))),
     ]
     part = md.get("part")
     if part:
@@ -70,7 +68,7 @@ def run(args) -> int:
     if trace.functions:
         hot = trace.functions[0]
         out.append(f"{'hottest:':<{width + 1}} {hot.function} ({fmt_ns(hot.self_ns)} self, {plural(hot.calls, 'call')})")
-    out.append(f"threads ({md.get('thread_count', len(trace.threads))}):")
+    out.append(f"threads ({count(md.get('thread_count', len(trace.threads)))}):")
     with reading(trace, "counting calls"):
         for t in trace.threads:
             n = len(t.calls)

@@ -3,7 +3,6 @@ from ..runtime import library_path
 
 NAME = "lib"
 HELP = "print the absolute path of libcalltrace.so (for LD_PRELOAD)"
-ORDER = 90
 
 
 def add_arguments(parser) -> None:

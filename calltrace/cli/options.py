@@ -1,13 +1,51 @@
 """Options shared by the commands that launch a program (run, debug), and the
-rule that lets them follow the program path: long options of ours are taken
-from anywhere before `--`; everything after `--` goes to the program."""
+rule for what follows the program path:
+
+  after the program path, only the options that choose what to record
+  (RECORDING) are calltrace's; everything else is the program's, and
+  everything after `--` is the program's too.
+
+An option of ours other than those, found after the program path, goes to
+the program with one line on stderr saying how to give it to calltrace: a
+program's own `--force` or `-o` never vanishes."""
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
+import sys
 
 from ..errors import CalltraceError
+
+# What to record: the options that may also follow the program path (long
+# names only: a short option there is always the program's).
+RECORDING = ("--capture-args", "--capture-returns", "--deref", "--max-depth", "--function", "--only",
+             "--exclude", "--threshold")
+RULE = ("Options after PROGRAM are the program's, except calltrace's long options that choose what "
+        "to record ({}); everything after -- is the program's.")
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ArgumentParser that remembers its option strings and whether each
+    takes a value, for the rule above."""
+
+    def __init__(self, *args, **kwargs):
+        self.takes_value: dict[str, bool] = {}
+        super().__init__(*args, **kwargs)
+
+    def remember(self, action: argparse.Action) -> argparse.Action:
+        for s in action.option_strings:
+            self.takes_value[s] = action.nargs != 0
+        return action
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        return self.remember(super().add_argument(*args, **kwargs))
+
+    def add_mutually_exclusive_group(self, **kwargs):
+        group = super().add_mutually_exclusive_group(**kwargs)
+        add = group.add_argument
+        group.add_argument = lambda *a, **k: self.remember(add(*a, **k))
+        return group
 
 
 def positive_int(text: str) -> int:
@@ -18,16 +56,6 @@ def positive_int(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
     return v
-
-
-def duration(text: str) -> int:
-    """'10us' -> 10000 (nanoseconds); units ns, us, ms, s; a bare number is ns."""
-    import re
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ns|us|ms|s)?\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (like 10us, 2ms, 500ns)")
-    scale = {"ns": 1, None: 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}[m.group(2)]
-    return int(float(m.group(1)) * scale)
 
 
 def add_output(p: argparse.ArgumentParser, default: str = "calltrace.json") -> None:
@@ -43,30 +71,37 @@ def add_format(p: argparse.ArgumentParser) -> None:
                    help="compact JSON, one call per line (default)")
 
 
+def add_selection(p: argparse.ArgumentParser) -> None:
+    """-F/--only/-N: which functions to record, the same in run and debug."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-F", "--function", metavar="REGEX",
+                   help="record only the calls of functions matching REGEX and everything they call "
+                        "(their subtrees); C++ names match demangled or mangled")
+    g.add_argument("--only", metavar="REGEX",
+                   help="record only the calls of functions matching REGEX themselves, nested as "
+                        "they called each other")
+    p.add_argument("-N", "--exclude", metavar="REGEX",
+                   help="leave out functions matching REGEX and everything they call; "
+                        "combines with -F or --only")
+
+
 def add_command(p: argparse.ArgumentParser) -> None:
+    rec = [o for o in RECORDING if o in getattr(p, "takes_value", {})]
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="PROGRAM [ARGS...]",
-                   help="the program and its arguments; put its own options after --")
-
-
-def _value_options(parser: argparse.ArgumentParser) -> tuple[set[str], set[str]]:
-    takes, flags = set(), set()
-    for a in parser._actions:
-        for s in a.option_strings:
-            if s.startswith("--") and s != "--help":
-                (takes if a.nargs != 0 else flags).add(s)
-    return takes, flags
+                   help=RULE.format(", ".join(rec)))
 
 
 def parse_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
-    """Split `args.command` into the program's argv, re-parsing any of our long
+    """Split `args.command` into the program's argv, parsing the recording
     options found between the program path and `--` into `args`."""
     tokens = list(args.command)
     if tokens and tokens[0] == "--":
         tokens.pop(0)
     if not tokens:
-        parser.error("no program given: calltrace %s [OPTIONS] PROGRAM [ARGS...]" % parser.prog.split()[-1])
-    takes, flags = _value_options(parser)
+        parser.error("no program given: %s [OPTIONS] PROGRAM [ARGS...]" % parser.prog)
+    takes = getattr(parser, "takes_value", {})
     ours: list[str] = []
+    theirs: list[str] = []
     program = [tokens[0]]
     i = 1
     while i < len(tokens):
@@ -74,21 +109,26 @@ def parse_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         if tok == "--":
             program.extend(tokens[i + 1:])
             break
-        name = tok.split("=", 1)[0]
-        if name in flags and "=" not in tok:
+        name = tok.split("=", 1)[0] if tok.startswith("--") else tok
+        if name in RECORDING and name in takes:
             ours.append(tok)
-        elif name in takes:
-            ours.append(tok)
-            if "=" not in tok:
+            if takes[name] and "=" not in tok:
                 if i + 1 >= len(tokens):
                     parser.error(f"{tok} needs a value")
                 ours.append(tokens[i + 1])
                 i += 1
         else:
+            if name in takes:
+                theirs.append(name)
             program.append(tok)
         i += 1
     if ours:
         parser.parse_args(ours, namespace=args)
+    if theirs:
+        prog = os.path.basename(program[0])
+        print(f"calltrace: note: {' '.join(theirs)} after the program path went to {prog}; "
+              f"to give {'it' if len(theirs) == 1 else 'them'} to calltrace, put "
+              f"{'it' if len(theirs) == 1 else 'them'} before {program[0]}", file=sys.stderr)
     args.command = program
     return program
 
@@ -109,6 +149,21 @@ def resolve_program(name: str) -> str:
     if not os.access(path, os.X_OK):
         raise CalltraceError(f"{name}: not executable (chmod +x?)", 126)
     return os.path.abspath(path)
+
+
+def output_path(output: str | None) -> str:
+    """The trace's path (-o, $CALLTRACE_OUTPUT or calltrace.json), checked
+    before the program runs: its folder exists and it is not a folder."""
+    output = output or os.environ.get("CALLTRACE_OUTPUT") or "calltrace.json"
+    if output == "/dev/null":
+        return output
+    if os.path.isdir(output):
+        raise CalltraceError(f"cannot write {output}: it is a folder; give a file name "
+                             f"(e.g. {os.path.join(output, 'calltrace.json')})")
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise CalltraceError(f"cannot write {output}: folder {folder} does not exist")
+    return output
 
 
 def is_elf(path: str) -> bool:

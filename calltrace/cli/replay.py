@@ -1,19 +1,18 @@
 """``calltrace replay``: the call tree as an indented timeline."""
 from __future__ import annotations
 
-import re
 import sys
 
 from ..trace.parts import load_any
-from ..analysis.paths import Filter, select
+from ..analysis.paths import Filter, pick_threads, select
 from ..analysis.progress import reading, warn
 from ..analysis.render import Colour, fmt_call, use_colour
-from ..analysis.units import argparse_duration, fmt_ns
+from ..symbols.select import compile_regex
+from ..units import argparse_duration, fmt_ns
 from ..errors import CalltraceError
 
 NAME = "replay"
 HELP = "show the calls as an indented timeline, thread by thread"
-ORDER = 20
 DESCRIPTION = """Show every call of a trace as an indented timeline: start time (since
 the trace began), duration, and the call, indented by depth, with captured
 arguments and return values. Threads are shown one after the other.
@@ -41,30 +40,11 @@ def add_arguments(p) -> None:
                    help="colour output (default: only on a terminal)")
 
 
-def _regex(text: str | None, flag: str):
-    if text is None:
-        return None
-    try:
-        return re.compile(text)
-    except re.error as e:
-        raise CalltraceError(f"{flag}: bad regular expression {text!r}: {e}") from None
-
-
-def pick_threads(trace, tids):
-    if not tids:
-        return list(trace.threads)
-    have = {t.tid for t in trace.threads}
-    missing = [t for t in tids if t not in have]
-    if missing:
-        raise CalltraceError(f"no thread {missing[0]} in {trace.path} "
-                             f"(threads: {', '.join(str(t.tid) for t in trace.threads) or 'none'})")
-    return [t for t in trace.threads if t.tid in tids]
-
-
 def run(args) -> int:
     if args.depth is not None and args.depth < 1:
         raise CalltraceError("-D/--depth must be at least 1")
-    flt = Filter(_regex(args.function, "-F"), _regex(args.exclude, "-N"), args.depth, args.threshold)
+    flt = Filter(*(compile_regex(r, o) if r is not None else None for r, o in ((args.function, "-F"), (args.exclude, "-N"))),
+                 args.depth, args.threshold)
     trace = load_any(args.trace)
     warn(trace)
     threads = pick_threads(trace, args.tid)

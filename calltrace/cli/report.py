@@ -5,15 +5,14 @@ import sys
 
 from ..trace.parts import load_any
 from ..analysis.progress import reading, warn
-from ..analysis.render import fmt_call, plural, table
+from ..analysis.render import fmt_call, table
+from ..analysis.paths import pick_threads
 from ..analysis.stats import COLUMNS, average, slowest, sort_stats, thread_stats
-from ..analysis.units import fmt_ns
+from ..units import fmt_ns, plural
 from ..errors import CalltraceError
-from .replay import pick_threads
 
 NAME = "report"
 HELP = "per-function table: calls, total, self, average, min, max"
-ORDER = 21
 DESCRIPTION = """Per-function statistics of a trace: number of calls, total (inclusive)
 time, self (exclusive) time, average, shortest and longest call. A
 recursive function's inner calls are not counted twice in its total.

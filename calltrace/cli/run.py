@@ -13,27 +13,32 @@ import threading
 import time
 from pathlib import Path
 
+from ..analysis.render import top_lines
 from ..errors import CalltraceError
-from ..runtime import library_path, preload_env
-from ..symbols.elf import check_instrumented
-from ..trace.convert import Converted, convert
+from ..record.convert import Converted, convert
+from ..runtime import library_path, preload_env, write_filter, write_plan
+from ..symbols.elf import elf_symbols, is_instrumented
+from ..symbols.select import Selection
+from ..units import argparse_duration, count, fmt_ns, plural
 from . import options
-from .output import count, ns, print_top
 
 NAME = "run"
-ORDER = 10
 HELP = "run a program and record every call it makes"
 DESCRIPTION = """\
 Run PROGRAM with the calltrace recorder preloaded and write a JSON trace.
 
   calltrace run ./prog                      # writes calltrace.json
   calltrace run -o t.json ./prog arg1 arg2
+  calltrace run -F '^parse_' -N 'parse_ws' ./prog
   calltrace run ./prog --max-depth 5 -- --prog-option
 
-calltrace's long options may also follow the program path; everything after
-`--` goes to the program unchanged. The program's stdin, stdout and stderr
-are its own; calltrace exits with the program's exit status (128+N when it
-was killed by signal N). Build the program with:
+After the program path, only the long options that choose what to record
+(--capture-args, --max-depth, --function, --only, --exclude, --threshold) are
+calltrace's; any other option there is the program's (calltrace says so on
+stderr when it is also one of its own), and so is everything after `--`.
+The program's stdin, stdout and stderr are its own; calltrace exits with the
+program's exit status (128+N when it was killed by signal N). Build the
+program with:
   gcc -g -finstrument-functions -rdynamic prog.c -o prog
 """
 
@@ -45,11 +50,8 @@ def add_arguments(p) -> None:
     options.add_format(p)
     p.add_argument("--capture-args", action="store_true", default=None,
                    help="record each call's arguments, typed from DWARF (CALLTRACE_CAPTURE_ARGS=1)")
-    p.add_argument("-F", "--function", metavar="REGEX",
-                   help="record only calls made inside functions matching REGEX (and those functions)")
-    p.add_argument("-N", "--exclude", metavar="REGEX",
-                   help="leave out functions matching REGEX and every call they make")
-    p.add_argument("-t", "--threshold", metavar="TIME", type=options.duration,
+    options.add_selection(p)
+    p.add_argument("-t", "--threshold", metavar="TIME", type=argparse_duration,
                    help="drop calls shorter than TIME (e.g. 10us, 1ms), with what they called")
     p.add_argument("--flush-interval", type=options.positive_int, metavar="N",
                    help="write the trace in parts of about N calls while the program runs "
@@ -76,7 +78,6 @@ def _environment(args, raw_dir: str, program: str) -> dict[str, str]:
         capture = True
     if capture:
         # Plan here, once, rather than in the runtime at start-up.
-        from .plan import write_plan
         plan = os.path.join(raw_dir, "capture.plan")
         if options.is_elf(program) and write_plan(program, plan):
             env["CALLTRACE_PLAN"] = plan
@@ -96,20 +97,18 @@ def _environment(args, raw_dir: str, program: str) -> dict[str, str]:
     if args.rolling is not None:
         env["CALLTRACE_OUTPUT_ROLLING"] = "1"
         env["CALLTRACE_ROLLING_KEEP"] = str(args.rolling)
-    if args.function is not None or args.exclude is not None:
-        from .filter import EXCLUDE, INCLUDE, compile_regex, write_filter
-        if args.function is not None and args.exclude is not None:
-            raise CalltraceError("use --function or --exclude, not both")
-        option, regex, mode, var = ("--function", args.function, INCLUDE, "CALLTRACE_FUNCTION") \
-            if args.function is not None else ("--exclude", args.exclude, EXCLUDE, "CALLTRACE_EXCLUDE")
-        pattern = compile_regex(regex, option)
-        env[var] = regex
+    sel = Selection(args.function, args.only, args.exclude)
+    if sel.active:
+        for var, regex in (("CALLTRACE_FUNCTION", sel.function), ("CALLTRACE_ONLY", sel.only),
+                           ("CALLTRACE_EXCLUDE", sel.exclude)):
+            if regex is not None:
+                env[var] = regex
         # A script: each instrumented program it starts matches its own functions.
         if options.is_elf(program):
             path = os.path.join(raw_dir, "record.filter")
-            if not write_filter(program, pattern, mode, path):
+            if not write_filter(program, sel, path):
                 print(f"calltrace: note: no function of {program} or its libraries matches "
-                      f"{option} {regex!r}", file=sys.stderr)
+                      f"{sel.describe()}", file=sys.stderr)
             env["CALLTRACE_FILTER"] = path
     if args.output:
         env["CALLTRACE_OUTPUT"] = args.output
@@ -121,14 +120,14 @@ def _check_program(args, path: str) -> None:
         print(f"calltrace: note: {args.command[0]} is not an ELF executable; recording the "
               "instrumented programs it starts", file=sys.stderr)
         return
-    from ..symbols.elf import elf_symbols
     if not elf_symbols(path).dynamic:
         raise CalltraceError(f"{args.command[0]} is statically linked: the runtime cannot be preloaded "
                              "into it; link it dynamically (drop -static)")
-    if not args.force and not check_instrumented(path):
+    if not args.force and not is_instrumented(path):
         raise CalltraceError(
             f"{args.command[0]} was not built with -finstrument-functions; rebuild it with "
-            "`gcc -g -finstrument-functions -rdynamic ...` (or pass --force)")
+            "`gcc -g -finstrument-functions -rdynamic ...`, or trace chosen functions of it as it is "
+            "with `calltrace debug --uninstrumented --only REGEX` (or pass --force)")
 
 
 def _wait(proc: subprocess.Popen) -> int:
@@ -173,11 +172,8 @@ def run(args) -> int:
     program = options.parse_command(args._parser, args)
     path = options.resolve_program(program[0])
     _check_program(args, path)
-    output = args.output or os.environ.get("CALLTRACE_OUTPUT") or "calltrace.json"
-    out_dir = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(out_dir):
-        raise CalltraceError(f"cannot write {output}: folder {out_dir} does not exist")
-    _probe_writable(output, out_dir)
+    output = options.output_path(args.output)
+    _probe_writable(output, os.path.dirname(os.path.abspath(output)))
     raw_dir = tempfile.mkdtemp(prefix="calltrace-")
     try:
         proc = subprocess.Popen([path, *program[1:]], executable=path,
@@ -269,7 +265,7 @@ class _Rolling(threading.Thread):
             self.join()
 
 
-def _convert_all(raw_dir, pid, output, status, term, sig, args) -> list[Converted]:
+def _convert_all(raw_dir, pid, output, status, term, sig, args) -> tuple[list[Converted], bool]:
     raws = sorted(Path(raw_dir).glob("*.raw"), key=_raw_key)
     if output == "/dev/null":
         shutil.rmtree(raw_dir, ignore_errors=True)
@@ -325,10 +321,11 @@ def _summary(results: list[Converted], output: str, top: int = 10) -> None:
             extra.append(f"{count(m['dropped_events'])} events dropped")
         end = (f"killed by signal {m['signal']}" if m["termination"] == "signal"
                else f"exit status {m['exit_status']}")
-        print(f"calltrace: {count(m['total_calls'])} calls, {m['thread_count']} thread"
-              f"{'s' if m['thread_count'] != 1 else ''}, {ns(m['duration_ns'])}, pid {m['pid']}, "
+        print(f"calltrace: {plural(m['total_calls'], 'call')}, {plural(m['thread_count'], 'thread')}, "
+              f"{fmt_ns(m['duration_ns'])}, pid {m['pid']}, "
               f"{end}" + (f" ({'; '.join(extra)})" if extra else ""), file=err)
-        print_top(r.functions, top, err)
+        for line in top_lines(r.functions, top):
+            print(line, file=err)
         for note in r.notes:
             print(f"calltrace: note: {note}", file=err)
         print(f"calltrace: trace written to {r.path}", file=err)

@@ -18,14 +18,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from elftools.elf.elffile import ELFFile
+
 from .. import __version__
 from ..errors import CalltraceError
 from ..runtime import library_path
-from ..trace.raw import Module
+from ..symbols import Module
+from ..symbols.code import HOOKS, Code
+from ..symbols.dwarf import dwarf_functions
+from ..symbols.elf import ElfSymbols, elf_symbols, is_instrumented
+from ..symbols.select import Selection, modules
 from ..trace.writer import write_trace
 from . import events as E
 from . import mi
-from .elfinfo import HOOKS, ElfInfo
 from .session import Session
 
 
@@ -38,8 +43,9 @@ class Options:
     capture_returns: bool = False
     deref: bool = False
     max_depth: int | None = None
-    function: str | None = None
-    exclude: str | None = None
+    function: str | None = None      # -F: subtrees
+    only: str | None = None          # --only: the functions themselves
+    exclude: str | None = None       # -N
     uninstrumented: bool = False
     pretty: bool = False
     progress: bool | None = None     # None: when stderr is a terminal
@@ -65,70 +71,85 @@ def scripts_dir() -> str:
 
 
 def _hook_offsets(lib: str) -> dict:
-    info = ElfInfo(lib)
-    try:
-        offs = {HOOKS[f.name]: f.addr for f in info.functions if f.name in HOOKS}
-        text = info.elf.get_section_by_name(".text")["sh_addr"]
-    finally:
-        info.close()
-    return {"hook_offsets": offs, "hook_text": text}
+    syms = elf_symbols(lib)
+    return {"hook_offsets": {HOOKS[f.name]: f.start for f in syms.functions() if f.name in HOOKS},
+            "hook_text": syms.text_addr}
 
 
-def _library_sites(opts: Options) -> list[dict]:
-    """--function/--exclude in the instrumented libraries the program loads
-    at start-up: their hook calls, at link-time addresses; the GDB side
-    places them when the library is loaded (by its .text address)."""
-    from ..symbols.libraries import instrumented_libraries
-    out = []
-    for lib in instrumented_libraries(os.path.realpath(opts.program)):
-        info = ElfInfo(lib)
-        try:
-            funcs = info.select(opts.function, opts.exclude)
-            sites = info.hook_sites(funcs)
-            text = info.elf.get_section_by_name(".text")
-            if sites and text is not None:
-                out.append({"path": lib, "text": text["sh_addr"], "sites": [(s.addr, s.kind) for s in sites],
-                            "only": [f.addr for f in funcs]})
-        finally:
-            info.close()
-    return out
+def _sites(path: str, chosen: set[int]) -> list:
+    """The hook calls inside the chosen functions of one ELF file."""
+    syms = elf_symbols(path)
+    with open(path, "rb") as f:
+        code = Code(ELFFile(f), syms.lookup)
+        return code.hook_sites([s for s in syms.functions() if s.start in chosen and s.size])
 
 
-def plan(opts: Options, elf: ElfInfo) -> dict:
-    """The GDB-side configuration: which breakpoints, where."""
+def _selection(sel: Selection, mods) -> dict | None:
+    """What gdb_scripts/ct_select.py needs: the selected functions of the
+    program (link-time addresses) and of its instrumented libraries."""
+    if not sel.active:
+        return None
+    (_, inc, exc), libs = mods[0], mods[1:]
+    return {"mode": "subtree" if sel.function is not None else "only" if sel.only is not None else None,
+            "include": inc, "exclude": exc,
+            "libs": [{"path": p, "text": elf_symbols(p).text_addr, "include": i, "exclude": x}
+                     for p, i, x in libs if i or x]}
+
+
+def plan(opts: Options, syms: ElfSymbols) -> dict:
+    """The GDB-side configuration: which breakpoints, where, and which of
+    the calls they see to record (-F/--only/-N as `calltrace run` means them)."""
     cfg = {"capture_args": opts.capture_args, "capture_returns": opts.capture_returns,
            "deref": opts.deref, "max_depth": opts.max_depth, "string_cap": opts.string_cap,
-           "elf_entry": elf.entry}
+           "elf_entry": syms.entry}
     name = opts.argv[0]
-    if (opts.capture_args or opts.capture_returns or opts.uninstrumented) and not elf.has_dwarf:
+    if syms.machine != "EM_X86_64":
+        raise CalltraceError(f"{name}: only x86-64 programs are supported")
+    if (opts.capture_args or opts.capture_returns or opts.uninstrumented) and not syms.has_debug_info:
         raise CalltraceError(f"{name} has no debug info: rebuild it with -g")
+    sel = Selection(opts.function, opts.only, opts.exclude)
+    mods = modules(opts.program, sel) if sel.active else [(opts.program, [], [])]
+    (_, inc, exc) = mods[0]
+    if sel.include is not None and not any(m[1] for m in mods):
+        raise CalltraceError(f"no function of {name} or of the instrumented libraries it loads matches "
+                             f"{sel.describe()}")
+    cfg["select"] = _selection(sel, mods)
+    if opts.capture_args:
+        from ..symbols.params import inline_param_orders
+        cfg["param_order"] = inline_param_orders(os.path.realpath(opts.program))
     if opts.uninstrumented:
-        if not opts.function:
-            raise CalltraceError("--uninstrumented needs --function REGEX (the functions to trace)")
-        funcs = elf.select(opts.function, opts.exclude)
-        if not funcs:
-            raise CalltraceError(f"no function of {name} matches {opts.function!r}")
-        rets = [(s.addr, s.fn, s.kind, f.size) for f in funcs for s in elf.return_sites(f)]
-        cfg.update(mode="plain", entries=sorted({f.name for f in funcs}), rets=rets,
-                   only=[f.addr for f in funcs])
+        if sel.include is None:
+            raise CalltraceError("--uninstrumented needs --only REGEX or --function REGEX (the functions "
+                                 "to put breakpoints on)")
+        # -F: a subtree may reach any function compiled from the program's sources.
+        chosen = set(inc) | set(exc) if sel.only is not None else \
+            set(inc) | set(exc) | set(dwarf_functions(opts.program).by_addr)
+        funcs = [f for f in syms.functions() if f.start in chosen and f.size]
+        with open(opts.program, "rb") as f:
+            code = Code(ELFFile(f), syms.lookup)
+            rets = [(s.addr, s.fn, s.kind, fn.size) for fn in funcs for s in code.return_sites(fn)]
+        cfg.update(mode="plain", entries=sorted({f.name for f in funcs}), rets=rets)
         return cfg
-    if not elf.instrumented:
+    if not is_instrumented(opts.program):
         raise CalltraceError(f"{name} was not built with -finstrument-functions; rebuild it, or "
-                             "trace chosen functions with --uninstrumented --function REGEX")
-    if opts.function or opts.exclude or opts.pid:
-        # attached: no recorder preloaded to break in, so every hook call site
-        funcs = elf.select(opts.function, opts.exclude)
-        sites = elf.hook_sites(funcs)
-        libs = _library_sites(opts)
-        if not sites and not libs:
-            raise CalltraceError(f"no instrumented function of {name} or of the libraries it loads "
-                                 "matches the selection")
-        cfg.update(mode="sites", sites=[(s.addr, s.kind) for s in sites],
-                   only=[f.addr for f in funcs], lib_sites=libs)
+                             "trace chosen functions with --uninstrumented --only REGEX")
+    if sel.only is not None or (sel.active and not syms.dynamic) or opts.pid is not None:
+        # --only: breakpoints on the hook calls of the selected functions
+        # alone; a static program, or one attached to (--pid: no recorder
+        # preloaded to break in): on every hook call.
+        every = sel.only is None
+        sites = _sites(opts.program, {f.start for f in syms.functions()} if every else set(inc) | set(exc))
+        libs = []
+        for path, i, x in mods[1:]:
+            lib_sites = _sites(path, {f.start for f in elf_symbols(path).functions()} if every else set(i) | set(x))
+            if lib_sites:
+                libs.append({"path": path, "text": elf_symbols(path).text_addr,
+                             "sites": [(s.addr, s.kind) for s in lib_sites]})
+        cfg.update(mode="sites", sites=[(s.addr, s.kind) for s in sites], lib_sites=libs)
         return cfg
-    if not elf.dynamic:
+    if not syms.dynamic:
         raise CalltraceError(f"{name} is statically linked: calltrace debug needs a dynamically "
-                             "linked program (or --uninstrumented --function REGEX)")
+                             "linked program (or --uninstrumented --only REGEX)")
     lib = os.path.realpath(library_path())
     cfg.update(mode="hooks", hook_lib=lib, **_hook_offsets(lib))
     return cfg
@@ -165,12 +186,9 @@ def _progress(opts: Options):
 
 
 def trace(opts: Options) -> Result:
-    elf = ElfInfo(opts.program)
-    try:
-        cfg = plan(opts, elf)
-        span = elf.span
-    finally:
-        elf.close()
+    syms = elf_symbols(opts.program)
+    cfg = plan(opts, syms)
+    span = syms.span
     work = tempfile.mkdtemp(prefix="calltrace-debug-")
     events_path = os.path.join(work, "events")
     cfg_path = os.path.join(work, "config.json")
@@ -365,7 +383,8 @@ def _write(opts, cfg, log: E.EventLog, end, pid, start_time, wall, span, notes) 
         "timing": _timing(cal),
         "options": {"max_depth": opts.max_depth, "capture_args": opts.capture_args,
                     "pretty": opts.pretty, "capture_returns": opts.capture_returns,
-                    "deref": opts.deref, "function": opts.function, "exclude": opts.exclude,
+                    "deref": opts.deref, "function": opts.function, "only": opts.only,
+                    "exclude": opts.exclude,
                     "uninstrumented": opts.uninstrumented, "mode": cfg["mode"]},
         "thread_count": len(threads), "incomplete_calls": b.incomplete,
         "depth_limited_calls": log.summary.get("depth_limited", 0), "dropped_events": 0,

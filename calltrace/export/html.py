@@ -15,7 +15,7 @@ import json
 from typing import NamedTuple, TextIO
 
 from ..analysis.render import fmt_call
-from ..analysis.units import fmt_ns
+from ..units import fmt_ns
 from ..trace.model import Trace
 from . import Options, default_title
 from .html_assets import SCRIPT, STYLE

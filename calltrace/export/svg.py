@@ -8,7 +8,7 @@ from typing import TextIO
 from xml.sax.saxutils import escape
 
 from ..analysis.tree import Node, call_tree
-from ..analysis.units import fmt_ns
+from ..units import fmt_ns
 from ..trace.model import Trace
 from . import Options, default_title
 

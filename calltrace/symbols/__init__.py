@@ -1,4 +1,4 @@
 """Addresses to names: ELF symbol tables, DWARF subprograms, demangling."""
-from .resolver import FunctionInfo, Resolver
+from .resolver import FunctionInfo, Module, Resolver
 
-__all__ = ["FunctionInfo", "Resolver"]
+__all__ = ["FunctionInfo", "Module", "Resolver"]

@@ -1,4 +1,6 @@
-"""Function symbols of one ELF file, indexed once for bisect lookups."""
+"""Reading an ELF file: its function symbols (indexed once for bisect
+lookups), what kind of program it is, and whether it was built with
+-finstrument-functions. Machine code is symbols/code.py's."""
 from __future__ import annotations
 
 import bisect
@@ -31,12 +33,24 @@ class ElfSymbols:
         self.imports_hook = False
         self.has_debug_info = False
         self.dynamic = False
+        self.machine = ""
+        self.entry = 0
+        self.span = (0, 0)              # lowest and highest address of its PT_LOAD segments
+        self.text_addr: int | None = None
         syms: dict[int, tuple[int, Symbol]] = {}
         try:
             with open(path, "rb") as f:
                 elf = ELFFile(f)
                 self.pie = elf.header["e_type"] == "ET_DYN"
                 self.dynamic = any(seg["p_type"] == "PT_INTERP" for seg in elf.iter_segments())
+                self.machine = elf["e_machine"]
+                self.entry = elf["e_entry"]
+                loads = [(g["p_vaddr"], g["p_vaddr"] + g["p_memsz"]) for g in elf.iter_segments()
+                         if g["p_type"] == "PT_LOAD"]
+                if loads:
+                    self.span = (min(a for a, _ in loads), max(b for _, b in loads))
+                text = elf.get_section_by_name(".text")
+                self.text_addr = text["sh_addr"] if text is not None else None
                 self.has_debug_info = elf.has_dwarf_info() and elf.get_section_by_name(".debug_info") is not None
                 note = elf.get_section_by_name(".note.gnu.build-id")
                 if note is not None:
@@ -81,6 +95,18 @@ def elf_symbols(path: str) -> ElfSymbols:
     return ElfSymbols(path)
 
 
-def check_instrumented(path: str) -> bool:
-    """True when the program calls the -finstrument-functions hooks."""
+@lru_cache(maxsize=256)
+def is_instrumented(path: str) -> bool:
+    """True when the program or library was built with -finstrument-functions
+    (it calls the hooks, defined elsewhere). The dynamic symbol table's hash
+    answers without a walk over every symbol of libc; a static program has
+    only .symtab."""
+    try:
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            sec = elf.get_section_by_name(".dynsym")
+            if sec is not None:
+                return any(s["st_shndx"] == "SHN_UNDEF" for s in sec.get_symbol_by_name(HOOK) or [])
+    except (OSError, ELFError, ValueError, KeyError):
+        return False
     return elf_symbols(path).imports_hook

@@ -15,7 +15,7 @@ from functools import lru_cache
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from .elf import HOOK
+from .elf import is_instrumented
 
 # "\tlibfoo.so => /path/libfoo.so (0x...)"; a library not found says "not found".
 _LINE = re.compile(r"^\s*\S+ => (/.*) \(0x[0-9a-f]+\)$", re.M)
@@ -30,21 +30,6 @@ def _interpreter(path: str) -> str | None:
     except (OSError, ELFError, ValueError):
         pass
     return None
-
-
-@lru_cache(maxsize=256)
-def imports_hook(path: str) -> bool:
-    """True for a shared library built with -finstrument-functions. Uses the
-    dynamic symbol table's hash: no walk over every symbol of libc."""
-    try:
-        with open(path, "rb") as f:
-            sec = ELFFile(f).get_section_by_name(".dynsym")
-            if sec is None:
-                return False
-            syms = sec.get_symbol_by_name(HOOK) or []
-            return any(s["st_shndx"] == "SHN_UNDEF" for s in syms)
-    except (OSError, ELFError, ValueError, KeyError):
-        return False
 
 
 def loaded_libraries(program: str) -> list[str]:
@@ -75,4 +60,4 @@ def _loaded(program: str) -> tuple[str, ...]:
 
 
 def instrumented_libraries(program: str) -> list[str]:
-    return [p for p in loaded_libraries(program) if imports_hook(p)]
+    return [p for p in loaded_libraries(program) if is_instrumented(p)]

@@ -3,6 +3,8 @@ runtime (DWARF location expressions and lists, evaluated for what a hook
 running at that instruction can still read)."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from elftools.dwarf.dwarf_expr import DWARFExprParser
 from elftools.dwarf.locationlists import BaseAddressEntry, LocationExpr, LocationParser
 
@@ -28,9 +30,26 @@ class Op:
         return f"Op(kind={self.kind}, base={self.base}, size={self.size}, off={self.off})"
 
 
+class Location(NamedTuple):
+    """How to get a parameter's value: copy `ops` (and add `addend` to what
+    they copy), or it is the constant `const`; `static` says the constant
+    is an address in the module's file (relocated by its load bias)."""
+    ops: list
+    const: bytes | None = None
+    addend: int = 0
+    static: bool = False
+
+
 class _Unavailable(Exception):
-    def __init__(self, note: str):
-        self.note = note
+    """No value for the runtime to copy: "optimized out" (DWARF has none
+    here) or "not captured" (DWARF has one calltrace cannot read at the
+    entry hook), with the reason."""
+    def __init__(self, note: str, reason: str | None = None):
+        self.note, self.reason = note, reason
+
+
+def _not_captured(reason: str) -> _Unavailable:
+    return _Unavailable("not captured", reason)
 
 
 class _EntryValue(Exception):
@@ -75,15 +94,19 @@ class LocationReader:
                 return entry.loc_expr
         raise _Unavailable("optimized out")
 
-    def ops(self, expr, ctype: CType, frame_base) -> tuple[list[Op], bytes | None]:
+    def ops(self, expr, ctype: CType, frame_base) -> Location:
+        """The Location of a value described by `expr` (`DW_OP_bregN k;
+        DW_OP_stack_value` is the register plus k, as gcc says of a value it
+        keeps adjusted)."""
         if isinstance(expr, int):
-            return [], expr.to_bytes(8, "little", signed=expr < 0)[:max(ctype.size, 1)]
+            return Location([], expr.to_bytes(8, "little", signed=expr < 0)[:max(ctype.size, 1)])
         if isinstance(expr, bytes):
-            return [], expr
+            return Location([], expr)
         parsed = self.expr.parse_expr(expr)
         ops: list[Op] = []
         pending: tuple | None = None
         stack_const: int | None = None
+        static = False
         size_left = ctype.size or 8
         for op in parsed:
             name, args = op.op_name, op.args
@@ -93,35 +116,51 @@ class LocationReader:
                 if (len(parsed) == 2 and parsed[1].op_name == "DW_OP_stack_value" and len(inner) == 1
                         and _reg_of(inner[0].op_name, inner[0].args) is not None):
                     raise _EntryValue(_reg_of(inner[0].op_name, inner[0].args))
-                raise _Unavailable("optimized out")
+                raise _not_captured("computed from values at the call (DW_OP_entry_value)")
             if reg is not None:
                 if reg not in SAVED:
-                    raise _Unavailable("optimized out")
+                    raise _not_captured(f"kept in a register the entry hook call overwrites (DWARF reg {reg})")
                 pending = (OP_REG, SAVED[reg], 0)
             elif name == "DW_OP_fbreg":
                 if frame_base is None:
-                    raise _Unavailable("unavailable")
+                    raise _not_captured("relative to a frame base calltrace does not follow")
                 pending = (OP_MEM, frame_base[0], frame_base[1] + args[0])
             elif name.startswith("DW_OP_breg") and name != "DW_OP_bregx":
                 r = int(name[len("DW_OP_breg"):])
                 base = BASE_RSP if r == 7 else SAVED.get(r)
                 if base is None:
-                    raise _Unavailable("optimized out")
+                    raise _not_captured(f"at an address held in a register the entry hook call overwrites "
+                                        f"(DWARF reg {r})")
                 pending = (OP_MEM, base, args[0])
             elif name == "DW_OP_call_frame_cfa":
                 pending = (OP_MEM, BASE_CFA, 0)
+            elif name == "DW_OP_addr" and pending is None and stack_const is None:
+                stack_const, static = args[0], True
             elif name.startswith("DW_OP_lit"):
                 stack_const = int(name[len("DW_OP_lit"):])
             elif name in ("DW_OP_const1u", "DW_OP_const2u", "DW_OP_const4u", "DW_OP_const8u",
                           "DW_OP_const1s", "DW_OP_const2s", "DW_OP_const4s", "DW_OP_const8s",
                           "DW_OP_constu", "DW_OP_consts"):
                 stack_const = args[0]
+            elif name == "DW_OP_plus_uconst" and (pending is not None or stack_const is not None):
+                if stack_const is not None:
+                    stack_const += args[0]
+                else:
+                    pending = (pending[0], pending[1], pending[2] + args[0])
             elif name == "DW_OP_stack_value":
+                if stack_const is None and pending is not None and pending[0] == OP_MEM and pending[1] in \
+                        SAVED.values() and not ops:
+                    return Location([Op(OP_REG, pending[1], min(max(ctype.size, 1), 8))], None, pending[2])
                 if stack_const is None:
-                    raise _Unavailable("unavailable")
-                return [], stack_const.to_bytes(8, "little", signed=stack_const < 0)[:max(ctype.size, 1)]
+                    raise _not_captured("computed by a DWARF expression")
+                size = max(ctype.size, 1)
+                return Location([], (stack_const % (1 << 64)).to_bytes(8, "little")[:size], 0, static)
             elif name == "DW_OP_implicit_value":
-                return [], bytes(args[1])
+                # pyelftools gives the block alone (the length is implied).
+                blob = bytes(args[-1]) if args and isinstance(args[-1], (list, bytes)) else None
+                if blob is None:
+                    raise _not_captured("unreadable DW_OP_implicit_value")
+                return Location([], blob)
             elif name == "DW_OP_piece":
                 if pending is None:
                     raise _Unavailable("optimized out")   # an empty piece: part optimized out
@@ -129,12 +168,14 @@ class LocationReader:
                 size_left -= args[0]
                 pending = None
             else:
-                raise _Unavailable("unavailable")
+                raise _not_captured(f"{name} is not supported")
         if pending is not None:
             size = min(max(size_left, 1), MEM_CAP)
             if pending[0] == OP_REG:
                 size = min(size, 8)
             ops.append(Op(pending[0], pending[1], size, pending[2]))
+        if static:
+            raise _not_captured("in memory at a static address")
         if not ops:
-            raise _Unavailable("unavailable")
-        return ops, None
+            raise _not_captured("an empty DWARF location")
+        return Location(ops)

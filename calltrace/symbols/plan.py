@@ -24,10 +24,12 @@ from functools import lru_cache
 from elftools.common.exceptions import DWARFError, ELFError
 from elftools.elf.elffile import ELFFile
 
+from .code import Code
 from .ctypes_dwarf import ARRAY, STRUCT, UNION, CType, TypeReader
+from . import ranges
 from .locations import (BASE_CFA, BASE_RSP, OP_FOLLOW, OP_SITE, OP_STRING, SAVED, LocationReader, Op,
                         _EntryValue, _Unavailable, _reg_of)
-from .values import STRING_CAP
+from .values import STR_INVALID, STR_OK, STR_TRUNCATED, STRING_CAP
 
 MAGIC = b"CTPLAN02"
 
@@ -37,9 +39,14 @@ class ParamPlan:
     ctype: CType
     ops: list[Op] = field(default_factory=list)
     const: bytes | None = None
-    note: str | None = None      # "optimized out" / "unavailable"
-    follow: list[str] = field(default_factory=list)   # char * fields copied as strings
+    note: str | None = None      # "optimized out" / "not captured"
+    reason: str | None = None    # why, for "not captured"
+    # char * fields copied as strings: (name, index of the op holding the
+    # pointer among this parameter's ops, offset in that op's bytes)
+    follow: list[tuple[str, int, int]] = field(default_factory=list)
     entry_reg: int | None = None   # value = that register at the call (see call_values)
+    addend: int = 0              # added to the copied value (a register gcc keeps adjusted)
+    static: bool = False         # const is an address in the module's file
 
     @property
     def is_string(self) -> bool:
@@ -63,9 +70,8 @@ class FunctionPlan:
         for p in self.params:
             first = len(out)
             out.extend(p.ops)
-            for name in p.follow:
-                off = next(o for n, o, _ in p.ctype.fields if n == name)
-                out.append(Op(OP_FOLLOW | OP_STRING, first, 8, off))
+            for _, k, off in p.follow:
+                out.append(Op(OP_FOLLOW | OP_STRING, first + k, 8, off))
         return out
 
 
@@ -76,9 +82,10 @@ class _Planner:
         self.locs = LocationReader(self.dwarf)
         self.expr = self.locs.expr
         self.types = TypeReader()
-        self.call_values: dict[tuple[int, int], int] = {}   # (return pc, DWARF reg) -> constant
+        self.call_values: dict[tuple[int, int], int | bytes] = {}   # (return pc, DWARF reg) -> constant
+        self.static_values: set[tuple[int, int]] = set()   # those that are addresses in the file
         self._cfi = self._index_cfi()
-        self._text = [s for s in elf.iter_sections() if s["sh_flags"] & 0x4 and s["sh_type"] == "SHT_PROGBITS"]
+        self.code = Code(elf)
 
     def _index_cfi(self):
         entries = []
@@ -113,26 +120,16 @@ class _Planner:
         return None
 
     def hook_return(self, lo: int, hi: int) -> int | None:
-        """The address after the function's first call: gcc emits the entry
-        hook call before any other. capture.c checks it at run time too."""
-        from capstone import CS_ARCH_X86, CS_MODE_64, Cs
-        for sec in self._text:
-            start = sec["sh_addr"]
-            if start <= lo < start + sec["sh_size"]:
-                data = sec.data()[lo - start:min(hi, start + sec["sh_size"]) - start]
-                md = Cs(CS_ARCH_X86, CS_MODE_64)
-                for insn in md.disasm(data, lo):
-                    if insn.mnemonic == "call":
-                        return insn.address + insn.size
-                return None
-        return None
+        """Where the entry hook call returns to. capture.c checks it at run
+        time too."""
+        return self.code.entry_hook_return(lo, hi)
 
     def plans(self, die, cu) -> list[FunctionPlan]:
         """The plan of a function's own entry hook call, and of the hook calls
         gcc kept for each copy of another function inlined into it."""
         out = []
         frame_base = self._frame_base(die)
-        bounds = self._bounds(die, None)
+        bounds = self._bounds(die, cu)
         plan = self.function(die, cu, die, frame_base, bounds)
         if plan is not None:
             out.append(plan)
@@ -143,7 +140,7 @@ class _Planner:
                 self._call_site(child)
             if child.tag == "DW_TAG_inlined_subroutine" and "DW_AT_abstract_origin" in child.attributes:
                 plan = self.function(child, cu, child.get_DIE_from_attribute("DW_AT_abstract_origin"),
-                                     frame_base, self._bounds(child, bounds))
+                                     frame_base, self._bounds(child, cu))
                 if plan is not None:
                     out.append(plan)
             if child.has_children:
@@ -151,6 +148,12 @@ class _Planner:
         return out
 
     def _call_site(self, die) -> None:
+        try:
+            self._call_site_values(die)
+        except Exception:   # noqa: BLE001 - a call site we cannot read gives no constants
+            pass
+
+    def _call_site_values(self, die) -> None:
         a = die.attributes
         ret = a.get("DW_AT_call_return_pc") or (a.get("DW_AT_low_pc") if die.tag == "DW_TAG_GNU_call_site" else None)
         if ret is None:
@@ -166,10 +169,16 @@ class _Planner:
             if reg is None or len(what) != 1:
                 continue
             op = what[0]
+            key = (ret.value, reg)
             if op.op_name.startswith("DW_OP_lit"):
-                self.call_values[(ret.value, reg)] = int(op.op_name[len("DW_OP_lit"):])
+                self.call_values[key] = int(op.op_name[len("DW_OP_lit"):])
             elif op.op_name.startswith("DW_OP_const") and op.args:
-                self.call_values[(ret.value, reg)] = op.args[0]
+                self.call_values[key] = op.args[0]
+            elif op.op_name == "DW_OP_addr" and op.args:
+                self.call_values[key] = op.args[0]
+                self.static_values.add(key)
+            elif op.op_name == "DW_OP_implicit_value" and op.args:
+                self.call_values[key] = bytes(op.args[-1])   # a float literal
 
     def _frame_base(self, die):
         fb = die.attributes.get("DW_AT_frame_base")
@@ -183,25 +192,31 @@ class _Planner:
                     return BASE_RSP if r == 7 else SAVED[r], ops[0].args[0]
         return None
 
-    @staticmethod
-    def _bounds(die, parent):
-        """Where to look for the entry hook call: from the entry (low_pc, or
-        entry_pc for inlined copies split into ranges) to the end of the
-        code, or of the enclosing function."""
-        a = die.attributes
-        low = a["DW_AT_low_pc"].value if "DW_AT_low_pc" in a else (
-            a["DW_AT_entry_pc"].value if "DW_AT_entry_pc" in a and a["DW_AT_entry_pc"].form == "DW_FORM_addr"
-            else None)
-        if low is None:
-            return None
-        high_attr = a.get("DW_AT_high_pc")
-        if high_attr is not None:
-            high = high_attr.value if high_attr.form == "DW_FORM_addr" else low + high_attr.value
-        elif parent is not None:
-            high = parent[1]
-        else:
-            return None
-        return low, high
+    def _bounds(self, die, cu):
+        """Where to look for the entry hook call: from the entry to the end
+        of the part of the code holding it (functions and inlined copies
+        may be split into parts: DW_AT_ranges)."""
+        at = ranges.entry(self.dwarf, die, cu)
+        return None if at is None else (at[0], at[2])
+
+    def _locate(self, p: ParamPlan, die, cu, pc: int, frame_base) -> None:
+        """Fill in how to read parameter `p` at the hook's return address;
+        whatever the DWARF says, at worst a note on this parameter."""
+        try:
+            p.ops, p.const, p.addend, p.static = self.locs.ops(self.locs.location(die, cu, pc, frame_base),
+                                                               p.ctype, frame_base)
+            if p.ctype.is_string and len(p.ops) == 1 and p.ops[0].size == 8 and not p.addend:
+                p.ops = [Op(p.ops[0].kind | OP_STRING, p.ops[0].base, 8, p.ops[0].off)]
+            elif p.ctype.kind == STRUCT and p.ops:
+                p.follow = _string_fields(p.ctype, p.ops)
+        except _EntryValue as e:
+            p.entry_reg = e.reg
+            p.ops = [Op(OP_SITE, 0, 8, 0)]
+        except _Unavailable as e:
+            p.note, p.reason = e.note, e.reason
+        except Exception as e:   # noqa: BLE001 - DWARF we do not know must not stop the program
+            p.ops, p.const = [], None
+            p.note, p.reason = "not captured", f"DWARF location not understood ({type(e).__name__})"
 
     def function(self, die, cu, origin, frame_base, bounds) -> FunctionPlan | None:
         if bounds is None:
@@ -226,25 +241,12 @@ class _Planner:
             name = name.value.decode(errors="replace") if name else f"arg{len(params)}"
             p = ParamPlan(name, self.types.of(decl))
             child = concrete.get(decl.offset)
-            if ret is None or cfa is None:
-                p.note = "unavailable"
+            if cfa is None:
+                p.note, p.reason = "not captured", "no call frame information at the entry hook"
             elif child is None:
                 p.note = "optimized out"
             else:
-                try:
-                    p.ops, p.const = self.locs.ops(self.locs.location(child, cu, ret, frame_base), p.ctype,
-                                               frame_base)
-                    if p.ctype.is_string and len(p.ops) == 1 and p.ops[0].size == 8:
-                        p.ops = [Op(p.ops[0].kind | OP_STRING, p.ops[0].base, 8, p.ops[0].off)]
-                    elif p.ctype.kind == STRUCT and p.ops:
-                        p.follow = _string_fields(p.ctype, p.ops)
-                except _EntryValue as e:
-                    p.entry_reg = e.reg
-                    p.ops = [Op(OP_SITE, 0, 8, 0)]
-                except _Unavailable as e:
-                    p.note = e.note
-                except (DWARFError, KeyError, ValueError, NotImplementedError):
-                    p.note = "unavailable"
+                self._locate(p, child, cu, ret, frame_base)
             params.append(p)
         if ret is None:
             return None
@@ -258,6 +260,13 @@ class CapturePlan:
     sites: dict[int, FunctionPlan]      # by ret_vaddr
     defined: set[int]                   # entry addresses of functions with DWARF
     call_values: dict[tuple[int, int], int] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)   # entry -> why it has no plan
+    static_values: set[tuple[int, int]] = field(default_factory=set)   # call_values that are addresses
+
+    def string_at(self, vaddr: int) -> tuple[int, bytes]:
+        """(STR_* status, bytes) of the C string at `vaddr` in the file (a
+        string literal a constant `char *` points to)."""
+        return _file_string(self.path, vaddr)
 
     @property
     def has_dwarf(self) -> bool:
@@ -299,12 +308,39 @@ class ProgramPlan:
         return head + b"".join(out_f) + b"".join(out_o) + paths
 
 
-def _string_fields(t: CType, ops: list[Op]) -> list[str]:
-    """Direct `char *` fields of a struct copied whole by one op: the runtime
-    follows them like a `char *` parameter (one level, as GDB shows them)."""
-    if len(ops) != 1 or ops[0].size < t.size:
+def _string_fields(t: CType, ops: list[Op]) -> list[tuple[str, int, int]]:
+    """Direct `char *` fields of a struct copied whole (by one op, or in
+    pieces at -O2): the runtime follows them like a `char *` parameter (one
+    level, as GDB shows them)."""
+    if sum(op.size for op in ops) < t.size:
         return []
-    return [name for name, off, ft in t.fields if ft.is_string and off + 8 <= t.size][:8]
+    out, starts, at = [], [], 0
+    for op in ops:
+        starts.append(at)
+        at += op.size
+    for name, off, ft in t.fields:
+        k = bisect.bisect_right(starts, off) - 1
+        if ft.is_string and k >= 0 and off + 8 <= starts[k] + ops[k].size:
+            out.append((name, k, off - starts[k]))
+    return out[:8]
+
+
+@lru_cache(maxsize=1024)
+def _file_string(path: str, vaddr: int) -> tuple[int, bytes]:
+    try:
+        with open(path, "rb") as f:
+            for seg in ELFFile(f).iter_segments("PT_LOAD"):
+                off = vaddr - seg["p_vaddr"]
+                if 0 <= off < seg["p_filesz"]:
+                    f.seek(seg["p_offset"] + off)
+                    raw = f.read(min(STRING_CAP + 1, seg["p_filesz"] - off))
+                    nul = raw.find(b"\0")
+                    if nul >= 0:
+                        return STR_OK, raw[:nul]
+                    return (STR_TRUNCATED, raw[:STRING_CAP]) if len(raw) > STRING_CAP else (STR_INVALID, b"")
+    except (OSError, ELFError, ValueError):
+        pass
+    return STR_INVALID, b""
 
 
 @lru_cache(maxsize=16)
@@ -312,6 +348,7 @@ def capture_plan(path: str) -> CapturePlan:
     """The plan for every entry hook call of a function with DWARF in `path`."""
     sites: dict[int, FunctionPlan] = {}
     defined: set[int] = set()
+    failed: dict[int, str] = {}
     try:
         with open(path, "rb") as f:
             elf = ELFFile(f)
@@ -319,18 +356,24 @@ def capture_plan(path: str) -> CapturePlan:
                 return CapturePlan(path, {}, set())
             planner = _Planner(elf)
             for cu in planner.dwarf.iter_CUs():
-                for die in cu.get_top_DIE().iter_children():
-                    if die.tag == "DW_TAG_subprogram" and "DW_AT_low_pc" in die.attributes:
-                        defined.add(die.attributes["DW_AT_low_pc"].value)
-                        try:
-                            plans = planner.plans(die, cu)
-                        except (DWARFError, KeyError, ValueError, AttributeError, NotImplementedError):
-                            plans = []
-                        for plan in plans:
-                            sites[plan.ret_vaddr] = plan
+                for die in ranges.definitions(cu):
+                    try:
+                        at = ranges.entry(planner.dwarf, die, cu)
+                    except Exception:   # noqa: BLE001 - damaged range lists: no code known
+                        continue
+                    if at is None:
+                        continue
+                    defined.add(at[0])
+                    try:
+                        plans = planner.plans(die, cu)
+                    except Exception as e:   # noqa: BLE001 - DWARF we do not know must not stop the program
+                        failed[at[0]] = f"DWARF not understood ({type(e).__name__})"
+                        plans = []
+                    for plan in plans:
+                        sites[plan.ret_vaddr] = plan
     except (OSError, ELFError, ValueError):
         return CapturePlan(path, {}, set())
-    return CapturePlan(path, sites, defined, planner.call_values)
+    return CapturePlan(path, sites, defined, planner.call_values, failed, planner.static_values)
 
 
 def is_aggregate(t: CType) -> bool:

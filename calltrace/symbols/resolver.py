@@ -7,10 +7,18 @@ import os
 from dataclasses import dataclass
 
 from ..errors import CalltraceError
-from ..trace.raw import Module
 from .demangle import demangle
 from .dwarf import dwarf_functions
 from .elf import elf_symbols
+
+
+@dataclass(frozen=True)
+class Module:
+    """A module mapped in the traced process: run-time = link-time + bias."""
+    bias: int
+    lo: int
+    hi: int
+    path: str
 
 
 @dataclass

@@ -1,1 +1,1 @@
-"""The trace format: model, reader, writer, and the raw runtime stream."""
+"""The trace format: model, reader, writer (the raw runtime stream is calltrace.record's)."""

@@ -8,7 +8,8 @@ import bisect
 import json
 
 from ..symbols.plan import FunctionPlan, ProgramPlan
-from ..symbols.values import decode, decode_string
+from ..symbols.ctypes_dwarf import POINTER
+from ..symbols.values import STR_INVALID, decode, decode_string
 
 NO_DWARF = b',"args_note":"no DWARF parameter info for this function (build with -g)"'
 NO_MATCH = b',"args_note":"arguments not captured at this call"'
@@ -29,6 +30,7 @@ class ArgsDecoder:
         spans = sorted((m.lo, m.hi, i, m.bias) for i, m in enumerate(loaded) if m is not None)
         self._spans = spans
         self._los = [s[0] for s in spans]
+        self._bias = {i: m.bias for i, m in enumerate(loaded) if m is not None}
         self._notes = [self._note(a) for a in addrs]
         self._memo: dict[tuple[int, bytes], bytes] = {}
 
@@ -44,7 +46,11 @@ class ArgsDecoder:
         if at is None:
             return NOT_PLANNED if self.plan.modules[0].has_dwarf else NO_DWARF
         module, bias = at
-        return NO_MATCH if addr - bias in self.plan.modules[module].defined else NO_DWARF
+        mod = self.plan.modules[module]
+        why = mod.failed.get(addr - bias)
+        if why is not None:
+            return b',"args_note":' + json.dumps(f"arguments not captured: {why}").encode()
+        return NO_MATCH if addr - bias in mod.defined else NO_DWARF
 
     def notes(self) -> list[bytes | None]:
         """What a call without an ARGS record says instead."""
@@ -56,43 +62,69 @@ class ArgsDecoder:
         if hit is None:
             plan = self.sites[site][1] if site < len(self.sites) else None
             hit = NO_MATCH if plan is None else b',"args":' + json.dumps(
-                self.values(plan, payload), ensure_ascii=False, separators=(",", ":")).encode()
+                self.values(plan, payload, self.sites[site][0]), ensure_ascii=False,
+                separators=(",", ":")).encode()
             if len(self._memo) < 100_000:
                 self._memo[key] = hit
         return hit
 
-    def _call_value(self, site: int, reg: int) -> int | None:
-        """A constant the caller passed (its DWARF call-site parameters)."""
+    def _call_value(self, site: int, reg: int) -> tuple[int | bytes, int, bool] | None:
+        """(constant, module, is an address in the file) the caller passed
+        in `reg` (its DWARF call-site parameters), or None."""
         at = self._module_at(site)
         if at is None:
             return None
         module, bias = at
-        return self.plan.modules[module].call_values.get((site - bias, reg))
+        mod = self.plan.modules[module]
+        key = (site - bias, reg)
+        const = mod.call_values.get(key)
+        return None if const is None else (const, module, key in mod.static_values)
 
-    def values(self, plan: FunctionPlan, payload: bytes) -> list[dict]:
+    def _constant(self, p, const: int | bytes, module: int, static: bool) -> dict:
+        """The VALUE of parameter `p` known as a constant: a NULL `char *`
+        is null, a string literal is read from the module's file, an
+        address in the file is relocated."""
+        size = max(p.ctype.size, 1)
+        data = const[:size] if isinstance(const, bytes) else (const % (1 << 64)).to_bytes(8, "little")[:size]
+        n = int.from_bytes(data, "little")
+        if static and p.ctype.kind == POINTER:
+            if p.ctype.is_string:
+                status, text = self.plan.modules[module].string_at(n)
+                if status != STR_INVALID:
+                    return decode_string(p.ctype, n, status, text)
+            n += self._bias.get(module, 0)
+            data = n.to_bytes(8, "little")
+        if p.ctype.is_string:
+            if n == 0:
+                return {"type": p.ctype.name, "value": None}
+            return {"type": p.ctype.name, "value": None, "note": "not captured",
+                    "reason": "a constant pointer calltrace cannot follow after the run"}
+        return {"type": p.ctype.name, "value": decode(p.ctype, data, self.symbolize)}
+
+    def values(self, plan: FunctionPlan, payload: bytes, module: int = 0) -> list[dict]:
         out, pos = [], 0
         for p in plan.params:
             if p.note:
-                out.append({"name": p.name, "type": p.ctype.name, "value": None, "note": p.note})
+                v = {"name": p.name, "type": p.ctype.name, "value": None, "note": p.note}
+                if p.reason:
+                    v["reason"] = p.reason
+                out.append(v)
                 continue
             if p.const is not None:
-                out.append({"name": p.name, "type": p.ctype.name,
-                            "value": decode(p.ctype, p.const, self.symbolize)})
+                out.append({"name": p.name, **self._constant(p, p.const, module, p.static)})
                 continue
             raw = b""
             for op in p.ops:
                 raw += payload[pos:pos + op.size]
                 pos += op.size
             if p.entry_reg is not None:
-                const = self._call_value(int.from_bytes(raw, "little"), p.entry_reg)
-                if const is None:
-                    out.append({"name": p.name, "type": p.ctype.name, "value": None,
-                                "note": "optimized out"})
+                known = self._call_value(int.from_bytes(raw, "little"), p.entry_reg)
+                if known is None:
+                    out.append({"name": p.name, "type": p.ctype.name, "value": None, "note": "not captured",
+                                "reason": "passed in a register the entry hook overwrites; the caller's "
+                                          "DWARF gives no constant for it"})
                 else:
-                    size = max(p.ctype.size, 1)
-                    data = (const & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
-                    out.append({"name": p.name, "type": p.ctype.name,
-                                "value": decode(p.ctype, data, self.symbolize)})
+                    out.append({"name": p.name, **self._constant(p, *known)})
                 continue
             if p.is_string:
                 status = payload[pos]
@@ -102,8 +134,11 @@ class ArgsDecoder:
                 v = decode_string(p.ctype, int.from_bytes(raw, "little"), status, text)
                 out.append({"name": p.name, **v})
                 continue
+            if p.addend:
+                bits = 8 * len(raw)
+                raw = ((int.from_bytes(raw, "little") + p.addend) % (1 << bits)).to_bytes(len(raw), "little")
             value = decode(p.ctype, raw, self.symbolize)
-            for name in p.follow:
+            for name, _, _ in p.follow:
                 pointer = int.from_bytes(payload[pos:pos + 8], "little")
                 status = payload[pos + 8]
                 length = int.from_bytes(payload[pos + 10:pos + 12], "little")

@@ -1,8 +1,8 @@
 """The raw stream the runtime writes (docs/FORMAT.md, "The raw stream").
 
 Python reads the header and the META records (program, argv, modules,
-thread names); the event words are walked in C by libcalltrace-convert.so,
-bound here with ctypes. Layouts mirror runtime/ct.h."""
+thread names); the event words are walked in C by libcalltrace-convert.so.
+The layouts and the ctypes binding are calltrace/bridge.py's."""
 from __future__ import annotations
 
 import ctypes
@@ -10,27 +10,13 @@ import os
 import struct
 from dataclasses import dataclass, field
 
+from ..bridge import (ARGS, CHUNK_HEADER, CHUNK_MAGIC, CHUNK_META, CLOCK_NAMES, HEADER_SIZE, META_CMDLINE,
+                      META_EXE, META_MODULE, META_OPTION, META_OUTPUT, META_THREAD, PROGRESS, RAW_MAGIC,
+                      RAW_VERSION, Chunk, Func, Header, Summary, Thread, bind_converter)
 from ..errors import TraceFormatError
 from ..runtime import converter_path
+from ..symbols import Module
 
-MAGIC = b"CTRAW01\0"
-HEADER_SIZE = 4096
-_HEADER = struct.Struct("<8sIIIIiiQQQdIIQIiiiQQIIQQ")
-_CHUNK = struct.Struct("<IIiIQQQQQQ")
-CHUNK_MAGIC = 0x48435443
-CHUNK_EVENTS, CHUNK_META = 1, 2
-META_EXE, META_CMDLINE, META_MODULE, META_THREAD, META_OUTPUT, META_OPTION = 1, 2, 3, 4, 5, 6
-CLOCK_NAMES = {0: "tsc", 1: "monotonic"}
-END_RUNNING, END_EXIT, END_SIGNAL, END_EXEC, END_DETACH = 0, 1, 2, 3, 4
-FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF, FLAG_BARE = 1, 2, 4, 8
-
-
-@dataclass(frozen=True)
-class Module:
-    bias: int
-    lo: int
-    hi: int
-    path: str
 
 
 @dataclass
@@ -71,26 +57,29 @@ def read_info(path: str) -> RawInfo:
     try:
         with open(path, "rb") as f:
             head = f.read(HEADER_SIZE)
-            if len(head) < _HEADER.size or head[:8] != MAGIC:
+            if len(head) < ctypes.sizeof(Header) or head[:8] != RAW_MAGIC:
                 raise TraceFormatError(f"{path}: not a raw calltrace stream")
-            h = _HEADER.unpack_from(head)
-            info = RawInfo(path, h[3], CLOCK_NAMES.get(h[4], "unknown"), h[5], h[6], h[7], h[8],
-                           h[9], h[10], h[11], h[12], h[14], h[15], h[16], h[17], h[20], h[21], h[22], h[23])
-            if h[1] != 1 or h[2] != HEADER_SIZE or info.chunk_size < 4096 or info.chunk_size % 4096:
+            h = Header.from_buffer_copy(head)
+            info = RawInfo(path, h.chunk_size, CLOCK_NAMES.get(h.clock, "unknown"), h.pid, h.ppid,
+                           h.start_ticks, h.start_mono_ns, h.start_real_ns, h.ns_per_tick, h.max_depth,
+                           h.flags, h.end_state, h.exit_code, h.end_signal, h.main_tid, h.part, h.keep,
+                           h.interval_calls, h.lost_calls)
+            if (h.version != RAW_VERSION or h.header_size != HEADER_SIZE or info.chunk_size < 4096
+                    or info.chunk_size % 4096):
                 raise TraceFormatError(f"{path}: unsupported or corrupt raw stream header")
             size = os.fstat(f.fileno()).st_size
-            limit = min(h[13], size)
+            limit = min(h.next_offset, size)
             seen_modules = set()
             for off in range(HEADER_SIZE, limit, info.chunk_size):
                 f.seek(off)
-                ch = f.read(_CHUNK.size)
-                if len(ch) < _CHUNK.size:
+                ch = f.read(ctypes.sizeof(Chunk))
+                if len(ch) < ctypes.sizeof(Chunk):
                     break
-                magic, kind = struct.unpack_from("<II", ch)
-                if magic != CHUNK_MAGIC or kind != CHUNK_META:
+                chunk = Chunk.from_buffer_copy(ch)
+                if chunk.magic != CHUNK_MAGIC or chunk.type != CHUNK_META:
                     continue
-                f.seek(off + 64)
-                _meta(info, f.read(info.chunk_size - 64), seen_modules)
+                f.seek(off + CHUNK_HEADER)
+                _meta(info, f.read(info.chunk_size - CHUNK_HEADER), seen_modules)
     except OSError as e:
         raise TraceFormatError(f"{path}: cannot read: {e.strerror}") from None
     return info
@@ -129,47 +118,13 @@ def _meta(info: RawInfo, data: bytes, seen: set) -> None:
                 info.thread_names[int(tid)] = name
 
 
-class _Summary(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_uint64) for n in (
-        "total_calls", "threads", "functions", "incomplete", "unwound", "unmatched",
-        "depth_limited", "dropped", "duration_ns", "end_ns")] + [("ns_per_tick", ctypes.c_double),
-                                                                 ("filtered", ctypes.c_uint64),
-                                                                 ("before_attach", ctypes.c_uint64)]
-
-
-class _Func(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_uint64) for n in
-                ("addr", "calls", "total_ns", "self_ns", "min_ns", "max_ns")]
-
-
-class _Thread(ctypes.Structure):
-    _fields_ = [("tid", ctypes.c_int64), ("calls", ctypes.c_uint64),
-                ("first_ns", ctypes.c_uint64), ("main", ctypes.c_int64)]
-
-
-PROGRESS = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint64)
-ARGS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint8), ctypes.c_uint64,
-                        ctypes.c_void_p, ctypes.c_uint32)
 _lib = None
 
 
 def _library():
     global _lib
     if _lib is None:
-        lib = ctypes.CDLL(converter_path())
-        lib.ct_conv_open.restype = ctypes.c_void_p
-        lib.ct_conv_open.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
-        lib.ct_conv_close.argtypes = [ctypes.c_void_p]
-        lib.ct_conv_set_progress.argtypes = [ctypes.c_void_p, PROGRESS]
-        lib.ct_conv_analyze.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
-        lib.ct_conv_summary.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Summary)]
-        lib.ct_conv_function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(_Func)]
-        lib.ct_conv_thread.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(_Thread)]
-        lib.ct_conv_set_args.argtypes = [ctypes.c_void_p, ARGS]
-        lib.ct_conv_write.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_char_p),
-                                      ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_char_p),
-                                      ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
-        _lib = lib
+        _lib = bind_converter(ctypes.CDLL(converter_path()))
     return _lib
 
 
@@ -227,20 +182,20 @@ class RawStream:
         if self._lib.ct_conv_analyze(self._h, err, len(err)) < 0:
             raise TraceFormatError(f"{self.path}: {err.value.decode(errors='replace')}")
 
-    def summary(self) -> _Summary:
-        s = _Summary()
+    def summary(self) -> Summary:
+        s = Summary()
         self._lib.ct_conv_summary(self._h, ctypes.byref(s))
         return s
 
     def functions(self) -> list[RawFunction]:
-        out, f, i = [], _Func(), 0
+        out, f, i = [], Func(), 0
         while self._lib.ct_conv_function(self._h, i, ctypes.byref(f)) == 0:
             out.append(RawFunction(f.addr, f.calls, f.total_ns, f.self_ns, f.min_ns, f.max_ns))
             i += 1
         return out
 
     def threads(self) -> list[RawThread]:
-        out, t, i = [], _Thread(), 0
+        out, t, i = [], Thread(), 0
         while self._lib.ct_conv_thread(self._h, i, ctypes.byref(t)) == 0:
             out.append(RawThread(t.tid, t.calls, t.first_ns, bool(t.main)))
             i += 1

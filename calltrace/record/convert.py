@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from .. import __version__
+from ..bridge import END_DETACH, END_EXEC, END_EXIT, END_RUNNING, END_SIGNAL, FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF
 from ..errors import TraceFormatError
 from ..files import write_atomic
 from ..symbols import Resolver
-from .model import FunctionStats
-from .raw import (END_DETACH, END_EXEC, END_EXIT, END_RUNNING, END_SIGNAL, FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF,
-                  RawStream, read_info)
-from .writer import document_head, thread_head
+from ..trace.model import FunctionStats
+from ..trace.writer import document_head, thread_head
+from .raw import RawStream, read_info
 
 
 @dataclass
@@ -117,7 +117,7 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
         for k in ("threshold_ns", "toggle_signal"):
             if ro.get(k, "0") != "0":
                 opts[k] = _int_option(raw_path, ro, k)
-        for k in ("function", "exclude"):
+        for k in ("function", "only", "exclude"):
             if k in ro:
                 opts[k] = ro[k]
         opts.update(options or {})

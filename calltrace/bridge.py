@@ -1,0 +1,159 @@
+"""The one bridge between Python and the C runtime: every binary layout the
+two sides share, defined once here.
+
+- the raw stream the recorder writes (runtime/ct.h: struct ct_header,
+  struct ct_chunk), read by trace/raw.py;
+- the converter's ctypes API (runtime/conv.h: struct ct_conv_summary,
+  ct_conv_func, ct_conv_thread and the ct_conv_* functions);
+- the files Python hands the runtime: the capture plan (runtime/capture.c:
+  struct plan_func, plan_op; written by symbols/plan.py) and the record-time
+  filter (runtime/filter.c; written by write_filter below).
+
+Each C struct is mirrored by a ctypes.Structure with the same field names;
+STRUCTS says which C file declares it. tests/test_bridge.py compiles
+_Static_asserts generated from these definitions against the C sources, so
+the build of the test fails when either side changes alone. The rest of the
+bridge is environment variables (docs/RUNTIME.md) and the runtime running
+`python -m calltrace convert|plan|filter` (runtime/spawn.c)."""
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+
+from .errors import CalltraceError
+
+u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
+i32, i64 = ctypes.c_int32, ctypes.c_int64
+
+# ---- the raw stream (runtime/ct.h) ----------------------------------------
+RAW_MAGIC = b"CTRAW01\0"
+RAW_VERSION = 1
+HEADER_SIZE = 4096
+CHUNK_HEADER = 64
+CHUNK_MAGIC = 0x48435443
+CHUNK_EVENTS, CHUNK_META = 1, 2
+META_EXE, META_CMDLINE, META_MODULE, META_THREAD, META_OUTPUT, META_OPTION = 1, 2, 3, 4, 5, 6
+CLOCK_NAMES = {0: "tsc", 1: "monotonic"}
+END_RUNNING, END_EXIT, END_SIGNAL, END_EXEC, END_DETACH = 0, 1, 2, 3, 4
+FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF, FLAG_BARE = 1, 2, 4, 8
+
+
+class Header(ctypes.Structure):
+    _fields_ = [("magic", ctypes.c_char * 8), ("version", u32), ("header_size", u32),
+                ("chunk_size", u32), ("clock", u32), ("pid", i32), ("ppid", i32),
+                ("start_ticks", u64), ("start_mono_ns", u64), ("start_real_ns", u64),
+                ("ns_per_tick", ctypes.c_double), ("max_depth", u32), ("flags", u32),
+                ("next_offset", u64), ("end_state", u32), ("exit_code", i32), ("end_signal", i32),
+                ("main_tid", i32), ("end_ticks", u64), ("end_mono_ns", u64), ("part", u32),
+                ("keep", u32), ("interval_calls", u64), ("lost_calls", u64)]
+
+
+class Chunk(ctypes.Structure):
+    _fields_ = [("magic", u32), ("type", u32), ("tid", i32), ("start_depth", u32), ("seq", u64),
+                ("ticks", u64), ("mono_ns", u64), ("depth_limited", u64), ("dropped", u64),
+                ("filtered", u64)]
+
+
+# ---- the converter's API (runtime/conv.h) ---------------------------------
+class Summary(ctypes.Structure):
+    _fields_ = [(n, u64) for n in (
+        "total_calls", "threads", "functions", "incomplete", "unwound", "unmatched",
+        "depth_limited", "dropped", "duration_ns", "end_ns")] + [("ns_per_tick", ctypes.c_double),
+                                                                 ("filtered", u64), ("before_attach", u64)]
+
+
+class Func(ctypes.Structure):
+    _fields_ = [(n, u64) for n in ("addr", "calls", "total_ns", "self_ns", "min_ns", "max_ns")]
+
+
+class Thread(ctypes.Structure):
+    _fields_ = [("tid", i64), ("calls", u64), ("first_ns", u64), ("main", i64)]
+
+
+PROGRESS = ctypes.CFUNCTYPE(None, u64, u64)
+ARGS = ctypes.CFUNCTYPE(ctypes.c_int, u32, ctypes.POINTER(u8), u64, ctypes.c_void_p, u32)
+
+
+def bind_converter(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """Declare the ct_conv_* functions of libcalltrace-convert.so."""
+    p, s, c = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p
+    lib.ct_conv_open.restype = p
+    lib.ct_conv_open.argtypes = [c, c, s]
+    lib.ct_conv_close.argtypes = [p]
+    lib.ct_conv_set_progress.argtypes = [p, PROGRESS]
+    lib.ct_conv_analyze.argtypes = [p, c, s]
+    lib.ct_conv_summary.argtypes = [p, ctypes.POINTER(Summary)]
+    lib.ct_conv_function.argtypes = [p, s, ctypes.POINTER(Func)]
+    lib.ct_conv_thread.argtypes = [p, s, ctypes.POINTER(Thread)]
+    lib.ct_conv_set_args.argtypes = [p, ARGS]
+    lib.ct_conv_write.argtypes = [p, ctypes.c_int, ctypes.POINTER(c), ctypes.POINTER(c),
+                                  ctypes.POINTER(c), ctypes.c_int, c, s]
+    return lib
+
+
+# ---- the capture plan (runtime/capture.c) ---------------------------------
+PLAN_MAGIC = b"CTPLAN02"
+PLAN_HEAD = struct.Struct("<8sIIII")     # magic, version 2, functions, ops, modules
+
+
+class PlanFunc(ctypes.Structure):
+    _fields_ = [("origin", u64), ("ret_vaddr", u64), ("cfa_off", i32), ("cfa_base", u8),
+                ("module", u8), ("nops", u16), ("first_op", u32), ("max_payload", u32)]
+
+
+class PlanOp(ctypes.Structure):
+    _fields_ = [("kind", u8), ("base", u8), ("size", u16), ("off", i32)]
+
+
+# ---- the record-time filter (runtime/filter.c) ----------------------------
+FILTER_MAGIC = b"CTFILT03"
+FILTER_SUBTREE, FILTER_ONLY, FILTER_EXCLUDE = 1, 2, 4   # ct.h CT_FILTER_*
+
+
+def write_filter(path: str, mode: int, modules: list[tuple[str, list[int], list[int]]]) -> None:
+    """The filter file: `modules` are (path, included, excluded) entry
+    addresses at link time, the executable first."""
+    parts = [FILTER_MAGIC, struct.pack("<II", mode, len(modules))]
+    for name, inc, exc in modules:
+        raw = os.fsencode(name)
+        parts.append(struct.pack("<I", len(raw)) + raw + struct.pack("<II", len(inc), len(exc)))
+        parts.append(struct.pack(f"<{len(inc) + len(exc)}Q", *inc, *exc))
+    try:
+        with open(path, "wb") as f:
+            f.write(b"".join(parts))
+    except OSError as e:
+        raise CalltraceError(f"cannot write {path}: {e.strerror}") from None
+
+
+# The C declaration of each mirrored struct: (C name, file that declares it).
+STRUCTS = {Header: ("struct ct_header", "ct.h"), Chunk: ("struct ct_chunk", "ct.h"),
+           Summary: ("struct ct_conv_summary", "conv.h"), Func: ("struct ct_conv_func", "conv.h"),
+           Thread: ("struct ct_conv_thread", "conv.h"), PlanFunc: ("struct plan_func", "capture.c"),
+           PlanOp: ("struct plan_op", "capture.c")}
+# Constants both sides spell: Python value, C expression.
+CONSTANTS = [(RAW_VERSION, "CT_VERSION"), (HEADER_SIZE, "CT_HEADER_SIZE"), (CHUNK_HEADER, "CT_CHUNK_HEADER"),
+             (CHUNK_MAGIC, "CT_CHUNK_MAGIC"), (CHUNK_EVENTS, "CT_CHUNK_EVENTS"), (CHUNK_META, "CT_CHUNK_META"),
+             (META_EXE, "CT_META_EXE"), (META_CMDLINE, "CT_META_CMDLINE"), (META_MODULE, "CT_META_MODULE"),
+             (META_THREAD, "CT_META_THREAD"), (META_OUTPUT, "CT_META_OUTPUT"), (META_OPTION, "CT_META_OPTION"),
+             (END_RUNNING, "CT_END_RUNNING"), (END_EXIT, "CT_END_EXIT"), (END_SIGNAL, "CT_END_SIGNAL"),
+             (END_EXEC, "CT_END_EXEC"), (END_DETACH, "CT_END_DETACH"), (FLAG_CAPTURE_ARGS, "CT_FLAG_CAPTURE_ARGS"),
+             (FLAG_PRETTY, "CT_FLAG_PRETTY"), (FLAG_START_OFF, "CT_FLAG_START_OFF"), (FLAG_BARE, "CT_FLAG_BARE"),
+             (FILTER_SUBTREE, "CT_FILTER_SUBTREE"), (FILTER_ONLY, "CT_FILTER_ONLY"),
+             (FILTER_EXCLUDE, "CT_FILTER_EXCLUDE"), (0, "CT_CLOCK_TSC"), (1, "CT_CLOCK_MONOTONIC")]
+
+
+def static_asserts() -> str:
+    """C _Static_asserts that hold when the C side agrees with this module."""
+    out = []
+    for cls, (cname, _) in STRUCTS.items():
+        out.append(f'_Static_assert(sizeof({cname}) == {ctypes.sizeof(cls)}, "sizeof {cname}");')
+        for name, _type in cls._fields_:
+            off = getattr(cls, name).offset
+            size = getattr(cls, name).size
+            out.append(f'_Static_assert(offsetof({cname}, {name}) == {off}, "{cname}.{name} offset");')
+            out.append(f'_Static_assert(sizeof((({cname} *)0)->{name}) == {size}, "{cname}.{name} size");')
+    for value, expr in CONSTANTS:
+        out.append(f'_Static_assert(({expr}) == {value}u, "{expr}");')
+    out.append(f'_Static_assert(sizeof(CT_MAGIC) == {len(RAW_MAGIC)}, "CT_MAGIC");')
+    return "\n".join(out) + "\n"

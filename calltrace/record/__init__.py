@@ -1,0 +1,3 @@
+"""From the runtime's raw stream to a trace: reading the stream (raw.py),
+naming its functions and decoding captured arguments (args.py) with
+calltrace.symbols, and writing the JSON with calltrace.trace (convert.py)."""

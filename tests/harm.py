@@ -1,0 +1,84 @@
+"""Helpers of the fault-injection tests (tests/test_harm_*.py, issue 9): run a
+program natively, under a bare LD_PRELOAD and under `calltrace run`, each in
+a session of its own killed whole after a bound, and compare what the
+program shows (stdout, exit status) across the three."""
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, load_json, run_cli, validate
+
+BOUND = 120   # seconds: every run here ends well within this, or fails
+
+
+@functools.lru_cache(maxsize=None)
+def lib() -> str:
+    return run_cli("lib", check=True).stdout.decode().strip()
+
+
+def clean_env(extra: dict | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_") and k != "LD_PRELOAD"}
+    env.update(extra or {})
+    return env
+
+
+def bounded(argv, cwd, env=None, timeout: float = BOUND, input: bytes | None = None
+            ) -> subprocess.CompletedProcess:
+    """Run `argv` in a session of its own; after `timeout` seconds kill the
+    whole process group and fail the test."""
+    proc = subprocess.Popen([str(a) for a in argv], cwd=cwd, env=clean_env(env), start_new_session=True,
+                            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"{' '.join(map(str, argv))} did not end within {timeout} s")
+    finally:
+        try:   # nothing the run started outlives the test
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def native(argv, cwd, env=None) -> subprocess.CompletedProcess:
+    return bounded(argv, cwd, env)
+
+
+def bare(argv, cwd, output="t.json", env=None, timeout: float = BOUND) -> subprocess.CompletedProcess:
+    full = {"LD_PRELOAD": lib(), "CALLTRACE_OUTPUT": output, **(env or {})}
+    return bounded(argv, cwd, full, timeout)
+
+
+def run(argv, cwd, *opts, output="t.json", env=None, timeout: float = BOUND) -> subprocess.CompletedProcess:
+    return bounded([sys.executable, "-m", "calltrace", "run", "-q", "-o", output, *opts, *argv], cwd, env,
+                   timeout)
+
+
+def same_as_native(traced: subprocess.CompletedProcess, ref: subprocess.CompletedProcess) -> None:
+    """The program's stdout and exit status are what they are without us.
+    (`calltrace run` exits 128+N where the program died of signal N.)"""
+    assert traced.stdout == ref.stdout, (traced.stdout, ref.stdout, traced.stderr)
+    rc = 128 - ref.returncode if ref.returncode < 0 else ref.returncode
+    got = 128 - traced.returncode if traced.returncode < 0 else traced.returncode
+    assert got == rc, (traced.returncode, ref.returncode, traced.stderr.decode(errors="replace"))
+
+
+def trace(path) -> dict:
+    return validate(load_json(path))
+
+
+def calls(doc: dict, thread: int = 0) -> list[tuple[int, str]]:
+    return [(c["depth"], c["function"]) for c in doc["threads"][thread]["calls"]]
+
+
+__all__ = ["BOUND", "ROOT", "bare", "bounded", "calls", "clean_env", "lib", "native", "run", "same_as_native",
+           "trace"]
