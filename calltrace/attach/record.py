@@ -108,23 +108,25 @@ def record(opts: Options, on_recording=None) -> Result:
     lib = library_path()
     mods = T.instrumented_modules(opts.pid, exe, lib)
     work = tempfile.mkdtemp(prefix="calltrace-attach-")
-    os.chmod(work, 0o755)          # the program may run as another user than root
+    _give(work, opts.pid)
     inj = Injector(opts.pid, lib, work)
     inj.ret = T.entry_point(opts.pid, exe)
     t0 = time.monotonic()
     armed = False
     detach_s = 0.0
-    try:
-        cfg = _config(opts, work, exe, mods)
-        inj.start_gdb()
-        inj.load(cfg, mods)
-        inj.arm(mods)
-        armed = True
-        inj.resume()
-        attach_s = time.monotonic() - t0
-        if on_recording is not None:
-            on_recording(attach_s)
-        with _Stop() as stop:
+    # Ctrl-C from here on only asks to stop: a call into the process must
+    # never be abandoned half-way (its thread would run on from our frame).
+    with _Stop() as stop:
+        try:
+            cfg = _config(opts, work, exe, mods)
+            inj.start_gdb()
+            inj.load(cfg, mods)
+            inj.arm(mods)
+            armed = True
+            inj.resume()
+            attach_s = time.monotonic() - t0
+            if on_recording is not None and not stop.hit:
+                on_recording(attach_s)
             deadline = None if opts.duration_ns is None else time.monotonic() + opts.duration_ns / 1e9
             while not stop.hit and (deadline is None or time.monotonic() < deadline):
                 if inj.poll(0.05) is not None:
@@ -135,13 +137,20 @@ def record(opts: Options, on_recording=None) -> Result:
             armed = False
             inj.detach()
             detach_s = time.monotonic() - t1
-    except BaseException:
-        if armed or inj.saved:
-            inj.restore_after_error()
-        inj.detach()
-        _keep_or_remove(work, opts.pid)
-        raise
+        except BaseException:
+            if armed or inj.saved:
+                inj.restore_after_error()
+            inj.detach()
+            _keep_or_remove(work, opts.pid)
+            raise
     return _finish(opts, inj, work, attach_s, detach_s)
+
+
+def _give(work: str, pid: int) -> None:
+    """The runtime writes its raw file into `work` as the program's user."""
+    st = os.stat(f"/proc/{pid}")
+    if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0):
+        os.chown(work, st.st_uid, st.st_gid)
 
 
 def _keep_or_remove(work: str, pid: int) -> None:

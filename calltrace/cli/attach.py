@@ -5,11 +5,10 @@ import os
 import sys
 
 from ..attach.record import Options, record
-from ..errors import CalltraceError
+from ..files import probe_writable
 from . import options
 from ..analysis.render import top_lines
 from ..units import argparse_duration, count, fmt_ns, plural
-from .run import _probe_writable
 
 NAME = "attach"
 HELP = "record a running process (built with -finstrument-functions) until Ctrl-C"
@@ -49,11 +48,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    output = args.output or os.environ.get("CALLTRACE_OUTPUT") or "calltrace.json"
-    out_dir = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(out_dir):
-        raise CalltraceError(f"cannot write {output}: folder {out_dir} does not exist")
-    _probe_writable(output, out_dir)
+    output = options.output_path(args.output)
+    probe_writable(output, os.path.dirname(os.path.abspath(output)))
     opts = Options(pid=args.pid, output=output, duration_ns=args.duration, max_depth=args.max_depth,
                    threshold_ns=args.threshold, function=args.function, only=args.only, exclude=args.exclude,
                    capture_args=args.capture_args, pretty=args.pretty, debug=args.debug)

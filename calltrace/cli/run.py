@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..analysis.render import top_lines
 from ..errors import CalltraceError
+from ..files import probe_writable
 from ..record.convert import Converted, convert
 from ..runtime import library_path, preload_env, write_filter, write_plan
 from ..symbols.elf import elf_symbols, is_instrumented
@@ -153,27 +154,12 @@ def _child_output(output: str, pid: int) -> str:
     return str(p.with_name(f"{p.stem}.{pid}{p.suffix}")) if p.suffix else f"{output}.{pid}"
 
 
-def _probe_writable(output: str, folder: str) -> None:
-    """Create and remove a file where the trace will go: access() says yes to
-    root even on read-only file systems and /proc."""
-    if output == "/dev/null":
-        return
-    if os.path.islink(output):
-        raise CalltraceError(f"{output} is a symbolic link: refusing to write a trace through it")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".calltrace-probe-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise CalltraceError(f"cannot write {output}: {e.strerror}") from None
-
-
 def run(args) -> int:
     program = options.parse_command(args._parser, args)
     path = options.resolve_program(program[0])
     _check_program(args, path)
     output = options.output_path(args.output)
-    _probe_writable(output, os.path.dirname(os.path.abspath(output)))
+    probe_writable(output, os.path.dirname(os.path.abspath(output)))
     raw_dir = tempfile.mkdtemp(prefix="calltrace-")
     try:
         proc = subprocess.Popen([path, *program[1:]], executable=path,
