@@ -34,7 +34,8 @@ def frames(path, limit=20000):
             pcs, fn0, cut = _walk(limit)
         except gdb.error:
             pcs, fn0, cut = [], None, True
-        out.append({"tid": th.ptid[1], "name": th.name or "", "pcs": pcs, "fn0": fn0, "cut": cut})
+        out.append({"tid": th.ptid[1], "num": th.num, "name": th.name or "", "pcs": pcs, "fn0": fn0,
+                    "cut": cut})
     if selected is not None and selected.is_valid():
         selected.switch()
     with open(path, "w") as f:

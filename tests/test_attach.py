@@ -94,7 +94,8 @@ def leaf_calls(doc: dict) -> int:
 
 
 def attach(pid: int, out, *extra: str, duration: str = "0.3s") -> dict:
-    r = run_cli("attach", pid, "--duration", duration, "-q", "-o", out, *extra, timeout=120)
+    # generous: on a loaded machine (2 cores, many test runs) an attach has taken 40 s
+    r = run_cli("attach", pid, "--duration", duration, "-q", "-o", out, *extra, timeout=300)
     assert r.returncode == 0, r.stderr.decode()
     return validate(load_json(out))
 
