@@ -157,6 +157,31 @@ class Injector:
         self.thread = pick["num"]
         self.session.request(f"-thread-select {pick['num']}")
 
+    def load(self, config: str, mods: list[T.Module]) -> None:
+        """dlopen the runtime (unless an earlier attach left it loaded) and
+        open a session with `config`."""
+        frames = self._frames()
+        base = self._loaded_base()
+        if base is None and _stale_runtime(self.pid, self.lib):
+            raise CalltraceError(f"process {self.pid} has an earlier calltrace runtime loaded whose file has "
+                                 "since been replaced (calltrace was reinstalled): it cannot be used again; "
+                                 "restart the program to attach to it", 1)
+        if base is not None:
+            self.base = base
+            frames = self._orphaned(mods, frames)
+        self._choose_thread(frames)
+        if base is None:
+            self._dlopen()
+            base = self._loaded_base()
+            if base is None:
+                raise CalltraceError("the calltrace runtime did not appear in the process after dlopen")
+        self.base = base
+        r = self._call(self.addr("calltrace_attach"), config)
+        if r & 0xffffffff:
+            msg = self._eval(f"(char *){self.addr('calltrace_attach_error'):#x}")
+            raise CalltraceError(f"the recorder could not start in process {self.pid}: "
+                                 f"{_c_string(msg) or 'unknown error'}", 1)
+
     def _orphaned(self, mods: list[T.Module], frames: list[dict]) -> list[dict]:
         """A calltrace killed while attached left GOT entries pointing at the
         (idle) recorder: point them back at glibc's hooks and let threads
