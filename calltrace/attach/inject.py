@@ -57,6 +57,7 @@ class Injector:
         self.thread = None                    # GDB thread id the calls run in
         self.ret = 0                          # where calls return to: the program's entry point
         self._result = os.path.join(work, "call.result")
+        self._lib_span: tuple[int, int] | None = None
         self.exited: mi.Outcome | None = None
         self.notes: list[str] = []
         self.open_frames = 0
@@ -142,12 +143,28 @@ class Injector:
                 return m.bias
         return None
 
-    def _choose_thread(self, frames: list[dict]) -> None:
+    def _blocked(self, frames: list[dict]) -> list[dict]:
+        return [t for t in frames if _in_syscall(self.pid, t["tid"]) and t["name"] not in
+                ("calltrace", "calltrace-watch")]
+
+    def _choose_thread(self, frames: list[dict]) -> list[dict]:
         """A thread blocked in a system call: no vector register is live
         there, and it holds no lock the loader needs unless it sleeps
-        holding one (a known wait first)."""
-        blocked = [t for t in frames if _in_syscall(self.pid, t["tid"]) and t["name"] not in
-                   ("calltrace", "calltrace-watch")]
+        holding one (a known wait first). When none is, the program runs on
+        a little and is stopped again, for up to about 3 s. Returns the
+        frames it was chosen from."""
+        blocked = self._blocked(frames)
+        for wait in range(1, 40):
+            if blocked or self.exited is not None:
+                break
+            self.session.write_async("-exec-continue")
+            time.sleep(0.002 * wait)
+            if not self._stop_all():
+                raise CalltraceError(f"process {self.pid} ended while calltrace was attached", 1)
+            frames = self._frames()
+            if self._lib_span and self._inside(frames):
+                continue      # detaching: wait for a moment with no thread in the recorder too
+            blocked = self._blocked(frames)
         if not blocked:
             raise CalltraceError(f"no thread of process {self.pid} is waiting in a system call right now, "
                                  "where calltrace can load its recorder safely; try again (a program "
@@ -156,6 +173,7 @@ class Injector:
         pick = (quiet or blocked)[0]
         self.thread = pick["num"]
         self.session.request(f"-thread-select {pick['num']}")
+        return frames
 
     def load(self, config: str, mods: list[T.Module]) -> None:
         """dlopen the runtime (unless an earlier attach left it loaded) and
