@@ -15,9 +15,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # The preloaded recorder, and the converter that Python loads with ctypes: two
 # libraries, so that loading the converter never starts a recording.
 LIBRARIES = {
-    "libcalltrace.so": ["hooks.c", "capture.c", "filter.c", "stream.c", "prefault.c", "spawn.c",
+    "libcalltrace.so": ["hooks.c", "capture.c", "filter.c", "stream.c", "parts.c", "chunks.c", "meta.c",
+                        "prefault.c", "spawn.c",
                         "control.c", "proc.c", "clock.c", "config.c", "lifecycle.c", "interpose.c",
-                        "exec.c", "attach.c"],
+                        "exec.c", "dlplan.c", "attach.c"],
     "libcalltrace-convert.so": ["convert.c", "walk.c"],
 }
 CFLAGS = ["-std=gnu11", "-O2", "-g", "-fPIC", "-shared", "-fvisibility=hidden",

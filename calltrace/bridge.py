@@ -2,7 +2,7 @@
 two sides share, defined once here.
 
 - the raw stream the recorder writes (runtime/ct.h: struct ct_header,
-  struct ct_chunk), read by trace/raw.py;
+  struct ct_chunk, struct ct_seg), read by record/raw.py;
 - the converter's ctypes API (runtime/conv.h: struct ct_conv_summary,
   ct_conv_func, ct_conv_thread and the ct_conv_* functions);
 - the files Python hands the runtime: the capture plan (runtime/capture.c:
@@ -27,11 +27,21 @@ u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_u
 i32, i64 = ctypes.c_int32, ctypes.c_int64
 
 # ---- the raw stream (runtime/ct.h) ----------------------------------------
-RAW_MAGIC = b"CTRAW01\0"
-RAW_VERSION = 1
+RAW_MAGIC = b"CTRAW02\0"
+RAW_VERSION = 2
 HEADER_SIZE = 4096
 CHUNK_HEADER = 64
 CHUNK_MAGIC = 0x48435443
+SEG_HEADER = 24
+SEG_MAGIC = 0x47535443
+SEG_FIRST, SEG_SEALED, SEG_ENDED = 1, 2, 4
+# Why recording stopped before the program ended (ct.h CT_STOP_*).
+STOP_FSIZE, STOP_DISK_FULL, STOP_MAX_SIZE, STOP_MIN_FREE, STOP_ERROR = 1, 2, 3, 4, 5
+STOP_REASONS = {STOP_FSIZE: "the raw trace reached the file size limit (ulimit -f)",
+                STOP_DISK_FULL: "the file system was full",
+                STOP_MAX_SIZE: "the raw trace reached its size budget (--max-size / CALLTRACE_MAX_SIZE)",
+                STOP_MIN_FREE: "the file system was nearly full (CALLTRACE_MIN_FREE)",
+                STOP_ERROR: "the raw trace could not grow"}
 CHUNK_EVENTS, CHUNK_META = 1, 2
 META_EXE, META_CMDLINE, META_MODULE, META_THREAD, META_OUTPUT, META_OPTION = 1, 2, 3, 4, 5, 6
 CLOCK_NAMES = {0: "tsc", 1: "monotonic"}
@@ -46,13 +56,18 @@ class Header(ctypes.Structure):
                 ("ns_per_tick", ctypes.c_double), ("max_depth", u32), ("flags", u32),
                 ("next_offset", u64), ("end_state", u32), ("exit_code", i32), ("end_signal", i32),
                 ("main_tid", i32), ("end_ticks", u64), ("end_mono_ns", u64), ("part", u32),
-                ("keep", u32), ("interval_calls", u64), ("lost_calls", u64)]
+                ("keep", u32), ("interval_calls", u64), ("lost_calls", u64), ("stop_reason", u32),
+                ("dropped_parts", u32), ("max_size", u64)]
 
 
 class Chunk(ctypes.Structure):
-    _fields_ = [("magic", u32), ("type", u32), ("tid", i32), ("start_depth", u32), ("seq", u64),
+    _fields_ = [("magic", u32), ("type", u32), ("lost", u64), ("offset", u64),
                 ("ticks", u64), ("mono_ns", u64), ("depth_limited", u64), ("dropped", u64),
                 ("filtered", u64)]
+
+
+class Seg(ctypes.Structure):
+    _fields_ = [("magic", u32), ("flags", u32), ("tid", i32), ("words", u32), ("ticks", u64)]
 
 
 # ---- the converter's API (runtime/conv.h) ---------------------------------
@@ -60,7 +75,7 @@ class Summary(ctypes.Structure):
     _fields_ = [(n, u64) for n in (
         "total_calls", "threads", "functions", "incomplete", "unwound", "unmatched",
         "depth_limited", "dropped", "duration_ns", "end_ns")] + [("ns_per_tick", ctypes.c_double),
-                                                                 ("filtered", u64), ("before_attach", u64)]
+                                                                 ("filtered", u64), ("lost", u64), ("before_attach", u64)]
 
 
 class Func(ctypes.Structure):
@@ -127,13 +142,16 @@ def write_filter(path: str, mode: int, modules: list[tuple[str, list[int], list[
 
 
 # The C declaration of each mirrored struct: (C name, file that declares it).
-STRUCTS = {Header: ("struct ct_header", "ct.h"), Chunk: ("struct ct_chunk", "ct.h"),
+STRUCTS = {Header: ("struct ct_header", "ct.h"), Chunk: ("struct ct_chunk", "ct.h"), Seg: ("struct ct_seg", "ct.h"),
            Summary: ("struct ct_conv_summary", "conv.h"), Func: ("struct ct_conv_func", "conv.h"),
            Thread: ("struct ct_conv_thread", "conv.h"), PlanFunc: ("struct plan_func", "capture.c"),
            PlanOp: ("struct plan_op", "capture.c")}
 # Constants both sides spell: Python value, C expression.
 CONSTANTS = [(RAW_VERSION, "CT_VERSION"), (HEADER_SIZE, "CT_HEADER_SIZE"), (CHUNK_HEADER, "CT_CHUNK_HEADER"),
-             (CHUNK_MAGIC, "CT_CHUNK_MAGIC"), (CHUNK_EVENTS, "CT_CHUNK_EVENTS"), (CHUNK_META, "CT_CHUNK_META"),
+             (CHUNK_MAGIC, "CT_CHUNK_MAGIC"), (SEG_HEADER, "CT_SEG_HEADER"), (SEG_MAGIC, "CT_SEG_MAGIC"),
+             (SEG_FIRST, "CT_SEG_FIRST"), (SEG_SEALED, "CT_SEG_SEALED"), (SEG_ENDED, "CT_SEG_ENDED"),
+             (STOP_FSIZE, "CT_STOP_FSIZE"), (STOP_DISK_FULL, "CT_STOP_DISK_FULL"),
+             (STOP_MAX_SIZE, "CT_STOP_MAX_SIZE"), (STOP_MIN_FREE, "CT_STOP_MIN_FREE"), (STOP_ERROR, "CT_STOP_ERROR"), (CHUNK_EVENTS, "CT_CHUNK_EVENTS"), (CHUNK_META, "CT_CHUNK_META"),
              (META_EXE, "CT_META_EXE"), (META_CMDLINE, "CT_META_CMDLINE"), (META_MODULE, "CT_META_MODULE"),
              (META_THREAD, "CT_META_THREAD"), (META_OUTPUT, "CT_META_OUTPUT"), (META_OPTION, "CT_META_OPTION"),
              (END_RUNNING, "CT_END_RUNNING"), (END_EXIT, "CT_END_EXIT"), (END_SIGNAL, "CT_END_SIGNAL"),

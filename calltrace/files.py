@@ -11,11 +11,13 @@ from .errors import CalltraceError
 
 
 def write_atomic(path: str, write: Callable[[IO], object], what: str = "file",
-                 encoding: str | None = None, errors: str = "strict") -> None:
+                 encoding: str | None = None, errors: str = "strict", scratch: str | None = None) -> None:
     """Call `write(f)` on a temporary file (text with `encoding`, else binary
     and unbuffered, so `f.fileno()` may be written to directly), then move it
-    to `path`. Nothing is left behind on any failure, Ctrl-C included."""
-    folder = os.path.dirname(os.path.abspath(path))
+    to `path`. Nothing is left behind on any failure, Ctrl-C included. The
+    temporary file is made in `scratch` (a folder on the same file system)
+    when given: where a SIGKILL cannot leave it unnoticed."""
+    folder = scratch or os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=".calltrace-", suffix=".tmp", dir=folder)
     except OSError as e:

@@ -50,11 +50,14 @@ def clean_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def write_plan(program: str, output: str) -> int:
+def write_plan(program: str, output: str, library: bool = False) -> int:
     """The argument-capture plan of `program` and its instrumented libraries
-    (CALLTRACE_PLAN); returns the number of functions it covers."""
-    from .symbols.plan import program_plan
-    plan = program_plan(os.path.realpath(program))
+    (CALLTRACE_PLAN), or with `library` of that one shared library alone (one
+    the program dlopen'ed: the runtime adds it to the plan it has); returns
+    the number of functions it covers."""
+    from .symbols.plan import ProgramPlan, capture_plan, program_plan
+    real = os.path.realpath(program)
+    plan = ProgramPlan([capture_plan(real)]) if library else program_plan(real)
     try:
         with open(output, "wb") as f:
             f.write(plan.serialize())

@@ -33,12 +33,36 @@ def parse_duration(text: str) -> int:
     return ns
 
 
-def argparse_duration(text: str) -> int:
-    """parse_duration as an argparse `type`."""
-    try:
-        return parse_duration(text)
-    except CalltraceError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+def _for_argparse(parse):
+    """`parse` as an argparse `type`: its error becomes the option's error."""
+    def convert(text: str) -> int:
+        try:
+            return parse(text)
+        except CalltraceError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return convert
+
+
+argparse_duration = _for_argparse(parse_duration)
+
+
+_SIZE = re.compile(r" *([0-9]+(?:\.[0-9]*)?|\.[0-9]+) *(?:([kKmMgGtT])(?:i?B)?|B)? *", re.ASCII)
+
+
+def parse_size(text: str) -> int:
+    """'500M' -> 524288000 (bytes): a decimal number, then K, M, G or T
+    (powers of 1024, optionally followed by B or iB) or B; a bare number is
+    bytes. runtime/config.c reads CALLTRACE_MAX_SIZE the same way."""
+    m = _SIZE.fullmatch(text)
+    if not m:
+        raise CalltraceError(f"{text!r} is not a size (like 500M, 2G, 64K)")
+    value = int(Fraction(m.group(1)) * 1024 ** (" KMGT".index(m.group(2).upper()) if m.group(2) else 0))
+    if value < 1:
+        raise CalltraceError(f"{text!r} must be more than 0 bytes")
+    return value
+
+
+argparse_size = _for_argparse(parse_size)
 
 
 def fmt_ns(ns: float) -> str:

@@ -122,6 +122,8 @@ def plain(val, level=0, deref=False):
             return enum_name(t, int(val)), None
         if code == gdb.TYPE_CODE_PTR:
             return pointer(val, t, level, deref)
+        if code == gdb.TYPE_CODE_STRUCT and is_std_string(t):
+            return std_string(val)
         if code in (gdb.TYPE_CODE_STRUCT, gdb.TYPE_CODE_UNION):
             if level >= NEST_CAP:
                 return "{...}", "truncated"
@@ -148,12 +150,51 @@ def plain(val, level=0, deref=False):
         return None, "unavailable"
 
 
+def is_std_string(t):
+    """libstdc++'s std::string (C++11 ABI): pointer, size, small buffer."""
+    return t.sizeof == 32 and (t.name or "").startswith("std::__cxx11::basic_string<char,")
+
+
+def std_string(val):
+    """A std::string as its text, capped like a char * (the runtime reads
+    the same bytes through its pointer)."""
+    addr = int(val["_M_dataplus"]["_M_p"])
+    size = int(val["_M_string_length"])
+    if size == 0:
+        return "", None
+    try:
+        raw = gdb.selected_inferior().read_memory(addr, min(size, STR_CAP)).tobytes()
+    except (gdb.MemoryError, gdb.error):
+        return "0x%x" % addr, "invalid pointer"
+    return decode_bytes(raw), ("truncated" if size > STR_CAP else None)
+
+
+def synthetic_string(val):
+    """A char * to a constant the compiler folded away (an implicit
+    pointer): GDB gives 0 as its address but can index it."""
+    out = bytearray()
+    try:
+        while len(out) <= STR_CAP:
+            c = int(val[len(out)]) & 0xFF
+            if c == 0:
+                return decode_bytes(bytes(out)), None
+            out.append(c)
+    except gdb.error:
+        return decode_bytes(bytes(out)), "unreadable"
+    return decode_bytes(bytes(out[:STR_CAP])), "truncated"
+
+
 def pointer(val, t, level, deref):
     addr = int(val)
     target = t.target().strip_typedefs()
+    if addr == 0 and str(val) == "<synthetic pointer>" and not (
+            target.code == gdb.TYPE_CODE_INT and target.name in CHAR_NAMES):
+        return None, "optimized out"   # an object with no address: GDB says 0
     if target.code == gdb.TYPE_CODE_FUNC:
         return (fn_pointer(addr) if addr else "0x0"), None
     if target.code == gdb.TYPE_CODE_INT and target.name in CHAR_NAMES:
+        if addr == 0 and str(val) == "<synthetic pointer>":
+            return synthetic_string(val)
         if addr == 0:
             return None, None
         text, note = read_string(addr)

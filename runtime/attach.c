@@ -306,10 +306,7 @@ CT_NOINST void ct_attach_sync(struct ct_thread *t, uint64_t where) {
     if (likely(!attached_mode) || seen_gen == calltrace_attach_gen)
         return;
     seen_gen = calltrace_attach_gen;
-    if (t->chunk)
-        munmap(t->chunk, ct_chunk_bytes);   /* a previous session's file */
-    t->chunk = NULL;
-    t->cur = t->end = NULL;
+    ct_release_chunk(t, CT_RELEASE_FORGET);   /* a previous session's file, closed */
     t->seq = 0;
     t->last = 0;
     t->failed = 0;

@@ -30,22 +30,40 @@ struct plan_op {
     int32_t off;
 };
 
-enum { OP_REG = 1, OP_MEM = 2, OP_FOLLOW = 3, OP_SITE = 4, OP_STRING = 0x80, BASE_RSP = 0xfd, BASE_CFA = 0xfe };
+enum { OP_REG = 1, OP_MEM = 2, OP_FOLLOW = 3, OP_SITE = 4, OP_DEREF = 5, OP_STRING = 0x80, BASE_RSP = 0xfd,
+       BASE_CFA = 0xfe };
 #define MAX_OPS 64
 enum { STR_OK = 0, STR_NULL = 1, STR_INVALID = 2, STR_TRUNCATED = 3 };
 #define STRING_CAP 256   /* calltrace/symbols/values.py STRING_CAP */
 #define MAX_MODULES 255
 
 struct slot {
-    uint64_t key;       /* run-time entry address */
-    uint32_t idx;
+    uint64_t key;       /* run-time address the entry hook call returns to */
+    const struct plan_func *f;
+    const struct plan_op *ops;   /* its plan file's ops */
+    uint32_t idx;       /* its index through all plans, recorded in ARGS */
+};
+
+/* The index by run-time address. A plan added for a dlopen'ed library
+ * makes a new, bigger table that replaces this one in one store (threads
+ * may be reading it); the old one is left mapped. */
+struct table {
+    struct slot *slots;
+    size_t mask, used;
 };
 
 volatile uint32_t ct_capture_on;
-static const struct plan_func *funcs;
-static const struct plan_op *ops;
-static struct slot *table;
-static size_t table_mask;
+static struct table *volatile table;
+
+static CT_NOINST void put(struct table *t, const struct slot *s) {
+    size_t j = (s->key * 0x9E3779B97F4A7C15ull >> 32) & t->mask;
+    while (t->slots[j].key && t->slots[j].key != s->key)
+        j = (j + 1) & t->mask;
+    if (!t->slots[j].key)
+        t->used++;
+    t->slots[j] = *s;
+}
+static uint32_t total_funcs, total_modules;   /* over the plans loaded so far */
 
 /* Load biases of the plan's modules; 0 for one not loaded (its functions
  * are left out). Returns 0, or 1 when module 0 is not this executable. */
@@ -56,7 +74,8 @@ static CT_NOINST int module_biases(const char *m, uint64_t at, uint64_t end, uin
         at = ct_module_entry(m, at, end, path);
         if (!at)
             return -1;
-        int r = ct_module_bias(i, path, &bias[i]);
+        ct_capture_known(path);
+        int r = ct_module_bias(i + total_modules, path, &bias[i]);
         if (r < 0)
             return 1;   /* a plan for another program */
         loaded[i] = (uint8_t)r;
@@ -64,15 +83,48 @@ static CT_NOINST int module_biases(const char *m, uint64_t at, uint64_t end, uin
             ct_log("capture plan: %s is not loaded; its arguments are not captured", path);
         /* Which files the function indexes refer to, for the converter. */
         char line[PATH_MAX + 48];
-        int n = snprintf(line, sizeof line, "capture_module.%u=%s", i, path);
+        int n = snprintf(line, sizeof line, "capture_module.%u=%s", i + total_modules, path);
         if (n > 0 && n < (int)sizeof line)
             ct_meta(CT_META_OPTION, line, (size_t)n);
     }
     return 0;
 }
 
-/* Map the plan file and index it by run-time address. Returns 0 when
- * loaded, 1 when the plan is for another program, -1 on an error. */
+/* Index a plan's functions by run-time address: a new table holding the
+ * old one's entries and these, published in one store. */
+static CT_NOINST int index_plan(const struct plan_func *funcs, const struct plan_op *ops, uint32_t nfuncs,
+                                uint32_t nops, uint32_t nmods, const uint64_t *bias, const uint8_t *loaded) {
+    const struct table *old = table;
+    size_t want = 2 * ((old ? old->used : 0) + nfuncs), cap = 16;
+    while (cap < want)
+        cap <<= 1;
+    void *m = mmap(NULL, sizeof(struct table) + cap * sizeof(struct slot), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return -1;
+    struct table *t = m;
+    t->slots = (struct slot *)(t + 1);
+    t->mask = cap - 1;
+    for (size_t j = 0; old && j <= old->mask; j++)
+        if (old->slots[j].key)
+            put(t, &old->slots[j]);
+    for (uint32_t i = 0; i < nfuncs; i++) {
+        uint32_t mod = funcs[i].module;
+        if (mod >= nmods || !loaded[mod] || funcs[i].first_op + (uint64_t)funcs[i].nops > nops)
+            continue;
+        struct slot s = {funcs[i].ret_vaddr + bias[mod], &funcs[i], ops, total_funcs + i};
+        put(t, &s);
+    }
+    __atomic_store_n(&table, t, __ATOMIC_RELEASE);
+    total_funcs += nfuncs;
+    total_modules += nmods;
+    return 0;
+}
+
+/* Map a plan file and index it by run-time address. The first is the
+ * program's (its module 0 must be this executable); the later ones are
+ * for libraries it dlopen'ed. Returns 0 when loaded, 1 when the plan is
+ * for another program, -1 on an error. */
 CT_NOINST int ct_capture_load(const char *path) {
     size_t size;
     const char *m = ct_map_input(path, "CTPLAN02", 24, &size, "capture plan", "arguments not captured");
@@ -82,50 +134,32 @@ CT_NOINST int ct_capture_load(const char *path) {
     memcpy(&nfuncs, m + 12, 4);
     memcpy(&nops, m + 16, 4);
     memcpy(&nmods, m + 20, 4);
-    uint64_t mods_at = 24 + (uint64_t)nfuncs * sizeof *funcs + (uint64_t)nops * sizeof *ops;
+    uint64_t mods_at = 24 + (uint64_t)nfuncs * sizeof(struct plan_func) + (uint64_t)nops * sizeof(struct plan_op);
     uint64_t bias[MAX_MODULES];
     uint8_t loaded[MAX_MODULES];
-    int r = nmods < 1 || nmods > MAX_MODULES || mods_at > size ? -1
+    int r = nmods < 1 || nmods > MAX_MODULES || total_modules + nmods > MAX_MODULES || mods_at > size ? -1
             : module_biases(m, mods_at, size, nmods, bias, loaded);
+    const struct plan_func *funcs = (const struct plan_func *)(m + 24);
+    if (!r)
+        r = index_plan(funcs, (const struct plan_op *)(funcs + nfuncs), nfuncs, nops, nmods, bias, loaded);
     if (r) {
         if (r < 0)
             ct_warn("capture plan %s is damaged; arguments not captured", path);
         munmap((void *)m, size);
         return r;
     }
-    funcs = (const struct plan_func *)(m + 24);
-    ops = (const struct plan_op *)(m + 24 + nfuncs * sizeof *funcs);
-    size_t cap = 16;
-    while (cap < 2 * (size_t)nfuncs)
-        cap <<= 1;
-    table = mmap(NULL, cap * sizeof *table, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (table == MAP_FAILED)
-        return -1;
-    table_mask = cap - 1;
-    uint32_t used = 0;
-    for (uint32_t i = 0; i < nfuncs; i++) {
-        uint32_t mod = funcs[i].module;
-        if (mod >= nmods || !loaded[mod] || funcs[i].first_op + (uint64_t)funcs[i].nops > nops)
-            continue;
-        uint64_t key = funcs[i].ret_vaddr + bias[mod];
-        size_t j = (key * 0x9E3779B97F4A7C15ull >> 32) & table_mask;
-        while (table[j].key && table[j].key != key)
-            j = (j + 1) & table_mask;
-        table[j].key = key;
-        table[j].idx = i;
-        used++;
-    }
-    ct_log("capture plan %s: %u functions in %u modules", path, used, nmods);
+    ct_log("capture plan %s: %u functions in %u modules", path, nfuncs, nmods);
     __atomic_store_n(&ct_capture_on, 1, __ATOMIC_RELEASE);
     return 0;
 }
 
-static inline CT_NOINST const struct plan_func *lookup(uint64_t fn) {
-    size_t j = (fn * 0x9E3779B97F4A7C15ull >> 32) & table_mask;
-    while (table[j].key) {
-        if (table[j].key == fn)
-            return &funcs[table[j].idx];
-        j = (j + 1) & table_mask;
+static inline CT_NOINST const struct slot *lookup(uint64_t fn) {
+    const struct table *t = __atomic_load_n(&table, __ATOMIC_ACQUIRE);
+    size_t j = (fn * 0x9E3779B97F4A7C15ull >> 32) & t->mask;
+    while (t->slots[j].key) {
+        if (t->slots[j].key == fn)
+            return &t->slots[j];
+        j = (j + 1) & t->mask;
     }
     return NULL;
 }
@@ -203,10 +237,12 @@ static CT_NOINST uint64_t readable(uint64_t addr) {
  * copies of a function inlined elsewhere get the plan of their own site. */
 CT_NOINST long ct_capture_copy(const uint64_t *regs, uint64_t site, uint8_t *out, size_t room,
                                uint32_t *index) {
-    const struct plan_func *pf = lookup(regs[6]);
-    if (!pf)
+    const struct slot *sl = lookup(regs[6]);
+    if (!sl)
         return -1;
-    *index = (uint32_t)(pf - funcs);
+    const struct plan_func *pf = sl->f;
+    const struct plan_op *ops = sl->ops;
+    *index = sl->idx;
     if (pf->max_payload > room)
         return -2;
     uint64_t rsp = (uint64_t)(regs + 7);   /* the function's rsp after the hook returns */
@@ -229,8 +265,25 @@ CT_NOINST long ct_capture_copy(const uint64_t *regs, uint64_t site, uint8_t *out
                 return -1;
             memcpy(&val, starts[op->base] + op->off, 8);
             memcpy(p, &val, 8);
+        } else if (kind == OP_DEREF) {
+            /* What a pointer inside an earlier op's bytes points to (a C++
+             * reference): a status word (0 read, 1 unreadable), then the
+             * bytes, or zeros. */
+            if (op->base >= i || op->size < 8)
+                return -1;
+            uint64_t at;
+            memcpy(&at, starts[op->base] + op->off, 8);
+            size_t n = op->size - 8u;
+            int ok = readable(at) >= n;
+            memset(p, 0, 8);
+            p[0] = !ok;
+            if (ok)
+                memcpy(p + 8, (const void *)at, n);
+            else
+                memset(p + 8, 0, n);
         } else if (kind == OP_REG) {
-            val = regs[op->base];
+            /* The register plus `off`: gcc may keep a value adjusted. */
+            val = regs[op->base] + (uint64_t)(int64_t)op->off;
             memcpy(p, &val, op->size);
         } else {
             uint64_t base = op->base == BASE_CFA ? cfa : op->base == BASE_RSP ? rsp : regs[op->base];

@@ -1,11 +1,14 @@
 /* CALLTRACE_* environment variables. A bad value gets one line on stderr and
  * the default: the traced program always runs. */
+#define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include "ct.h"
 
@@ -153,6 +156,39 @@ static CT_NOINST uint64_t env_duration(const char *name) {
     return (uint64_t)ns;
 }
 
+/* A size in bytes: "500M", "2G", "64k", a plain number of bytes (K, M, G,
+ * T are powers of 1024; a trailing "B" or "iB" is allowed). With `pct`,
+ * "N%" is a percentage instead. 0: not set. */
+static CT_NOINST uint64_t env_size(const char *name, uint64_t dflt, uint32_t *pct) {
+    const char *v = ct_env(name);
+    if (!v || !*v)
+        return dflt;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    double scale = 1;
+    const char *units = "KMGT";
+    const char *u = *end ? strchr(units, *end & ~0x20) : NULL;
+    if (*end && u) {
+        for (const char *k = units; k <= u; k++)
+            scale *= 1024;
+        end++;
+    }
+    if (pct && !strcmp(end, "%") && x >= 0 && x <= 100 && !u) {
+        *pct = (uint32_t)x;
+        return 0;
+    }
+    if (!strcmp(end, "iB") && u)
+        end += 2;
+    else if ((*end & ~0x20) == 'B' && !end[1])
+        end++;
+    if (errno || end == v || *end || x < 0 || x * scale > 1.8e19) {
+        ct_warn("%s=%s is not a size (like 500M, 2G%s); ignoring it", name, v, pct ? ", 5%" : "");
+        return dflt;
+    }
+    return (uint64_t)(x * scale);
+}
+
 static CT_NOINST int env_signal(const char *name, int dflt) {
     const char *v = ct_env(name);
     if (!v || !*v)
@@ -173,8 +209,83 @@ static CT_NOINST int env_signal(const char *name, int dflt) {
     return dflt;
 }
 
+/* Code in the program's .preinit_array can run the runtime before libc has
+ * set `environ` (getenv finds nothing): lend libc the environment the
+ * process was started with, read from the kernel (/proc/self/environ), until
+ * its own start-up sets the real one, which has the same contents. No
+ * malloc: libc is not set up either. */
+extern char **environ;
+static int borrowed;
+static char pending_root[4096 + 32];   /* CALLTRACE_ROOT, set once libc is */
+
+static CT_NOINST void borrow_environ(void) {
+    size_t cap = 1 << 16, n = 0;
+    char *buf = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int f = buf == MAP_FAILED ? -1 : open("/proc/self/environ", O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return;
+    for (;;) {
+        if (n + 1 >= cap) {
+            void *m = mremap(buf, cap, cap * 2, MREMAP_MAYMOVE);
+            if (m == MAP_FAILED)
+                break;
+            buf = m;
+            cap *= 2;
+        }
+        ssize_t r = read(f, buf + n, cap - n - 1);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(f);
+    buf[n] = 0;
+    size_t count = 1;
+    for (size_t i = 0; i < n; i++)
+        count += !buf[i];
+    char **env = mmap(NULL, (count + 1) * sizeof *env, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (env == MAP_FAILED)
+        return;
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < count; i += strlen(buf + i) + 1)
+        env[k++] = buf + i;
+    env[k] = NULL;
+    environ = env;
+    borrowed = 1;
+    ct_log("environ not set yet (.preinit_array): configuration read from /proc/self/environ");
+}
+
+/* The CALLTRACE_* settings this process started with, for the environments
+ * of processes it starts with one of their own (exec.c, under calltrace run). */
+static char saved_env[16384];
+static const char *saved_vars[64];
+
+static CT_NOINST void save_settings(void) {
+    size_t used = 0, n = 0;
+    for (char **e = environ; e && *e && n < sizeof saved_vars / sizeof *saved_vars - 1; e++) {
+        size_t len = strlen(*e) + 1;
+        if (strncmp(*e, "CALLTRACE_", 10) || !strncmp(*e, "CALLTRACE_ROOT=", 15) || used + len > sizeof saved_env)
+            continue;
+        memcpy(saved_env + used, *e, len);
+        saved_vars[n++] = saved_env + used;
+        used += len;
+    }
+    saved_vars[n] = NULL;
+}
+
+CT_NOINST const char *const *ct_config_env(void) { return saved_vars; }
+
+/* From the runtime's constructor, once libc is set up. */
+CT_NOINST void ct_config_late(void) {
+    if (pending_root[0] && !getenv("CALLTRACE_ROOT"))
+        setenv("CALLTRACE_ROOT", pending_root, 1);
+    pending_root[0] = 0;
+}
+
 CT_NOINST void ct_config_read(void) {
     struct ct_config *c = &ct_cfg;
+    if (!environ)
+        borrow_environ();
+    save_settings();
     c->debug = env_bool("CALLTRACE_DEBUG", 0);
     const char *out = ct_env("CALLTRACE_OUTPUT");
     if (!out || !*out)
@@ -194,7 +305,9 @@ CT_NOINST void ct_config_read(void) {
     const char *colon = root ? strchr(root, ':') : NULL;
     /* A name given to this process on purpose (exec, fork) is left alone. */
     c->descendant = colon && !c->to_null && atoi(root) != (int)getpid() && !strcmp(colon + 1, out);
-    if ((!root || !*root) && !ct_attach_late())   /* attach: the environment is the program's */
+    if ((!root || !*root) && borrowed)
+        snprintf(pending_root, sizeof pending_root, "%s", mark);   /* libc replaces environ soon */
+    else if ((!root || !*root) && !ct_attach_late())   /* attach: the environment is the program's */
         setenv("CALLTRACE_ROOT", mark, 1);
     const char *raw = ct_env("CALLTRACE_RAW_DIR");
     c->bare = !(raw && *raw);
@@ -219,11 +332,26 @@ CT_NOINST void ct_config_read(void) {
     c->rolling = env_bool("CALLTRACE_OUTPUT_ROLLING", 0);
     c->keep = (int)env_long("CALLTRACE_ROLLING_KEEP", 10, 1, 1000000);
     c->flush_interval = (uint64_t)env_long("CALLTRACE_FLUSH_INTERVAL", c->rolling ? 1000000 : 0, 0, 0x7fffffffffffffffL);
-    c->toggle_signal = env_signal("CALLTRACE_TOGGLE_SIGNAL", SIGUSR1);
+    /* The program's signals are its own: no toggle unless asked for, by
+     * name or by starting off (which needs a way to turn recording on). */
+    c->toggle_signal = env_signal("CALLTRACE_TOGGLE_SIGNAL", c->start_off ? SIGUSR1 : 0);
     long kb = env_long("CALLTRACE_BUFFER_KB", 256, 16, 65536);
     c->chunk_size = (size_t)kb * 1024;
     if (c->chunk_size % 4096)
         c->chunk_size = (c->chunk_size + 4095) & ~(size_t)4095;
+    c->max_size = env_size("CALLTRACE_MAX_SIZE", 0, NULL);
+    /* Leave the smaller of 1 GiB and 5% of the file system free by default. */
+    c->min_free_pct = 5;
+    c->min_free = 1ull << 30;
+    const char *mf = getenv("CALLTRACE_MIN_FREE");
+    if (mf && *mf) {
+        uint32_t pct = 0;
+        uint64_t bytes = env_size("CALLTRACE_MIN_FREE", UINT64_MAX, &pct);
+        if (bytes != UINT64_MAX) {   /* else not a size: the default stays */
+            c->min_free = bytes;
+            c->min_free_pct = pct;
+        }
+    }
     ct_max_depth = c->max_depth;
     ct_log("config: output=%s max_depth=%ld (0: unlimited) pretty=%d capture_args=%d start=%s "
            "buffer=%zuKB mode=%s threshold_ns=%llu", c->output, depth, c->pretty, c->capture_args,

@@ -14,7 +14,7 @@
 #include "ct.h"
 
 /* The toggle signal flips recording; threads notice at their next call. */
-static CT_NOINST void on_toggle(int sig) {
+CT_NOINST void ct_on_toggle(int sig) {
     (void)sig;
     __atomic_store_n(&ct_recording, !__atomic_load_n(&ct_recording, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
     __atomic_add_fetch(&ct_epoch, 1, __ATOMIC_RELEASE);
@@ -52,7 +52,7 @@ CT_NOINST void ct_controls(void) {
         if (sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_DFL && !(old.sa_flags & SA_SIGINFO)) {
             struct sigaction sa;
             memset(&sa, 0, sizeof sa);
-            sa.sa_handler = on_toggle;
+            sa.sa_handler = ct_on_toggle;
             sa.sa_flags = SA_RESTART;
             sigemptyset(&sa.sa_mask);
             sigaction(sig, &sa, NULL);

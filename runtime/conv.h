@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include "ct.h"
 
 #define FLAG_INCOMPLETE (1ull << 62)
@@ -12,9 +13,17 @@
 #define FLAG_BEFORE_ATTACH (1ull << 61)
 #define DUR_MASK ((1ull << 61) - 1)
 
+/* One segment: a run of one thread's event words. */
+struct cseg {
+    uint64_t data;                   /* file offset of its first word */
+    uint64_t ticks;                  /* the time base of its first event */
+    uint32_t words, flags;
+    int32_t tid;
+};
+
 struct cthread {
     int32_t tid;
-    uint32_t nchunks, first_chunk;   /* index into conv.order */
+    uint32_t nsegs, first_seg;       /* index into conv.segs */
     uint64_t first_ticks, calls, call_base;
     int main;
 };
@@ -40,8 +49,8 @@ struct ct_conv {
     const unsigned char *map;
     size_t size;
     const struct ct_header *h;
-    uint64_t *order;                  /* chunk offsets, grouped by thread, in order */
-    size_t norder;
+    struct cseg *segs;                /* grouped by thread, in order */
+    size_t nsegs, capsegs;
     struct cthread *threads;
     size_t nthreads;
     struct func *funcs;
@@ -53,8 +62,9 @@ struct ct_conv {
     uint64_t *dur;                    /* per call: duration_ns | flags */
     size_t durcap;
     double npt;
-    uint64_t total_calls, incomplete, unwound, unmatched, depth_limited, dropped, filtered;
+    uint64_t total_calls, incomplete, unwound, unmatched, depth_limited, dropped, filtered, lost;
     uint64_t before_attach;
+    uint64_t cal_ticks, cal_ns;       /* the latest calibration point of the chunks */
     uint64_t first_ticks, last_ticks, end_ticks, total_words, done_words;
     ct_progress_fn progress;
     ct_args_fn args;
@@ -65,7 +75,7 @@ struct ct_conv_summary {
     uint64_t total_calls, threads, functions, incomplete, unwound, unmatched, depth_limited, dropped;
     uint64_t duration_ns, end_ns;
     double ns_per_tick;
-    uint64_t filtered, before_attach;
+    uint64_t filtered, lost, before_attach;
 };
 
 struct ct_conv_func {
@@ -85,15 +95,19 @@ static inline CT_NOINST uint64_t to_ns(const struct ct_conv *c, uint64_t ticks) 
     return (uint64_t)((double)(ticks - c->h->start_ticks) * c->npt);
 }
 
-static inline CT_NOINST const struct ct_chunk *chunk_at(const struct ct_conv *c, uint64_t off) {
-    return (const struct ct_chunk *)(c->map + off);
+/* Double the array `*p` of `*cap` elements of `size` bytes (256 at first). */
+static inline CT_NOINST int grow_array(void *p, size_t *cap, size_t size) {
+    size_t n = *cap ? *cap * 2 : 256;
+    void *q = realloc(*(void **)p, n * size);
+    if (!q)
+        return -1;
+    *(void **)p = q;
+    *cap = n;
+    return 0;
 }
 
-static inline CT_NOINST size_t chunk_words(const struct ct_conv *c, uint64_t off) {
-    uint64_t end = off + c->h->chunk_size;
-    if (end > c->size)
-        end = c->size;
-    return (size_t)((end - off - CT_CHUNK_HEADER) / 8);
+static inline CT_NOINST const uint64_t *seg_words(const struct ct_conv *c, const struct cseg *s) {
+    return (const uint64_t *)(c->map + s->data);
 }
 
 struct out {

@@ -1,4 +1,4 @@
-/* Raw stream -> JSON trace, called from Python through ctypes (trace/raw.py).
+/* Raw stream -> JSON trace, called from Python through ctypes (calltrace/record/raw.py; layouts in calltrace/bridge.py).
  *
  * Never runs in the traced program's hot path. Two walks over each thread's
  * events share one function (`walk`), so the pass that measures (durations,
@@ -16,15 +16,14 @@
 #include <unistd.h>
 #include "conv.h"
 
-/* ---- open: validate, index chunks, count ------------------------------------- */
-static int cmp_chunks(const void *a, const void *b, void *arg) {
-    const struct ct_conv *c = arg;
-    const struct ct_chunk *x = chunk_at(c, *(const uint64_t *)a), *y = chunk_at(c, *(const uint64_t *)b);
+/* ---- open: validate, index segments, count ------------------------------------ */
+static int cmp_segs(const void *a, const void *b) {
+    const struct cseg *x = a, *y = b;
     if (x->tid != y->tid)
         return x->tid < y->tid ? -1 : 1;
     if (x->ticks != y->ticks)
         return x->ticks < y->ticks ? -1 : 1;
-    return x->seq < y->seq ? -1 : x->seq > y->seq;
+    return x->data < y->data ? -1 : x->data > y->data;
 }
 
 static int cmp_threads(const void *a, const void *b) {
@@ -39,20 +38,14 @@ static CT_NOINST void calibrate(struct ct_conv *c) {
     c->npt = h->ns_per_tick > 0 ? h->ns_per_tick : 1.0;
     if (h->clock != CT_CLOCK_TSC)
         return;
-    uint64_t bt = 0, bm = 0;
-    for (size_t i = 0; i < c->norder; i++) {
-        const struct ct_chunk *k = chunk_at(c, c->order[i]);
-        if (k->ticks > bt && k->mono_ns > h->start_mono_ns) {
-            bt = k->ticks;
-            bm = k->mono_ns;
-        }
-    }
+    uint64_t bt = c->cal_ticks, bm = c->cal_ns;
     if (h->end_state && h->end_ticks > bt && h->end_mono_ns > h->start_mono_ns) {
         bt = h->end_ticks;
         bm = h->end_mono_ns;
     }
-    /* Only trust a long baseline: clock_gettime jitter is ~100 ns. */
-    if (bt > h->start_ticks && bm - h->start_mono_ns >= 50000000ull)
+    /* The pairs are read tightly (clock.c): a span longer than the start-up
+     * measurement's half millisecond is the better one. */
+    if (bt > h->start_ticks && bm - h->start_mono_ns >= 1000000ull)
         c->npt = (double)(bm - h->start_mono_ns) / (double)(bt - h->start_ticks);
 }
 
@@ -63,7 +56,7 @@ CT_EXPORT CT_NOINST void ct_conv_close(struct ct_conv *c) {
         munmap((void *)c->map, c->size);
     if (c->dur)
         munmap(c->dur, c->durcap * 8);
-    free(c->order);
+    free(c->segs);
     free(c->threads);
     free(c->funcs);
     free(c->hash);
@@ -76,6 +69,55 @@ static CT_NOINST struct ct_conv *fail(struct ct_conv *c, char *err, size_t errle
         snprintf(err, errlen, "%s", msg);
     ct_conv_close(c);
     return NULL;
+}
+
+static CT_NOINST int add_seg(struct ct_conv *c, const struct cseg *s) {
+    if (c->nsegs == c->capsegs && grow_array(&c->segs, &c->capsegs, sizeof *c->segs) < 0)
+        return -1;
+    c->segs[c->nsegs++] = *s;
+    return 0;
+}
+
+/* One chunk: its counts, its calibration point, and its segments: sealed
+ * ones one after another; one never sealed runs to its first zero word and
+ * is the last (its thread was still writing when the process ended). */
+static CT_NOINST int index_chunk(struct ct_conv *c, uint64_t off) {
+    const struct ct_chunk *k = (const struct ct_chunk *)(c->map + off);
+    if (k->magic != CT_CHUNK_MAGIC)
+        return 0;  /* claimed but never written: the process died in between */
+    c->depth_limited += k->depth_limited;
+    c->dropped += k->dropped;
+    c->filtered += k->filtered;
+    c->lost += k->lost;
+    if (k->ticks > c->cal_ticks && k->mono_ns > c->h->start_mono_ns) {
+        c->cal_ticks = k->ticks;
+        c->cal_ns = k->mono_ns;
+    }
+    if (k->type != CT_CHUNK_EVENTS)
+        return 0;
+    uint64_t end = off + c->h->chunk_size < c->size ? off + c->h->chunk_size : c->size;
+    for (uint64_t pos = off + CT_CHUNK_HEADER; pos + CT_SEG_HEADER <= end;) {
+        const struct ct_seg *s = (const struct ct_seg *)(c->map + pos);
+        if (s->magic != CT_SEG_MAGIC)
+            break;
+        struct cseg g = {.data = pos + CT_SEG_HEADER, .ticks = s->ticks, .flags = s->flags, .tid = s->tid};
+        uint64_t avail = (end - g.data) / 8;
+        const uint64_t *p = seg_words(c, &g);
+        int sealed = (s->flags & CT_SEG_SEALED) && s->words <= avail;
+        if (sealed)
+            g.words = s->words;
+        else   /* to the first zero word that is not an EXT payload */
+            for (uint64_t i = 0; i < avail && p[i]; i = g.words)
+                g.words = (uint32_t)(i + 1 + ((p[i] >> 62) == CT_EV_EXT ? (p[i] >> 38) & 0xffff : 0));
+        if (g.words > avail)
+            g.words = (uint32_t)avail;
+        if (add_seg(c, &g) < 0)
+            return -1;
+        if (!sealed)
+            break;
+        pos = g.data + (uint64_t)g.words * 8;
+    }
+    return 0;
 }
 
 CT_EXPORT CT_NOINST struct ct_conv *ct_conv_open(const char *path, char *err, size_t errlen) {
@@ -105,50 +147,37 @@ CT_EXPORT CT_NOINST struct ct_conv *ct_conv_open(const char *path, char *err, si
     if (h->chunk_size < 4096 || h->chunk_size % 4096)
         return fail(c, err, errlen, "corrupt raw stream header (chunk size)");
     uint64_t limit = h->next_offset < c->size ? h->next_offset : c->size;
-    size_t nchunks = limit > CT_HEADER_SIZE ? (size_t)((limit - CT_HEADER_SIZE + h->chunk_size - 1) / h->chunk_size) : 0;
-    c->order = calloc(nchunks + 1, sizeof *c->order);
-    if (!c->order)
-        return fail(c, err, errlen, "out of memory");
-    for (size_t i = 0; i < nchunks; i++) {
-        uint64_t off = CT_HEADER_SIZE + (uint64_t)i * h->chunk_size;
-        if (off + CT_CHUNK_HEADER > c->size)
-            break;
-        const struct ct_chunk *k = chunk_at(c, off);
-        if (k->magic != CT_CHUNK_MAGIC)
-            continue;  /* claimed but never written: the process died in between */
-        c->depth_limited += k->depth_limited;
-        c->dropped += k->dropped;
-        c->filtered += k->filtered;
-        if (k->type == CT_CHUNK_EVENTS)
-            c->order[c->norder++] = off;
-    }
-    qsort_r(c->order, c->norder, sizeof *c->order, cmp_chunks, c);
-    c->threads = calloc(c->norder + 1, sizeof *c->threads);
+    for (uint64_t off = CT_HEADER_SIZE; off + CT_CHUNK_HEADER <= limit; off += h->chunk_size)
+        if (index_chunk(c, off) < 0)
+            return fail(c, err, errlen, "out of memory");
+    qsort(c->segs, c->nsegs, sizeof *c->segs, cmp_segs);
+    c->threads = calloc(c->nsegs + 1, sizeof *c->threads);
     if (!c->threads)
         return fail(c, err, errlen, "out of memory");
-    for (size_t i = 0; i < c->norder; i++) {
-        const struct ct_chunk *k = chunk_at(c, c->order[i]);
+    for (size_t i = 0; i < c->nsegs; i++) {
+        const struct cseg *k = &c->segs[i];
         struct cthread *t = c->nthreads ? &c->threads[c->nthreads - 1] : NULL;
-        /* Same tid with seq back at 0: the kernel reused the tid of a thread that ended. */
-        if (!t || t->tid != k->tid || k->seq == 0) {
+        /* Same tid in a segment that starts a thread: the kernel reused the
+         * tid of a thread that ended. */
+        if (!t || t->tid != k->tid || (k->flags & CT_SEG_FIRST)) {
             t = &c->threads[c->nthreads++];
             t->tid = k->tid;
-            t->first_chunk = (uint32_t)i;
+            t->first_seg = (uint32_t)i;
             t->first_ticks = UINT64_MAX;
             t->main = k->tid == h->main_tid;
         }
-        t->nchunks++;
+        t->nsegs++;
     }
     calibrate(c);
     /* Count calls and find the time range, so durations can be sized. */
     uint64_t lastall = h->start_ticks;
     for (size_t ti = 0; ti < c->nthreads; ti++) {
         struct cthread *t = &c->threads[ti];
-        for (uint32_t k = 0; k < t->nchunks; k++) {
-            uint64_t off = c->order[t->first_chunk + k];
-            const uint64_t *p = (const uint64_t *)(c->map + off + CT_CHUNK_HEADER);
-            size_t n = chunk_words(c, off), i;
-            uint64_t last = 0;
+        for (uint32_t k = 0; k < t->nsegs; k++) {
+            const struct cseg *sg = &c->segs[t->first_seg + k];
+            const uint64_t *p = seg_words(c, sg);
+            size_t n = sg->words, i;
+            uint64_t last = sg->ticks;
             for (i = 0; i < n && p[i]; i++) {
                 uint64_t v = p[i];
                 unsigned kind = (unsigned)(v >> 62);
@@ -225,7 +254,8 @@ CT_EXPORT CT_NOINST void ct_conv_summary(struct ct_conv *c, struct ct_conv_summa
     s->unwound = c->unwound;
     s->unmatched = c->unmatched;
     s->depth_limited = c->depth_limited;
-    s->dropped = c->dropped + c->h->lost_calls;   /* calls after the file could not grow */
+    s->lost = c->lost + c->h->lost_calls;   /* calls after recording stopped */
+    s->dropped = c->dropped + s->lost;
     s->end_ns = to_ns(c, c->end_ticks);
     s->duration_ns = s->end_ns;
     s->ns_per_tick = c->npt;

@@ -1,8 +1,9 @@
 /* calltrace runtime: internal declarations shared by the runtime's files.
  *
  * The raw stream written here is described in docs/FORMAT.md ("The raw
- * stream"); calltrace/trace/raw.py and convert.c read it. Keep all three in
- * step. Everything is hidden except the two -finstrument-functions hooks, the
+ * stream"); calltrace/record/raw.py and convert.c read it. calltrace/bridge.py
+ * mirrors the structs; tests/test_bridge.py fails when the two disagree.
+ * Everything is hidden except the two -finstrument-functions hooks, the
  * libc entry points interposed in lifecycle.c and the ct_conv_* API. */
 #ifndef CT_H
 #define CT_H
@@ -21,11 +22,13 @@
 #define CT_STR(x) CT_XSTR(x)
 
 /* ---- raw file layout ---------------------------------------------------- */
-#define CT_MAGIC "CTRAW01"          /* 8 bytes with the NUL */
-#define CT_VERSION 1
+#define CT_MAGIC "CTRAW02"          /* 8 bytes with the NUL */
+#define CT_VERSION 2
 #define CT_HEADER_SIZE 4096
 #define CT_CHUNK_MAGIC 0x48435443u   /* "CTCH" */
 #define CT_CHUNK_HEADER 64
+#define CT_SEG_MAGIC 0x47535443u     /* "CTSG" */
+#define CT_SEG_HEADER 24
 
 enum { CT_CHUNK_EVENTS = 1, CT_CHUNK_META = 2 };
 
@@ -54,6 +57,9 @@ enum { CT_META_EXE = 1, CT_META_CMDLINE = 2, CT_META_MODULE = 3, CT_META_THREAD 
        CT_META_OPTION = 6 /* "name=value" */ };
 
 enum { CT_CLOCK_TSC = 0, CT_CLOCK_MONOTONIC = 1 };
+/* Why recording stopped before the program ended (ct_header.stop_reason). */
+enum { CT_STOP_NONE = 0, CT_STOP_FSIZE = 1, CT_STOP_DISK_FULL = 2, CT_STOP_MAX_SIZE = 3, CT_STOP_MIN_FREE = 4,
+       CT_STOP_ERROR = 5 };
 enum { CT_END_RUNNING = 0, CT_END_EXIT = 1, CT_END_SIGNAL = 2, CT_END_EXEC = 3, CT_END_DETACH = 4 };
 enum { CT_FLAG_CAPTURE_ARGS = 1, CT_FLAG_PRETTY = 2, CT_FLAG_START_OFF = 4, CT_FLAG_BARE = 8 };
 
@@ -71,35 +77,52 @@ struct ct_header {
     uint64_t end_ticks, end_mono_ns;
     uint32_t part, keep;            /* rolling output: this part's number (0: no parts), how many to keep */
     uint64_t interval_calls;        /* calls per part */
-    uint64_t lost_calls;            /* calls not recorded after the file could not grow */
+    uint64_t lost_calls;            /* calls not recorded by threads that had no chunk when recording stopped */
+    uint32_t stop_reason;           /* CT_STOP_*: recording stopped early */
+    uint32_t dropped_parts;         /* rolling, bare LD_PRELOAD: older parts deleted unconverted */
+    uint64_t max_size;              /* the raw data budget in bytes (0: none) */
 };
 
+/* A chunk is a window of the file that threads write in turn: it starts with
+ * this header and holds segments, each the events of one thread. A thread
+ * that ends hands the rest of its chunk to the next thread that needs one. */
 struct ct_chunk {
     uint32_t magic, type;
-    int32_t tid;
-    uint32_t start_depth;
-    uint64_t seq;                   /* per thread, from 0 */
-    uint64_t ticks, mono_ns;        /* a calibration point taken at allocation */
+    uint64_t lost;                  /* calls not recorded after recording stopped */
+    uint64_t offset;                /* this chunk's offset in the file */
+    uint64_t ticks, mono_ns;        /* a calibration point taken when it was claimed */
     uint64_t depth_limited, dropped;
     uint64_t filtered;              /* calls shorter than the threshold, removed */
 };
 
+/* A run of one thread's events in a chunk. `words` is set when the thread
+ * leaves the segment (SEALED); a segment never sealed (the process died)
+ * runs to its first zero word and is the chunk's last. */
+enum { CT_SEG_FIRST = 1, CT_SEG_SEALED = 2, CT_SEG_ENDED = 4 };
+struct ct_seg {
+    uint32_t magic, flags;          /* FIRST: the thread's first segment in this file */
+    int32_t tid;
+    uint32_t words;
+    uint64_t ticks;                 /* when it began: the time base of its first event */
+};
+
 /* ---- runtime state ------------------------------------------------------ */
 struct ct_thread {
-    uint64_t *cur, *end;
+    uint64_t *cur, *end;            /* end: where the chunk switch is due (room for the longest write past it) */
     uint64_t last;
     uint32_t depth, epoch;
     uint32_t on, busy;
-    struct ct_chunk *chunk;
-    uint64_t seq;
+    struct ct_chunk *chunk;         /* the chunk it writes in (its counters), NULL when none */
+    struct ct_seg *seg;             /* its open segment there */
+    uint64_t seq;                   /* segments started in this file */
     int32_t tid;
-    uint32_t failed;
+    uint32_t failed;                /* CT_THREAD_STOPPED, CT_THREAD_ENDED */
     uint32_t fstate, fdepth, xdepth; /* filter.c: inside an included/excluded subtree, from depth */
     uint32_t part;                  /* the rolling part its chunk belongs to */
     uint64_t pend_dropped, pend_limited;  /* counted while no chunk was mapped */
-    uint64_t lost;                  /* calls after recording failed */
 };
 
+enum { CT_THREAD_STOPPED = 1 /* no space: its calls are counted lost */, CT_THREAD_ENDED = 2 };
 extern __thread struct ct_thread ct_tls __attribute__((tls_model("initial-exec"))) CT_HIDDEN;
 extern volatile uint32_t ct_epoch CT_HIDDEN;      /* bumped to make threads re-sync */
 extern volatile uint32_t ct_recording CT_HIDDEN;  /* toggled at run time */
@@ -120,6 +143,9 @@ struct ct_config {
     uint64_t flush_interval;        /* calls per part; 0: one trace */
     int rolling, keep;
     size_t chunk_size;
+    uint64_t max_size;              /* CALLTRACE_MAX_SIZE: raw data budget in bytes; 0: none */
+    uint64_t min_free;              /* CALLTRACE_MIN_FREE: bytes to leave free on the file system */
+    uint32_t min_free_pct;          /* ... or a percentage of it (the smaller wins); both 0: no check */
 };
 extern struct ct_config ct_cfg CT_HIDDEN;
 
@@ -127,6 +153,7 @@ extern struct ct_config ct_cfg CT_HIDDEN;
 CT_HIDDEN uint64_t ct_ticks_slow(void);
 CT_HIDDEN uint64_t ct_mono_ns(void);
 CT_HIDDEN void ct_clock_init(struct ct_header *h);
+CT_HIDDEN void ct_clock_pair(uint64_t *ticks, uint64_t *ns);   /* read close together */
 
 #if defined(__x86_64__)
 static inline CT_NOINST uint64_t ct_rdtsc(void) {
@@ -146,33 +173,73 @@ static inline CT_NOINST uint64_t ct_ticks(void) {
 
 /* config.c */
 CT_HIDDEN void ct_config_read(void);
+CT_HIDDEN void ct_config_late(void);
+CT_HIDDEN const char *const *ct_config_env(void);   /* the CALLTRACE_* settings at start-up */   /* once libc is set up (environ borrowed at .preinit_array) */
 CT_HIDDEN void ct_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 CT_HIDDEN void ct_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* stream.c */
+/* stream.c: opening and closing the raw stream */
 CT_HIDDEN int ct_stream_open(pid_t ppid);
-CT_HIDDEN uint64_t *ct_next_chunk(struct ct_thread *t);
-CT_HIDDEN void ct_release_chunk(struct ct_thread *t);
-CT_HIDDEN void ct_meta(uint32_t key, const void *data, size_t len);
-CT_HIDDEN void ct_meta_modules(void);
+CT_HIDDEN void ct_stream_close(void);
 CT_HIDDEN struct ct_header *ct_header(void);
 CT_HIDDEN const char *ct_raw_path(void);
-CT_HIDDEN void ct_stream_close(void);
-CT_HIDDEN void ct_prefault_start(void);
-CT_HIDDEN void *ct_claim(uint32_t *index);
-CT_HIDDEN void ct_retire_chunk(void *m, size_t size);
-CT_HIDDEN void ct_pool_reset(size_t size);
-CT_HIDDEN void *ct_take_chunk(void);
+
+/* parts.c: the raw files (one, or rolling parts) and which one is current */
+struct ct_part {
+    int fd;
+    struct ct_header *hdr;
+    uint32_t index;                 /* 0: the only file; rolling parts count from 1 */
+    volatile uint64_t words;        /* event words sealed in it (rolling: when to roll) */
+    char path[4096];
+};
+CT_HIDDEN struct ct_part *ct_part_open(uint32_t index);
+CT_HIDDEN struct ct_part *ct_part_hold(void);   /* the current part, kept open until ct_part_unhold */
+CT_HIDDEN void ct_part_unhold(void);
+CT_HIDDEN void ct_part_set(struct ct_part *pt);
 CT_HIDDEN uint32_t ct_part(void);
+CT_HIDDEN void ct_part_sealed(uint32_t index, uint64_t words);   /* may start the next part */
+CT_HIDDEN void ct_parts_reset(void);
+CT_HIDDEN void ct_parts_close(void);
+CT_HIDDEN int ct_parts_pending(const char **raws, int cap);       /* finished parts not yet converted */
+
+/* chunks.c: claiming file space, segments, the pool of partly used chunks */
+extern size_t ct_chunk_bytes CT_HIDDEN;
+extern volatile int ct_recorded CT_HIDDEN;
+extern volatile uint32_t ct_stopped CT_HIDDEN;    /* CT_STOP_*: no more space is claimed */
+CT_HIDDEN void *ct_claim(struct ct_part *pt, uint32_t type);
+CT_HIDDEN uint64_t *ct_next_chunk(struct ct_thread *t);
+enum { CT_RELEASE_ENDED = 0, CT_RELEASE_FORGET = 1 };   /* thread end; after fork (the parent's) */
+CT_HIDDEN void ct_release_chunk(struct ct_thread *t, int how);
+CT_HIDDEN void ct_count_lost(struct ct_thread *t);
 CT_HIDDEN void ct_part_sync(struct ct_thread *t);
-CT_HIDDEN void ct_part_finished(const char *raw);   /* spawn.c: convert a finished part */
+CT_HIDDEN void ct_chunks_reset(void);
+CT_HIDDEN void ct_unmap_chunk(void *m);
+CT_HIDDEN void ct_punch(struct ct_chunk *c, char *at, uint32_t part);
+CT_HIDDEN void ct_chunks_trim(void);   /* at exit: unused space back to the file system */
+
+/* meta.c: META records and the module list */
+CT_HIDDEN void ct_meta(uint32_t key, const void *data, size_t len);
+CT_HIDDEN void ct_meta_modules(void);
+CT_HIDDEN void ct_meta_switch(struct ct_part *pt);   /* make `pt` current; repeat the process's records there */
+CT_HIDDEN void ct_meta_reset(void);
+CT_HIDDEN int ct_meta_prefork(void);   /* fork(): hold the META lock across it; 0: this thread holds it */
+CT_HIDDEN void ct_meta_postfork(void);
+CT_HIDDEN void ct_meta_start(void);      /* program, command line, output, modules */
+CT_HIDDEN const char *ct_thread_default_name(void);
+
+/* prefault.c: a helper thread faulting chunks in ahead, once the program has threads */
+CT_HIDDEN void ct_prefault_start(void);
+CT_HIDDEN void ct_retire_chunk(void *m);
+CT_HIDDEN void ct_pool_reset(void);
+CT_HIDDEN void ct_pool_trim(void);
+CT_HIDDEN void *ct_take_chunk(struct ct_part *pt);
 
 /* capture.c */
 extern volatile uint32_t ct_capture_on CT_HIDDEN;
 CT_HIDDEN int ct_capture_load(const char *path);   /* 0 loaded, 1 for another program, -1 error */
+CT_HIDDEN void ct_capture_known(const char *path);   /* dlplan.c: a module a plan covers */
+CT_HIDDEN void ct_capture_scan(void);                 /* dlplan.c: plan newly dlopen'ed libraries */
 CT_HIDDEN long ct_capture_copy(const uint64_t *regs, uint64_t site, uint8_t *out, size_t room, uint32_t *index);
-extern size_t ct_chunk_bytes CT_HIDDEN;
-extern volatile int ct_recorded CT_HIDDEN;
 
 /* filter.c */
 CT_HIDDEN int ct_filter_load(const char *path);   /* 0 loaded, 1 for another program, -1 error */
@@ -186,6 +253,8 @@ CT_HIDDEN void ct_write_ext(struct ct_thread *t, uint32_t sub, uint64_t value);
 
 /* proc.c */
 CT_HIDDEN int ct_exe_path(char *buf, size_t size);
+struct dl_phdr_info;
+CT_HIDDEN int ct_module_path(const struct dl_phdr_info *info, char *buf, size_t size);   /* absolute; 0: no file */
 CT_HIDDEN uint64_t ct_exe_bias(void);
 CT_HIDDEN int ct_module_bias(uint32_t index, const char *path, uint64_t *bias);
 CT_HIDDEN uint64_t ct_module_entry(const char *m, uint64_t at, uint64_t end, char *path);
@@ -201,7 +270,11 @@ CT_HIDDEN int ct_vfork_child(void);             /* running in a vfork() child, o
 /* spawn.c, control.c */
 CT_HIDDEN int ct_run_python(const char *a1, const char *a2, const char *a3, const char *a4, const char *a5);
 CT_HIDDEN void ct_run_converter(void);
+CT_HIDDEN void ct_find_site(void);
+CT_HIDDEN const char *ct_lib_path(void);   /* this library's absolute path; "" if unknown */   /* where the calltrace package is, for the converter */
+CT_HIDDEN int ct_convert_parts(const char *const *raws, int n);   /* detached; -1: one is still running */
 CT_HIDDEN void ct_controls(void);
+CT_HIDDEN void ct_on_toggle(int sig);
 CT_HIDDEN void ct_load_plan(void);
 
 /* attach.c */
@@ -210,6 +283,11 @@ CT_HIDDEN const char *ct_env(const char *name);   /* a CALLTRACE_* setting */
 CT_HIDDEN void ct_attach_sync(struct ct_thread *t, uint64_t where);
 
 /* lifecycle.c */
+/* Spin locks of the cold paths hold their owner's thread id: a thread that
+ * finds the lock its own (a signal handler interrupted the holder) gets 0 and
+ * must leave the work undone rather than wait for itself. */
+CT_HIDDEN int ct_lock(volatile int32_t *lock);
+CT_HIDDEN void ct_unlock(volatile int32_t *lock);
 CT_HIDDEN void ct_thread_register(struct ct_thread *t);
 CT_HIDDEN void ct_init(void);
 CT_HIDDEN void ct_thread_names(void);   /* META_THREAD for every live thread */

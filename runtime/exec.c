@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,23 +114,75 @@ static CT_NOINST char *const *rename_output(char *const *envp, char **buf, char 
     return buf;
 }
 
+/* Under `calltrace run` every process the program starts is traced: one
+ * started with an environment of its own that lacks the runtime (execve or
+ * posix_spawn with an envp, a program that cleared LD_PRELOAD) gets it back,
+ * with the CALLTRACE_* settings it lacks (uftrace does the same). Returns
+ * `envp`, or `buf` (ENV_MAX entries) with `var` holding LD_PRELOAD. */
+#define VAR_MAX (2 * 4096 + 32)
+
+static CT_NOINST int has_var(char *const *envp, size_t n, const char *entry) {
+    size_t len = (size_t)(strchr(entry, '=') - entry) + 1;
+    for (size_t i = 0; i < n; i++)
+        if (!strncmp(envp[i], entry, len))
+            return 1;
+    return 0;
+}
+
+static CT_NOINST char *const *keep_traced(char *const *envp, char **buf, char *var) {
+    const char *lib = ct_lib_path();
+    if (ct_cfg.bare || !lib[0])
+        return envp;
+    const char *const *settings = ct_config_env();
+    size_t n = 0, pre = (size_t)-1;
+    int traced = 0, missing = 0;
+    for (; envp && envp[n]; n++) {
+        if (n == ENV_MAX - 80)
+            return envp;
+        if (!strncmp(envp[n], "LD_PRELOAD=", 11)) {
+            pre = n;
+            traced = strstr(envp[n], "libcalltrace") != NULL;
+        }
+    }
+    size_t count = n;
+    for (size_t i = 0; settings[i]; i++)
+        missing += !has_var(envp, count, settings[i]);
+    if (traced && !missing)
+        return envp;
+    for (size_t i = 0; i < n; i++)
+        buf[i] = envp[i];
+    if (!traced) {
+        const char *old = pre == (size_t)-1 ? "" : envp[pre] + 11;
+        int len = snprintf(var, VAR_MAX, "LD_PRELOAD=%s%s%s", lib, *old ? ":" : "", old);
+        if (len >= VAR_MAX)
+            snprintf(var, VAR_MAX, "LD_PRELOAD=%s", lib);
+        if (pre == (size_t)-1)
+            pre = n++;
+        buf[pre] = var;
+    }
+    for (size_t i = 0; settings[i]; i++)
+        if (!has_var(envp, count, settings[i]))
+            buf[n++] = (char *)settings[i];
+    buf[n] = NULL;
+    return buf;
+}
+
 /* Runs before a real exec of something runnable (`ok`). Returns the
  * environment the new image gets. */
 static CT_NOINST char *const *before_exec(int ok, char *const *envp, char **buf, char *outvar, size_t outsize) {
     struct ct_header *h = ct_header();
     if (h && h->pid != (int32_t)getpid())
         /* A vfork() child: the stream is its parent's; it is a new process. */
-        return rename_output(envp, buf, outvar, outsize, 0);
+        return ct_cfg.bare ? rename_output(envp, buf, outvar, outsize, 0) : keep_traced(envp, buf, outvar);
     if (!owns_stream() || !ok)
-        return envp;
+        return ct_cfg.bare ? envp : keep_traced(envp, buf, outvar);
     ct_scan_modules(0);
     if (!ct_cfg.bare) {
         ct_thread_names();
-        h->end_ticks = ct_ticks();
-        h->end_mono_ns = ct_mono_ns();
+        ct_clock_pair(&h->end_ticks, &h->end_mono_ns);
         h->exit_code = -1;
         __atomic_store_n(&h->end_state, (uint32_t)CT_END_EXEC, __ATOMIC_RELEASE);
-        return envp;
+        return keep_traced(envp, buf, outvar);
     }
     ct_finish(CT_END_EXEC, -1, 0);
     return rename_output(envp, buf, outvar, outsize, 1);
@@ -157,7 +210,7 @@ typedef int (*execve_fn)(const char *, char *const[], char *const[]);
 static CT_NOINST int do_exec(const char *name, const char *path, char *const argv[], char *const envp[],
                              int search) {
     char *buf[ENV_MAX];
-    char outvar[4096 + 32];
+    char outvar[VAR_MAX];
     char *const *env = before_exec(runnable(path, search), envp, buf, outvar, sizeof outvar);
     execve_fn real = (execve_fn)ct_resolve(name);
     return after_exec(real(path, argv, (char *const *)env));
@@ -227,7 +280,7 @@ typedef int (*fexecve_fn)(int, char *const[], char *const[]);
 
 CT_EXPORT CT_NOINST int fexecve(int fd, char *const argv[], char *const envp[]) {
     char *buf[ENV_MAX];
-    char outvar[4096 + 32];
+    char outvar[VAR_MAX];
     char *const *env = before_exec(fd_runnable(fd), envp, buf, outvar, sizeof outvar);
     fexecve_fn real = (fexecve_fn)ct_resolve("fexecve");
     return after_exec(real(fd, argv, (char *const *)env));
@@ -248,8 +301,32 @@ CT_EXPORT CT_NOINST int execveat(int dirfd, const char *path, char *const argv[]
              S_ISREG(st.st_mode) && faccessat(dirfd, path, X_OK, 0) == 0;
     }
     char *buf[ENV_MAX];
-    char outvar[4096 + 32];
+    char outvar[VAR_MAX];
     char *const *env = before_exec(ok, envp, buf, outvar, sizeof outvar);
     execveat_fn real = (execveat_fn)ct_resolve("execveat");
     return after_exec(real(dirfd, path, argv, (char *const *)env, flags));
+}
+
+/* posix_spawn: glibc runs the child through its own internal execve, so the
+ * environment is fixed up here (system() and popen() pass environ, which
+ * still has the runtime unless the program removed it). */
+typedef int (*spawn_fn)(pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
+                        char *const[], char *const[]);
+
+static CT_NOINST int spawn(const char *name, pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                           const posix_spawnattr_t *attr, char *const argv[], char *const envp[]) {
+    char *buf[ENV_MAX];
+    char var[VAR_MAX];
+    char *const *env = keep_traced(envp, buf, var);
+    return ((spawn_fn)ct_resolve(name))(pid, path, fa, attr, argv, (char *const *)env);
+}
+
+CT_EXPORT CT_NOINST int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                                    const posix_spawnattr_t *attr, char *const argv[], char *const envp[]) {
+    return spawn("posix_spawn", pid, path, fa, attr, argv, envp);
+}
+
+CT_EXPORT CT_NOINST int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+                                     const posix_spawnattr_t *attr, char *const argv[], char *const envp[]) {
+    return spawn("posix_spawnp", pid, file, fa, attr, argv, envp);
 }

@@ -23,7 +23,7 @@ uint32_t ct_exit_slow;     /* a filter or a threshold: returns need a look */
  * out of the buffer, so short calls cost no space at all. */
 static CT_NOINST int drop_short(struct ct_thread *t, void *fn) {
     uint64_t *p = t->cur;
-    if (t->busy || !t->chunk || p <= (uint64_t *)((char *)t->chunk + CT_CHUNK_HEADER))
+    if (t->busy || !t->seg || p <= (uint64_t *)(t->seg + 1))
         return 0;
     uint64_t w = p[-1];
     if ((w >> 62) != CT_EV_ENTER || ((w >> CT_DELTA_BITS) & CT_ADDR_MASK) != ((uint64_t)(uintptr_t)fn & CT_ADDR_MASK))
@@ -48,55 +48,66 @@ static inline CT_NOINST int take_busy(struct ct_thread *t) {
         return 0;
     }
     t->busy = 1;
+    ct_barrier();
     return 1;
 }
 
-/* The event word (after a TIME word when the delta does not fit) at `p`,
- * then the busy flag given back. */
-static inline __attribute__((always_inline)) CT_NOINST void put_event(struct ct_thread *t, uint64_t *p,
-                                                                       uint64_t now, uint64_t kind, void *fn) {
-    uint64_t delta = now - t->last;
-    if (unlikely(delta > CT_DELTA_MASK)) {
-        *p++ = ((uint64_t)CT_EV_TIME << 62) | (now & CT_TIME_MASK);
-        delta = 0;
-    }
-    t->last = now;
-    *p++ = (kind << 62) | (((uint64_t)(uintptr_t)fn & CT_ADDR_MASK) << CT_DELTA_BITS) | delta;
-    t->cur = p;
+static inline CT_NOINST void give_busy(struct ct_thread *t) {
     ct_barrier();
     t->busy = 0;
 }
 
-/* Write one event; the busy flag is already ours. */
-static CT_NOINST __attribute__((noinline)) void record_held(struct ct_thread *t, uint64_t kind, void *fn) {
-    uint64_t *p = t->cur;
-    if (unlikely(p >= t->end)) {
-        p = ct_next_chunk(t);
-        if (unlikely(!p)) {
-            /* Recording failed (disk full, file size limit): count what is lost. */
-            t->lost += kind == CT_EV_ENTER;
-            ct_barrier();
-            t->busy = 0;
-            return;
-        }
+/* The event encoding (docs/FORMAT.md), in one place: the time of the next
+ * word as a TIME word when the delta from the thread's previous event does
+ * not fit in the word (or `stamp` asks for one), then the word. */
+static inline __attribute__((always_inline)) CT_NOINST uint64_t *put_word(struct ct_thread *t, uint64_t *p,
+                                                                          uint64_t now, int stamp, uint64_t word) {
+    uint64_t delta = now - t->last;
+    if (unlikely(delta > CT_DELTA_MASK) || stamp) {
+        *p++ = ((uint64_t)CT_EV_TIME << 62) | (now & CT_TIME_MASK);
+        delta = 0;
     }
-    put_event(t, p, ct_ticks(), kind, fn);
+    t->last = now;
+    *p++ = word | delta;
+    return p;
 }
 
-static inline CT_NOINST void record(struct ct_thread *t, uint64_t kind, void *fn) {
-    if (unlikely(!take_busy(t)))
-        return;
-    ct_barrier();
-    record_held(t, kind, fn);
+static inline __attribute__((always_inline)) CT_NOINST uint64_t event_word(uint64_t kind, void *fn) {
+    return (kind << 62) | (((uint64_t)(uintptr_t)fn & CT_ADDR_MASK) << CT_DELTA_BITS);
+}
+
+/* One ENTER/EXIT at `p`, then the busy flag given back. */
+static inline __attribute__((always_inline)) CT_NOINST void put_event(struct ct_thread *t, uint64_t *p,
+                                                                       uint64_t now, uint64_t kind, void *fn) {
+    t->cur = put_word(t, p, now, 0, event_word(kind, fn));
+    give_busy(t);
+}
+
+/* Room for the next write, switching chunks when the current one is full;
+ * NULL when recording has stopped (the call is counted lost). */
+static CT_NOINST uint64_t *room(struct ct_thread *t, uint64_t kind) {
+    uint64_t *p = t->cur;
+    if (p < t->end)
+        return p;
+    p = ct_next_chunk(t);
+    if (unlikely(!p) && kind == CT_EV_ENTER)
+        ct_count_lost(t);
+    return p;
+}
+
+/* Write one event; the busy flag is already ours. */
+static CT_NOINST __attribute__((noinline)) void record_held(struct ct_thread *t, uint64_t kind, void *fn) {
+    uint64_t *p = room(t, kind);
+    if (unlikely(!p))
+        return give_busy(t);
+    put_event(t, p, ct_ticks(), kind, fn);
 }
 
 static CT_NOINST __attribute__((noinline)) void busy_drop(struct ct_thread *t) { take_busy(t); }
 
-/* The common case of record(), inlined into the hooks: every rarer case
- * (a busy hook, a full chunk, no TSC) is a tail call, so the hooks save no
- * register at all. Same steps, same order as record(). */
-static inline __attribute__((always_inline)) CT_NOINST void record_fast(struct ct_thread *t, uint64_t kind,
-                                                                         void *fn) {
+/* The hooks' recording step: every rarer case (a busy hook, a full chunk,
+ * no TSC) is a tail call, so the hooks save no register at all. */
+static inline __attribute__((always_inline)) CT_NOINST void record(struct ct_thread *t, uint64_t kind, void *fn) {
     if (unlikely(t->busy))
         return busy_drop(t);
     t->busy = 1;
@@ -137,111 +148,100 @@ __asm__(".text\n"
         "    ret\n"
         ".size __cyg_profile_func_enter, .-__cyg_profile_func_enter\n");
 
-/* What every entry does before recording, once the depth is counted (`d`
- * is the call's depth): notice toggles, and say whether this call is to be
- * recorded at all. */
-static inline CT_NOINST int gate(struct ct_thread *t, void *fn, uint32_t d) {
+/* The gate, in one place. The common outcome is decided inline by
+ * gate_fast (`slow` is the mode that makes every call of this kind take a
+ * look: a filter on entry, a filter or threshold on return); the rest by
+ * gate_slow, tail-called from the hooks. */
+enum { GATE_SKIP, GATE_RECORD, GATE_SLOW };
+
+static inline __attribute__((always_inline)) CT_NOINST int gate_fast(const struct ct_thread *t, uint32_t d,
+                                                                      uint32_t slow) {
+    if (unlikely(t->epoch != ct_epoch))
+        return GATE_SLOW;
+    if (unlikely(!t->on))
+        return GATE_SKIP;
+    if (unlikely(d >= ct_max_depth) || unlikely(slow))
+        return GATE_SLOW;
+    return GATE_RECORD;
+}
+
+/* `d` is the depth of the call entered or left; returns whether to record it. */
+static CT_NOINST int gate_slow(struct ct_thread *t, void *fn, uint32_t d, int is_exit) {
     if (unlikely(t->epoch != ct_epoch)) {
-        ct_thread_sync(t, (uint64_t)d << 1, fn);
-        d = t->depth - 1;   /* re-based at attach */
+        ct_thread_sync(t, ((uint64_t)d << 1) | (uint64_t)is_exit, fn);
+        d = is_exit ? t->depth : t->depth - 1;   /* re-based at attach */
     }
     if (unlikely(!t->on))
         return 0;
     if (unlikely(d >= ct_max_depth)) {
-        if (t->chunk)
-            t->chunk->depth_limited++;
-        else
-            t->pend_limited++;
+        if (!is_exit) {
+            if (t->chunk)
+                t->chunk->depth_limited++;
+            else
+                t->pend_limited++;
+        }
         return 0;
     }
-    return !unlikely(ct_filter_mode) || ct_filter_enter(t, fn, d);
-}
-
-static inline CT_NOINST int enter_gate(struct ct_thread *t, void *fn) {
-    return gate(t, fn, t->depth++);
+    if (!is_exit)
+        return !unlikely(ct_filter_mode) || ct_filter_enter(t, fn, d);
+    if (ct_filter_mode && !ct_filter_exit(t, fn, d))
+        return 0;
+    return !(ct_threshold_ticks && drop_short(t, fn));
 }
 
 static CT_NOINST __attribute__((noinline)) void enter_slow(struct ct_thread *t, void *fn, uint32_t d) {
-    if (gate(t, fn, d))
-        record(t, CT_EV_ENTER, fn);
+    if (gate_slow(t, fn, d, 0) && take_busy(t))
+        record_held(t, CT_EV_ENTER, fn);
 }
 
-/* The hooks: the checks of gate() and of the exit in the same order, the
- * uncommon outcomes in the tail-called slow functions. */
+static CT_NOINST __attribute__((noinline)) void exit_slow(struct ct_thread *t, void *fn, uint32_t d) {
+    if (gate_slow(t, fn, d, 1) && take_busy(t))
+        record_held(t, CT_EV_EXIT, fn);
+}
+
 CT_HIDDEN CT_NOINST void ct_enter(void *fn, void *site) {
     (void)site;
     struct ct_thread *t = &ct_tls;
     uint32_t d = t->depth++;
-    if (unlikely(t->epoch != ct_epoch))
+    int g = gate_fast(t, d, ct_filter_mode);
+    if (unlikely(g == GATE_SLOW))
         return enter_slow(t, fn, d);
-    if (unlikely(!t->on))
-        return;
-    if (unlikely(d >= ct_max_depth) || unlikely(ct_filter_mode))
-        return enter_slow(t, fn, d);
-    record_fast(t, CT_EV_ENTER, fn);
-}
-
-static CT_NOINST __attribute__((noinline)) void exit_slow(struct ct_thread *t, void *fn, uint32_t d) {
-    if (unlikely(t->epoch != ct_epoch)) {
-        ct_thread_sync(t, ((uint64_t)d << 1) | 1, fn);
-        d = t->depth;   /* re-based at attach */
-    }
-    if (unlikely(!t->on) || unlikely(d >= ct_max_depth))
-        return;
-    if (unlikely(ct_exit_slow)) {
-        if (ct_filter_mode && !ct_filter_exit(t, fn, d))
-            return;
-        if (ct_threshold_ticks && drop_short(t, fn))
-            return;
-    }
-    record(t, CT_EV_EXIT, fn);
+    if (likely(g == GATE_RECORD))
+        record(t, CT_EV_ENTER, fn);
 }
 
 CT_EXPORT CT_NOINST void __cyg_profile_func_exit(void *fn, void *site) {
     (void)site;
     struct ct_thread *t = &ct_tls;
     uint32_t d = --t->depth;
-    if (unlikely(t->epoch != ct_epoch))
+    int g = gate_fast(t, d, ct_exit_slow);
+    if (unlikely(g == GATE_SLOW))
         return exit_slow(t, fn, d);
-    if (unlikely(!t->on))
-        return;
-    if (unlikely(d >= ct_max_depth) || unlikely(ct_exit_slow))
-        return exit_slow(t, fn, d);
-    record_fast(t, CT_EV_EXIT, fn);
+    if (likely(g == GATE_RECORD))
+        record(t, CT_EV_EXIT, fn);
 }
 
 /* Entry with arguments: ENTER, then EXT ARGS with the planned bytes, both
  * in the same chunk so the converter finds them together. */
 CT_HIDDEN CT_NOINST void ct_enter_capture(void *fn, void *site, uint64_t *regs) {
     struct ct_thread *t = &ct_tls;
-    if (!enter_gate(t, fn))
+    uint32_t d = t->depth++;
+    if (!gate_slow(t, fn, d, 0) || !take_busy(t))
         return;
-    if (!take_busy(t))
-        return;
-    ct_barrier();
-    uint64_t *p = t->cur;
-    if (p >= t->end)
-        p = ct_next_chunk(t);
+    uint64_t *p = room(t, CT_EV_ENTER);
     for (int attempt = 0; p && attempt < 2; attempt++) {
-        uint64_t *limit = (uint64_t *)((char *)t->chunk + ct_chunk_bytes);
-        size_t room = (size_t)((char *)limit - (char *)p);
+        size_t space = (size_t)((char *)t->chunk + ct_chunk_bytes - (char *)p);
         uint32_t index = 0;
         /* TIME + ENTER + EXT first, then the payload after them. */
-        long n = room > 24 ? ct_capture_copy(regs, (uint64_t)(uintptr_t)site, (uint8_t *)(p + 3), room - 24, &index)
-                           : -2;
+        long n = space > 24 ? ct_capture_copy(regs, (uint64_t)(uintptr_t)site, (uint8_t *)(p + 3), space - 24, &index)
+                            : -2;
         if (n == -2 && attempt == 0) {
-            p = ct_next_chunk(t);   /* payload does not fit: start the call in a fresh chunk */
+            /* The payload does not fit: start the call in a fresh chunk. */
+            if (!(p = ct_next_chunk(t)))
+                ct_count_lost(t);
             continue;
         }
-        uint64_t now = ct_ticks();
-        uint64_t delta = now - t->last;
-        uint64_t *q = p;
-        if (delta > CT_DELTA_MASK) {
-            *q++ = ((uint64_t)CT_EV_TIME << 62) | (now & CT_TIME_MASK);
-            delta = 0;
-        }
-        t->last = now;
-        *q++ = (((uint64_t)(uintptr_t)fn & CT_ADDR_MASK) << CT_DELTA_BITS) | delta;
+        uint64_t *q = put_word(t, p, ct_ticks(), 0, event_word(CT_EV_ENTER, fn));
         if (n >= 0) {
             size_t words = ((size_t)n + 7) / 8;
             uint8_t *payload = (uint8_t *)(p + 3);
@@ -260,8 +260,7 @@ CT_HIDDEN CT_NOINST void ct_enter_capture(void *fn, void *site, uint64_t *regs) 
         t->cur = q;
         break;
     }
-    ct_barrier();
-    t->busy = 0;
+    give_busy(t);
 }
 
 /* An EXT word, after a TIME word, with an optional one-word payload. */
@@ -270,20 +269,14 @@ static CT_NOINST void write_ext(struct ct_thread *t, uint32_t sub, uint64_t valu
         return;
     t->busy = 1;
     ct_barrier();
-    uint64_t *p = t->cur;
-    if (p >= t->end)
-        p = ct_next_chunk(t);
+    uint64_t *p = room(t, CT_EV_EXT);
     if (p) {
-        uint64_t now = ct_ticks();
-        *p++ = ((uint64_t)CT_EV_TIME << 62) | (now & CT_TIME_MASK);
-        *p++ = CT_EXT_WORD(sub, payload ? 1 : 0, value);
+        p = put_word(t, p, ct_ticks(), 1, CT_EXT_WORD(sub, payload ? 1 : 0, value));
         if (payload)
             *p++ = *payload;
-        t->last = now;
         t->cur = p;
     }
-    ct_barrier();
-    t->busy = 0;
+    give_busy(t);
 }
 
 CT_NOINST void ct_write_ext(struct ct_thread *t, uint32_t sub, uint64_t value) {
@@ -299,13 +292,16 @@ CT_NOINST void ct_thread_sync(struct ct_thread *t, uint64_t where, void *fn) {
     if (!t->tid && !t->failed) {
         t->tid = (int32_t)syscall(SYS_gettid);
         ct_thread_register(t);
+        if (t->tid != (int32_t)getpid())
+            ct_prefault_start();   /* the program has a second thread now */
     }
     ct_attach_sync(t, where);
     uint32_t epoch = ct_epoch;
     ct_part_sync(t);
-    int want = ct_recording && !t->failed;
+    /* A thread whose recording stopped stays on: its calls are counted lost. */
+    int want = ct_recording && t->failed != CT_THREAD_ENDED;
     if (t->epoch != 0) {
-        if (t->on && !want && t->chunk)
+        if (t->on && !want && t->seg)
             ct_write_ext(t, CT_EXT_PAUSE, where);
         else if (!t->on && want) {
             /* RESUME names the function being entered or left, so the

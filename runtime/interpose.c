@@ -138,12 +138,12 @@ SJ_STUB(__sigsetjmp, 2);
 static CT_NOINST void abandon_hook(struct ct_thread *t) {
     if (!t->busy)
         return;
-    char *c = (char *)t->chunk;
-    struct ct_header *h = ct_header();
-    if (!c || !h || (char *)t->cur < c + CT_CHUNK_HEADER || (char *)t->end > c + h->chunk_size ||
+    char *c = (char *)t->chunk, *s = (char *)t->seg;
+    if (!c || !s || (char *)t->cur < s + CT_SEG_HEADER || (char *)t->end > c + ct_chunk_bytes ||
         t->cur > t->end) {
         t->cur = t->end = NULL;
         t->chunk = NULL;   /* already retired, or never installed */
+        t->seg = NULL;
     }
     ct_barrier();
     t->busy = 0;
@@ -155,7 +155,7 @@ static CT_NOINST void unwind_to(uint32_t depth) {
     abandon_hook(t);
     if (t->depth <= depth)
         return;
-    if (t->on && t->chunk && depth < ct_max_depth)
+    if (t->on && t->seg && depth < ct_max_depth)
         ct_write_ext(t, CT_EXT_UNWIND, depth);
     t->depth = depth;
 }
@@ -208,7 +208,7 @@ CT_EXPORT CT_NOINST __attribute__((noreturn)) void pthread_exit(void *ret) {
     static void *real;
     struct ct_thread *t = &ct_tls;
     abandon_hook(t);
-    if (t->depth && t->on && t->chunk)
+    if (t->depth && t->on && t->seg)
         ct_write_ext(t, CT_EXT_UNWIND, 0);
     ((exit_fn)resolve_once(&real, "pthread_exit"))(ret);
 }
@@ -322,6 +322,8 @@ CT_HIDDEN CT_NOINST __attribute__((used)) void *ct_dl_note(unsigned which) {
     static void *real[DL_N];
     /* dlclose: record now, while the closing library is still mapped. */
     ct_scan_modules(which == DL_CLOSE);
+    if (which != DL_CLOSE)
+        ct_capture_scan();   /* --capture-args: plan the libraries loaded since */
     if ((which == DL_OPEN || which == DL_MOPEN) && !__atomic_exchange_n(&exit_scan_registered, 1, __ATOMIC_ACQ_REL))
         atexit(modules_at_exit);   /* registered after libc's, so it runs before the runtime's destructor */
     return resolve_once(&real[which], names[which]);

@@ -27,8 +27,10 @@ static volatile long init_tid;         /* the thread running ct_init */
 static volatile int finished;
 static pthread_key_t thread_key;
 static int exit_code_known, exit_code;
-static const int fatal_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTERM,
-                                    SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGXCPU, SIGXFSZ};
+/* Signals whose default action ends the process (SIGTRAP left to debuggers). */
+static const int fatal_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTERM, SIGINT, SIGHUP,
+                                    SIGQUIT, SIGPIPE, SIGXCPU, SIGXFSZ, SIGUSR1, SIGUSR2, SIGALRM,
+                                    SIGVTALRM, SIGPROF, SIGSYS, SIGSTKFLT, SIGPWR, SIGIO};
 
 static CT_NOINST void read_comm(int32_t tid) {
     char path[64], line[96];
@@ -43,7 +45,9 @@ static CT_NOINST void read_comm(int32_t tid) {
         return;
     if (line[off + n - 1] == '\n')
         n--;
-    ct_meta(CT_META_THREAD, line, (size_t)(off + n));
+    line[off + n] = 0;
+    if (strcmp(line + off, ct_thread_default_name()))   /* the default is recorded once */
+        ct_meta(CT_META_THREAD, line, (size_t)(off + n));
 }
 
 static CT_NOINST int comm_of(long tid, void *arg) {
@@ -59,11 +63,11 @@ CT_NOINST void ct_thread_names(void) { ct_each_task(comm_of, NULL); }
 static CT_NOINST void thread_done(void *arg) {
     struct ct_thread *t = arg;
     read_comm(t->tid);
-    if (t->on && t->chunk)
-        ct_write_ext(t, CT_EXT_THREAD_END, 0);
-    ct_release_chunk(t);
+    if (t->on && t->seg && t->depth)
+        ct_write_ext(t, CT_EXT_THREAD_END, 0);   /* frames left open (pthread_exit) */
+    ct_release_chunk(t, CT_RELEASE_ENDED);
     t->on = 0;
-    t->failed = 1;   /* calls from later TLS destructors are not recorded */
+    t->failed = CT_THREAD_ENDED;   /* calls from later TLS destructors are not recorded */
 }
 
 /* trace.json -> trace.<pid>.json: the name of a forked or started child's trace. */
@@ -78,10 +82,47 @@ static CT_NOINST void name_by_pid(void) {
     strcpy(ct_cfg.output, out);
 }
 
+CT_NOINST int ct_lock(volatile int32_t *lock) {
+    int32_t self = (int32_t)syscall(SYS_gettid);
+    for (;;) {
+        int32_t holder = 0;
+        if (__atomic_compare_exchange_n(lock, &holder, self, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            return 1;
+        if (holder == self)
+            return 0;
+        __builtin_ia32_pause();   /* another thread: its section is short and never waits on us */
+    }
+}
+
+CT_NOINST void ct_unlock(volatile int32_t *lock) { __atomic_store_n(lock, 0, __ATOMIC_RELEASE); }
+
+/* fork() with another thread inside the runtime's META lock would leave the
+ * child a lock no thread of it can release: hold it across the fork. */
+static int fork_locked;
+
+static CT_NOINST void on_fork_prepare(void) { fork_locked = ct_meta_prefork(); }
+
+static CT_NOINST void on_fork_parent(void) {
+    if (fork_locked)
+        ct_meta_postfork();
+}
+
 static CT_NOINST void on_fork_child(void) {
     pid_t parent = getppid();
     struct ct_thread *t = &ct_tls;
-    ct_release_chunk(t);
+    if (!fork_locked) {
+        /* fork() from a signal handler that interrupted this thread's META
+         * write, which will finish in the parent's mapping: the child is not
+         * traced and touches nothing of the parent's (the header names the
+         * parent, so exec and exit leave it alone too). */
+        t->failed = 1;
+        finished = 1;
+        ct_recording = 0;
+        __atomic_add_fetch(&ct_epoch, 1, __ATOMIC_RELEASE);
+        return;
+    }
+    ct_meta_postfork();
+    ct_release_chunk(t, CT_RELEASE_FORGET);
     ct_stream_close();
     t->seq = 0;
     t->tid = (int32_t)syscall(SYS_gettid);
@@ -90,6 +131,7 @@ static CT_NOINST void on_fork_child(void) {
     t->epoch = 0;
     finished = 0;
     exit_code_known = 0;
+    ct_recorded = 0;   /* a child that makes no call after fork() leaves no trace */
     if (ct_cfg.bare && !ct_cfg.to_null)
         name_by_pid();
     if (ct_recording || ct_cfg.start_off) {
@@ -125,6 +167,8 @@ static CT_NOINST void install_fatal_handlers(void) {
     }
     for (size_t i = 0; i < sizeof fatal_signals / sizeof *fatal_signals; i++) {
         struct sigaction old;
+        if (fatal_signals[i] == ct_cfg.toggle_signal)
+            continue;
         if (sigaction(fatal_signals[i], NULL, &old) < 0 || old.sa_handler != SIG_DFL ||
             (old.sa_flags & SA_SIGINFO))
             continue;   /* someone else's handler, or ignored: leave it alone */
@@ -135,6 +179,33 @@ static CT_NOINST void install_fatal_handlers(void) {
         sigemptyset(&sa.sa_mask);
         sigaction(fatal_signals[i], &sa, NULL);
     }
+}
+
+/* The program's view of its signal dispositions is its own: where the
+ * runtime's handler stands in for the default action (fatal signals with a
+ * bare LD_PRELOAD, the toggle signal when asked for), signal() and
+ * sigaction() report SIG_DFL. */
+static CT_NOINST int own_handler(void (*h)(int)) { return h == on_fatal || h == ct_on_toggle; }
+
+CT_EXPORT CT_NOINST int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
+    typedef int (*fn)(int, const struct sigaction *, struct sigaction *);
+    static void *real;
+    if (!__atomic_load_n(&real, __ATOMIC_RELAXED))
+        __atomic_store_n(&real, ct_resolve("sigaction"), __ATOMIC_RELAXED);
+    int r = ((fn)real)(sig, act, old);
+    if (r == 0 && old && !(old->sa_flags & SA_SIGINFO) && own_handler(old->sa_handler)) {
+        memset(old, 0, sizeof *old);
+        old->sa_handler = SIG_DFL;
+    }
+    return r;
+}
+
+CT_EXPORT CT_NOINST sighandler_t signal(int sig, sighandler_t handler) {
+    static void *real;
+    if (!__atomic_load_n(&real, __ATOMIC_RELAXED))
+        __atomic_store_n(&real, ct_resolve("signal"), __ATOMIC_RELAXED);
+    sighandler_t r = ((sighandler_t(*)(int, sighandler_t))real)(sig, handler);
+    return own_handler(r) ? SIG_DFL : r;
 }
 
 CT_NOINST void ct_init(void) {
@@ -153,6 +224,7 @@ CT_NOINST void ct_init(void) {
     }
     __atomic_store_n(&init_tid, self, __ATOMIC_RELEASE);
     ct_config_read();
+    ct_find_site();
     if (ct_cfg.output[0] != '/' && !ct_cfg.to_null) {
         char cwd[PATH_MAX], abs[sizeof ct_cfg.output];
         if (getcwd(cwd, sizeof cwd) && strlen(cwd) + strlen(ct_cfg.output) + 2 < sizeof abs) {
@@ -163,7 +235,7 @@ CT_NOINST void ct_init(void) {
     if (ct_cfg.bare && ct_cfg.descendant)
         name_by_pid();
     pthread_key_create(&thread_key, thread_done);
-    pthread_atfork(NULL, NULL, on_fork_child);
+    pthread_atfork(on_fork_prepare, on_fork_parent, on_fork_child);
     int ok = 0;
     if (!ct_cfg.to_null)
         ok = ct_stream_open(0) == 0;
@@ -171,8 +243,6 @@ CT_NOINST void ct_init(void) {
         ct_log("CALLTRACE_OUTPUT=/dev/null: not recording");
     if (ok && ct_cfg.bare)
         install_fatal_handlers();
-    if (ok)
-        ct_prefault_start();
     if (ok && ct_cfg.capture_args)
         ct_load_plan();
     if (ok)
@@ -185,8 +255,10 @@ CT_NOINST void ct_init(void) {
 /* Not when dlopen'ed by calltrace attach: that session is configured by
  * calltrace_attach() (attach.c), never from the target's environment. */
 __attribute__((constructor)) static CT_NOINST void ct_constructor(void) {
-    if (!ct_attach_late())
-        ct_init();
+    if (ct_attach_late())
+        return;
+    ct_init();
+    ct_config_late();
 }
 
 CT_NOINST void ct_finish(int state, int code, int sig) {
@@ -199,17 +271,12 @@ CT_NOINST void ct_finish(int state, int code, int sig) {
         return;
     ct_recording = 0;
     __atomic_add_fetch(&ct_epoch, 1, __ATOMIC_RELEASE);
-    h->end_ticks = ct_ticks();
-    h->end_mono_ns = ct_mono_ns();
+    ct_clock_pair(&h->end_ticks, &h->end_mono_ns);
     h->exit_code = code;
     h->end_signal = sig;
     __atomic_store_n(&h->end_state, (uint32_t)state, __ATOMIC_RELEASE);
     ct_thread_names();
-    struct ct_thread *self = &ct_tls;
-    if (self->lost) {
-        __atomic_add_fetch(&h->lost_calls, self->lost, __ATOMIC_RELAXED);
-        self->lost = 0;
-    }
+    ct_chunks_trim();
     ct_log("finished (%s %d); raw trace %s, %llu bytes", state == CT_END_SIGNAL ? "signal" : "exit",
            state == CT_END_SIGNAL ? sig : code, ct_raw_path(), (unsigned long long)h->next_offset);
     if (ct_cfg.bare) {

@@ -1,11 +1,14 @@
 /* Prefaulting chunks off the recording threads.
  *
  * The first store to each page of a shared file mapping costs a page fault
- * (about 2.5 us here, 10 ns a call). A background thread claims chunks ahead
- * of time and faults them in writable, so the recording threads' stores never
- * fault; it also pays for the munmap (a TLB shootdown) of full chunks. It
- * never records, takes no signals, is restarted after fork, and leaves when it
- * would be the process's last thread. */
+ * (about 2.5 us here, 10 ns a call). Once the program has a second thread of
+ * its own, a helper thread claims chunks ahead of time and faults them in
+ * writable, so the recording threads' stores never fault; it also pays for
+ * the munmap (a TLB shootdown) of full chunks. Before that, the one thread
+ * faults a new chunk in with one madvise: a single-threaded program stays
+ * single-threaded (it can unshare(CLONE_NEWUSER), say). The helper never
+ * records, takes no signals, and leaves when the program is down to one
+ * thread again (or none: main called pthread_exit). */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -24,13 +27,13 @@
 static void *volatile pool[POOL];
 static void *volatile retired[POOL];    /* full chunks waiting for munmap */
 static volatile int pool_seq;
-static int prefault_running;
-static volatile uint32_t pool_gen;      /* bumped when a stream closes: its thread leaves */
+static volatile int running;
+static volatile uint32_t pool_gen;      /* bumped when a stream closes: its helper leaves */
 
-static CT_NOINST void prefault(void *m, size_t size) {
-    if (madvise(m, size, MADV_POPULATE_WRITE) == 0)
+static CT_NOINST void prefault(void *m) {
+    if (madvise(m, ct_chunk_bytes, MADV_POPULATE_WRITE) == 0)
         return;
-    for (size_t i = 0; i < size; i += 4096)
+    for (size_t i = 0; i < ct_chunk_bytes; i += 4096)
         __atomic_store_n((volatile char *)m + i, 0, __ATOMIC_RELAXED);
 }
 
@@ -50,56 +53,83 @@ static CT_NOINST char task_state(long tid) {
     return p && p[1] == ' ' ? p[2] : '?';
 }
 
-/* After main calls pthread_exit the process lives until its last thread
- * ends, and this thread must not be that one: when every other task is gone
- * or a zombie, leave, and glibc ends the process as it would have. */
-static CT_NOINST int live_other(long tid, void *self) {
-    if (tid == *(long *)self)
-        return 0;
-    char st = task_state(tid);
-    return st != 'Z' && st != 'X';
+struct census {
+    long self;
+    int live;
+};
+
+static CT_NOINST int count_live(long tid, void *arg) {
+    struct census *c = arg;
+    if (tid != c->self) {
+        char st = task_state(tid);
+        c->live += st != 'Z' && st != 'X';
+    }
+    return c->live > 1;   /* enough: stop reading */
 }
 
-static CT_NOINST int alone(void) {
-    if (task_state(getpid()) != 'Z')
-        return 0;
-    long self = syscall(SYS_gettid);
-    return !ct_each_task(live_other, &self);
+/* Is the program down to one thread (or none: after main's pthread_exit the
+ * process lives until its last thread ends, and this must not be that one)? */
+static CT_NOINST int program_single(void) {
+    struct census c = {syscall(SYS_gettid), 0};
+    ct_each_task(count_live, &c);
+    return c.live <= 1;
+}
+
+static CT_NOINST int fill(uint32_t gen) {
+    for (int i = 0; i < POOL; i++) {
+        if (__atomic_load_n(&pool[i], __ATOMIC_ACQUIRE))
+            continue;
+        if (__atomic_load_n(&pool_gen, __ATOMIC_ACQUIRE) != gen)
+            return -1;   /* the stream closed (calltrace attach detached) */
+        struct ct_part *pt = ct_part_hold();
+        uint32_t index = pt->index;
+        void *m = ct_claim(pt, CT_CHUNK_EVENTS);
+        ct_part_unhold();
+        if (!m)
+            return 0;
+        prefault(m);
+        /* Chunks are page-aligned: the low bits say which part they are in. */
+        __atomic_store_n(&pool[i], (void *)((uintptr_t)m | (index & 0xfff)), __ATOMIC_RELEASE);
+    }
+    return 0;
 }
 
 static CT_NOINST void *prefault_main(void *arg) {
     uint32_t gen = (uint32_t)(uintptr_t)arg;
+    uint64_t checked = 0;
     for (;;) {
-        if (alone())
-            pthread_exit(NULL);
+        uint64_t now = ct_mono_ns();
+        if (now - checked >= 200000000ull) {
+            checked = now;
+            if (program_single())
+                break;
+        }
         int seen = __atomic_load_n(&pool_seq, __ATOMIC_ACQUIRE);
         for (int i = 0; i < POOL; i++) {
             void *old = __atomic_exchange_n(&retired[i], NULL, __ATOMIC_ACQ_REL);
             if (old)
-                munmap(old, ct_chunk_bytes);
+                ct_unmap_chunk(old);
         }
-        for (int i = 0; i < POOL; i++) {
-            if (__atomic_load_n(&pool[i], __ATOMIC_ACQUIRE))
-                continue;
-            if (__atomic_load_n(&pool_gen, __ATOMIC_ACQUIRE) != gen)
-                return NULL;   /* the stream closed (calltrace attach detached) */
-            uint32_t index;
-            void *m = ct_claim(&index);
-            if (!m)
-                return NULL;
-            prefault(m, ct_chunk_bytes);
-            /* Chunks are page-aligned: the low bits say which part they are in. */
-            __atomic_store_n(&pool[i], (void *)((uintptr_t)m | (index & 0xfff)), __ATOMIC_RELEASE);
-        }
+        if (fill(gen) < 0)
+            return NULL;   /* a newer helper may be running: touch nothing shared */
         struct timespec ts = {0, 200 * 1000 * 1000};
         syscall(SYS_futex, &pool_seq, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
     }
+    __atomic_store_n(&running, 0, __ATOMIC_RELEASE);
+    for (int i = 0; i < POOL; i++) {
+        void *old = __atomic_exchange_n(&retired[i], NULL, __ATOMIC_ACQ_REL);
+        if (old)
+            ct_unmap_chunk(old);
+    }
+    return NULL;
 }
 
+/* A thread other than the first has started recording. */
 CT_NOINST void ct_prefault_start(void) {
-    if (prefault_running || !ct_header())
+    int idle = 0;
+    if (!ct_header() || ct_stopped || !__atomic_compare_exchange_n(&running, &idle, 1, 0, __ATOMIC_ACQ_REL,
+                                                                 __ATOMIC_ACQUIRE))
         return;
-    prefault_running = 1;
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -111,54 +141,67 @@ CT_NOINST void ct_prefault_start(void) {
     if (pthread_create(&th, &attr, prefault_main, (void *)(uintptr_t)pool_gen) == 0)
         pthread_setname_np(th, "calltrace");
     else
-        prefault_running = 0;
+        __atomic_store_n(&running, 0, __ATOMIC_RELEASE);
     pthread_attr_destroy(&attr);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
-/* munmap is a TLB shootdown: let the prefault thread pay for it. */
-CT_NOINST void ct_retire_chunk(void *m, size_t size) {
-    if (prefault_running)
+/* munmap is a TLB shootdown: let the helper pay for it when there is one. */
+CT_NOINST void ct_retire_chunk(void *m) {
+    if (__atomic_load_n(&running, __ATOMIC_ACQUIRE))
         for (int i = 0; i < POOL; i++) {
             void *expected = NULL;
-            if (__atomic_compare_exchange_n(&retired[i], &expected, m, 0, __ATOMIC_ACQ_REL,
-                                            __ATOMIC_ACQUIRE))
+            if (__atomic_compare_exchange_n(&retired[i], &expected, m, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
                 return;
         }
-    munmap(m, size);
+    ct_unmap_chunk(m);
 }
 
-/* After fork: the pool maps the parent's file and its thread is gone. */
-CT_NOINST void ct_pool_reset(size_t size) {
+/* After fork: the pool maps the parent's file and the helper is gone. */
+CT_NOINST void ct_pool_reset(void) {
     for (int i = 0; i < POOL; i++) {
         void *m = __atomic_exchange_n(&pool[i], NULL, __ATOMIC_ACQ_REL);
         if (m)
-            munmap((void *)((uintptr_t)m & ~(uintptr_t)0xfff), size);
+            ct_unmap_chunk((void *)((uintptr_t)m & ~(uintptr_t)0xfff));
         m = __atomic_exchange_n(&retired[i], NULL, __ATOMIC_ACQ_REL);
         if (m)
-            munmap(m, size);
+            ct_unmap_chunk(m);
     }
-    prefault_running = 0;
+    running = 0;
     __atomic_add_fetch(&pool_gen, 1, __ATOMIC_RELEASE);
     __atomic_add_fetch(&pool_seq, 1, __ATOMIC_RELEASE);
     syscall(SYS_futex, &pool_seq, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-CT_NOINST void *ct_take_chunk(void) {
-    if (!prefault_running)
-        ct_prefault_start();   /* first chunk after fork(): restart it here */
+/* At exit: the prefaulted chunks no one took go back to the file system
+ * (their header too: a chunk without its magic is skipped). */
+CT_NOINST void ct_pool_trim(void) {
+    for (int i = 0; i < POOL; i++) {
+        void *m = __atomic_exchange_n(&pool[i], NULL, __ATOMIC_ACQ_REL);
+        if (m) {
+            struct ct_chunk *c = (void *)((uintptr_t)m & ~(uintptr_t)0xfff);
+            ct_punch(c, (char *)c, (uint32_t)((uintptr_t)m & 0xfff));
+            ct_unmap_chunk(c);
+        }
+    }
+}
+
+/* A fresh events chunk of part `pt`: prefaulted by the helper, or claimed
+ * and faulted in here. */
+CT_NOINST void *ct_take_chunk(struct ct_part *pt) {
     for (int i = 0; i < POOL; i++) {
         void *m = __atomic_exchange_n(&pool[i], NULL, __ATOMIC_ACQ_REL);
         if (m) {
             __atomic_add_fetch(&pool_seq, 1, __ATOMIC_RELEASE);
             syscall(SYS_futex, &pool_seq, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
             void *chunk = (void *)((uintptr_t)m & ~(uintptr_t)0xfff);
-            if (((uintptr_t)m & 0xfff) == (ct_part() & 0xfff))
+            if (((uintptr_t)m & 0xfff) == (pt->index & 0xfff))
                 return chunk;
-            munmap(chunk, ct_chunk_bytes);   /* claimed in a part already finished: unused */
+            ct_unmap_chunk(chunk);   /* claimed in a part already finished: unused */
         }
     }
-    uint32_t index;
-    return ct_claim(&index);   /* the prefault thread is behind: map one here */
+    void *m = ct_claim(pt, CT_CHUNK_EVENTS);
+    if (m)
+        prefault(m);
+    return m;
 }
-

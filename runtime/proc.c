@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <link.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -35,6 +36,55 @@ CT_NOINST uint64_t ct_exe_bias(void) {
     return bias;
 }
 
+/* The file a loaded object was mapped from, as an absolute path: the
+ * loader's name when it is one; the executable's for the empty name; else
+ * (a library loaded by a relative path, "./libx.so" or through
+ * LD_LIBRARY_PATH=.) the path the kernel gives its mapping in
+ * /proc/self/maps, which does not depend on the working folder. 0 when it
+ * has no file (the vDSO). No malloc: read in pieces. */
+CT_NOINST int ct_module_path(const struct dl_phdr_info *info, char *buf, size_t size) {
+    const char *name = info->dlpi_name;
+    if (!name || !*name)
+        return ct_exe_path(buf, size) > 0;
+    if (name[0] == '/') {
+        snprintf(buf, size, "%s", name);
+        return 1;
+    }
+    uintptr_t at = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++)
+        if (info->dlpi_phdr[i].p_type == PT_LOAD) {
+            at = info->dlpi_addr + info->dlpi_phdr[i].p_vaddr;
+            break;
+        }
+    int f = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (!at || f < 0)
+        return 0;
+    char chunk[8192], line[PATH_MAX + 128];
+    size_t len = 0;
+    int found = 0;
+    ssize_t n;
+    while (!found && (n = read(f, chunk, sizeof chunk)) > 0) {
+        for (ssize_t i = 0; i < n && !found; i++) {
+            if (chunk[i] != '\n') {
+                if (len < sizeof line - 1)
+                    line[len++] = chunk[i];
+                continue;
+            }
+            line[len] = 0;
+            len = 0;
+            char *end;
+            uintptr_t lo = strtoull(line, &end, 16), hi = *end == '-' ? strtoull(end + 1, NULL, 16) : 0;
+            char *path = strchr(line, '/');
+            if (at >= lo && at < hi && path && strlen(path) < size && !strstr(path, " (deleted)")) {
+                strcpy(buf, path);
+                found = 1;
+            }
+        }
+    }
+    close(f);
+    return found;
+}
+
 /* Is `path` this process's executable (as a real path)? */
 static CT_NOINST int is_exe(const char *path) {
     char exe[PATH_MAX];
@@ -54,7 +104,8 @@ static CT_NOINST int lib_bias(struct dl_phdr_info *info, size_t size, void *arg)
     (void)size;
     struct find_lib *f = arg;
     struct stat st;
-    if (info->dlpi_name && info->dlpi_name[0] == '/' && stat(info->dlpi_name, &st) == 0 &&
+    char path[PATH_MAX];
+    if (info->dlpi_name && info->dlpi_name[0] && ct_module_path(info, path, sizeof path) && stat(path, &st) == 0 &&
         st.st_dev == f->dev && st.st_ino == f->ino) {
         f->bias = info->dlpi_addr;
         f->found = 1;

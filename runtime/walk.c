@@ -34,14 +34,8 @@ static CT_NOINST int64_t func_index(struct ct_conv *c, uint64_t addr) {
             return c->hash[j] - 1;
         j = (j + 1) & (c->hashcap - 1);
     }
-    if (c->nfuncs == c->capfuncs) {
-        size_t cap = c->capfuncs ? c->capfuncs * 2 : 256;
-        struct func *f = realloc(c->funcs, cap * sizeof *f);
-        if (!f)
-            return -1;
-        c->funcs = f;
-        c->capfuncs = cap;
-    }
+    if (c->nfuncs == c->capfuncs && grow_array(&c->funcs, &c->capfuncs, sizeof *c->funcs) < 0)
+        return -1;
     struct func *f = &c->funcs[c->nfuncs];
     memset(f, 0, sizeof *f);
     f->addr = addr;
@@ -210,11 +204,11 @@ CT_NOINST int ct_walk(struct walk *w) {
     int64_t next_rt = -1;
     w->ncall = 0;
     w->sp = 0;
-    for (uint32_t k = 0; k < t->nchunks; k++) {
-        uint64_t off = c->order[t->first_chunk + k];
-        const uint64_t *p = (const uint64_t *)(c->map + off + CT_CHUNK_HEADER);
-        size_t n = chunk_words(c, off);
-        last = 0;
+    for (uint32_t k = 0; k < t->nsegs; k++) {
+        const struct cseg *sg = &c->segs[t->first_seg + k];
+        const uint64_t *p = seg_words(c, sg);
+        size_t n = sg->words;
+        last = sg->ticks;
         size_t i = 0;
         for (; i < n; i++) {
             uint64_t v = p[i];

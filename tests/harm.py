@@ -4,7 +4,6 @@ a session of its own killed whole after a bound, and compare what the
 program shows (stdout, exit status) across the three."""
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import subprocess
@@ -12,27 +11,16 @@ import sys
 
 import pytest
 
-from conftest import ROOT, load_json, run_cli, validate
+from conftest import ROOT, clean_env, lib, load_json, run_cli, validate
 
 BOUND = 120   # seconds: every run here ends well within this, or fails
-
-
-@functools.lru_cache(maxsize=None)
-def lib() -> str:
-    return run_cli("lib", check=True).stdout.decode().strip()
-
-
-def clean_env(extra: dict | None = None) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_") and k != "LD_PRELOAD"}
-    env.update(extra or {})
-    return env
 
 
 def bounded(argv, cwd, env=None, timeout: float = BOUND, input: bytes | None = None
             ) -> subprocess.CompletedProcess:
     """Run `argv` in a session of its own; after `timeout` seconds kill the
     whole process group and fail the test."""
-    proc = subprocess.Popen([str(a) for a in argv], cwd=cwd, env=clean_env(env), start_new_session=True,
+    proc = subprocess.Popen([str(a) for a in argv], cwd=cwd, env=clean_env(**(env or {})), start_new_session=True,
                             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

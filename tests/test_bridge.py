@@ -56,6 +56,7 @@ def test_plan_file_is_the_bridge_layout():
     assert (op.kind, op.base, op.size, op.off) == (1, 3, 4, 0)
     at = bridge.PLAN_HEAD.size + ctypes.sizeof(bridge.PlanFunc) + ctypes.sizeof(bridge.PlanOp)
     assert data[at:] == struct.pack("<I", 9) + b"/bin/prog"
+    assert b'"%s"' % bridge.PLAN_MAGIC in (ROOT / "runtime" / "capture.c").read_bytes()
 
 
 def ctypes_int():

@@ -1,7 +1,7 @@
 """Argument capture in shared libraries: fixtures/linked.c calls into
 fixtures/lib/shapes.c (linked at build time, found through RUNPATH), whose
-arguments are captured like the executable's own; a dlopen'd library says
-why its calls have none."""
+arguments are captured like the executable's own; a dlopen'd library gets
+a plan of its own when it is loaded."""
 from __future__ import annotations
 
 import os
@@ -69,20 +69,32 @@ def test_same_library_values_as_gdb_backend(tmp_path):
             for d, f, args in shape(validate(load_json(tmp_path / "g.json")))] == untyped
 
 
-def test_dlopened_library_says_why_no_arguments(tmp_path):
+DLOPENER = [("main", None), ("load", None), ("use", 3), ("plugin_entry", 3), ("twice", 3),
+            ("use", 4), ("plugin_entry", 4), ("twice", 4)]
+
+
+def dlopened(calls: list[dict]) -> None:
+    assert [c["function"] for c in calls] == [f for f, _ in DLOPENER]
+    for c, (fn, x) in zip(calls, DLOPENER):
+        assert "args" in c and "args_note" not in c, c
+        if x is not None:
+            assert {a["name"]: a["value"] for a in c["args"]}["x"] == x, c
+
+
+def test_dlopened_library_gets_arguments(tmp_path):
+    """libplugin.so (-O2) is dlopen'ed after the start: planned when the
+    program next uses the dynamic linker (its dlsym), before its code runs."""
     proc = run_cli("run", "-q", "--capture-args", "-o", "t.json", fixture("dlopener"), cwd=tmp_path)
-    assert proc.returncode == 0 and proc.stdout == b"plugin 7 9\n"
-    calls = validate(load_json(tmp_path / "t.json"))["threads"][0]["calls"]
-    assert [c["function"] for c in calls] == ["main", "load", "use", "plugin_entry", "twice",
-                                              "use", "plugin_entry", "twice"]
-    for c in calls:
-        if c["function"] in ("plugin_entry", "twice"):
-            assert "args" not in c
-            assert c["args_note"] == ("arguments are captured in the executable and the libraries "
-                                      "it loads at start-up, not in this module")
-        else:
-            assert "args" in c and "args_note" not in c
-    assert [a["value"] for a in calls[2]["args"]][1] == 3
+    assert proc.returncode == 0 and proc.stdout == b"plugin 7 9\n" and proc.stderr == b""
+    dlopened(validate(load_json(tmp_path / "t.json"))["threads"][0]["calls"])
+    assert sorted(os.listdir(tmp_path)) == ["t.json"]   # no plan file left behind
+
+
+def test_dlopened_library_bare_preload(tmp_path):
+    proc = preload(tmp_path, fixture("dlopener"), CALLTRACE_OUTPUT="t.json", CALLTRACE_CAPTURE_ARGS="1")
+    assert proc.returncode == 0 and proc.stdout == b"plugin 7 9\n" and proc.stderr == b""
+    dlopened(validate(load_json(tmp_path / "t.json"))["threads"][0]["calls"])
+    assert sorted(os.listdir(tmp_path)) == ["t.json"]
 
 
 def test_library_without_dwarf(tmp_path):

@@ -20,7 +20,7 @@ def flags(calls):
 
 
 def test_toggle_signal_keeps_calls_consistent(tmp_path):
-    doc = traced(tmp_path, fixture("toggle"))
+    doc = traced(tmp_path, "--toggle-signal", "USR1", fixture("toggle"))
     assert flags(doc["threads"][0]["calls"]) == [
         (0, "main", False), (1, "before", False), (1, "after", False),
         (1, "stop_inside", True), (1, "after", False)]

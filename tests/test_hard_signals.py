@@ -10,11 +10,16 @@ import pytest
 from conftest import fixture, load_json, run_cli, validate
 
 
-def trace(tmp_path, *args, name="t.json", env=None, check=validate):
+def trace(tmp_path, *args, name="t.json", env=None, check=validate, keep=True):
+    """Run and read the trace; `keep=False` deletes it once read (3M-call
+    traces are 200 MB each)."""
     out = tmp_path / name
     proc = run_cli("run", "-q", "-o", out, *args, cwd=tmp_path, env=env)
     assert out.exists(), proc.stderr.decode()
-    return proc, check(load_json(out))
+    doc = check(load_json(out))
+    if not keep:
+        out.unlink()
+    return proc, doc
 
 
 def light(doc):
@@ -85,7 +90,7 @@ def check_timer(doc, stdout):
 def test_timer_handlers_counted_exactly_big_buffer(tmp_path):
     # A 64 MiB buffer holds the whole run: no chunk switch for a signal to hit.
     proc, doc = trace(tmp_path, fixture("sighandler"), "timer",
-                      env={"CALLTRACE_BUFFER_KB": "65536"}, check=light)
+                      env={"CALLTRACE_BUFFER_KB": "65536"}, check=light, keep=False)
     assert proc.returncode == 0 and proc.stdout.startswith(b"alarms ")
     check_timer(doc, proc.stdout)
 
@@ -93,9 +98,10 @@ def test_timer_handlers_counted_exactly_big_buffer(tmp_path):
 def test_timer_handlers_default_buffer_ten_runs(tmp_path):
     for i in range(10):
         proc, doc = trace(tmp_path, fixture("sighandler"), "timer", name=f"t{i}.json",
-                          check=light)
+                          check=light, keep=False)
         assert proc.returncode == 0, f"run {i}: exit status {proc.returncode}"
         check_timer(doc, proc.stdout)
+        (tmp_path / f"t{i}.json").unlink()     # 200 MB each
 
 
 CAUGHT = [(0, "main", ""), (1, "catcher()", ""), (2, "thrower()", ""), (3, "deeper()", ""),

@@ -9,7 +9,7 @@ from conftest import ROOT, load_json, run_cli, validate
 from test_preload import preload
 
 N = 100_000          # leaf calls made by the workload
-ENV = {"CALLTRACE_BUFFER_KB": "16"}   # small chunks: parts of about 20k calls
+ENV = {"CALLTRACE_BUFFER_KB": "16"}   # 16 KiB chunks: 1,020 calls each
 
 
 def workload(tmp_path) -> str:
@@ -30,14 +30,15 @@ def test_parts_cover_every_call(tmp_path):
     assert proc.returncode == 0, proc.stderr.decode()
     files = parts(tmp_path)
     assert [f.name for f in files] == [f"r.{i:05d}.json" for i in range(1, len(files) + 1)]
-    assert len(files) == 6 and not (tmp_path / "r.json").exists()
+    assert len(files) == 5 and not (tmp_path / "r.json").exists()
     docs = [validate(load_json(f)) for f in files]
-    assert [d["metadata"]["part"]["index"] for d in docs] == list(range(1, 7))
-    assert [d["metadata"]["termination"] for d in docs] == ["running"] * 5 + ["exit"]
+    assert [d["metadata"]["part"]["index"] for d in docs] == list(range(1, 6))
+    assert [d["metadata"]["termination"] for d in docs] == ["running"] * 4 + ["exit"]
     assert docs[-1]["metadata"]["exit_status"] == 0
     leaves = sum(c["function"] == "leaf" for d in docs for t in d["threads"] for c in t["calls"])
     assert leaves == N
-    assert all(15_000 < d["metadata"]["total_calls"] < 25_000 for d in docs[:-1])
+    # A part ends at the first chunk boundary after the interval's calls.
+    assert all(20_000 <= d["metadata"]["total_calls"] <= 21_020 for d in docs[:-1])
 
 
 def test_rolling_keeps_the_newest(tmp_path):
@@ -45,9 +46,9 @@ def test_rolling_keeps_the_newest(tmp_path):
     proc = run_cli("run", "-q", "-o", tmp_path / "r.json", "--flush-interval", "20000",
                    "--rolling", "2", exe, str(N), cwd=tmp_path, env=ENV)
     assert proc.returncode == 0
-    assert [f.name for f in parts(tmp_path)] == ["r.00005.json", "r.00006.json"]
-    assert load_json(tmp_path / "r.00006.json")["metadata"]["part"] == {
-        "index": 6, "interval_calls": 20000, "keep": 2}
+    assert [f.name for f in parts(tmp_path)] == ["r.00004.json", "r.00005.json"]
+    assert load_json(tmp_path / "r.00005.json")["metadata"]["part"] == {
+        "index": 5, "interval_calls": 20000, "keep": 2}
 
 
 def test_bare_preload_rolling(tmp_path):
@@ -59,10 +60,10 @@ def test_bare_preload_rolling(tmp_path):
     deadline = time.monotonic() + 120     # a bound for a hang, not a speed figure
     while time.monotonic() < deadline:
         names = [f.name for f in parts(tmp_path, "b")]
-        if names == ["b.00004.json", "b.00005.json", "b.00006.json"] and not list(tmp_path.glob("*.raw")):
+        if names == ["b.00003.json", "b.00004.json", "b.00005.json"] and not list(tmp_path.glob("*.raw")):
             break
         time.sleep(0.1)
-    assert names == ["b.00004.json", "b.00005.json", "b.00006.json"]
+    assert names == ["b.00003.json", "b.00004.json", "b.00005.json"]
     for f in parts(tmp_path, "b"):
         validate(load_json(f))
 

@@ -154,7 +154,7 @@ def test_summary_on_stderr(tmp_path):
 
 def test_pretty_output_is_same_trace(tmp_path):
     _, compact = trace_of(tmp_path, fixture("recursion"), name="c.json")
-    _, pretty = trace_of(tmp_path, fixture("recursion"), "--pretty", name="p.json")
+    _, pretty = trace_of(tmp_path, "--pretty", fixture("recursion"), name="p.json")
     assert shape(compact["threads"][0]["calls"]) == shape(pretty["threads"][0]["calls"])
     text = (tmp_path / "p.json").read_text()
     assert text.startswith('{\n  "format": "calltrace",\n  "version": 1,\n  "metadata": {\n')

@@ -7,8 +7,8 @@ import sys
 from ..attach.record import Options, record
 from ..files import probe_writable
 from . import options
-from ..analysis.render import top_lines
-from ..units import argparse_duration, count, fmt_ns, plural
+from ..analysis.summary import run_lines
+from ..units import argparse_duration
 
 NAME = "attach"
 HELP = "record a running process (built with -finstrument-functions) until Ctrl-C"
@@ -67,27 +67,10 @@ def run(args) -> int:
 
 
 def summary(res, pid: int, top: int) -> None:
-    err = sys.stderr
     how = ("detached; the process goes on" if res.ended == "detached"
            else f"the process {res.ended} while attached")
-    print(f"calltrace: {how} (detached in {res.detach_s:.2f} s)", file=err)
+    print(f"calltrace: {how} (detached in {res.detach_s:.2f} s)", file=sys.stderr)
     r = res.converted
-    if r is None:
-        return
-    m = r.metadata
-    extra = []
-    if m["incomplete_calls"]:
-        extra.append(f"{count(m['incomplete_calls'])} still open at detach")
-    if m["depth_limited_calls"]:
-        extra.append(f"{count(m['depth_limited_calls'])} below --max-depth not recorded")
-    if m.get("filtered_calls"):
-        extra.append(f"{count(m['filtered_calls'])} shorter than --threshold dropped")
-    if m["dropped_events"]:
-        extra.append(f"{count(m['dropped_events'])} events dropped")
-    print(f"calltrace: {plural(m['total_calls'], 'call')}, {plural(m['thread_count'], 'thread')}, "
-          f"{fmt_ns(m['duration_ns'])}, pid {pid}" + (f" ({'; '.join(extra)})" if extra else ""), file=err)
-    for line in top_lines(r.functions, top):
-        print(line, file=err)
-    for note in r.notes:
-        print(f"calltrace: note: {note}", file=err)
-    print(f"calltrace: trace written to {r.path}", file=err)
+    if r is not None:
+        for line in run_lines(r.metadata, r.functions, r.notes, r.path, top):
+            print(line, file=sys.stderr)

@@ -1,14 +1,21 @@
 """``calltrace convert``: turn a raw runtime stream into the JSON trace.
 
 The runtime runs this itself at exit under a bare LD_PRELOAD; by hand it
-recovers a trace whose process was killed before conversion (SIGKILL)."""
+recovers a trace whose process was killed before conversion (SIGKILL), or
+every trace of a `calltrace run` that was stopped before it wrote them
+(`calltrace convert OUTPUT.raw`: the run's raw folder)."""
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
+from ..errors import CalltraceError
+from ..record.collect import convert_folder, recorded_run
 from ..record.convert import convert
+from ..record.rawdir import RawDir
+from ..supervise import Interrupts
 from ..units import plural
 from . import options
 
@@ -17,7 +24,9 @@ HELP = "convert a raw stream left by the runtime (FILE.raw) into a JSON trace"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("raw", metavar="RAW", help="raw stream written by libcalltrace.so")
+    p.add_argument("raw", metavar="RAW", nargs="+",
+                   help="raw stream written by libcalltrace.so (several: the parts of a rolling run, in "
+                        "order), or the raw folder a stopped `calltrace run -o OUT` left (OUT.raw)")
     p.add_argument("-o", "--output", metavar="PATH",
                    help="JSON trace to write (default: the output the program was given)")
     options.add_format(p)
@@ -27,12 +36,37 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    result = convert(args.raw, args.output, pretty=args.pretty,
-                     progress=sys.stderr.isatty() and not args.quiet)
-    if args.from_runtime:
-        os.unlink(args.raw)
-    if not args.quiet or args.verbose:
-        m = result.metadata
-        print(f"calltrace: {plural(m['total_calls'], 'call')}, {plural(m['thread_count'], 'thread')}: "
-              f"trace written to {result.path}", file=sys.stderr)
+    if len(args.raw) == 1 and os.path.isdir(args.raw[0]):
+        return _folder(args, args.raw[0])
+    if args.output and len(args.raw) > 1:
+        raise CalltraceError("-o/--output takes one RAW file; each part is named after its trace")
+    for raw in args.raw:
+        result = convert(raw, args.output, pretty=args.pretty,
+                         progress=sys.stderr.isatty() and not args.quiet)
+        if args.from_runtime:
+            os.unlink(raw)
+        if not args.quiet or args.verbose:
+            m = result.metadata
+            print(f"calltrace: {plural(m['total_calls'], 'call')}, {plural(m['thread_count'], 'thread')}: "
+                  f"trace written to {result.path}", file=sys.stderr)
+    return 0
+
+
+def _folder(args, given: str) -> int:
+    """Every trace of a stopped `calltrace run`, named as the run would have."""
+    folder = os.path.abspath(given)
+    pid, output = recorded_run(folder)
+    output = args.output or output
+    lock = RawDir.adopt(folder)
+    results, failed = Interrupts(f"calltrace convert {shlex.quote(given)}").run(lambda: convert_folder(
+        folder, pid, output, pretty=args.pretty, progress=sys.stderr.isatty() and not args.quiet))
+    if failed:
+        lock.release()
+        raise CalltraceError("; ".join(failed))
+    lock.remove()
+    if not args.quiet:
+        for r in results:
+            m = r.metadata
+            print(f"calltrace: {plural(m['total_calls'], 'call')}, {plural(m['thread_count'], 'thread')}, "
+                  f"pid {m['pid']}: trace written to {r.path}", file=sys.stderr)
     return 0

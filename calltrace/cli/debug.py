@@ -6,8 +6,7 @@ import sys
 
 from ..debug.tracer import Options, trace
 from ..errors import CalltraceError
-from ..analysis.render import top_lines
-from ..units import count, fmt_ns, plural
+from ..analysis.summary import debug_lines
 from . import options
 
 NAME = "debug"
@@ -106,26 +105,5 @@ def run(args) -> int:
 
 
 def summary(res, output: str) -> None:
-    err = sys.stderr
-    m = res.metadata
-    end = (f"killed by signal {m['signal']}" if m["termination"] == "signal"
-           else "detached, the process goes on" if m["termination"] == "detached"
-           else f"exit status {m['exit_status']}")
-    rate = res.stops / res.wall_s if res.wall_s else 0
-    print(f"calltrace debug: {plural(m['total_calls'], 'call')}, {plural(m['thread_count'], 'thread')}, "
-          f"pid {m['pid']}, {end}", file=err)
-    print(f"  {count(res.stops)} GDB stops in {res.wall_s:.2f} s ({rate:,.0f} stops/s); "
-          f"{fmt_ns(res.per_stop_ns)} per stop subtracted from CPU-time durations", file=err)
-    extra = []
-    if m["incomplete_calls"]:
-        extra.append(f"{count(m['incomplete_calls'])} calls still open at the end")
-    if m["depth_limited_calls"]:
-        extra.append(f"{count(m['depth_limited_calls'])} calls below --max-depth not recorded")
-    if extra:
-        print("  " + "; ".join(extra), file=err)
-    for line in top_lines(res.functions, 8, "self (cpu)"):
-        print(line, file=err)
-    for note in res.notes:
-        print(f"calltrace: note: {note}", file=err)
-    if output != "/dev/null":
-        print(f"calltrace: trace written to {output}", file=err)
+    for line in debug_lines(res, output):
+        print(line, file=sys.stderr)

@@ -17,10 +17,12 @@ HELP = "write the argument-capture plan of PROGRAM (used by the runtime)"
 def add_arguments(p) -> None:
     p.add_argument("program", help="ELF executable built with -g")
     p.add_argument("-o", "--output", required=True, metavar="PATH", help="plan file to write")
+    p.add_argument("--library", action="store_true",
+                   help="plan PROGRAM, a shared library the program dlopen'ed, alone")
 
 
 def run(args) -> int:
     if not os.path.isfile(args.program):
         raise CalltraceError(f"{args.program}: no such file")
-    write_plan(args.program, args.output)
+    write_plan(args.program, args.output, args.library)
     return 0

@@ -3,24 +3,22 @@ JSON trace and print a summary on stderr (stdout stays the program's)."""
 from __future__ import annotations
 
 import os
-import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-from ..analysis.render import top_lines
+from ..analysis.summary import run_lines
 from ..errors import CalltraceError
 from ..files import probe_writable
+from ..record.collect import Ending, convert_folder
 from ..record.convert import Converted, convert
+from ..record.rawdir import RawDir, child_output, raw_key, streams
 from ..runtime import library_path, preload_env, write_filter, write_plan
+from ..supervise import Interrupts, Supervisor
 from ..symbols.elf import elf_symbols, is_instrumented
 from ..symbols.select import Selection
-from ..units import argparse_duration, count, fmt_ns, plural
+from ..units import argparse_duration, argparse_size, plural
 from . import options
 
 NAME = "run"
@@ -59,8 +57,17 @@ def add_arguments(p) -> None:
                         "(CALLTRACE_FLUSH_INTERVAL): OUT.00001.json, OUT.00002.json, ...")
     p.add_argument("--rolling", type=options.positive_int, metavar="K", nargs="?", const=10,
                    help="keep only the newest K parts (default 10; CALLTRACE_OUTPUT_ROLLING=1)")
+    p.add_argument("--max-size", type=argparse_size, metavar="SIZE",
+                   help="stop recording when the raw data reaches SIZE (e.g. 500M, 2G), counting the calls "
+                        "not recorded; with --rolling, SIZE bounds the parts kept (CALLTRACE_MAX_SIZE). "
+                        "Recording also stops before the file system has less than 1 GB or 5%% free "
+                        "(CALLTRACE_MIN_FREE)")
     p.add_argument("--start-off", action="store_true",
-                   help="start with recording off; SIGUSR1 turns it on (CALLTRACE_START=off)")
+                   help="start with recording off; the toggle signal (SIGUSR1 unless "
+                        "--toggle-signal) turns it on (CALLTRACE_START=off)")
+    p.add_argument("--toggle-signal", metavar="SIG",
+                   help="a signal that turns recording off and on (USR1, USR2, PROF, WINCH, a real-time "
+                        "signal number; CALLTRACE_TOGGLE_SIGNAL); none unless given or --start-off")
     p.add_argument("--debug", action="store_true", default=None,
                    help="runtime diagnostics on stderr (CALLTRACE_DEBUG=1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary")
@@ -93,8 +100,12 @@ def _environment(args, raw_dir: str, program: str) -> dict[str, str]:
         env["CALLTRACE_THRESHOLD"] = str(args.threshold)
     if args.start_off:
         env["CALLTRACE_START"] = "off"
+    if args.toggle_signal is not None:
+        env["CALLTRACE_TOGGLE_SIGNAL"] = args.toggle_signal
     if args.flush_interval is not None:
         env["CALLTRACE_FLUSH_INTERVAL"] = str(args.flush_interval)
+    if args.max_size is not None:
+        env["CALLTRACE_MAX_SIZE"] = str(args.max_size)
     if args.rolling is not None:
         env["CALLTRACE_OUTPUT_ROLLING"] = "1"
         env["CALLTRACE_ROLLING_KEEP"] = str(args.rolling)
@@ -131,81 +142,49 @@ def _check_program(args, path: str) -> None:
             "with `calltrace debug --uninstrumented --only REGEX` (or pass --force)")
 
 
-def _wait(proc: subprocess.Popen) -> int:
-    """Wait like a shell: Ctrl-C and Ctrl-\\ reach the program (same process
-    group), not us; SIGTERM/SIGHUP sent to us are passed on to it."""
-    def forward(sig, _frame):
-        try:
-            proc.send_signal(sig)
-        except ProcessLookupError:
-            pass
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)}
-    old.update({s: signal.signal(s, forward)
-                for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)})
-    try:
-        return proc.wait()
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def _child_output(output: str, pid: int) -> str:
-    p = Path(output)
-    return str(p.with_name(f"{p.stem}.{pid}{p.suffix}")) if p.suffix else f"{output}.{pid}"
-
-
 def run(args) -> int:
     program = options.parse_command(args._parser, args)
     path = options.resolve_program(program[0])
     _check_program(args, path)
     output = options.output_path(args.output)
     probe_writable(output, os.path.dirname(os.path.abspath(output)))
-    raw_dir = tempfile.mkdtemp(prefix="calltrace-")
+    raw = RawDir.claim(output)
+    sup = Supervisor()
     try:
-        proc = subprocess.Popen([path, *program[1:]], executable=path,
-                                env=_environment(args, raw_dir, path))
+        pid = sup.start(path, [path, *program[1:]], _environment(args, raw.path, path))
     except OSError as e:
-        shutil.rmtree(raw_dir, ignore_errors=True)
+        raw.remove()
         raise CalltraceError(f"cannot run {program[0]}: {e.strerror}", 126) from None
-    rolling = _Rolling(raw_dir, proc.pid, output, args)
+    raw.record(pid, output, program)
+    rolling = _Rolling(raw.path, pid, output, args)
     rolling.start()
     try:
-        rc = _wait(proc)
+        rc = sup.wait()
     finally:
         rolling.stop()
-    status, term, sig = (128 - rc, "signal", -rc) if rc < 0 else (rc, "exit", None)
-    results, ok = _convert_all(raw_dir, proc.pid, output, status, term, sig, args)
+    ending = Ending.from_returncode(rc)
+    if output == "/dev/null" or not streams(raw.path) and not rolling.results:
+        sup.restore()
+        raw.remove()
+        if output == "/dev/null":
+            return ending.status
+        raise CalltraceError("the program ran but nothing was recorded (did the runtime load? "
+                             "try --debug)", ending.status or 1)
+    results, failed = Interrupts(raw.recovery(), sup.restore).run(lambda: convert_folder(
+        raw.path, pid, output, ending, pretty=args.pretty, progress=sys.stderr.isatty(), keep=args.rolling))
     results = rolling.results + results
-    ok = ok and rolling.ok
-    if not options.is_elf(path):
-        results = _adopt_only_trace(results, output)
+    ok = not failed and rolling.ok
+    if failed:
+        print("calltrace: error: " + "; ".join(failed), file=sys.stderr)
+        print(f"calltrace: the raw data is kept in {raw.path}: {raw.recovery()} converts it "
+              "once the cause is fixed", file=sys.stderr)
+        raw.release()
+    else:
+        raw.remove()
     if not args.quiet:
-        _summary(results, output, args.top)
+        _summary(results, args.top, sup.abandoned)
     # The program's status wins; a lost trace still must not look like success.
-    return status if ok or status else 2
-
-
-def _adopt_only_trace(results: list[Converted], output: str) -> list[Converted]:
-    """A script (`calltrace run -o t.json ./run.sh`) runs no instrumented
-    code itself: when it started exactly one traced program, that trace is
-    the one written to the -o name."""
-    target = os.path.abspath(output)
-    mine = [r for r in results if os.path.abspath(r.path) == target]
-    others = [r for r in results if os.path.abspath(r.path) != target]
-    if len(mine) != 1 or mine[0].metadata["total_calls"] or len(others) != 1 or "part" in others[0].metadata:
-        return results
-    os.replace(others[0].path, target)
-    others[0].path = output
-    return others
-
-
-RAW_NAME = re.compile(r"^(\d+)(?:-(\d+))?(?:\.p(\d+))?$")
-
-
-def _raw_key(raw: Path) -> tuple[int, int, int]:
-    """(pid, image after exec, part) from "<pid>[-<n>][.p<part>].raw"."""
-    m = RAW_NAME.match(raw.stem)
-    return (int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0)) if m else (0, 0, 0)
+    return ending.status if ok or ending.status else 2
 
 
 class _Rolling(threading.Thread):
@@ -218,6 +197,7 @@ class _Rolling(threading.Thread):
         self.raw_dir, self.pid, self.output, self.args = raw_dir, pid, output, args
         self.results: list[Converted] = []
         self.ok = True
+        self.dropped = 0    # --rolling: parts deleted unconverted, made faster than converted
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -228,7 +208,7 @@ class _Rolling(threading.Thread):
         newest: dict[tuple[int, int], int] = {}
         parts = []
         for raw in Path(self.raw_dir).glob("*.p*.raw"):
-            pid, image, part = _raw_key(raw)
+            pid, image, part = raw_key(raw)
             if part:
                 parts.append((raw, pid, image, part))
                 newest[(pid, image)] = max(part, newest.get((pid, image), 0))
@@ -237,9 +217,14 @@ class _Rolling(threading.Thread):
             # to for a moment (threads move at their next call).
             if part >= newest[(pid, image)] or time.time() - raw.stat().st_mtime < 0.2:
                 continue
-            out = self.output if pid == self.pid and not image else _child_output(self.output, raw.stem)
+            if self.args.rolling and part < newest[(pid, image)] - self.args.rolling:
+                raw.unlink()   # would be deleted as older than the newest K anyway
+                self.dropped += 1
+                continue
+            out = self.output if pid == self.pid and not image else child_output(self.output, raw.stem.split(".p")[0])
             try:
-                self.results.append(convert(str(raw), out, pretty=self.args.pretty))
+                self.results.append(convert(str(raw), out, pretty=self.args.pretty,
+                                            scratch=self.raw_dir))
                 raw.unlink()
             except CalltraceError as e:
                 self.ok = False
@@ -249,69 +234,20 @@ class _Rolling(threading.Thread):
         self._halt.set()
         if self.is_alive():
             self.join()
+        if self.dropped:
+            print(f"calltrace: {plural(self.dropped, 'older part')} deleted unconverted: the program made "
+                  "parts faster than they could be converted (--rolling keeps the newest)", file=sys.stderr)
 
 
-def _convert_all(raw_dir, pid, output, status, term, sig, args) -> tuple[list[Converted], bool]:
-    raws = sorted(Path(raw_dir).glob("*.raw"), key=_raw_key)
-    if output == "/dev/null":
-        shutil.rmtree(raw_dir, ignore_errors=True)
-        return [], True
-    if not raws:
-        shutil.rmtree(raw_dir, ignore_errors=True)
-        raise CalltraceError("the program ran but nothing was recorded (did the runtime load? "
-                             "try --debug)", status or 1)
-    results, failed = [], []
-    last_part, last_image = {}, {}
-    for raw in raws:
-        rpid, image, part = _raw_key(raw)
-        last_part[(rpid, image)] = max(part, last_part.get((rpid, image), 0))
-        last_image[rpid] = max(image, last_image.get(rpid, 0))
-    for raw in raws:
-        rpid, image, part = _raw_key(raw)
-        # The status we saw belongs to the program's last image (after any
-        # exec) and its last part; earlier ones say how they ended themselves.
-        main = rpid == pid and image == last_image[rpid] and part == last_part[(rpid, image)]
-        out = output if rpid == pid and not image else _child_output(output, raw.stem.split(".p")[0])
-        try:
-            result = convert(str(raw), out, exit_status=status if main else None,
-                             termination=term if main else None,
-                             signal=sig if main else None, pretty=args.pretty,
-                             progress=sys.stderr.isatty())
-            raw.unlink()
-            if rpid != pid and not result.metadata["total_calls"]:
-                os.unlink(result.path)   # a process that ran no instrumented code (a shell)
-            else:
-                results.append(result)
-        except CalltraceError as e:
-            failed.append(f"{raw}: {e}")
-    if failed:
-        print("calltrace: error: " + "; ".join(failed), file=sys.stderr)
-        print(f"calltrace: raw streams kept in {raw_dir} (calltrace convert FILE)", file=sys.stderr)
-    else:
-        shutil.rmtree(raw_dir, ignore_errors=True)
-    return results, not failed
-
-
-def _summary(results: list[Converted], output: str, top: int = 10) -> None:
-    err = sys.stderr
+def _summary(results: list[Converted], top: int = 10, abandoned=()) -> None:
     for r in results:
-        m = r.metadata
-        extra = []
-        if m["incomplete_calls"]:
-            extra.append(f"{count(m['incomplete_calls'])} still open at the end")
-        if m["depth_limited_calls"]:
-            extra.append(f"{count(m['depth_limited_calls'])} below --max-depth not recorded")
-        if m.get("filtered_calls"):
-            extra.append(f"{count(m['filtered_calls'])} shorter than --threshold dropped")
-        if m["dropped_events"]:
-            extra.append(f"{count(m['dropped_events'])} events dropped")
-        end = (f"killed by signal {m['signal']}" if m["termination"] == "signal"
-               else f"exit status {m['exit_status']}")
-        print(f"calltrace: {plural(m['total_calls'], 'call')}, {plural(m['thread_count'], 'thread')}, "
-              f"{fmt_ns(m['duration_ns'])}, pid {m['pid']}, "
-              f"{end}" + (f" ({'; '.join(extra)})" if extra else ""), file=err)
-        for line in top_lines(r.functions, top):
-            print(line, file=err)
-        for note in r.notes:
-            print(f"calltrace: note: {note}", file=err)
-        print(f"calltrace: trace written to {r.path}", file=err)
+        for line in run_lines(r.metadata, r.functions, r.notes, r.path, top):
+            print(line, file=sys.stderr)
+    procs = sorted({r.metadata["pid"] for r in results})
+    if len(procs) > 1:
+        print(f"calltrace: {len(procs)} processes traced: " + ", ".join(
+            f"{p} ({', '.join(r.path for r in results if r.metadata['pid'] == p)})" for p in procs),
+            file=sys.stderr)
+    if abandoned:
+        print("calltrace: note: stopped waiting for " + ", ".join(map(str, abandoned)) +
+              ": their traces end where they were when converted", file=sys.stderr)

@@ -9,7 +9,7 @@ import json
 
 from ..symbols.plan import FunctionPlan, ProgramPlan
 from ..symbols.ctypes_dwarf import POINTER
-from ..symbols.values import STR_INVALID, decode, decode_string
+from ..symbols.values import STR_INVALID, STR_OK, STR_TRUNCATED, STRING_CAP, decode, decode_string
 
 NO_DWARF = b',"args_note":"no DWARF parameter info for this function (build with -g)"'
 NO_MATCH = b',"args_note":"arguments not captured at this call"'
@@ -101,6 +101,25 @@ class ArgsDecoder:
                     "reason": "a constant pointer calltrace cannot follow after the run"}
         return {"type": p.ctype.name, "value": decode(p.ctype, data, self.symbolize)}
 
+    def _value(self, p, raw: bytes, strings: dict) -> dict:
+        """The VALUE of a parameter copied by the runtime: its bytes, the
+        referent's for a C++ reference (after a status word), the strings
+        its char * fields (or std::string's text) point to."""
+        t = p.ctype
+        if p.deref:
+            if raw[8]:
+                return {"type": t.name, "value": f"0x{int.from_bytes(raw[:8], 'little'):x}",
+                        "note": "invalid pointer"}
+            t, raw = t.target, raw[16:]
+        if t.is_std_string and "_M_p" in strings:
+            v = decode_string(t, *strings["_M_p"])
+            return {**v, "type": p.ctype.name}
+        value = decode(t, raw, self.symbolize)
+        for name, (pointer, status, text) in strings.items():
+            field_type = next(ft for n, _, ft in t.fields if n == name)
+            value[name] = decode_string(field_type, pointer, status, text)["value"]
+        return {"type": p.ctype.name, "value": value}
+
     def values(self, plan: FunctionPlan, payload: bytes, module: int = 0) -> list[dict]:
         out, pos = [], 0
         for p in plan.params:
@@ -109,6 +128,10 @@ class ArgsDecoder:
                 if p.reason:
                     v["reason"] = p.reason
                 out.append(v)
+                continue
+            if p.text is not None:
+                status = STR_TRUNCATED if len(p.text) > STRING_CAP else STR_OK
+                out.append({"name": p.name, **decode_string(p.ctype, 1, status, p.text[:STRING_CAP])})
                 continue
             if p.const is not None:
                 out.append({"name": p.name, **self._constant(p, p.const, module, p.static)})
@@ -134,17 +157,12 @@ class ArgsDecoder:
                 v = decode_string(p.ctype, int.from_bytes(raw, "little"), status, text)
                 out.append({"name": p.name, **v})
                 continue
-            if p.addend:
-                bits = 8 * len(raw)
-                raw = ((int.from_bytes(raw, "little") + p.addend) % (1 << bits)).to_bytes(len(raw), "little")
-            value = decode(p.ctype, raw, self.symbolize)
+            strings = {}
             for name, _, _ in p.follow:
                 pointer = int.from_bytes(payload[pos:pos + 8], "little")
                 status = payload[pos + 8]
                 length = int.from_bytes(payload[pos + 10:pos + 12], "little")
-                text = payload[pos + 12:pos + 12 + length]
+                strings[name] = (pointer, status, payload[pos + 12:pos + 12 + length])
                 pos += 12 + length
-                field_type = next(ft for n, _, ft in p.ctype.fields if n == name)
-                value[name] = decode_string(field_type, pointer, status, text)["value"]
-            out.append({"name": p.name, "type": p.ctype.name, "value": value})
+            out.append({"name": p.name, **self._value(p, raw, strings)})
         return out

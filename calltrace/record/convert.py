@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from .. import __version__
-from ..bridge import END_DETACH, END_EXEC, END_EXIT, END_RUNNING, END_SIGNAL, FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF
+from ..bridge import (END_DETACH, END_EXEC, END_EXIT, END_RUNNING, END_SIGNAL, FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF,
+                      STOP_REASONS)
 from ..errors import TraceFormatError
 from ..files import write_atomic
 from ..symbols import Resolver
@@ -62,11 +63,12 @@ def _int_option(raw_path, ro: dict, key: str) -> int:
 
 def convert(raw_path: str, output: str | None = None, *, exit_status: int | None = None,
             termination: str | None = None, signal: int | None = None, pretty: bool | None = None,
-            progress: bool = False, options: dict | None = None, notes: list[str] | None = None,
-            extra: dict | None = None) -> Converted:
+            progress: bool = False, options: dict | None = None, scratch: str | None = None,
+            notes: list[str] | None = None, extra: dict | None = None) -> Converted:
     """Write the JSON trace for one raw stream and return its metadata and
     per-function table. `exit_status`/`termination`/`signal` come from the
-    parent process when it saw the program end (calltrace run); `notes` and
+    parent process when it saw the program end (calltrace run); `scratch` is
+    where the trace is written before it is moved to `output`; `notes` and
     `extra` (metadata keys) come from the caller too (calltrace attach)."""
     caller_notes = list(notes or [])
     info = read_info(raw_path)
@@ -103,9 +105,16 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
         stats.sort(key=lambda s: (-s.self_ns, s.function))
         status, term, sig = _ending(info, exit_status, termination, signal)
         notes = list(resolver.notes) + caller_notes
-        if info.lost_calls:
-            notes.append(f"{info.lost_calls} calls not recorded after the raw trace could not grow "
-                         "(disk full or file size limit)")
+        if summary.lost or info.stop_reason:
+            why = STOP_REASONS.get(info.stop_reason, "the raw trace could not grow")
+            notes.append(f"recording stopped early: {why}; {summary.lost} calls after that were not "
+                         "recorded (counted in dropped_events)")
+        if info.dropped_parts:
+            notes.append(f"{info.dropped_parts} earlier parts were deleted unconverted: the program "
+                         "made parts faster than they could be converted")
+        if "argv_bytes" in info.options:
+            notes.append(f"argv is cut: the command line has {_int_option(raw_path, info.options, 'argv_bytes')} "
+                         "bytes and only its start was recorded (the last argument may be cut short)")
         if summary.unmatched:
             notes.append(f"{summary.unmatched} returns without a recorded call were ignored "
                          "(calls entered before recording started)")
@@ -113,6 +122,8 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
                 "capture_args": bool(info.flags & FLAG_CAPTURE_ARGS),
                 "pretty": pretty, "start": "off" if info.flags & FLAG_START_OFF else "on",
                 "buffer_kb": info.chunk_size // 1024}
+        if info.max_size:
+            opts["max_size"] = info.max_size
         ro = info.options
         for k in ("threshold_ns", "toggle_signal"):
             if ro.get(k, "0") != "0":
@@ -155,12 +166,12 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
         arg_notes = None
         if info.flags & FLAG_CAPTURE_ARGS:
             arg_notes = _capture_args(raw, info, funcs, infos, notes, metadata)
-        heads = [thread_head(t.tid, info.thread_names.get(t.tid), t.main).encode()
+        heads = [thread_head(t.tid, info.thread_name(t.tid), t.main).encode()
                  for t in threads]
         second_pass[0] = 1
         write_atomic(output, lambda f: (
             f.write(document_head(metadata, stats, pretty).encode("utf-8", "backslashreplace")),
-            raw.write_threads(f.fileno(), names, heads, pretty, arg_notes)), "trace")
+            raw.write_threads(f.fileno(), names, heads, pretty, arg_notes)), "trace", scratch=scratch)
         if bar is not None:
             bar.close()
     if info.part and info.keep:

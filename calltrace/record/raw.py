@@ -39,13 +39,21 @@ class RawInfo:
     part: int = 0               # rolling output: part number, 0 without parts
     keep: int = 0               # rolling: how many parts to keep (0: all)
     interval_calls: int = 0
-    lost_calls: int = 0         # not recorded after the raw file could not grow
+    lost_calls: int = 0         # not recorded by threads without a chunk when recording stopped
+    stop_reason: int = 0        # bridge.STOP_REASONS: recording stopped before the program ended
+    dropped_parts: int = 0      # rolling: older parts deleted unconverted (bare LD_PRELOAD)
+    max_size: int = 0
     exe: str = ""
     argv: list[str] = field(default_factory=list)
     output: str = ""
     modules: list[Module] = field(default_factory=list)
     thread_names: dict[int, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
+
+    def thread_name(self, tid: int) -> str | None:
+        """A thread's name; threads still named as the process was at
+        start-up have no record of their own."""
+        return self.thread_names.get(tid, self.options.get("thread_name"))
 
     @property
     def max_depth_option(self) -> int | None:
@@ -63,7 +71,7 @@ def read_info(path: str) -> RawInfo:
             info = RawInfo(path, h.chunk_size, CLOCK_NAMES.get(h.clock, "unknown"), h.pid, h.ppid,
                            h.start_ticks, h.start_mono_ns, h.start_real_ns, h.ns_per_tick, h.max_depth,
                            h.flags, h.end_state, h.exit_code, h.end_signal, h.main_tid, h.part, h.keep,
-                           h.interval_calls, h.lost_calls)
+                           h.interval_calls, h.lost_calls, h.stop_reason, h.dropped_parts, h.max_size)
             if (h.version != RAW_VERSION or h.header_size != HEADER_SIZE or info.chunk_size < 4096
                     or info.chunk_size % 4096):
                 raise TraceFormatError(f"{path}: unsupported or corrupt raw stream header")

@@ -6,7 +6,7 @@ GOT slot), `call [rip+slot]` (-fno-plt) or `call hook` (a static program
 that defines the hooks). Only a call whose target is the hook counts: the
 first call of a function is not always the entry hook's (a stack protector
 or a profiling call can come first). Used by the capture plan (the return
-address of the entry hook call, symbols/plan.py) and by `calltrace debug`
+addresses of the entry hook calls, symbols/plan.py) and by `calltrace debug`
 (breakpoints on hook calls and on returns)."""
 from __future__ import annotations
 
@@ -109,12 +109,12 @@ class Code:
                 for insn in self._md.disasm(self._bytes(lo, hi), lo)
                 if (name := self._hook_of(insn)) is not None]
 
-    def entry_hook_return(self, lo: int, hi: int) -> int | None:
-        """Where the first call of the entry hook in [lo, hi) returns to."""
-        for insn in self._md.disasm(self._bytes(lo, hi), lo):
-            if self._hook_of(insn) == "__cyg_profile_func_enter":
-                return insn.address + insn.size
-        return None
+    def entry_hook_calls(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """(address, return address) of each call of the entry hook in
+        [lo, hi): the capture plan gives each to the innermost inlined copy
+        whose code holds it."""
+        return [(insn.address, insn.address + insn.size) for insn in self._md.disasm(self._bytes(lo, hi), lo)
+                if self._hook_of(insn) == "__cyg_profile_func_enter"]
 
     def hook_sites(self, funcs: list[Symbol]) -> list[Site]:
         """Every hook call inside funcs."""

@@ -23,12 +23,23 @@ class CType:
     count: int = 0                # arrays
     signed: bool = True           # enums
     is_char: bool = False
+    ref: bool = False             # a C++ reference (kind POINTER)
 
     @property
     def is_string(self) -> bool:
         """char * and friends: captured as the string they point to."""
         t = self.target
-        return self.kind == POINTER and t is not None and t.kind == BASE and t.is_char and t.size == 1
+        return self.kind == POINTER and t is not None and t.kind == BASE and t.is_char and t.size == 1 \
+            and not self.ref
+
+    @property
+    def is_std_string(self) -> bool:
+        """libstdc++'s std::string (the C++11 ABI): a pointer to the text,
+        the size, then the small-string buffer; 32 bytes."""
+        return self.kind == STRUCT and self.size == 32 and self.cpp_name.startswith(
+            "std::__cxx11::basic_string<char,")
+
+    cpp_name: str = ""            # a C++ struct/class's qualified name, without typedefs
 
 
 def _attr(die, name, default=None):
@@ -41,11 +52,36 @@ def _name(die) -> str | None:
     return n.decode(errors="replace") if isinstance(n, bytes) else n
 
 
+# DW_LANG_* of C++ units: C_plus_plus, _03, _11, _14, _17, _20.
+CPP_LANGS = {0x4, 0x19, 0x1A, 0x21, 0x2A, 0x2B}
+
+
+def _scope(die) -> str:
+    """"ns::Class::" for a DIE inside namespaces and classes (C++)."""
+    parts = []
+    parent = die.get_parent()
+    while parent is not None and parent.tag in ("DW_TAG_namespace", "DW_TAG_structure_type",
+                                                "DW_TAG_class_type", "DW_TAG_union_type"):
+        parts.append(_name(parent) or "(anonymous namespace)")
+        parent = parent.get_parent()
+    return "".join(p + "::" for p in reversed(parts))
+
+
 class TypeReader:
-    """Resolves DW_AT_type references, memoized per DIE offset."""
+    """Resolves DW_AT_type references, memoized per DIE offset. Names are
+    spelled as GDB spells them: C's `struct point`, C++'s `ns::Point`."""
 
     def __init__(self) -> None:
         self._memo: dict[int, CType] = {}
+        self._cpp: dict[int, bool] = {}   # per unit offset
+
+    def _is_cpp(self, die) -> bool:
+        cu = die.cu
+        hit = self._cpp.get(cu.cu_offset)
+        if hit is None:
+            lang = cu.get_top_DIE().attributes.get("DW_AT_language")
+            hit = self._cpp[cu.cu_offset] = lang is not None and lang.value in CPP_LANGS
+        return hit
 
     def of(self, die) -> CType:
         if "DW_AT_type" not in die.attributes:
@@ -76,7 +112,7 @@ class TypeReader:
             inner = self.of(die)
             copy = CType(**{**inner.__dict__})
             if tag == "DW_TAG_typedef":
-                copy.name = name or inner.name
+                copy.name = (_scope(die) if self._is_cpp(die) and name else "") + (name or inner.name)
                 if copy.is_char and name and "char" not in name:
                     copy.is_char = False   # int8_t and friends are numbers, not characters
             elif tag == "DW_TAG_const_type":
@@ -90,7 +126,7 @@ class TypeReader:
             spelled = (_func_pointer_name(target) if target.kind == FUNC
                        else f"{target.name} {mark}" if not target.name.endswith("*")
                        else f"{target.name}{mark}")
-            return CType(POINTER, spelled, size or 8, target=target)
+            return CType(POINTER, spelled, size or 8, target=target, ref=tag != "DW_TAG_pointer_type")
         if tag in ("DW_TAG_structure_type", "DW_TAG_class_type", "DW_TAG_union_type"):
             kw = "union" if tag == "DW_TAG_union_type" else "struct"
             fields = []
@@ -101,6 +137,9 @@ class TypeReader:
                 if not isinstance(off, int):
                     continue
                 fields.append((_name(child) or "?", off, self.of(child)))
+            if self._is_cpp(die):
+                full = _scope(die) + (name or "<anonymous>")
+                return CType(UNION if kw == "union" else STRUCT, full, size, fields=fields, cpp_name=full)
             return CType(UNION if kw == "union" else STRUCT, f"{kw} {name}" if name else f"{kw} <anonymous>",
                          size, fields=fields)
         if tag == "DW_TAG_enumeration_type":
@@ -110,8 +149,9 @@ class TypeReader:
             for child in die.iter_children():
                 if child.tag == "DW_TAG_enumerator":
                     enums[_attr(child, "DW_AT_const_value", 0)] = _name(child) or "?"
-            return CType(ENUM, f"enum {name}" if name else "enum <anonymous>", size or 4,
-                         enumerators=enums, signed=signed)
+            spelled = (_scope(die) + (name or "<anonymous>") if self._is_cpp(die)
+                       else f"enum {name}" if name else "enum <anonymous>")
+            return CType(ENUM, spelled, size or 4, enumerators=enums, signed=signed)
         if tag == "DW_TAG_array_type":
             elem = self.of(die)
             count = 0

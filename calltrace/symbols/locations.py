@@ -10,7 +10,7 @@ from elftools.dwarf.locationlists import BaseAddressEntry, LocationExpr, Locatio
 
 from .ctypes_dwarf import CType
 
-OP_REG, OP_MEM, OP_FOLLOW, OP_SITE, OP_STRING = 1, 2, 3, 4, 0x80
+OP_REG, OP_MEM, OP_FOLLOW, OP_SITE, OP_DEREF, OP_STRING = 1, 2, 3, 4, 5, 0x80
 BASE_RSP, BASE_CFA = 0xFD, 0xFE
 SAVED = {3: 0, 6: 1, 12: 2, 13: 3, 14: 4, 15: 5}   # DWARF reg -> slot saved by capture.c
 MEM_CAP = 256                                      # bytes copied of one by-value argument
@@ -31,12 +31,11 @@ class Op:
 
 
 class Location(NamedTuple):
-    """How to get a parameter's value: copy `ops` (and add `addend` to what
-    they copy), or it is the constant `const`; `static` says the constant
-    is an address in the module's file (relocated by its load bias)."""
+    """How to get a parameter's value: copy `ops`, or it is the constant
+    `const`; `static` says the constant is an address in the module's file
+    (relocated by its load bias)."""
     ops: list
     const: bytes | None = None
-    addend: int = 0
     static: bool = False
 
 
@@ -50,6 +49,13 @@ class _Unavailable(Exception):
 
 def _not_captured(reason: str) -> _Unavailable:
     return _Unavailable("not captured", reason)
+
+
+class _ImplicitText(Exception):
+    """A `char *` that points to a constant the compiler folded away
+    (DW_OP_implicit_pointer to a DIE with DW_AT_const_value): its text."""
+    def __init__(self, text: bytes):
+        self.text = text
 
 
 class _EntryValue(Exception):
@@ -70,6 +76,7 @@ def _reg_of(name: str, args) -> int | None:
 
 class LocationReader:
     def __init__(self, dwarf):
+        self.dwarf = dwarf
         self.loc = LocationParser(dwarf.location_lists())
         self.expr = DWARFExprParser(dwarf.structs)
 
@@ -94,10 +101,43 @@ class LocationReader:
                 return entry.loc_expr
         raise _Unavailable("optimized out")
 
+    def entry_register(self, die, cu, entry: int) -> int | None:
+        """The DWARF register a parameter is in at its function's entry, by
+        its location list, or None."""
+        attr = die.attributes.get("DW_AT_location")
+        if attr is None or attr.form == "DW_FORM_exprloc":
+            return None
+        top = cu.get_top_DIE()
+        base = top.attributes["DW_AT_low_pc"].value if "DW_AT_low_pc" in top.attributes else 0
+        for e in self.loc.parse_from_attribute(attr, cu["version"], die):
+            if isinstance(e, BaseAddressEntry):
+                base = e.base_address
+                continue
+            lo = e.begin_offset if e.is_absolute else base + e.begin_offset
+            if lo == entry:
+                ops = self.expr.parse_expr(e.loc_expr)
+                return _reg_of(ops[0].op_name, ops[0].args) if len(ops) == 1 else None
+        return None
+
+    def _implicit_bytes(self, ref: int, name: str) -> bytes:
+        """The bytes an implicit pointer points to: the target DIE's
+        constant, or its DW_OP_implicit_value (gcc's DW_TAG_dwarf_procedure
+        for a string literal)."""
+        target = self.dwarf.get_DIE_from_refaddr(ref)
+        blob = target.attributes.get("DW_AT_const_value")
+        if blob is not None and isinstance(blob.value, (list, bytes)):
+            return bytes(blob.value)
+        loc = target.attributes.get("DW_AT_location")
+        if loc is not None and loc.form == "DW_FORM_exprloc":
+            ops = self.expr.parse_expr(loc.value)
+            if len(ops) == 1 and ops[0].op_name == "DW_OP_implicit_value" and ops[0].args:
+                return bytes(ops[0].args[-1])
+        raise _not_captured(f"{name} to a value that is not a constant")
+
     def ops(self, expr, ctype: CType, frame_base) -> Location:
         """The Location of a value described by `expr` (`DW_OP_bregN k;
         DW_OP_stack_value` is the register plus k, as gcc says of a value it
-        keeps adjusted)."""
+        keeps adjusted: an OP_REG with `off` k)."""
         if isinstance(expr, int):
             return Location([], expr.to_bytes(8, "little", signed=expr < 0)[:max(ctype.size, 1)])
         if isinstance(expr, bytes):
@@ -150,17 +190,19 @@ class LocationReader:
             elif name == "DW_OP_stack_value":
                 if stack_const is None and pending is not None and pending[0] == OP_MEM and pending[1] in \
                         SAVED.values() and not ops:
-                    return Location([Op(OP_REG, pending[1], min(max(ctype.size, 1), 8))], None, pending[2])
+                    return Location([Op(OP_REG, pending[1], min(max(ctype.size, 1), 8), pending[2])])
                 if stack_const is None:
                     raise _not_captured("computed by a DWARF expression")
                 size = max(ctype.size, 1)
-                return Location([], (stack_const % (1 << 64)).to_bytes(8, "little")[:size], 0, static)
+                return Location([], (stack_const % (1 << 64)).to_bytes(8, "little")[:size], static)
             elif name == "DW_OP_implicit_value":
                 # pyelftools gives the block alone (the length is implied).
                 blob = bytes(args[-1]) if args and isinstance(args[-1], (list, bytes)) else None
                 if blob is None:
                     raise _not_captured("unreadable DW_OP_implicit_value")
                 return Location([], blob)
+            elif name in ("DW_OP_implicit_pointer", "DW_OP_GNU_implicit_pointer") and ctype.is_string:
+                raise _ImplicitText(self._implicit_bytes(args[0], name)[args[1]:].split(b"\0", 1)[0])
             elif name == "DW_OP_piece":
                 if pending is None:
                     raise _Unavailable("optimized out")   # an empty piece: part optimized out

@@ -24,14 +24,15 @@ from functools import lru_cache
 from elftools.common.exceptions import DWARFError, ELFError
 from elftools.elf.elffile import ELFFile
 
-from .code import Code
-from .ctypes_dwarf import ARRAY, STRUCT, UNION, CType, TypeReader
 from . import ranges
-from .locations import (BASE_CFA, BASE_RSP, OP_FOLLOW, OP_SITE, OP_STRING, SAVED, LocationReader, Op,
-                        _EntryValue, _Unavailable, _reg_of)
+from .code import Code
+from .ctypes_dwarf import ARRAY, BASE, ENUM, POINTER, STRUCT, UNION, CType, TypeReader
+from .locations import (BASE_CFA, BASE_RSP, MEM_CAP, OP_DEREF, OP_FOLLOW, OP_MEM, OP_SITE, OP_STRING, SAVED,
+                        LocationReader, Op, _EntryValue, _ImplicitText, _Unavailable, _reg_of)
 from .values import STR_INVALID, STR_OK, STR_TRUNCATED, STRING_CAP
 
 MAGIC = b"CTPLAN02"
+_CHAR_P = CType(POINTER, "char *", 8, target=CType(BASE, "char", 1, 6, is_char=True))
 
 @dataclass
 class ParamPlan:
@@ -41,11 +42,12 @@ class ParamPlan:
     const: bytes | None = None
     note: str | None = None      # "optimized out" / "not captured"
     reason: str | None = None    # why, for "not captured"
+    text: bytes | None = None    # a char * to a constant string gcc folded away (implicit pointer)
+    deref: bool = False          # a C++ reference: ops[1] holds the referent (status word, bytes)
     # char * fields copied as strings: (name, index of the op holding the
     # pointer among this parameter's ops, offset in that op's bytes)
     follow: list[tuple[str, int, int]] = field(default_factory=list)
     entry_reg: int | None = None   # value = that register at the call (see call_values)
-    addend: int = 0              # added to the copied value (a register gcc keeps adjusted)
     static: bool = False         # const is an address in the module's file
 
     @property
@@ -69,7 +71,7 @@ class FunctionPlan:
         out: list[Op] = []
         for p in self.params:
             first = len(out)
-            out.extend(p.ops)
+            out.extend(Op(o.kind, o.base + first, o.size, o.off) if o.kind == OP_DEREF else o for o in p.ops)
             for _, k, off in p.follow:
                 out.append(Op(OP_FOLLOW | OP_STRING, first + k, 8, off))
         return out
@@ -119,32 +121,32 @@ class _Planner:
             return SAVED[rule.reg], rule.offset
         return None
 
-    def hook_return(self, lo: int, hi: int) -> int | None:
-        """Where the entry hook call returns to. capture.c checks it at run
-        time too."""
-        return self.code.entry_hook_return(lo, hi)
-
     def plans(self, die, cu) -> list[FunctionPlan]:
-        """The plan of a function's own entry hook call, and of the hook calls
-        gcc kept for each copy of another function inlined into it."""
-        out = []
-        frame_base = self._frame_base(die)
-        bounds = self._bounds(die, cu)
-        plan = self.function(die, cu, die, frame_base, bounds)
-        if plan is not None:
-            out.append(plan)
-        stack = list(die.iter_children())
+        """The plan of each entry hook call in a function's code: its own,
+        and those gcc kept for each copy of another function inlined into
+        it. A hook call belongs to the innermost copy whose code holds it."""
+        nodes = []   # (depth, DIE, its code's ranges)
+        stack = [(0, die)]
         while stack:
-            child = stack.pop()
-            if child.tag in ("DW_TAG_call_site", "DW_TAG_GNU_call_site"):
-                self._call_site(child)
-            if child.tag == "DW_TAG_inlined_subroutine" and "DW_AT_abstract_origin" in child.attributes:
-                plan = self.function(child, cu, child.get_DIE_from_attribute("DW_AT_abstract_origin"),
-                                     frame_base, self._bounds(child, cu))
-                if plan is not None:
-                    out.append(plan)
-            if child.has_children:
-                stack.extend(child.iter_children())
+            depth, node = stack.pop()
+            if node is die or (node.tag == "DW_TAG_inlined_subroutine"
+                               and "DW_AT_abstract_origin" in node.attributes):
+                nodes.append((depth, node, ranges.spans(self.dwarf, node, cu)))
+            if node.tag in ("DW_TAG_call_site", "DW_TAG_GNU_call_site"):
+                self._call_site(node)
+            if node.has_children:
+                stack.extend((depth + 1, c) for c in node.iter_children())
+        owner: dict[int, tuple] = {}
+        for call, ret in (c for lo, hi in nodes[0][2] for c in self.code.entry_hook_calls(lo, hi)):
+            inner = max((n for n in nodes if any(lo <= call < hi for lo, hi in n[2])), key=lambda n: n[0],
+                        default=None)
+            if inner is not None:
+                owner[ret] = inner[1]
+        frame_base = self._frame_base(die)
+        out = []
+        for ret, node in sorted(owner.items()):
+            origin = node if node is die else node.get_DIE_from_attribute("DW_AT_abstract_origin")
+            out.append(self.function(node, cu, origin, frame_base, ret))
         return out
 
     def _call_site(self, die) -> None:
@@ -192,37 +194,36 @@ class _Planner:
                     return BASE_RSP if r == 7 else SAVED[r], ops[0].args[0]
         return None
 
-    def _bounds(self, die, cu):
-        """Where to look for the entry hook call: from the entry to the end
-        of the part of the code holding it (functions and inlined copies
-        may be split into parts: DW_AT_ranges)."""
-        at = ranges.entry(self.dwarf, die, cu)
-        return None if at is None else (at[0], at[2])
-
-    def _locate(self, p: ParamPlan, die, cu, pc: int, frame_base) -> None:
+    def _locate(self, p: ParamPlan, die, cu, pc: int, frame_base, entry: int | None) -> None:
         """Fill in how to read parameter `p` at the hook's return address;
         whatever the DWARF says, at worst a note on this parameter."""
         try:
-            p.ops, p.const, p.addend, p.static = self.locs.ops(self.locs.location(die, cu, pc, frame_base),
-                                                               p.ctype, frame_base)
-            if p.ctype.is_string and len(p.ops) == 1 and p.ops[0].size == 8 and not p.addend:
-                p.ops = [Op(p.ops[0].kind | OP_STRING, p.ops[0].base, 8, p.ops[0].off)]
-            elif p.ctype.kind == STRUCT and p.ops:
-                p.follow = _string_fields(p.ctype, p.ops)
+            p.ops, p.const, p.static = self.locs.ops(self.locs.location(die, cu, pc, frame_base), p.ctype,
+                                                     frame_base)
+            if p.ops:
+                _shape(p)
+        except _ImplicitText as e:
+            p.ops, p.text = [], e.text
         except _EntryValue as e:
             p.entry_reg = e.reg
             p.ops = [Op(OP_SITE, 0, 8, 0)]
         except _Unavailable as e:
             p.note, p.reason = e.note, e.reason
+            # No location at the hook, but one at the entry: the value the
+            # caller passed, when its call site says (as GDB's name@entry).
+            reg = self.locs.entry_register(die, cu, entry) if entry is not None and e.note == "optimized out" \
+                else None
+            if reg is not None:
+                p.note, p.entry_reg, p.ops = None, reg, [Op(OP_SITE, 0, 8, 0)]
         except Exception as e:   # noqa: BLE001 - DWARF we do not know must not stop the program
             p.ops, p.const = [], None
             p.note, p.reason = "not captured", f"DWARF location not understood ({type(e).__name__})"
 
-    def function(self, die, cu, origin, frame_base, bounds) -> FunctionPlan | None:
-        if bounds is None:
-            return None
-        ret = self.hook_return(*bounds)
-        cfa = self.cfa_at(ret) if ret is not None else None
+    def function(self, die, cu, origin, frame_base, ret: int) -> FunctionPlan:
+        cfa = self.cfa_at(ret)
+        # Where a call enters (entry values make sense there only).
+        at = ranges.entry(self.dwarf, die, cu) if die.tag == "DW_TAG_subprogram" else None
+        entry = at[0] if at else None
         params = []
         # The declaration order comes from the abstract function; the
         # locations from this concrete or inlined copy.
@@ -246,10 +247,8 @@ class _Planner:
             elif child is None:
                 p.note = "optimized out"
             else:
-                self._locate(p, child, cu, ret, frame_base)
+                self._locate(p, child, cu, ret, frame_base, entry)
             params.append(p)
-        if ret is None:
-            return None
         base, off = cfa if cfa else (BASE_RSP, 0)
         return FunctionPlan(origin.offset, ret, base, off, params)
 
@@ -308,6 +307,26 @@ class ProgramPlan:
         return head + b"".join(out_f) + b"".join(out_o) + paths
 
 
+def _shape(p: ParamPlan) -> None:
+    """Copy what the value's bytes point to where it is part of the value:
+    a `char *`'s string, a C++ reference's referent, std::string's text,
+    a struct's `char *` fields."""
+    t = p.ctype
+    if t.is_string and len(p.ops) == 1 and p.ops[0].size == 8:
+        p.ops = [Op(p.ops[0].kind | OP_STRING, p.ops[0].base, 8, p.ops[0].off)]
+        return
+    if t.kind == POINTER and t.ref and t.target is not None and len(p.ops) == 1 and p.ops[0].size == 8 \
+            and t.target.kind in (BASE, ENUM, POINTER, STRUCT, UNION) and t.target.size:
+        target = t.target
+        p.ops = [p.ops[0], Op(OP_DEREF, 0, 8 + min(target.size, MEM_CAP), 0)]
+        p.deref = True
+        whole = [Op(OP_MEM, 0, min(target.size, MEM_CAP))]
+        p.follow = [(n, 1, off + 8) for n, _, off in _string_fields(target, whole)]
+        return
+    if t.kind == STRUCT:
+        p.follow = _string_fields(t, p.ops)
+
+
 def _string_fields(t: CType, ops: list[Op]) -> list[tuple[str, int, int]]:
     """Direct `char *` fields of a struct copied whole (by one op, or in
     pieces at -O2): the runtime follows them like a `char *` parameter (one
@@ -318,7 +337,9 @@ def _string_fields(t: CType, ops: list[Op]) -> list[tuple[str, int, int]]:
     for op in ops:
         starts.append(at)
         at += op.size
-    for name, off, ft in t.fields:
+    # std::string: its text, through the pointer at offset 0.
+    fields = [("_M_p", 0, _CHAR_P)] if t.is_std_string else t.fields
+    for name, off, ft in fields:
         k = bisect.bisect_right(starts, off) - 1
         if ft.is_string and k >= 0 and off + 8 <= starts[k] + ops[k].size:
             out.append((name, k, off - starts[k]))

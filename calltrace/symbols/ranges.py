@@ -59,12 +59,16 @@ def entry(dwarf, die, cu) -> tuple[int, int, int] | None:
 
 
 def definitions(cu):
-    """The subprogram DIEs of a unit that may have code: at its top level and
-    inside namespaces (g++ puts namespace-scope definitions there)."""
+    """The subprogram DIEs of a unit that may have code: at its top level,
+    inside namespaces (g++ puts namespace-scope definitions there), and the
+    member functions of classes local to a function (inside its DIE)."""
     stack = [cu.get_top_DIE()]
     while stack:
         for die in stack.pop().iter_children():
             if die.tag == "DW_TAG_subprogram":
                 yield die
-            elif die.tag == "DW_TAG_namespace":
+                if die.has_children and "DW_AT_inline" in die.attributes:
+                    stack.append(die)
+            elif die.tag in ("DW_TAG_namespace", "DW_TAG_structure_type", "DW_TAG_class_type",
+                             "DW_TAG_union_type") and die.has_children:
                 stack.append(die)

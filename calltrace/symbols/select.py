@@ -74,7 +74,7 @@ def matching(names: list[str], pattern: re.Pattern | None) -> set[str]:
 def pick(path: str, sel: Selection) -> tuple[list[int], list[int]]:
     """Entry addresses (link time) in one ELF file of the included and the
     excluded functions."""
-    syms = [s for s in elf_symbols(path).functions()]
+    syms = elf_symbols(path).functions()
     names = [s.name for s in syms]
     inc = matching(names, compile_regex(sel.include, "--function") if sel.include is not None else None)
     exc = matching(names, compile_regex(sel.exclude, "--exclude") if sel.exclude is not None else None)

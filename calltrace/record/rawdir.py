@@ -1,0 +1,166 @@
+"""The raw folder of a `calltrace run`: OUTPUT.raw/, next to the trace.
+
+The runtime writes one raw stream per traced process image there
+(`<pid>[-<image>][.p<part>].raw`); `calltrace run` converts them when the
+program ends and removes the folder. Kept next to the output rather than in
+/tmp so that a run killed before it could convert (SIGKILL, a crash, a
+second Ctrl-C) leaves its data where the user looks, recoverable with
+`calltrace convert OUTPUT.raw`, and on the same file system as the trace.
+
+A live run holds an flock on OUTPUT.raw/lock (the kernel drops it when the
+run dies, however it dies): a second run writing the same output is refused,
+and a folder whose lock is free was left by a dead run. The next run moves
+such a folder to OUTPUT.raw.old (as perf keeps perf.data.old) and says so.
+"""
+from __future__ import annotations
+
+import fcntl
+import glob
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from ..errors import CalltraceError
+
+LOCK, RUN = "lock", "run.json"
+RAW_NAME = re.compile(r"^(\d+)(?:-(\d+))?(?:\.p(\d+))?$")
+
+
+def raw_key(raw: Path) -> tuple[int, int, int]:
+    """(pid, image after exec, part) from "<pid>[-<n>][.p<part>].raw"."""
+    m = RAW_NAME.match(raw.stem)
+    return (int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0)) if m else (0, 0, 0)
+
+
+def child_output(output: str, tag: str) -> str:
+    """t.json -> t.<tag>.json: the trace of another process or image."""
+    p = Path(output)
+    return str(p.with_name(f"{p.stem}.{tag}{p.suffix}")) if p.suffix else f"{output}.{tag}"
+
+
+def _lock(path: str) -> int | None:
+    """An exclusive flock on `path`, or None when a live process holds it.
+    The descriptor must be the one now at `path` (a dead run's folder may
+    have been moved away between open and flock)."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+def _owner(folder: str) -> dict:
+    try:
+        with open(os.path.join(folder, RUN)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def streams(folder: str) -> list[Path]:
+    return sorted(Path(folder).glob("*.raw"), key=raw_key)
+
+
+class RawDir:
+    """The raw folder of one run, locked while this process lives."""
+
+    def __init__(self, path: str, fd: int, temporary: bool):
+        self.path, self._fd, self.temporary = path, fd, temporary
+
+    @classmethod
+    def claim(cls, output: str) -> "RawDir":
+        if output == "/dev/null":
+            return cls._temporary()
+        path = os.path.abspath(output) + ".raw"
+        for _ in range(3):
+            try:
+                os.mkdir(path, 0o755)
+            except FileExistsError:
+                if os.path.islink(path) or not os.path.isdir(path):
+                    raise CalltraceError(f"{output}.raw is in the way: calltrace keeps the raw data "
+                                         "of a run there; move it away") from None
+            except OSError as e:
+                raise CalltraceError(f"cannot create {output}.raw: {e.strerror}") from None
+            fd = _lock(os.path.join(path, LOCK))
+            if fd is None:
+                who = _owner(path).get("calltrace_pid")
+                raise CalltraceError(
+                    f"{output} is being written by another calltrace run"
+                    + (f" (pid {who})" if who else "") + ": wait for it or choose another -o")
+            if os.listdir(path) == [LOCK]:
+                return cls(path, fd, False)
+            _set_aside(path, output)
+            os.close(fd)
+        raise CalltraceError(f"cannot claim {path}: other runs keep replacing it")
+
+    @classmethod
+    def adopt(cls, path: str) -> "RawDir":
+        """A folder left by a run that is over (calltrace convert DIR)."""
+        fd = _lock(os.path.join(path, LOCK))
+        if fd is None:
+            who = _owner(path).get("calltrace_pid")
+            raise CalltraceError(f"{path} belongs to a calltrace run still going"
+                                 + (f" (pid {who})" if who else ""))
+        return cls(path, fd, False)
+
+    @classmethod
+    def _temporary(cls) -> "RawDir":
+        """-o /dev/null: nothing to recover, so /tmp, and the folders of dead
+        runs there are removed."""
+        for old in glob.glob(os.path.join(tempfile.gettempdir(), "calltrace-*", LOCK)):
+            fd = _lock(old)
+            if fd is not None:
+                shutil.rmtree(os.path.dirname(old), ignore_errors=True)
+                os.close(fd)
+        path = tempfile.mkdtemp(prefix="calltrace-")
+        return cls(path, _lock(os.path.join(path, LOCK)), True)
+
+    def record(self, program_pid: int, output: str, command: list[str]) -> None:
+        """What `calltrace convert OUTPUT.raw` needs to name the traces."""
+        with open(os.path.join(self.path, RUN), "w") as f:
+            json.dump({"calltrace_pid": os.getpid(), "pid": program_pid,
+                       "output": os.path.abspath(output), "command": command}, f)
+
+    def recovery(self) -> str:
+        return f"calltrace convert {shlex.quote(self.path)}"
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.release()
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _set_aside(path: str, output: str) -> None:
+    """A dead run's folder: its streams go to OUTPUT.raw.old, or away when
+    there are none."""
+    if not streams(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    old = path + ".old"
+    replaced = os.path.exists(old)
+    if replaced:
+        shutil.rmtree(old, ignore_errors=True)
+    os.rename(path, old)
+    who = _owner(old).get("calltrace_pid")
+    print(f"calltrace: note: {output}.raw held the raw data of a calltrace run that ended before "
+          f"converting it{f' (pid {who})' if who else ''}; moved to {output}.raw.old"
+          f"{' (replacing an older one)' if replaced else ''}: recover that trace with "
+          f"`calltrace convert {shlex.quote(old)}`", file=sys.stderr)

@@ -1,0 +1,199 @@
+/* META records: what describes the process rather than its calls (program,
+ * command line, modules, thread names, options), in META chunks of the raw
+ * file. They come from start-up, dlopen, thread ends and exit, never the hot
+ * path. Those that describe the process, not the moment, are kept to be
+ * repeated at the start of every rolling part. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <limits.h>
+#include <link.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include "ct.h"
+
+static struct ct_chunk *meta;          /* current META chunk */
+static size_t meta_used;
+static volatile int32_t meta_lock;     /* ct_lock: its holder's thread id */
+static int meta_stale;                 /* a part switched while this thread held the lock */
+static char sticky[1 << 16];           /* META records every part repeats */
+static size_t sticky_used;
+static char default_name[32];          /* threads named like this get no THREAD record */
+
+/* 0 when this very thread holds the lock: a fatal signal or a signal
+ * handler's calls landed in its own META write; the record is left out
+ * rather than the thread waiting for itself. */
+static CT_NOINST int lock(void) { return ct_lock(&meta_lock); }
+
+static CT_NOINST void unlock(void) { ct_unlock(&meta_lock); }
+
+static CT_NOINST void meta_write(uint32_t key, const void *data, size_t len) {
+    size_t need = 8 + ((len + 7) & ~(size_t)7);
+    if (need > ct_chunk_bytes - CT_CHUNK_HEADER)
+        return;
+    if (!lock())
+        return;
+    struct ct_part *pt = ct_part_hold();
+    if (pt->hdr && (!meta || meta_stale || meta_used + need > ct_chunk_bytes - CT_CHUNK_HEADER)) {
+        meta_stale = 0;
+        if (meta)
+            ct_unmap_chunk(meta);
+        meta = ct_claim(pt, CT_CHUNK_META);
+        meta_used = 0;
+    }
+    if (pt->hdr && meta) {
+        char *p = (char *)meta + CT_CHUNK_HEADER + meta_used;
+        memcpy(p + 8, data, len);
+        memcpy(p + 4, &(uint32_t){(uint32_t)len}, 4);
+        __atomic_store_n((uint32_t *)p, key, __ATOMIC_RELEASE);
+        meta_used += need;
+    }
+    ct_part_unhold();
+    unlock();
+}
+
+CT_NOINST void ct_meta(uint32_t key, const void *data, size_t len) {
+    if (key != CT_META_THREAD && sticky_used + 8 + len <= sizeof sticky) {
+        memcpy(sticky + sticky_used, &key, 4);
+        memcpy(sticky + sticky_used + 4, &(uint32_t){(uint32_t)len}, 4);
+        memcpy(sticky + sticky_used + 8, data, len);
+        sticky_used += 8 + len;
+    }
+    meta_write(key, data, len);
+}
+
+/* Rolling output: `pt` becomes current with a META chunk of its own, which
+ * starts with the records every part repeats. */
+CT_NOINST void ct_meta_switch(struct ct_part *pt) {
+    if (!lock()) {
+        /* A handler's calls rolled the part inside this thread's META
+         * write: switch now, the next write starts a chunk in the new part
+         * (the repeated records are left out of it). */
+        ct_part_set(pt);
+        meta_stale = 1;
+        return;
+    }
+    if (meta)
+        ct_unmap_chunk(meta);
+    meta = NULL;
+    meta_used = 0;
+    ct_part_set(pt);
+    unlock();
+    for (size_t pos = 0; pos + 8 <= sticky_used;) {
+        uint32_t key, len;
+        memcpy(&key, sticky + pos, 4);
+        memcpy(&len, sticky + pos + 4, 4);
+        meta_write(key, sticky + pos + 8, len);
+        pos += 8 + len;
+    }
+}
+
+/* One MODULE record per loaded object with code: "bias lo hi path". */
+static CT_NOINST int module_cb(struct dl_phdr_info *info, size_t size, void *arg) {
+    (void)size;
+    (void)arg;
+    char name[PATH_MAX];
+    if (!ct_module_path(info, name, sizeof name))
+        return 0;   /* the vDSO and friends: no file to read symbols from */
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+            uint64_t a = info->dlpi_addr + ph->p_vaddr;
+            if (a < lo)
+                lo = a;
+            if (a + ph->p_memsz > hi)
+                hi = a + ph->p_memsz;
+        }
+    }
+    if (hi == 0)
+        return 0;
+    char line[PATH_MAX + 64];
+    int n = snprintf(line, sizeof line, "%llx %llx %llx %s", (unsigned long long)info->dlpi_addr,
+                     (unsigned long long)lo, (unsigned long long)hi, name);
+    if (n > 0)
+        ct_meta(CT_META_MODULE, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    return 0;
+}
+
+CT_NOINST void ct_meta_modules(void) { dl_iterate_phdr(module_cb, NULL); }
+
+static CT_NOINST ssize_t read_file(const char *path, char *buf, size_t size) {
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return -1;
+    ssize_t n = read(f, buf, size);
+    close(f);
+    return n;
+}
+
+/* The command line, as much as fits in `size` bytes (and in a META chunk);
+ * when it does not all fit, an "argv_bytes=TOTAL" option record says so and
+ * the converter notes the cut (never a silently shorter argv). */
+static CT_NOINST ssize_t cmdline(char *buf, size_t size) {
+    size_t room = ct_chunk_bytes - CT_CHUNK_HEADER - 16;
+    if (size > room)
+        size = room;
+    int f = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return -1;
+    size_t n = 0, total = 0;
+    ssize_t r;
+    while ((r = read(f, buf + n, size - n)) > 0 && (n += (size_t)r) < size)
+        ;
+    total = n;
+    char rest[4096];
+    while (n == size && (r = read(f, rest, sizeof rest)) > 0)
+        total += (size_t)r;
+    close(f);
+    if (total > n) {
+        char line[64];
+        int len = snprintf(line, sizeof line, "argv_bytes=%zu", total);
+        ct_meta(CT_META_OPTION, line, (size_t)len);
+    }
+    return (ssize_t)n;
+}
+
+/* The process's first records: program, command line, output, modules, and
+ * the name new threads inherit (a thread still named so at its end needs no
+ * THREAD record: 100,000 short threads cost no names). */
+CT_NOINST void ct_meta_start(void) {
+    sticky_used = 0;
+    meta = NULL;
+    meta_used = 0;
+    meta_lock = 0;
+    meta_stale = 0;
+    char buf[65536];
+    int e = ct_exe_path(buf, sizeof buf);
+    if (e > 0)
+        ct_meta(CT_META_EXE, buf, (size_t)e);
+    ssize_t n = cmdline(buf, sizeof buf);
+    if (n > 0)
+        ct_meta(CT_META_CMDLINE, buf, (size_t)n);
+    ct_meta(CT_META_OUTPUT, ct_cfg.output, strlen(ct_cfg.output));
+    ct_meta_modules();
+    n = read_file("/proc/self/comm", default_name, sizeof default_name - 1);
+    default_name[n > 0 ? n : 0] = 0;
+    if (n > 0 && default_name[n - 1] == '\n')
+        default_name[n - 1] = 0;
+    n = snprintf(buf, sizeof buf, "thread_name=%s", default_name);
+    ct_meta(CT_META_OPTION, buf, (size_t)n);
+}
+
+CT_NOINST const char *ct_thread_default_name(void) { return default_name; }
+
+/* fork(): the lock is held across it (pthread_atfork), so a child never
+ * inherits it from a thread it does not have. */
+CT_NOINST int ct_meta_prefork(void) { return lock(); }
+CT_NOINST void ct_meta_postfork(void) { unlock(); }
+
+/* After fork: the META chunk maps the parent's file. */
+CT_NOINST void ct_meta_reset(void) {
+    if (meta)
+        ct_unmap_chunk(meta);
+    meta = NULL;
+    meta_used = 0;
+    meta_lock = 0;
+    meta_stale = 0;
+}
