@@ -100,3 +100,19 @@ $(FIX)/linked: fixtures/linked.c $(FIX)/libshapes.so
 $(FIX)/linked-O2: fixtures/linked.c $(FIX)/libshapes-O2.so
 	$(CC) -O2 $(FIXFLAGS) $< -o $@ -L$(FIX) -lshapes-O2 -Wl,-rpath,'$$ORIGIN'
 
+
+# calltrace attach: the long-running attachee in each way a hook can be
+# reached (PIE is the default build above).
+ATTACH_FLAGS := -O2 $(FIXFLAGS)
+$(FIX)/attachee-nopie: fixtures/attachee.c | $(FIX)/.dir
+	$(CC) $(ATTACH_FLAGS) -no-pie -fno-pie $< -o $@
+$(FIX)/attachee-noplt: fixtures/attachee.c | $(FIX)/.dir
+	$(CC) $(ATTACH_FLAGS) -fno-plt $< -o $@
+$(FIX)/attachee-znow: fixtures/attachee.c | $(FIX)/.dir
+	$(CC) $(ATTACH_FLAGS) -Wl,-z,now,-z,relro $< -o $@
+$(FIX)/attachee-lib: fixtures/attachee.c $(FIX)/libattlib.so
+	$(CC) $(ATTACH_FLAGS) -DATT_LIB $< -o $@ -L$(FIX) -lattlib -Wl,-rpath,'$$ORIGIN'
+$(FIX)/attachee-static: fixtures/attachee.c | $(FIX)/.dir
+	$(CC) $(ATTACH_FLAGS) -static $< -o $@
+fixtures: $(FIX)/attachee-nopie $(FIX)/attachee-noplt $(FIX)/attachee-znow $(FIX)/attachee-lib \
+	$(FIX)/attachee-static

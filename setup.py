@@ -18,7 +18,7 @@ LIBRARIES = {
     "libcalltrace.so": ["hooks.c", "capture.c", "filter.c", "stream.c", "parts.c", "chunks.c", "meta.c",
                         "prefault.c", "spawn.c",
                         "control.c", "proc.c", "clock.c", "config.c", "lifecycle.c", "interpose.c",
-                        "exec.c", "dlplan.c"],
+                        "exec.c", "dlplan.c", "attach.c"],
     "libcalltrace-convert.so": ["convert.c", "walk.c", "kernels.c", "format.c"],
 }
 CFLAGS = ["-std=gnu11", "-O2", "-g", "-fPIC", "-shared", "-fvisibility=hidden",

@@ -46,7 +46,7 @@ STOP_REASONS = {STOP_FSIZE: "the raw trace reached the file size limit (ulimit -
 CHUNK_EVENTS, CHUNK_META = 1, 2
 META_EXE, META_CMDLINE, META_MODULE, META_THREAD, META_OUTPUT, META_OPTION = 1, 2, 3, 4, 5, 6
 CLOCK_NAMES = {0: "tsc", 1: "monotonic"}
-END_RUNNING, END_EXIT, END_SIGNAL, END_EXEC = 0, 1, 2, 3
+END_RUNNING, END_EXIT, END_SIGNAL, END_EXEC, END_DETACH = 0, 1, 2, 3, 4
 FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF, FLAG_BARE = 1, 2, 4, 8
 
 
@@ -76,7 +76,7 @@ class Summary(ctypes.Structure):
     _fields_ = [(n, u64) for n in (
         "total_calls", "threads", "functions", "incomplete", "unwound", "unmatched",
         "depth_limited", "dropped", "duration_ns", "end_ns")] + [("ns_per_tick", ctypes.c_double),
-                                                                 ("filtered", u64), ("lost", u64)]
+                                                                 ("filtered", u64), ("lost", u64), ("before_attach", u64)]
 
 
 class Func(ctypes.Structure):
@@ -187,7 +187,7 @@ CONSTANTS = [(RAW_VERSION, "CT_VERSION"), (HEADER_SIZE, "CT_HEADER_SIZE"), (CHUN
              (META_EXE, "CT_META_EXE"), (META_CMDLINE, "CT_META_CMDLINE"), (META_MODULE, "CT_META_MODULE"),
              (META_THREAD, "CT_META_THREAD"), (META_OUTPUT, "CT_META_OUTPUT"), (META_OPTION, "CT_META_OPTION"),
              (END_RUNNING, "CT_END_RUNNING"), (END_EXIT, "CT_END_EXIT"), (END_SIGNAL, "CT_END_SIGNAL"),
-             (END_EXEC, "CT_END_EXEC"), (FLAG_CAPTURE_ARGS, "CT_FLAG_CAPTURE_ARGS"),
+             (END_EXEC, "CT_END_EXEC"), (END_DETACH, "CT_END_DETACH"), (FLAG_CAPTURE_ARGS, "CT_FLAG_CAPTURE_ARGS"),
              (FLAG_PRETTY, "CT_FLAG_PRETTY"), (FLAG_START_OFF, "CT_FLAG_START_OFF"), (FLAG_BARE, "CT_FLAG_BARE"),
              (FILTER_SUBTREE, "CT_FILTER_SUBTREE"), (FILTER_ONLY, "CT_FILTER_ONLY"),
              (FILTER_EXCLUDE, "CT_FILTER_EXCLUDE"), (0, "CT_CLOCK_TSC"), (1, "CT_CLOCK_MONOTONIC")]

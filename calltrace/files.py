@@ -41,3 +41,18 @@ def write_atomic(path: str, write: Callable[[IO], object], what: str = "file",
         if isinstance(e, OSError):
             raise CalltraceError(f"cannot write {what} {path}: {e.strerror or e}") from None
         raise
+
+
+def probe_writable(output: str, folder: str) -> None:
+    """Create and remove a file where the trace will go: access() says yes to
+    root even on read-only file systems and /proc."""
+    if output == "/dev/null":
+        return
+    if os.path.islink(output):
+        raise CalltraceError(f"{output} is a symbolic link: refusing to write a trace through it")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".calltrace-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise CalltraceError(f"cannot write {output}: {e.strerror}") from None

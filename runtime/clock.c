@@ -54,7 +54,7 @@ static CT_NOINST int tsc_invariant(void) {
 }
 
 CT_NOINST void ct_clock_init(struct ct_header *h) {
-    const char *want = getenv("CALLTRACE_CLOCK");
+    const char *want = ct_env("CALLTRACE_CLOCK");
     int tsc = tsc_invariant();
     if (want && *want) {
         if (!strcmp(want, "monotonic"))

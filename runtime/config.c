@@ -46,7 +46,7 @@ CT_NOINST void ct_log(const char *fmt, ...) {
 
 /* 1/0, true/false, yes/no, on/off; anything else warns and keeps `dflt`. */
 static CT_NOINST int env_bool(const char *name, int dflt) {
-    const char *v = getenv(name);
+    const char *v = ct_env(name);
     if (!v || !*v)
         return dflt;
     static const char *yes[] = {"1", "true", "yes", "on", "TRUE", "YES", "ON", "True"};
@@ -62,7 +62,7 @@ static CT_NOINST int env_bool(const char *name, int dflt) {
 }
 
 static CT_NOINST long env_long(const char *name, long dflt, long lo, long hi) {
-    const char *v = getenv(name);
+    const char *v = ct_env(name);
     if (!v || !*v)
         return dflt;
     char *end;
@@ -144,7 +144,7 @@ static CT_NOINST int64_t parse_duration(const char *v) {
 }
 
 static CT_NOINST uint64_t env_duration(const char *name) {
-    const char *v = getenv(name);
+    const char *v = ct_env(name);
     if (!v || !*v)
         return 0;
     int64_t ns = parse_duration(v);
@@ -160,7 +160,7 @@ static CT_NOINST uint64_t env_duration(const char *name) {
  * T are powers of 1024; a trailing "B" or "iB" is allowed). With `pct`,
  * "N%" is a percentage instead. 0: not set. */
 static CT_NOINST uint64_t env_size(const char *name, uint64_t dflt, uint32_t *pct) {
-    const char *v = getenv(name);
+    const char *v = ct_env(name);
     if (!v || !*v)
         return dflt;
     char *end;
@@ -190,7 +190,7 @@ static CT_NOINST uint64_t env_size(const char *name, uint64_t dflt, uint32_t *pc
 }
 
 static CT_NOINST int env_signal(const char *name, int dflt) {
-    const char *v = getenv(name);
+    const char *v = ct_env(name);
     if (!v || !*v)
         return dflt;
     static const struct { const char *name; int sig; } names[] = {
@@ -287,7 +287,7 @@ CT_NOINST void ct_config_read(void) {
         borrow_environ();
     save_settings();
     c->debug = env_bool("CALLTRACE_DEBUG", 0);
-    const char *out = getenv("CALLTRACE_OUTPUT");
+    const char *out = ct_env("CALLTRACE_OUTPUT");
     if (!out || !*out)
         out = "calltrace.json";
     if (strlen(out) >= sizeof c->output - 32) {
@@ -301,15 +301,15 @@ CT_NOINST void ct_config_read(void) {
      * the others are named by pid, like forked children. */
     char mark[4096 + 32];
     snprintf(mark, sizeof mark, "%d:%s", (int)getpid(), out);
-    const char *root = getenv("CALLTRACE_ROOT");
+    const char *root = ct_env("CALLTRACE_ROOT");
     const char *colon = root ? strchr(root, ':') : NULL;
     /* A name given to this process on purpose (exec, fork) is left alone. */
     c->descendant = colon && !c->to_null && atoi(root) != (int)getpid() && !strcmp(colon + 1, out);
     if ((!root || !*root) && borrowed)
         snprintf(pending_root, sizeof pending_root, "%s", mark);   /* libc replaces environ soon */
-    else if (!root || !*root)
+    else if ((!root || !*root) && !ct_attach_late())   /* attach: the environment is the program's */
         setenv("CALLTRACE_ROOT", mark, 1);
-    const char *raw = getenv("CALLTRACE_RAW_DIR");
+    const char *raw = ct_env("CALLTRACE_RAW_DIR");
     c->bare = !(raw && *raw);
     if (!c->bare) {
         if (strlen(raw) >= sizeof c->raw_dir - 32)
@@ -321,7 +321,7 @@ CT_NOINST void ct_config_read(void) {
     c->pretty = env_bool("CALLTRACE_PRETTY_JSON", 0);
     c->capture_args = env_bool("CALLTRACE_CAPTURE_ARGS", 0);
     c->start_off = 0;
-    const char *start = getenv("CALLTRACE_START");
+    const char *start = ct_env("CALLTRACE_START");
     if (start && *start) {
         if (!strcmp(start, "off"))
             c->start_off = 1;

@@ -38,7 +38,7 @@ CT_NOINST void ct_controls(void) {
     static const char *const sel[][2] = {
         {"function", "CALLTRACE_FUNCTION"}, {"only", "CALLTRACE_ONLY"}, {"exclude", "CALLTRACE_EXCLUDE"}};
     for (size_t i = 0; i < sizeof sel / sizeof *sel; i++) {
-        const char *v = getenv(sel[i][1]);
+        const char *v = ct_env(sel[i][1]);
         if (v && *v)
             option(sel[i][0], v);
     }
@@ -66,7 +66,7 @@ CT_NOINST void ct_controls(void) {
 
 /* CALLTRACE_CAPTURE_ARGS=1: load the plan `calltrace run` made, or make one. */
 CT_NOINST void ct_load_plan(void) {
-    const char *plan = getenv("CALLTRACE_PLAN");
+    const char *plan = ct_env("CALLTRACE_PLAN");
     if (plan && *plan && ct_capture_load(plan) <= 0)
         return;
     /* No plan, or one for another program (this image was exec'd). */

@@ -10,7 +10,8 @@
 
 #define FLAG_INCOMPLETE (1ull << 62)
 #define FLAG_UNWOUND (1ull << 63)
-#define DUR_MASK ((1ull << 62) - 1)
+#define FLAG_BEFORE_ATTACH (1ull << 61)
+#define DUR_MASK ((1ull << 61) - 1)
 
 /* One segment: a run of one thread's event words. */
 struct cseg {
@@ -36,6 +37,7 @@ struct frame {
     uint32_t f, rt;
     uint64_t call, start_ns, child_ns;
     int outermost;
+    int before;      /* entered before calltrace attach began recording */
 };
 
 typedef void (*ct_progress_fn)(uint64_t done, uint64_t total);
@@ -61,6 +63,7 @@ struct ct_conv {
     size_t durcap;
     double npt;
     uint64_t total_calls, incomplete, unwound, unmatched, depth_limited, dropped, filtered, lost;
+    uint64_t before_attach;
     uint64_t cal_ticks, cal_ns;       /* the latest calibration point of the chunks */
     uint64_t first_ticks, last_ticks, end_ticks, total_words, done_words;
     ct_progress_fn progress;
@@ -72,7 +75,7 @@ struct ct_conv_summary {
     uint64_t total_calls, threads, functions, incomplete, unwound, unmatched, depth_limited, dropped;
     uint64_t duration_ns, end_ns;
     double ns_per_tick;
-    uint64_t filtered, lost;
+    uint64_t filtered, lost, before_attach;
 };
 
 struct ct_conv_func {

@@ -184,6 +184,8 @@ CT_EXPORT CT_NOINST struct ct_conv *ct_conv_open(const char *path, char *err, si
                 if (kind == CT_EV_TIME) {
                     last = v & CT_TIME_MASK;
                 } else if (kind == CT_EV_EXT) {
+                    if (((v >> 54) & 0xff) == CT_EXT_ATTACH)
+                        t->calls += (v >> 38) & 0xffff;   /* frames open at attach */
                     i += (v >> 38) & 0xffff;
                 } else {
                     last += v & CT_DELTA_MASK;
@@ -259,6 +261,7 @@ CT_EXPORT CT_NOINST void ct_conv_summary(struct ct_conv *c, struct ct_conv_summa
     s->duration_ns = s->end_ns;
     s->ns_per_tick = c->npt;
     s->filtered = c->filtered;
+    s->before_attach = c->before_attach;
 }
 
 CT_EXPORT CT_NOINST int ct_conv_function(struct ct_conv *c, size_t i, struct ct_conv_func *f) {

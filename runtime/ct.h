@@ -38,7 +38,10 @@ enum { CT_CHUNK_EVENTS = 1, CT_CHUNK_META = 2 };
  *   EXT:        kind:2 | subtype:8 | payload words:16 | value:38, then the payload
  * A zero word ends a chunk's events (an ENTER always has a non-zero address). */
 enum { CT_EV_ENTER = 0, CT_EV_EXIT = 1, CT_EV_TIME = 2, CT_EV_EXT = 3 };
-enum { CT_EXT_PAUSE = 1, CT_EXT_RESUME = 2, CT_EXT_ARGS = 3, CT_EXT_THREAD_END = 4, CT_EXT_UNWIND = 5 };
+enum { CT_EXT_PAUSE = 1, CT_EXT_RESUME = 2, CT_EXT_ARGS = 3, CT_EXT_THREAD_END = 4, CT_EXT_UNWIND = 5,
+       CT_EXT_ATTACH = 6 };
+/* ATTACH (calltrace attach): frames a thread was already in when recording
+ * began, outermost first; value: the first one's depth; payload: addresses. */
 /* UNWIND: frames at run-time depth >= value were left without returning
  * (longjmp, pthread_exit); the converter closes them as "unwound" there. */
 #define CT_ADDR_BITS 47
@@ -57,7 +60,7 @@ enum { CT_CLOCK_TSC = 0, CT_CLOCK_MONOTONIC = 1 };
 /* Why recording stopped before the program ended (ct_header.stop_reason). */
 enum { CT_STOP_NONE = 0, CT_STOP_FSIZE = 1, CT_STOP_DISK_FULL = 2, CT_STOP_MAX_SIZE = 3, CT_STOP_MIN_FREE = 4,
        CT_STOP_ERROR = 5 };
-enum { CT_END_RUNNING = 0, CT_END_EXIT = 1, CT_END_SIGNAL = 2, CT_END_EXEC = 3 };
+enum { CT_END_RUNNING = 0, CT_END_EXIT = 1, CT_END_SIGNAL = 2, CT_END_EXEC = 3, CT_END_DETACH = 4 };
 enum { CT_FLAG_CAPTURE_ARGS = 1, CT_FLAG_PRETTY = 2, CT_FLAG_START_OFF = 4, CT_FLAG_BARE = 8 };
 
 struct ct_header {
@@ -273,6 +276,11 @@ CT_HIDDEN int ct_convert_parts(const char *const *raws, int n);   /* detached; -
 CT_HIDDEN void ct_controls(void);
 CT_HIDDEN void ct_on_toggle(int sig);
 CT_HIDDEN void ct_load_plan(void);
+
+/* attach.c */
+CT_HIDDEN int ct_attach_late(void);   /* dlopen'ed by calltrace attach: no start-up init */
+CT_HIDDEN const char *ct_env(const char *name);   /* a CALLTRACE_* setting */
+CT_HIDDEN void ct_attach_sync(struct ct_thread *t, uint64_t where);
 
 /* lifecycle.c */
 /* Spin locks of the cold paths hold their owner's thread id: a thread that

@@ -172,7 +172,7 @@ CT_NOINST int ct_filter_exit(struct ct_thread *t, void *fn, uint32_t d) {
  * a bare LD_PRELOAD, a filter made now from CALLTRACE_FUNCTION /
  * CALLTRACE_ONLY / CALLTRACE_EXCLUDE by `python -m calltrace filter`. */
 CT_NOINST void ct_filter_setup(void) {
-    const char *filter = getenv("CALLTRACE_FILTER");
+    const char *filter = ct_env("CALLTRACE_FILTER");
     if (filter && *filter && ct_filter_load(filter) <= 0)
         return;
     /* --function and --only exclude each other: the first set wins. */
@@ -182,7 +182,7 @@ CT_NOINST void ct_filter_setup(void) {
     const char *args[2] = {NULL, NULL};
     int n = 0;
     for (int i = 0; i < 3; i++) {
-        const char *v = getenv(sel[i].env);
+        const char *v = ct_env(sel[i].env);
         if (v && *v && (n == 0 || i == 2)) {
             snprintf(arg[n], sizeof arg[n], "%s%s", sel[i].opt, v);
             args[n] = arg[n];

@@ -167,8 +167,10 @@ static inline __attribute__((always_inline)) CT_NOINST int gate_fast(const struc
 
 /* `d` is the depth of the call entered or left; returns whether to record it. */
 static CT_NOINST int gate_slow(struct ct_thread *t, void *fn, uint32_t d, int is_exit) {
-    if (unlikely(t->epoch != ct_epoch))
+    if (unlikely(t->epoch != ct_epoch)) {
         ct_thread_sync(t, ((uint64_t)d << 1) | (uint64_t)is_exit, fn);
+        d = is_exit ? t->depth : t->depth - 1;   /* re-based at attach */
+    }
     if (unlikely(!t->on))
         return 0;
     if (unlikely(d >= ct_max_depth)) {
@@ -293,6 +295,7 @@ CT_NOINST void ct_thread_sync(struct ct_thread *t, uint64_t where, void *fn) {
         if (t->tid != (int32_t)getpid())
             ct_prefault_start();   /* the program has a second thread now */
     }
+    ct_attach_sync(t, where);
     uint32_t epoch = ct_epoch;
     ct_part_sync(t);
     /* A thread whose recording stopped stays on: its calls are counted lost. */

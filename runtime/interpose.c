@@ -362,6 +362,7 @@ DL_STUB(dlmopen, 3);
 __attribute__((constructor)) static CT_NOINST void interpose_init(void) {
     for (int i = 0; i < SJ_N; i++)
         sj_real[i] = ct_resolve(sj_names[i]);
-    ct_init();
+    if (!ct_attach_late())   /* calltrace attach configures its own session */
+        ct_init();
     dl_iterate_phdr(adds_cb, &seen_adds);   /* the stream has just listed these */
 }

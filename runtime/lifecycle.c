@@ -252,7 +252,11 @@ CT_NOINST void ct_init(void) {
     __atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
 }
 
+/* Not when dlopen'ed by calltrace attach: that session is configured by
+ * calltrace_attach() (attach.c), never from the target's environment. */
 __attribute__((constructor)) static CT_NOINST void ct_constructor(void) {
+    if (ct_attach_late())
+        return;
     ct_init();
     ct_config_late();
 }

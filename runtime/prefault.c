@@ -28,6 +28,7 @@ static void *volatile pool[POOL];
 static void *volatile retired[POOL];    /* full chunks waiting for munmap */
 static volatile int pool_seq;
 static volatile int running;
+static volatile uint32_t pool_gen;      /* bumped when a stream closes: its helper leaves */
 
 static CT_NOINST void prefault(void *m) {
     if (madvise(m, ct_chunk_bytes, MADV_POPULATE_WRITE) == 0)
@@ -74,24 +75,27 @@ static CT_NOINST int program_single(void) {
     return c.live <= 1;
 }
 
-static CT_NOINST void fill(void) {
+static CT_NOINST int fill(uint32_t gen) {
     for (int i = 0; i < POOL; i++) {
         if (__atomic_load_n(&pool[i], __ATOMIC_ACQUIRE))
             continue;
+        if (__atomic_load_n(&pool_gen, __ATOMIC_ACQUIRE) != gen)
+            return -1;   /* the stream closed (calltrace attach detached) */
         struct ct_part *pt = ct_part_hold();
         uint32_t index = pt->index;
         void *m = ct_claim(pt, CT_CHUNK_EVENTS);
         ct_part_unhold();
         if (!m)
-            return;
+            return 0;
         prefault(m);
         /* Chunks are page-aligned: the low bits say which part they are in. */
         __atomic_store_n(&pool[i], (void *)((uintptr_t)m | (index & 0xfff)), __ATOMIC_RELEASE);
     }
+    return 0;
 }
 
 static CT_NOINST void *prefault_main(void *arg) {
-    (void)arg;
+    uint32_t gen = (uint32_t)(uintptr_t)arg;
     uint64_t checked = 0;
     for (;;) {
         uint64_t now = ct_mono_ns();
@@ -106,7 +110,8 @@ static CT_NOINST void *prefault_main(void *arg) {
             if (old)
                 ct_unmap_chunk(old);
         }
-        fill();
+        if (fill(gen) < 0)
+            return NULL;   /* a newer helper may be running: touch nothing shared */
         struct timespec ts = {0, 200 * 1000 * 1000};
         syscall(SYS_futex, &pool_seq, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
     }
@@ -133,7 +138,7 @@ CT_NOINST void ct_prefault_start(void) {
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 64 * 1024);
-    if (pthread_create(&th, &attr, prefault_main, NULL) == 0)
+    if (pthread_create(&th, &attr, prefault_main, (void *)(uintptr_t)pool_gen) == 0)
         pthread_setname_np(th, "calltrace");
     else
         __atomic_store_n(&running, 0, __ATOMIC_RELEASE);
@@ -163,6 +168,9 @@ CT_NOINST void ct_pool_reset(void) {
             ct_unmap_chunk(m);
     }
     running = 0;
+    __atomic_add_fetch(&pool_gen, 1, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&pool_seq, 1, __ATOMIC_RELEASE);
+    syscall(SYS_futex, &pool_seq, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 /* At exit: the prefaulted chunks no one took go back to the file system

@@ -156,6 +156,7 @@ static CT_NOINST int push(struct walk *w, uint32_t f, uint64_t ticks, uint32_t r
     fr->call = w->t->call_base + w->ncall;
     fr->start_ns = to_ns(c, ticks);
     fr->child_ns = 0;
+    fr->before = 0;
     struct func *fn = &c->funcs[f];
     fr->outermost = fn->active++ == 0;
     if (w->mode == WALK_WRITE) {
@@ -178,6 +179,8 @@ static CT_NOINST int push(struct walk *w, uint32_t f, uint64_t ticks, uint32_t r
             OUT_LIT(o, ",\"incomplete\":true");
         if (d & FLAG_UNWOUND)
             OUT_LIT(o, ",\"unwound\":true");
+        if (d & FLAG_BEFORE_ATTACH)
+            OUT_LIT(o, ",\"before_attach\":true");
         w->pending = f;   /* ARGS may follow */
     }
     if (w->mode == WALK_COLUMNS && put_row(w, f, fr) < 0)
@@ -195,6 +198,10 @@ static CT_NOINST void pop(struct walk *w, uint64_t end_ns, uint64_t flags) {
     if (w->mode != WALK_MEASURE)
         return;
     uint64_t d = end_ns > fr->start_ns ? end_ns - fr->start_ns : 0;
+    if (fr->before) {
+        flags |= FLAG_BEFORE_ATTACH;
+        c->before_attach++;
+    }
     c->dur[fr->call] = d | flags;
     if (w->sp)
         c->stack[w->sp - 1].child_ns += d;
@@ -297,6 +304,17 @@ CT_NOINST int ct_walk(struct walk *w) {
                         if (ngone < sizeof gone / sizeof *gone)
                             gone[ngone++] = c->funcs[c->stack[w->sp - 1].f].addr;
                         pop(w, to_ns(c, last), FLAG_UNWOUND);
+                    }
+                } else if (sub == CT_EXT_ATTACH) {
+                    /* Frames open when calltrace attach began: calls from
+                     * then on, marked, so their returns close them. */
+                    for (uint64_t k = 0; k < words && i + 1 + k < n; k++) {
+                        int64_t f = func_index(c, p[i + 1 + k] & CT_ADDR_MASK);
+                        if (f < 0 || push(w, (uint32_t)f, last, (uint32_t)(val + k)) < 0)
+                            return -1;
+                        c->stack[w->sp - 1].before = 1;
+                        if (w->pending >= 0)
+                            close_call(w, NULL, 0);
                     }
                 } else if (sub == CT_EXT_THREAD_END) {
                     while (w->sp)

@@ -6,7 +6,7 @@ from ..units import count, fmt_ns, plural
 from .render import top_lines
 
 
-ENDINGS = {"exec": "replaced by exec", "running": "still running",
+ENDINGS = {"exec": "replaced by exec", "running": "still running", "detached": "detached, the process goes on",
            "unknown": "end not recorded (still running when converted, or killed by SIGKILL)"}
 
 

@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import CalltraceError
 from .options import CommandParser
 
-COMMANDS = ("run", "debug", "replay", "report", "diff", "export", "sql", "info", "convert", "lib")
+COMMANDS = ("run", "attach", "debug", "replay", "report", "diff", "export", "sql", "info", "convert", "lib")
 INTERNAL = ("plan", "filter")
 
 

@@ -18,6 +18,7 @@ Trace PROGRAM under GDB and write a JSON trace (the same format as `run`).
   calltrace debug --capture-args --capture-returns -o t.json ./prog -- -v
   calltrace debug ./prog --function '^parse_' --exclude 'parse_ws'
   calltrace debug --uninstrumented ./plain --only 'fib|square'
+  calltrace debug --pid 4242 -F '^parse_' --capture-args   # a running process
 
 Slower than `run` (~100-200 us per call, GDB stops) but reads arguments and
 return values as GDB sees them from DWARF. -F/--only/-N select functions as
@@ -58,12 +59,32 @@ def add_arguments(p) -> None:
     g.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("-q", "--quiet", action="store_true", default=None,
                    help="no progress bar, no summary")
+    p.add_argument("--pid", type=int, metavar="PID",
+                   help="attach to this running process instead of starting one; Ctrl-C detaches "
+                        "(the process goes on)")
     options.add_command(p)
 
 
+def _attached(args) -> tuple[str, list[str]]:
+    """--pid: the process's program and command line, after the checks."""
+    from ..attach.target import check_process
+    if args.command and args.command != ["--"]:
+        raise CalltraceError("give either --pid PID or a program to run, not both")
+    path = check_process(args.pid)
+    try:
+        with open(f"/proc/{args.pid}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0")[:-1]]
+    except OSError:
+        argv = [path]
+    return path, argv or [path]
+
+
 def run(args) -> int:
-    program = options.parse_command(args._parser, args)
-    path = options.resolve_program(program[0])
+    if args.pid is not None:
+        path, program = _attached(args)
+    else:
+        program = options.parse_command(args._parser, args)
+        path = options.resolve_program(program[0])
     if not options.is_elf(path):
         raise CalltraceError(f"{program[0]} is not an ELF executable")
     output = options.output_path(args.output)
@@ -76,7 +97,7 @@ def run(args) -> int:
                    exclude=args.exclude,
                    uninstrumented=bool(args.uninstrumented), pretty=bool(args.pretty),
                    progress=args.progress, quiet=bool(args.quiet),
-                   string_cap=args.string_cap or 256)
+                   string_cap=args.string_cap or 256, pid=args.pid)
     res = trace(opts)
     if not opts.quiet:
         summary(res, output)

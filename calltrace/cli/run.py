@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 from ..analysis.summary import run_lines
 from ..errors import CalltraceError
+from ..files import probe_writable
 from ..record.collect import Ending, convert_folder
 from ..record.convert import Converted, convert
 from ..record.rawdir import RawDir, raw_key, streams, trace_path
@@ -143,21 +143,6 @@ def _check_program(args, path: str) -> None:
             "with `calltrace debug --uninstrumented --only REGEX` (or pass --force)")
 
 
-def _probe_writable(output: str, folder: str) -> None:
-    """Create and remove a file where the trace will go: access() says yes to
-    root even on read-only file systems and /proc."""
-    if output == "/dev/null":
-        return
-    if os.path.islink(output):
-        raise CalltraceError(f"{output} is a symbolic link: refusing to write a trace through it")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".calltrace-probe-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise CalltraceError(f"cannot write {output}: {e.strerror}") from None
-
-
 def run(args) -> int:
     program = options.parse_command(args._parser, args)
     path = options.resolve_program(program[0])
@@ -170,7 +155,7 @@ def run(args) -> int:
             raise CalltraceError(f"cannot create dataset folder {output}: {e.strerror}") from None
     else:
         output = options.output_path(args.output)
-    _probe_writable(output, os.path.dirname(os.path.abspath(output)))
+    probe_writable(output, os.path.dirname(os.path.abspath(output)))
     raw = RawDir.claim(output)
     sup = Supervisor()
     try:

@@ -64,6 +64,7 @@ class Session(GdbController):
         self.records: list[mi.Record] = []
         self.queue: collections.deque[mi.Record] = collections.deque()
         self.pid: int | None = None          # the program's pid, once started
+        self.owns_program = True             # False when attached: never killed here
         log = os.environ.get("CALLTRACE_MI_LOG")
         self.mi_log = open(log, "a") if log else None
         super().__init__([gdb or find_gdb(), *GDB_ARGS],
@@ -169,7 +170,7 @@ class Session(GdbController):
             except (OSError, ValueError, subprocess.TimeoutExpired):
                 pass
         if proc.poll() is None:
-            if self.pid:
+            if self.pid and self.owns_program:
                 try:
                     os.kill(self.pid, 9)
                 except OSError:

@@ -51,6 +51,7 @@ class Options:
     progress: bool | None = None     # None: when stderr is a terminal
     quiet: bool = False
     string_cap: int = 256
+    pid: int | None = None           # attach to this running process instead
 
 
 @dataclass
@@ -132,9 +133,10 @@ def plan(opts: Options, syms: ElfSymbols) -> dict:
     if not is_instrumented(opts.program):
         raise CalltraceError(f"{name} was not built with -finstrument-functions; rebuild it, or "
                              "trace chosen functions with --uninstrumented --only REGEX")
-    if sel.only is not None or (sel.active and not syms.dynamic):
+    if sel.only is not None or (sel.active and not syms.dynamic) or opts.pid is not None:
         # --only: breakpoints on the hook calls of the selected functions
-        # alone; a static program: on every hook call.
+        # alone; a static program, or one attached to (--pid: no recorder
+        # preloaded to break in): on every hook call.
         every = sel.only is None
         sites = _sites(opts.program, {f.start for f in syms.functions()} if every else set(inc) | set(exc))
         libs = []
@@ -204,15 +206,19 @@ def trace(opts: Options) -> Result:
         for c in ("-gdb-set pagination off", "-gdb-set confirm off", "-gdb-set width 0",
                   "-gdb-set height 0"):
             session.request(c)
-        session.request("-file-exec-and-symbols " + mi.quote(opts.program))
+        if opts.pid is None:
+            session.request("-file-exec-and-symbols " + mi.quote(opts.program))
         session.request(mi.console(
             f"python import sys; sys.path.insert(0, {scripts_dir()!r}); import ct_gdb; "
             f"ct_gdb.setup({cfg_path!r})"))
-        session.request(mi.console("starti"))
-        first = session.wait_stopped()
-        end = mi.outcome(first)
-        if end is not None:
-            raise CalltraceError(f"{opts.argv[0]} ended before it started (status {end.status})")
+        if opts.pid is None:
+            session.request(mi.console("starti"))
+            first = session.wait_stopped()
+            end = mi.outcome(first)
+            if end is not None:
+                raise CalltraceError(f"{opts.argv[0]} ended before it started (status {end.status})")
+        else:
+            _attach(session, opts.pid)
         session.request(mi.console("python ct_gdb.arm()"))
         bar = _progress(opts)
         with _Interrupts() as intr:
@@ -239,6 +245,40 @@ def trace(opts: Options) -> Result:
     return _write(opts, cfg, log, end, session.pid, start_time, wall, span, run_notes)
 
 
+def _attach(session: Session, pid: int) -> None:
+    """`calltrace debug --pid`: GDB attaches; Ctrl-C will detach (_run).
+    SIGINT stops again (GDB interrupts with it), the program's own is passed
+    on by _run."""
+    from ..attach.target import not_permitted
+    session.owns_program = False
+    session.request("-gdb-set mi-async on")
+    try:
+        session.request(f"-target-attach {pid}", timeout=60)
+    except CalltraceError as e:
+        if "not permitted" in str(e).lower():
+            raise not_permitted(pid) from None
+        raise CalltraceError(f"gdb could not attach to process {pid}: {e}", 1) from None
+    session.wait_stopped()
+    session.request(mi.console("handle SIGINT stop print nopass"))
+
+
+def _detach(session: Session) -> mi.Outcome:
+    """Ctrl-C under --pid: stop, take the breakpoints out, let go."""
+    session.write_async("-exec-interrupt")
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        for rec in session.poll(0.05):
+            out = mi.outcome(rec)
+            if out is not None:
+                return out
+            if rec.kind == "notify" and rec.message == "stopped":
+                session.request("-break-delete")
+                session.request(mi.console("python ct_gdb.REC.summary()"), timeout=30)
+                session.request("-target-detach", timeout=10)
+                return mi.Outcome(0, None, "detached")
+    raise CalltraceError("the program did not stop for detaching within 10 s")
+
+
 def _run(session: Session, log: E.EventLog, bar, intr: "_Interrupts", notes: list[str]):
     """Let the program run to its end. A signal to us (Ctrl-C, SIGTERM) is
     passed on to the program once; the second one kills it. A program GDB
@@ -248,6 +288,8 @@ def _run(session: Session, log: E.EventLog, bar, intr: "_Interrupts", notes: lis
     killed_at = None
     forwarded = 0
     while True:
+        if intr.signals and not session.owns_program:
+            return _detach(session)
         if intr.signals[forwarded:] and session.pid:
             sig = intr.signals[forwarded] if forwarded == 0 else signal.SIGKILL
             forwarded = len(intr.signals)
@@ -268,7 +310,9 @@ def _run(session: Session, log: E.EventLog, bar, intr: "_Interrupts", notes: lis
                 killed_at = time.monotonic()
                 session.write_async("-exec-continue")   # so that GDB sees it die
             elif rec.kind == "notify" and rec.message == "stopped":
-                session.write_async("-exec-continue")   # a stop the program survives
+                sig = rec.payload.get("signal-name") if not session.owns_program else None
+                # a stop the program survives (attached: its own SIGINT, passed on)
+                session.write_async(mi.console(f"signal {sig}") if sig else "-exec-continue")
         if killed_at is not None and time.monotonic() - killed_at > 10:
             notes.append("gdb did not report the end of the killed program")
             return mi.Outcome(128 + signal.SIGKILL, int(signal.SIGKILL), "killed")
@@ -326,11 +370,12 @@ def _write(opts, cfg, log: E.EventLog, end, pid, start_time, wall, span, notes) 
         notes.append("the program called exec: tracing stopped at that point")
     if not cal.samples and b.total_calls:
         notes.append("no per-stop calibration sample: durations include the stop cost")
-    termination = "exec" if log.execed else (
+    detached = end.reason == "detached"
+    termination = "detached" if detached else "exec" if log.execed else (
         "signal" if end.signal else "exit" if end.reason.startswith("exited") else "unknown")
     meta = {
         "total_calls": b.total_calls, "program": opts.program, "argv": opts.argv,
-        "pid": main_tid or 0, "parent_pid": None, "exit_status": end.status,
+        "pid": main_tid or 0, "parent_pid": None, "exit_status": None if detached else end.status,
         "termination": termination, "signal": end.signal, "backend": "gdb",
         "start_time": start_time,
         "duration_ns": (max(times) - min(times)) if times else 0,

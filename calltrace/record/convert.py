@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from .. import __version__
-from ..bridge import (END_EXEC, END_EXIT, END_RUNNING, END_SIGNAL, FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF,
+from ..bridge import (END_DETACH, END_EXEC, END_EXIT, END_RUNNING, END_SIGNAL, FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF,
                       STOP_REASONS)
 from ..errors import TraceFormatError
 from ..files import write_atomic
@@ -49,6 +49,8 @@ def _ending(info, exit_status, termination, signal):
         return 128 + info.end_signal, "signal", info.end_signal
     if info.end_state == END_EXEC:
         return None, "exec", None
+    if info.end_state == END_DETACH:
+        return None, "detached", None
     return None, "unknown", None
 
 
@@ -61,11 +63,14 @@ def _int_option(raw_path, ro: dict, key: str) -> int:
 
 def convert(raw_path: str, output: str | None = None, *, exit_status: int | None = None,
             termination: str | None = None, signal: int | None = None, pretty: bool | None = None,
-            progress: bool = False, options: dict | None = None, scratch: str | None = None) -> Converted:
+            progress: bool = False, options: dict | None = None, scratch: str | None = None,
+            notes: list[str] | None = None, extra: dict | None = None) -> Converted:
     """Write the JSON trace for one raw stream and return its metadata and
     per-function table. `exit_status`/`termination`/`signal` come from the
     parent process when it saw the program end (calltrace run); `scratch` is
-    where the trace is written before it is moved to `output`."""
+    where the trace is written before it is moved to `output`; `notes` and
+    `extra` (metadata keys) come from the caller too (calltrace attach)."""
+    caller_notes = list(notes or [])
     info = read_info(raw_path)
     output = output or info.output or "calltrace.json"
     if info.part:
@@ -99,7 +104,7 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
                                        fi.symbol))
         stats.sort(key=lambda s: (-s.self_ns, s.function))
         status, term, sig = _ending(info, exit_status, termination, signal)
-        notes = list(resolver.notes)
+        notes = list(resolver.notes) + caller_notes
         if summary.lost or info.stop_reason:
             why = STOP_REASONS.get(info.stop_reason, "the raw trace could not grow")
             notes.append(f"recording stopped early: {why}; {summary.lost} calls after that were not "
@@ -151,6 +156,7 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
             "calltrace_version": __version__,
             "hostname": socket.gethostname(),
         }
+        metadata.update(extra or {})
         if info.part:
             metadata["part"] = {"index": info.part, "interval_calls": info.interval_calls,
                                 "keep": info.keep or None}

@@ -29,6 +29,7 @@ class Call:
     args: list[dict] | None = None
     args_note: str | None = None
     ret: dict | None = None
+    before_attach: bool = False     # open when calltrace attach began (docs/FORMAT.md)
 
     @property
     def end_ns(self) -> int:
@@ -38,7 +39,8 @@ class Call:
     def from_json(cls, d: dict) -> "Call":
         return cls(d["function"], d["depth"], d["start_ns"], d["duration_ns"],
                    d.get("incomplete", False), d.get("unwound", False),
-                   d.get("call_site"), d.get("args"), d.get("args_note"), d.get("return"))
+                   d.get("call_site"), d.get("args"), d.get("args_note"), d.get("return"),
+                   d.get("before_attach", False))
 
     @classmethod
     def from_row(cls, row: tuple) -> "Call":
@@ -47,7 +49,7 @@ class Call:
             return cls(function, depth, start, dur)
         return cls(function, depth, start, dur, extra.get("incomplete", False),
                    extra.get("unwound", False), extra.get("call_site"), extra.get("args"),
-                   extra.get("args_note"), extra.get("return"))
+                   extra.get("args_note"), extra.get("return"), extra.get("before_attach", False))
 
     def to_row(self) -> Row:
         d = self.to_json()
@@ -62,6 +64,8 @@ class Call:
             d["incomplete"] = True
         if self.unwound:
             d["unwound"] = True
+        if self.before_attach:
+            d["before_attach"] = True
         if self.call_site is not None:
             d["call_site"] = self.call_site
         if self.args is not None:

@@ -1,0 +1,1 @@
+"""`calltrace attach PID`: record a running process (docs/ATTACH.md)."""
