@@ -100,13 +100,18 @@ class Supervisor:
         while we have children left."""
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG | _WALL)
             except ChildProcessError:
                 return False
             if pid == 0:
                 return True
             if pid == self.pid:
                 self.returncode = os.waitstatus_to_exitcode(status)
+
+
+# Orphans include the runtime's helpers, cloned with no exit signal: only
+# __WALL reaps those.
+_WALL = 0x40000000
 
 
 def children() -> list[int]:
