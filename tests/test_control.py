@@ -133,4 +133,4 @@ def test_bad_threshold(tmp_path):
     proc = run_cli("run", "--threshold", "fast", fixture("recursion"), cwd=tmp_path)
     assert proc.returncode == 2 and b"bad duration 'fast'" in proc.stderr
     proc = preload(tmp_path, fixture("recursion"), CALLTRACE_OUTPUT="t.json", CALLTRACE_THRESHOLD="3 parsecs")
-    assert proc.stderr == b"calltrace: CALLTRACE_THRESHOLD=3 parsecs is not a duration (like 10us, 2ms, 500ns); ignoring it\n"
+    assert proc.stderr == b"calltrace: CALLTRACE_THRESHOLD=3 parsecs is not a duration (a number with ns, us, ms or s, e.g. 10us, 2.5ms); ignoring it\n"
