@@ -191,12 +191,10 @@ def instrumented_modules(pid: int, exe: str, runtime: str) -> list[Module]:
     if main is None or not load(main):
         raise CalltraceError(f"cannot read the program of process {pid} ({exe})", 1)
     if not main.info.dynamic:
-        defines = any(f.name == ENTER for f in main.info.functions)
         raise CalltraceError(
-            f"{exe} is statically linked: " + (
-                "its hook calls go straight to its own copy of __cyg_profile_func_enter, not through "
-                "a GOT entry calltrace could point at the recorder" if defines else
-                "calltrace cannot load its recorder into it") +
+            f"{exe} is statically linked: it has no dynamic loader to load the recorder with, and its "
+            "hook calls go straight to its own copy of __cyg_profile_func_enter, not through a GOT entry "
+            "calltrace could point at the recorder"
             f"; relink it dynamically, or trace chosen functions with `calltrace debug --pid {pid} "
             "--uninstrumented -F REGEX`", 1)
     out = []
