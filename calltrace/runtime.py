@@ -32,6 +32,20 @@ def converter_path() -> str:
     return _find("libcalltrace-convert.so")
 
 
+_converter = None
+
+
+def converter_library():
+    """libcalltrace-convert.so loaded once, its functions typed by bridge.py
+    (the raw reader and the post-mortem kernels share it)."""
+    global _converter
+    if _converter is None:
+        import ctypes
+        from .bridge import bind_converter
+        _converter = bind_converter(ctypes.CDLL(converter_path()))
+    return _converter
+
+
 def preload_env(base: dict[str, str], lib: str) -> dict[str, str]:
     """`base` with `lib` first in LD_PRELOAD (keeping what the user had)."""
     env = dict(base)

@@ -28,7 +28,7 @@ def test_entry_hook_call_not_first_call(tmp_path):
         sites = code.hook_calls(square.start, square.start + square.size)
         first_call = next(i for i in code._md.disasm(code._bytes(square.start, square.start + square.size),
                                                      square.start) if i.mnemonic == "call")
-        ret = code.entry_hook_return(square.start, square.start + square.size)
+        [(_, ret)] = code.entry_hook_calls(square.start, square.start + square.size)
     enter = [s for s in sites if s.kind == "E"]
     assert len(enter) == 1 and [s.kind for s in sites] == ["E", "X"]
     assert first_call.address < enter[0].addr       # mcount comes first

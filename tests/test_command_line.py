@@ -97,7 +97,7 @@ def test_internal_commands_are_hidden():
     text = run_cli("--help", check=True).stdout.decode()
     listed = [line.split()[0] for line in text.split("positional arguments:")[1].split("options:")[0].splitlines()[2:]
               if line.startswith("    ") and not line.startswith("     ")]
-    assert listed == ["run", "attach", "debug", "replay", "report", "diff", "export", "info", "convert", "lib"]
+    assert listed == ["run", "attach", "debug", "replay", "report", "diff", "export", "sql", "info", "convert", "lib"]
     assert "--from-runtime" not in run_cli("convert", "--help", check=True).stdout.decode()
 
 

@@ -14,6 +14,9 @@ from conftest import ROOT, fixture, load_json, run_cli
 HARNESS = r"""
 #include "config.c"
 uint32_t ct_max_depth;
+/* config.c's neighbours (attach.c), not under test here */
+const char *ct_env(const char *name) { return getenv(name); }
+int ct_attach_late(void) { return 0; }
 int main(void) {
     char line[256];
     while (fgets(line, sizeof line, stdin)) {

@@ -14,8 +14,8 @@ import sys
 
 from ..errors import CalltraceError
 from ..record.collect import convert_folder, recorded_run
-from ..record.convert import convert
-from ..bridge import RAW_MAGIC
+from ..record.convert import convert, transcode
+from ..record.raw import looks_raw
 from ..record.rawdir import RawDir
 from ..supervise import Interrupts
 from ..units import plural
@@ -47,35 +47,6 @@ def add_arguments(p) -> None:
     p.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
 
 
-def _is_raw(path: str) -> bool:
-    """Anything but a trace (Parquet, or JSON opening with '{') goes to the
-    raw reader, which says what is wrong with it."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-    except OSError:
-        return True
-    return head[:len(RAW_MAGIC)] == RAW_MAGIC or not (head[:4] == b"PAR1" or head.lstrip()[:1] == b"{")
-
-
-def transcode(src: str, output: str | None, pretty: bool | None) -> tuple[str, dict]:
-    """A trace in the other encoding (or the one `output`'s suffix names)."""
-    from ..trace import columns
-    from ..trace.reader import load
-    from ..trace.writer import write_trace
-    from ..files import write_atomic
-    import pyarrow as pa
-    trace = load(src)
-    if output is None:
-        stem = src.rsplit(".", 1)[0] if "." in os.path.basename(src) else src
-        output = stem + (".json" if columns.is_parquet_file(src) else ".parquet")
-    if os.path.exists(output) and os.path.samefile(output, src):
-        raise CalltraceError(f"{output}: would overwrite the trace itself")
-    if columns.is_parquet_name(output):
-        write_atomic(output, lambda f: columns.write_trace(pa.PythonFile(f, mode="w"), trace), "trace")
-    else:
-        write_trace(output, trace.metadata, trace.functions, trace.threads, bool(pretty))
-    return output, trace.metadata
 
 
 def run(args) -> int:
@@ -84,7 +55,7 @@ def run(args) -> int:
     if args.output and len(args.raw) > 1:
         raise CalltraceError("-o/--output takes one input; each part is named after its trace")
     for raw in args.raw:
-        if _is_raw(raw):
+        if looks_raw(raw):
             result = convert(raw, args.output, pretty=args.pretty,
                              progress=sys.stderr.isatty() and not args.quiet)
             path, m = result.path, result.metadata

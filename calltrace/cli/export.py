@@ -12,8 +12,9 @@ from ..analysis.progress import reading, warn
 from ..analysis.view import Budget, pick_threads, view
 from ..errors import CalltraceError
 from ..files import write_atomic
+from ..record.raw import has_raw_magic
 from ..export import FORMATS, TIMELINE, Options, module
-from .replay import add_filters, make_filter
+from .options import add_filters, make_filter
 
 NAME = "export"
 HELP = "convert a trace: chrome, perfetto, speedscope, folded, svg, html or parquet"
@@ -69,21 +70,12 @@ def _default_output(trace_path: str, suffix: str) -> str:
 
 def _load(paths: list[str], scratch: list[str]):
     """A trace; a raw stream is first converted (streamed) to Parquet."""
-    from ..bridge import RAW_MAGIC
-    if len(paths) == 1 and os.path.isfile(paths[0]) and _head(paths[0]) == RAW_MAGIC:
+    if len(paths) == 1 and os.path.isfile(paths[0]) and has_raw_magic(paths[0]):
         from ..record.convert import convert
         tmp = tempfile.mkdtemp(prefix="calltrace-export-")
         scratch.append(tmp)
         return load_any([convert(paths[0], os.path.join(tmp, "trace.parquet")).path])
     return load_any(paths)
-
-
-def _head(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(8)
-    except OSError:
-        return b""
 
 
 def _budget(trace, args) -> Budget | None:

@@ -15,7 +15,10 @@ import os
 import shutil
 import sys
 
+from ..analysis.paths import Filter
 from ..errors import CalltraceError
+from ..symbols.select import compile_regex
+from ..units import argparse_duration
 
 # What to record: the options that may also follow the program path (long
 # names only: a short option there is always the program's).
@@ -172,3 +175,24 @@ def is_elf(path: str) -> bool:
             return f.read(4) == b"\x7fELF"
     except OSError:
         return False
+
+
+def add_filters(p) -> None:
+    """-F/-N/-D/-t/--tid, shared by replay and export."""
+    p.add_argument("-F", "--function", metavar="REGEX",
+                   help="show only the subtrees of calls whose name matches")
+    p.add_argument("-N", "--exclude", metavar="REGEX",
+                   help="hide calls whose name matches, with everything they call")
+    p.add_argument("-D", "--depth", metavar="N", type=int,
+                   help="show N levels (counted from the -F match when given)")
+    p.add_argument("-t", "--threshold", metavar="TIME", type=argparse_duration, default=0,
+                   help="hide calls shorter than TIME (e.g. 10us, 2ms) and what they call")
+    p.add_argument("--tid", metavar="N", type=int, action="append",
+                   help="show only thread N (repeatable)")
+
+
+def make_filter(args) -> Filter:
+    if args.depth is not None and args.depth < 1:
+        raise CalltraceError("-D/--depth must be at least 1")
+    return Filter(*(compile_regex(r, o) if r is not None else None
+                    for r, o in ((args.function, "-F"), (args.exclude, "-N"))), args.depth, args.threshold)

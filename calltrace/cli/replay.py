@@ -4,12 +4,11 @@ from __future__ import annotations
 import sys
 
 from ..trace.parts import load_any
-from ..analysis.paths import Filter, pick_threads
+from ..analysis.paths import pick_threads
 from ..analysis.progress import reading, warn
+from .options import add_filters, make_filter
 from ..analysis.render import Colour, fmt_call, use_colour
-from ..symbols.select import compile_regex
-from ..units import argparse_duration, fmt_ns
-from ..errors import CalltraceError
+from ..units import fmt_ns
 
 NAME = "replay"
 HELP = "show the calls as an indented timeline, thread by thread"
@@ -30,26 +29,6 @@ def add_arguments(p) -> None:
     p.add_argument("--color", "--colour", choices=("auto", "always", "never"), default="auto",
                    help="colour output (default: only on a terminal)")
 
-
-def add_filters(p) -> None:
-    """-F/-N/-D/-t/--tid, shared by replay and export."""
-    p.add_argument("-F", "--function", metavar="REGEX",
-                   help="show only the subtrees of calls whose name matches")
-    p.add_argument("-N", "--exclude", metavar="REGEX",
-                   help="hide calls whose name matches, with everything they call")
-    p.add_argument("-D", "--depth", metavar="N", type=int,
-                   help="show N levels (counted from the -F match when given)")
-    p.add_argument("-t", "--threshold", metavar="TIME", type=argparse_duration, default=0,
-                   help="hide calls shorter than TIME (e.g. 10us, 2ms) and what they call")
-    p.add_argument("--tid", metavar="N", type=int, action="append",
-                   help="show only thread N (repeatable)")
-
-
-def make_filter(args) -> Filter:
-    if args.depth is not None and args.depth < 1:
-        raise CalltraceError("-D/--depth must be at least 1")
-    return Filter(*(compile_regex(r, o) if r is not None else None
-                    for r, o in ((args.function, "-F"), (args.exclude, "-N"))), args.depth, args.threshold)
 
 
 def run(args) -> int:

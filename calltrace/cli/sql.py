@@ -59,7 +59,7 @@ def connect(paths: list[str], scratch: str):
     """A DuckDB connection with the calls/functions/threads/traces views."""
     import pyarrow as pa
     from ..trace import parquet
-    from .convert import transcode
+    from ..record.convert import transcode
     duckdb = _duckdb()
     files = dataset.expand(paths)
     pq_files, others = dataset.split(files)

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from .. import __version__
 from ..bridge import (END_DETACH, END_EXEC, END_EXIT, END_RUNNING, END_SIGNAL, FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF,
                       STOP_REASONS)
-from ..errors import TraceFormatError
+from ..errors import CalltraceError, TraceFormatError
 from ..files import write_atomic
 from ..symbols import Resolver
 from ..trace.model import FunctionStats
@@ -253,3 +253,21 @@ def _capture_args(raw, info, funcs, infos, notes, metadata) -> list[bytes | None
     return decoder.notes()
 
 
+def transcode(src: str, output: str | None, pretty: bool | None) -> tuple[str, dict]:
+    """A trace in the other encoding (or the one `output`'s suffix names)."""
+    from ..trace import columns
+    from ..trace.reader import load
+    from ..trace.writer import write_trace
+    from ..files import write_atomic
+    import pyarrow as pa
+    trace = load(src)
+    if output is None:
+        stem = src.rsplit(".", 1)[0] if "." in os.path.basename(src) else src
+        output = stem + (".json" if columns.is_parquet_file(src) else ".parquet")
+    if os.path.exists(output) and os.path.samefile(output, src):
+        raise CalltraceError(f"{output}: would overwrite the trace itself")
+    if columns.is_parquet_name(output):
+        write_atomic(output, lambda f: columns.write_trace(pa.PythonFile(f, mode="w"), trace), "trace")
+    else:
+        write_trace(output, trace.metadata, trace.functions, trace.threads, bool(pretty))
+    return output, trace.metadata

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 from ..bridge import (ARGS, CHUNK_HEADER, CHUNK_MAGIC, CHUNK_META, CLOCK_NAMES, HEADER_SIZE, META_CMDLINE,
                       META_EXE, META_MODULE, META_OPTION, META_OUTPUT, META_THREAD, PROGRESS, RAW_MAGIC,
-                      RAW_VERSION, BATCH, Chunk, Cols, Func, Header, Summary, Thread, bind_converter)
+                      RAW_VERSION, BATCH, Chunk, Cols, Func, Header, Summary, Thread)
 from ..errors import TraceFormatError
-from ..runtime import converter_path
+from ..runtime import converter_library
 from ..symbols import Module
 
 
@@ -126,14 +126,8 @@ def _meta(info: RawInfo, data: bytes, seen: set) -> None:
                 info.thread_names[int(tid)] = name
 
 
-_lib = None
-
-
 def _library():
-    global _lib
-    if _lib is None:
-        _lib = bind_converter(ctypes.CDLL(converter_path()))
-    return _lib
+    return converter_library()
 
 
 @dataclass
@@ -264,3 +258,23 @@ class RawStream:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def looks_raw(path: str) -> bool:
+    """Anything but a trace (Parquet, or JSON opening with '{') goes to the
+    raw reader, which says what is wrong with it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return True
+    return head[:len(RAW_MAGIC)] == RAW_MAGIC or not (head[:4] == b"PAR1" or head.lstrip()[:1] == b"{")
+
+
+def has_raw_magic(path: str) -> bool:
+    """The file starts as a raw stream does."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(RAW_MAGIC)) == RAW_MAGIC
+    except OSError:
+        return False

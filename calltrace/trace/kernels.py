@@ -11,7 +11,7 @@ import numpy as np
 
 from .colsource import Cols, Names
 from ..bridge import Fmt
-from ..record.raw import _library
+from ..runtime import converter_library as _library
 
 _SZ = ctypes.c_size_t
 _Fmt = Fmt
