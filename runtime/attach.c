@@ -117,6 +117,20 @@ static CT_NOINST int read_config(const char *path) {
     return 0;
 }
 
+/* Recording stops and the header says the session ended by detaching;
+ * 1 when there is a raw file. */
+static CT_NOINST int end_session(void) {
+    ct_recording = 0;
+    __atomic_add_fetch(&ct_epoch, 1, __ATOMIC_RELEASE);
+    struct ct_header *h = ct_header();
+    if (!h)
+        return 0;
+    h->end_ticks = ct_ticks();
+    h->end_mono_ns = ct_mono_ns();
+    __atomic_store_n(&h->end_state, (uint32_t)CT_END_DETACH, __ATOMIC_RELEASE);
+    return 1;
+}
+
 /* Ends recording when the calltrace process that attached is gone (killed
  * while attached): the hooks stay pointed here, harmlessly, and the raw file
  * stops growing; `calltrace convert` reads what was recorded. */
@@ -127,14 +141,7 @@ static CT_NOINST void *watchdog(void *arg) {
     while (poll(p, 2, -1) < 0 && errno == EINTR)
         ;
     if (p[0].revents && !p[1].revents && calltrace_attach_state == 1) {
-        ct_recording = 0;
-        __atomic_add_fetch(&ct_epoch, 1, __ATOMIC_RELEASE);
-        struct ct_header *h = ct_header();
-        if (h) {
-            h->end_ticks = ct_ticks();
-            h->end_mono_ns = ct_mono_ns();
-            __atomic_store_n(&h->end_state, (uint32_t)CT_END_DETACH, __ATOMIC_RELEASE);
-        }
+        end_session();
         calltrace_attach_state = 3;
     }
     close(pidfd);
@@ -154,25 +161,14 @@ static CT_NOINST void start_watchdog(void) {
         close(pidfd);
         return;
     }
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_t th;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 64 * 1024);
     void *arg = (void *)(uintptr_t)(((uint64_t)pidfd << 32) | (uint32_t)pipefd[0]);
-    if (pthread_create(&th, &attr, watchdog, arg) == 0) {
-        pthread_setname_np(th, "calltrace-watch");
+    if (ct_start_thread(watchdog, arg, "calltrace-watch") == 0) {
         watch_fd = pipefd[1];
     } else {
         close(pidfd);
         close(pipefd[0]);
         close(pipefd[1]);
     }
-    pthread_attr_destroy(&attr);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* The watchdog closes its own ends when it wakes. */
@@ -246,15 +242,8 @@ CT_EXPORT CT_NOINST int calltrace_attach(const char *config) {
 CT_EXPORT CT_NOINST int calltrace_detach(void) {
     if (calltrace_attach_state != 1)
         return -1;
-    ct_recording = 0;
-    __atomic_add_fetch(&ct_epoch, 1, __ATOMIC_RELEASE);
-    struct ct_header *h = ct_header();
-    if (h) {
-        h->end_ticks = ct_ticks();
-        h->end_mono_ns = ct_mono_ns();
-        __atomic_store_n(&h->end_state, (uint32_t)CT_END_DETACH, __ATOMIC_RELEASE);
+    if (end_session())
         ct_thread_names();
-    }
     stop_watchdog();
     calltrace_attach_state = 2;
     ct_stream_close();

@@ -291,6 +291,9 @@ CT_HIDDEN void ct_unlock(volatile int32_t *lock);
 CT_HIDDEN void ct_thread_register(struct ct_thread *t);
 CT_HIDDEN void ct_init(void);
 CT_HIDDEN void ct_thread_names(void);   /* META_THREAD for every live thread */
+/* A thread of the runtime's own: detached, 64 KiB of stack, every signal
+ * blocked (the program's handlers never run on it). 0 when started. */
+CT_HIDDEN int ct_start_thread(void *(*fn)(void *), void *arg, const char *name);
 CT_HIDDEN void ct_finish(int state, int code, int sig);
 
 #endif

@@ -336,3 +336,20 @@ CT_EXPORT CT_NOINST __attribute__((noreturn)) void _exit(int status) {
 CT_EXPORT CT_NOINST __attribute__((noreturn)) void _Exit(int status) { _exit(status); }
 
 CT_NOINST void ct_thread_register(struct ct_thread *t) { pthread_setspecific(thread_key, t); }
+
+CT_NOINST int ct_start_thread(void *(*fn)(void *), void *arg, const char *name) {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t th;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    int rc = pthread_create(&th, &attr, fn, arg);
+    if (rc == 0)
+        pthread_setname_np(th, name);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}

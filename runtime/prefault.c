@@ -130,20 +130,8 @@ CT_NOINST void ct_prefault_start(void) {
     if (!ct_header() || ct_stopped || !__atomic_compare_exchange_n(&running, &idle, 1, 0, __ATOMIC_ACQ_REL,
                                                                  __ATOMIC_ACQUIRE))
         return;
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_t th;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 64 * 1024);
-    if (pthread_create(&th, &attr, prefault_main, (void *)(uintptr_t)pool_gen) == 0)
-        pthread_setname_np(th, "calltrace");
-    else
+    if (ct_start_thread(prefault_main, (void *)(uintptr_t)pool_gen, "calltrace") != 0)
         __atomic_store_n(&running, 0, __ATOMIC_RELEASE);
-    pthread_attr_destroy(&attr);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* munmap is a TLB shootdown: let the helper pay for it when there is one. */

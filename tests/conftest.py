@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import jsonschema
@@ -22,6 +23,24 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "build" / "fixtures"
 SCHEMA = json.loads((Path(calltrace.__file__).parent / "trace" / "schema.json").read_text())
 _validator = jsonschema.Draft202012Validator(SCHEMA)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scratch(tmp_path_factory):
+    """Every temporary file of the session (ours, calltrace's, a traced
+    program's) goes under pytest's folder: a test that kills calltrace
+    mid-run cannot leave its work folder in /tmp, and the session removes it."""
+    d = tmp_path_factory.mktemp("scratch")
+    old = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(d)
+    tempfile.tempdir = None
+    yield d
+    if old is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = old
+    tempfile.tempdir = None
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def fixture(name: str) -> str:

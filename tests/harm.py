@@ -60,6 +60,17 @@ def same_as_native(traced: subprocess.CompletedProcess, ref: subprocess.Complete
     assert got == rc, (traced.returncode, ref.returncode, traced.stderr.decode(errors="replace"))
 
 
+def bare_as_native(argv, cwd, stdout: bytes) -> dict:
+    """The program alone prints `stdout`; under a bare LD_PRELOAD it shows the
+    same and writes nothing of ours to stderr. Returns the trace (t.json)."""
+    ref = native(argv, cwd)
+    assert ref.stdout == stdout
+    proc = bare(argv, cwd)
+    same_as_native(proc, ref)
+    assert proc.stderr == b""
+    return trace(os.path.join(cwd, "t.json"))
+
+
 def trace(path) -> dict:
     return validate(load_json(path))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -201,47 +202,45 @@ def trace(opts: Options) -> Result:
     t0 = time.monotonic()
     bar = None
     try:
-        cfg["args"] = session.program_args(opts.argv[1:])
-        Path(cfg_path).write_text(json.dumps(cfg))
-        for c in ("-gdb-set pagination off", "-gdb-set confirm off", "-gdb-set width 0",
-                  "-gdb-set height 0"):
-            session.request(c)
-        if opts.pid is None:
-            session.request("-file-exec-and-symbols " + mi.quote(opts.program))
-        session.request(mi.console(
-            f"python import sys; sys.path.insert(0, {scripts_dir()!r}); import ct_gdb; "
-            f"ct_gdb.setup({cfg_path!r})"))
-        if opts.pid is None:
-            session.request(mi.console("starti"))
-            first = session.wait_stopped()
-            end = mi.outcome(first)
-            if end is not None:
-                raise CalltraceError(f"{opts.argv[0]} ended before it started (status {end.status})")
-        else:
-            _attach(session, opts.pid)
-        session.request(mi.console("python ct_gdb.arm()"))
-        bar = _progress(opts)
-        with _Interrupts() as intr:
-            end = _run(session, log, bar, intr, run_notes)
-        # the recorder writes its summary when GDB sees the exit; make sure
-        # (a synchronous MI request) before GDB goes
-        if not log.summary_written():
-            try:
-                session.request(mi.console("python ct_gdb.REC.summary()"), timeout=30)
-            except CalltraceError as e:
-                run_notes.append(f"the recorder's last events may be missing ({e})")
+        try:
+            cfg["args"] = session.program_args(opts.argv[1:])
+            Path(cfg_path).write_text(json.dumps(cfg))
+            for c in ("-gdb-set pagination off", "-gdb-set confirm off", "-gdb-set width 0",
+                      "-gdb-set height 0"):
+                session.request(c)
+            if opts.pid is None:
+                session.request("-file-exec-and-symbols " + mi.quote(opts.program))
+            session.request(mi.console(
+                f"python import sys; sys.path.insert(0, {scripts_dir()!r}); import ct_gdb; "
+                f"ct_gdb.setup({cfg_path!r})"))
+            if opts.pid is None:
+                session.request(mi.console("starti"))
+                first = session.wait_stopped()
+                end = mi.outcome(first)
+                if end is not None:
+                    raise CalltraceError(f"{opts.argv[0]} ended before it started (status {end.status})")
+            else:
+                _attach(session, opts.pid)
+            session.request(mi.console("python ct_gdb.arm()"))
+            bar = _progress(opts)
+            with _Interrupts() as intr:
+                end = _run(session, log, bar, intr, run_notes)
+            # the recorder writes its summary when GDB sees the exit; make sure
+            # (a synchronous MI request) before GDB goes
+            if not log.summary_written():
+                try:
+                    session.request(mi.console("python ct_gdb.REC.summary()"), timeout=30)
+                except CalltraceError as e:
+                    run_notes.append(f"the recorder's last events may be missing ({e})")
+        finally:
+            if bar is not None:
+                bar.close()
+            session.close()
+        wall = time.monotonic() - t0
+        log.read_new()
     finally:
-        if bar is not None:
-            bar.close()
-        session.close()
-    wall = time.monotonic() - t0
-    log.read_new()
-    try:
-        os.unlink(events_path)
-        os.unlink(cfg_path)
-        os.rmdir(work)
-    except OSError:
-        pass
+        # also when GDB or the program failed: nothing of ours stays in /tmp
+        shutil.rmtree(work, ignore_errors=True)
     return _write(opts, cfg, log, end, session.pid, start_time, wall, span, run_notes)
 
 
