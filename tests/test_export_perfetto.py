@@ -153,3 +153,28 @@ def test_names_first_met_in_later_batches(monkeypatch):
                            (b, 300, 1200, 1), ("c", 1200, 1200, 0)],
                       71: [("c", 0, 5, 0), (b, 10, 15, 0), ("a", 12, 13, 1)]}
     assert interned(data) == {2: ["main", "a", b, "c"], 3: ["c", b, "a"]}
+
+
+def test_depth_and_exclude(tmp_path):
+    """-N drops a function with what it calls, -D the calls at or below a
+    depth: the same selection as replay and chrome, in the kernel."""
+    out = tmp_path / "t.json"
+    run_cli("run", "-q", "-o", out, fixture("threads"), check=True)
+    doc = load_json(out)
+    run_cli("export", out, "-f", "perfetto", "-N", "^step$", "-D", "2", "-o", tmp_path / "s.pftrace", check=True)
+    got, threads = slices((tmp_path / "s.pftrace").read_bytes())
+    by_tid = {threads[u][0]: sorted(v, key=lambda s: (s[1], s[3])) for u, v in got.items()}
+    want, dropped = {}, 0
+    for t in doc["threads"]:
+        skip = None
+        for c in t["calls"]:
+            if skip is not None and c["depth"] > skip:
+                continue
+            skip = None
+            if c["function"] == "step" or c["depth"] >= 2:
+                skip = c["depth"]
+                dropped += 1
+                continue
+            want.setdefault(t["tid"], []).append((c["function"], c["start_ns"], c["start_ns"] + c["duration_ns"],
+                                                  c["depth"]))
+    assert dropped and by_tid == {tid: sorted(v, key=lambda s: (s[1], s[3])) for tid, v in want.items()}
