@@ -5,7 +5,8 @@ two sides share, defined once here.
   struct ct_chunk, struct ct_seg), read by record/raw.py;
 - the converter's ctypes API (runtime/conv.h: struct ct_conv_summary,
   ct_conv_func, ct_conv_thread, ct_conv_cols and the ct_conv_* functions),
-  and the post-mortem kernels' (runtime/kernels.c, format.c; struct ct_fmt);
+  and the post-mortem kernels' (runtime/kernels.c, format.c, perfetto.c;
+  struct ct_fmt, struct ct_pf);
 - the files Python hands the runtime: the capture plan (runtime/capture.c:
   struct plan_func, plan_op; written by symbols/plan.py) and the record-time
   filter (runtime/filter.c; written by write_filter below).
@@ -94,11 +95,21 @@ class Cols(ctypes.Structure):
                [(n, u64) for n in ("cap", "extra_cap", "n")] + [("emit", ctypes.c_void_p)]
 
 
-# ---- the post-mortem kernels (runtime/kernels.c, runtime/format.c) ----------
+# ---- the post-mortem kernels (runtime/kernels.c, format.c, perfetto.c) -----
 class Fmt(ctypes.Structure):
     _fields_ = [("mode", i32), ("colour", i32), ("max_depth", i64), ("min_ns", i64),
                 ("want", ctypes.c_void_p), ("exclude", ctypes.c_void_p), ("names", ctypes.c_void_p),
                 ("namelen", ctypes.c_void_p), ("skip", i64), ("root", i64), ("shown", u64)]
+
+
+class Pf(ctypes.Structure):
+    """The perfetto kernel's wire tags (from Perfetto's descriptors) and one
+    packet sequence's state (runtime/perfetto.c)."""
+    _fields_ = [(n, u32) for n in ("packet", "timestamp", "seq_id", "seq_flags", "track_event",
+                                   "interned_data", "type", "name_iid", "event_names", "iid", "name",
+                                   "begin", "end", "needs", "seq")] + \
+               [(n, ctypes.c_void_p) for n in ("blob", "off", "interned", "ends")] + \
+               [("sp", u64), ("cap", u64), ("last", i64), ("pending", i64)]
 
 
 PROGRESS = ctypes.CFUNCTYPE(None, u64, u64)
@@ -135,6 +146,10 @@ def bind_converter(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.ct_fmt_rows.argtypes = [ctypes.POINTER(Fmt), p, p, p, p, p, p, s, s, p, s, ctypes.POINTER(s),
                                 ctypes.POINTER(i32), ctypes.POINTER(i64)]
     lib.ct_fmt_rows.restype = s
+    lib.ct_pf_rows.argtypes = [ctypes.POINTER(Fmt), ctypes.POINTER(Pf), p, p, p, p, s, s, p, s,
+                               ctypes.POINTER(s)]
+    lib.ct_pf_rows.restype = s
+    lib.ct_pf_finish.argtypes = [ctypes.POINTER(Pf), p, s, ctypes.POINTER(s)]
     return lib
 
 
@@ -176,7 +191,7 @@ def write_filter(path: str, mode: int, modules: list[tuple[str, list[int], list[
 STRUCTS = {Header: ("struct ct_header", "ct.h"), Chunk: ("struct ct_chunk", "ct.h"), Seg: ("struct ct_seg", "ct.h"),
            Summary: ("struct ct_conv_summary", "conv.h"), Func: ("struct ct_conv_func", "conv.h"),
            Thread: ("struct ct_conv_thread", "conv.h"), Cols: ("struct ct_conv_cols", "conv.h"),
-           Fmt: ("struct ct_fmt", "conv.h"), PlanFunc: ("struct plan_func", "capture.c"),
+           Fmt: ("struct ct_fmt", "conv.h"), Pf: ("struct ct_pf", "conv.h"), PlanFunc: ("struct plan_func", "capture.c"),
            PlanOp: ("struct plan_op", "capture.c")}
 # Constants both sides spell: Python value, C expression.
 CONSTANTS = [(RAW_VERSION, "CT_VERSION"), (HEADER_SIZE, "CT_HEADER_SIZE"), (CHUNK_HEADER, "CT_CHUNK_HEADER"),

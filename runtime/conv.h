@@ -176,5 +176,51 @@ struct ct_fmt {
     uint64_t shown;
 };
 
+/* paths.select for one row: 1 and the depth to show it at, or 0. The
+ * text kernels (format.c) and the perfetto kernel (perfetto.c) share it. */
+static inline CT_NOINST int fmt_pass(struct ct_fmt *r, int32_t f, int64_t depth, int64_t dur, int64_t *shown) {
+    if (r->skip >= 0) {
+        if (depth > r->skip)
+            return 0;
+        r->skip = -1;
+    }
+    if (r->want) {
+        if (r->root >= 0 && depth <= r->root)
+            r->root = -1;
+        if (r->root < 0) {
+            if (!r->want[f])
+                return 0;
+            r->root = depth;
+        }
+        *shown = depth - r->root;
+    } else {
+        *shown = depth;
+    }
+    if (dur < r->min_ns || (r->exclude && r->exclude[f]) || (r->max_depth >= 0 && *shown >= r->max_depth)) {
+        r->skip = depth;
+        if (r->root == depth)
+            r->root = -1;
+        return 0;
+    }
+    return 1;
+}
+
+/* The perfetto kernel (perfetto.c): the wire tags and enum values of the
+ * messages it writes, taken from the protos' descriptors by
+ * export/perfetto.py, and the state of one packet sequence (a thread),
+ * carried from batch to batch. Arrays belong to the caller. */
+struct ct_pf {
+    uint32_t packet, timestamp, seq_id, seq_flags, track_event, interned_data;   /* tags */
+    uint32_t type, name_iid, event_names, iid, name;                             /* tags */
+    uint32_t begin, end, needs;           /* TrackEvent.Type and sequence_flags values */
+    uint32_t seq;                          /* trusted_packet_sequence_id */
+    const char *blob;                      /* function names, UTF-8, back to back */
+    const uint64_t *off;                   /* name f is blob[off[f]..off[f + 1]]; its iid is f + 1 */
+    uint8_t *interned;                     /* per function id: its name was sent in this sequence */
+    int64_t *ends;                         /* end times of the open calls, innermost last */
+    uint64_t sp, cap;
+    int64_t last;                          /* the latest timestamp written */
+    int64_t pending;                       /* shown depth of a row selected but not yet begun, or -1 */
+};
 
 #endif

@@ -8,34 +8,6 @@
 #include <string.h>
 #include "conv.h"
 
-/* paths.select for one row: 1 and the depth to show it at, or 0. */
-static inline CT_NOINST int pass(struct ct_fmt *r, int32_t f, int64_t depth, int64_t dur, int64_t *shown) {
-    if (r->skip >= 0) {
-        if (depth > r->skip)
-            return 0;
-        r->skip = -1;
-    }
-    if (r->want) {
-        if (r->root >= 0 && depth <= r->root)
-            r->root = -1;
-        if (r->root < 0) {
-            if (!r->want[f])
-                return 0;
-            r->root = depth;
-        }
-        *shown = depth - r->root;
-    } else {
-        *shown = depth;
-    }
-    if (dur < r->min_ns || (r->exclude && r->exclude[f]) || (r->max_depth >= 0 && *shown >= r->max_depth)) {
-        r->skip = depth;
-        if (r->root == depth)
-            r->root = -1;
-        return 0;
-    }
-    return 1;
-}
-
 #define PUT(s, n) (memcpy(o, (s), (n)), o += (n))
 #define LIT(s) PUT(s, sizeof(s) - 1)
 
@@ -104,7 +76,7 @@ CT_EXPORT CT_NOINST size_t ct_fmt_rows(struct ct_fmt *r, const int32_t *func, co
         if ((size_t)(o - out) + r->namelen[f] + 2 * (size_t)depth[i] + 256 > cap)
             break;
         int64_t shown;
-        if (!pass(r, f, depth[i], dur[i], &shown))
+        if (!fmt_pass(r, f, depth[i], dur[i], &shown))
             continue;
         r->shown++;
         if (held_rows && held_rows[i]) {

@@ -3,8 +3,16 @@ call a slice on its thread's track, nested, named through interning, with
 incremental timestamps on a sequence-scoped clock."""
 from __future__ import annotations
 
+import io
+
+import pytest
 from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
 
+from calltrace.export import Options, perfetto
+from calltrace.trace import colsource, kernels
+from calltrace.trace import parquet as parquet_reader
+from calltrace.trace.model import Call, FunctionStats, Thread, Trace
+from calltrace.trace.parts import load_any
 from conftest import fixture, load_json, run_cli
 
 
@@ -78,3 +86,95 @@ def test_filters_and_size_guard(tmp_path):
                                  "with -F/-N/-t/--tid or raise --max-events (nothing written)\n")
     assert not (tmp_path / "no.pftrace").exists()
     assert sorted(f.name for f in tmp_path.iterdir()) == ["s.pftrace", "t.json"]
+
+
+def interned(data: bytes) -> dict[int, list[str]]:
+    """{sequence: names in the order they were interned}."""
+    out: dict[int, list[str]] = {}
+    for p in pb.Trace.FromString(data).packet:
+        out.setdefault(p.trusted_packet_sequence_id, []).extend(n.name for n in p.interned_data.event_names)
+    return {s: names for s, names in out.items() if names}
+
+
+def export(trace: Trace) -> bytes:
+    out = io.BytesIO()
+    perfetto.write(trace, out, Options())
+    return out.getvalue()
+
+
+def expected(doc: dict) -> dict[int, list[tuple]]:
+    """{tid: (name, start, end, depth)} from the JSON trace: every call."""
+    return {t["tid"]: sorted(((c["function"], c["start_ns"], c["start_ns"] + c["duration_ns"], c["depth"])
+                              for c in t["calls"]), key=lambda s: (s[1], s[3]))
+            for t in doc["threads"]}
+
+
+@pytest.mark.parametrize("program", [["workers"], ["deep", "2500"], ["threads"]])
+def test_many_small_batches(tmp_path, monkeypatch, program):
+    """Parquet read 7 calls at a time and a few packets encoded between
+    writes: the kernel's open calls, clock and interned names cross hundreds
+    of batch boundaries and of full buffers, on threads and on a 2500-deep
+    recursion."""
+    out = tmp_path / "t.json"
+    run_cli("run", "-q", "-o", out, fixture(program[0]), *program[1:], check=True)
+    run_cli("export", out, "-f", "parquet", "-o", tmp_path / "t.parquet", check=True)
+    doc = load_json(out)
+    monkeypatch.setattr(parquet_reader, "READ_BATCH", 7)
+    monkeypatch.setattr(kernels.Perfetto, "BUFFER", 1)
+    trace = load_any([str(tmp_path / "t.parquet")])
+    batches = sum(1 for t in trace.threads for _ in colsource.columns(t, colsource.Names()))
+    assert batches >= doc["metadata"]["total_calls"] // 7
+    got, threads = slices(export(trace))
+    by_tid = {threads[u][0]: sorted(v, key=lambda s: (s[1], s[3])) for u, v in got.items()}
+    assert by_tid == expected(doc)
+    assert sum(map(len, by_tid.values())) == doc["metadata"]["total_calls"]
+    if program[0] == "deep":
+        assert max(d for _, _, _, d in by_tid[doc["threads"][0]["tid"]]) == 2500
+
+
+def test_names_first_met_in_later_batches(monkeypatch):
+    """Batches of 2 calls, no function table and a buffer of a few packets:
+    names are met batch after batch (one longer than the buffer was), each
+    interned once per sequence at its first BEGIN; a child that outlasts its
+    parent is clamped so time never steps back on the track."""
+    monkeypatch.setattr(colsource, "BATCH", 2)
+    monkeypatch.setattr(kernels.Perfetto, "BUFFER", 1)
+    b = "b" * 3000
+    one = [Call("main", 0, 100, 1000), Call("a", 1, 110, 50), Call("a", 1, 200, 50),
+           Call(b, 1, 300, 900), Call("c", 0, 1150, 10)]
+    two = [Call("c", 0, 0, 5), Call(b, 0, 10, 5), Call("a", 1, 12, 1)]
+    trace = Trace({"pid": 7, "program": "/bin/p", "total_calls": 8}, [FunctionStats("main", 1)],
+                  [Thread(70, one, main=True), Thread(71, two, "w")])
+    data = export(trace)
+    got, threads = slices(data)
+    assert threads == {(7 << 20 | 1) + 1: (70, "main"), (7 << 20 | 1) + 2: (71, "w")}
+    by_tid = {threads[u][0]: sorted(v, key=lambda s: (s[1], s[3])) for u, v in got.items()}
+    assert by_tid == {70: [("main", 100, 1200, 0), ("a", 110, 160, 1), ("a", 200, 250, 1),
+                           (b, 300, 1200, 1), ("c", 1200, 1200, 0)],
+                      71: [("c", 0, 5, 0), (b, 10, 15, 0), ("a", 12, 13, 1)]}
+    assert interned(data) == {2: ["main", "a", b, "c"], 3: ["c", b, "a"]}
+
+
+def test_depth_and_exclude(tmp_path):
+    """-N drops a function with what it calls, -D the calls at or below a
+    depth: the same selection as replay and chrome, in the kernel."""
+    out = tmp_path / "t.json"
+    run_cli("run", "-q", "-o", out, fixture("threads"), check=True)
+    doc = load_json(out)
+    run_cli("export", out, "-f", "perfetto", "-N", "^step$", "-D", "2", "-o", tmp_path / "s.pftrace", check=True)
+    got, threads = slices((tmp_path / "s.pftrace").read_bytes())
+    by_tid = {threads[u][0]: sorted(v, key=lambda s: (s[1], s[3])) for u, v in got.items()}
+    want, dropped = {}, 0
+    for t in doc["threads"]:
+        skip = None
+        for c in t["calls"]:
+            if skip is not None and c["depth"] > skip:
+                continue
+            skip = None
+            if c["function"] == "step" or c["depth"] >= 2:
+                skip = c["depth"]
+                dropped += 1
+                continue
+            want.setdefault(t["tid"], []).append((c["function"], c["start_ns"], c["start_ns"] + c["duration_ns"],
+                                                  c["depth"]))
+    assert dropped and by_tid == {tid: sorted(v, key=lambda s: (s[1], s[3])) for tid, v in want.items()}

@@ -4,18 +4,23 @@ per thread under a process track, each call a TrackEvent slice (BEGIN at its
 start, END at its end). Each thread is a packet sequence of its own, with
 function names interned once per sequence and timestamps as deltas on a
 sequence-scoped incremental clock; the clock is anchored at the trace's
-start (BOOTTIME 0 = metadata.start_time)."""
+start (BOOTTIME 0 = metadata.start_time).
+
+The packets describing tracks and clocks are built here with the generated
+classes; the per-call packets are encoded by a native kernel
+(trace/kernels.Perfetto) with the tags and enum values read from the same
+classes' descriptors, so the protos stay the one definition of the format."""
 from __future__ import annotations
 
 from typing import BinaryIO
 
+from ..bridge import Pf
 from ..trace.model import Trace
 from . import Options, default_title
 
 SUFFIX = ".pftrace"
 BINARY = True
 CLOCK = 64              # first sequence-scoped clock id
-_FLUSH = 4096           # packets serialized at a time
 
 
 def _pb():
@@ -27,7 +32,33 @@ def _pb():
     return perfetto_trace_pb2
 
 
+def _tag(message, name: str) -> int:
+    """The wire tag of a field: its number and wire type (varint or length-delimited)."""
+    f = message.DESCRIPTOR.fields_by_name[name]
+    if f.type in (f.TYPE_MESSAGE, f.TYPE_STRING, f.TYPE_BYTES):
+        return f.number << 3 | 2
+    if f.type in (f.TYPE_UINT64, f.TYPE_UINT32, f.TYPE_INT64, f.TYPE_INT32, f.TYPE_ENUM):
+        return f.number << 3
+    from ..errors import CalltraceError
+    raise CalltraceError(f"-f perfetto: {message.DESCRIPTOR.name}.{name} has an unexpected type {f.type}")
+
+
+def wire(pb) -> Pf:
+    """The kernel's tags and values, from the generated classes."""
+    packet, event, names = pb.TracePacket, pb.TrackEvent, pb.EventName
+    return Pf(packet=_tag(pb.Trace, "packet"), timestamp=_tag(packet, "timestamp"),
+              seq_id=_tag(packet, "trusted_packet_sequence_id"), seq_flags=_tag(packet, "sequence_flags"),
+              track_event=_tag(packet, "track_event"), interned_data=_tag(packet, "interned_data"),
+              type=_tag(event, "type"), name_iid=_tag(event, "name_iid"),
+              event_names=_tag(pb.InternedData, "event_names"), iid=_tag(names, "iid"),
+              name=_tag(names, "name"), begin=event.TYPE_SLICE_BEGIN, end=event.TYPE_SLICE_END,
+              needs=packet.SEQ_NEEDS_INCREMENTAL_STATE)
+
+
 def write(trace: Trace, out: BinaryIO, options: Options) -> None:
+    from ..analysis.paths import Filter
+    from ..trace.colsource import Names, columns
+    from ..trace.kernels import Perfetto
     pb = _pb()
     md = trace.metadata
     pid = md.get("pid") or 0
@@ -50,16 +81,28 @@ def write(trace: Trace, out: BinaryIO, options: Options) -> None:
         d.thread.tid = t.tid
         d.thread.thread_name = t.name or ("main" if t.main else f"thread {t.tid}")
     out.write(head.SerializeToString())
-    iids = {f.function: i + 1 for i, f in enumerate(trace.functions)}
+    # iid = name id + 1: the most called functions get the one-byte iids.
+    names = Names(f.function for f in sorted(trace.functions, key=lambda f: -f.calls))
+    kernel = None
     for i, t in enumerate(trace.threads):
-        _thread(pb, out, t, i + 2, proc_uuid + i + 1, iids)
+        out.write(_first_packet(pb, i + 2, proc_uuid + i + 1))
+        # A filtered view (export -F/-N/-t) is selected by the kernel itself.
+        calls, flt, budget = getattr(t.calls, "unwrap", lambda: (t.calls, Filter(), None))()
+        kernel = kernel or Perfetto(wire(pb), names, flt)
+        thread = t if calls is t.calls else type(t)(t.tid, calls, t.name, t.main)
+        for piece in kernel.run(i + 2, columns(thread, names)):
+            out.write(piece)
+            if budget is not None:
+                budget.check(budget.seen + kernel.shown)
+        if budget is not None:
+            budget.seen += kernel.shown
 
 
-def _thread(pb, out: BinaryIO, thread, seq: int, uuid: int, iids: dict[str, int]) -> None:
-    BEGIN, END = pb.TrackEvent.TYPE_SLICE_BEGIN, pb.TrackEvent.TYPE_SLICE_END
-    NEEDS = pb.TracePacket.SEQ_NEEDS_INCREMENTAL_STATE
-    batch = pb.Trace()
-    p = batch.packet.add()
+def _first_packet(pb, seq: int, uuid: int) -> bytes:
+    """A sequence's first packet: incremental state cleared, its clock
+    anchored at 0, and the defaults its events lean on (clock and track)."""
+    t = pb.Trace()
+    p = t.packet.add()
     p.trusted_packet_sequence_id = seq
     p.sequence_flags = pb.TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
     p.timestamp = 0
@@ -72,40 +115,4 @@ def _thread(pb, out: BinaryIO, thread, seq: int, uuid: int, iids: dict[str, int]
             c.is_incremental = True
     p.trace_packet_defaults.timestamp_clock_id = CLOCK
     p.trace_packet_defaults.track_event_defaults.track_uuid = uuid
-    interned: set[int] = set()
-    last = 0
-    ends: list[int] = []      # end times of the open calls, innermost last
-
-    def event(at: int, kind: int, iid: int = 0, name: str | None = None) -> None:
-        nonlocal last, batch
-        q = batch.packet.add()
-        q.trusted_packet_sequence_id = seq
-        q.sequence_flags = NEEDS
-        q.timestamp = at - last
-        last = at
-        e = q.track_event
-        e.type = kind
-        if kind == BEGIN:
-            e.name_iid = iid
-            if iid not in interned:
-                interned.add(iid)
-                n = q.interned_data.event_names.add()
-                n.iid = iid
-                n.name = name
-        if len(batch.packet) >= _FLUSH:
-            out.write(batch.SerializeToString())
-            batch = pb.Trace()
-
-    for fn, depth, start, dur, _ in thread.rows():
-        while len(ends) > depth:
-            event(max(ends.pop(), last), END)
-        iid = iids.get(fn)
-        if iid is None:
-            iid = iids[fn] = len(iids) + 1
-        # Time never steps back on a track, even where a child outlasts its parent.
-        at = max(start, last)
-        event(at, BEGIN, iid, fn)
-        ends.append(max(start + dur, at))
-    while ends:
-        event(max(ends.pop(), last), END)
-    out.write(batch.SerializeToString())
+    return t.SerializeToString()

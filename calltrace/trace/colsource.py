@@ -55,9 +55,13 @@ def columns(thread, names: Names) -> Iterator[Cols]:
     yield from rows_columns(thread.rows(), names)
 
 
-def rows_columns(rows, names: Names, size: int = 1 << 16) -> Iterator[Cols]:
+BATCH = 1 << 16      # calls per batch made from Row tuples (tests make it small)
+
+
+def rows_columns(rows, names: Names, size: int | None = None) -> Iterator[Cols]:
     """Column batches from Row tuples (a trace built in memory, or a JSON
     layout the fast reader does not know)."""
+    size = size or BATCH
     it = iter(rows)
     while True:
         chunk = [r for _, r in zip(range(size), it)]

@@ -10,7 +10,7 @@ from typing import Iterator
 import numpy as np
 
 from .colsource import Cols, Names
-from ..bridge import Fmt
+from ..bridge import Fmt, Pf
 from ..runtime import converter_library as _library
 
 _SZ = ctypes.c_size_t
@@ -102,44 +102,60 @@ class Slowest:
             self._h = None
 
 
-class Formatter:
+class _Selecting:
+    """What the text and perfetto kernels share: the -F/-N/-D/-t selection
+    (struct ct_fmt, its state carried from batch to batch) over the trace's
+    names, with -F/-N's per-function flags rebuilt as names are met."""
+
+    def __init__(self, names: Names, flt, mode: int = 0, colour: bool = False):
+        self._lib = _lib()
+        self.names = names
+        self.flt = flt
+        self._nf = -1
+        self._f = _Fmt(mode, int(colour), -1 if flt.max_depth is None else flt.max_depth, flt.min_ns,
+                       None, None, None, None, -1, -1, 0)
+
+    @property
+    def shown(self) -> int:
+        """Calls the selection passed."""
+        return self._f.shown
+
+    def _new_names(self) -> list[str] | None:
+        """All names when some were met since the last call, else None."""
+        if self._nf == len(self.names):
+            return None
+        names = self.names.names
+        self._nf = len(names)
+        want, excl = self.flt.function, self.flt.exclude
+        self._want = np.array([bool(want.search(n)) for n in names] or [0], np.uint8) if want else None
+        self._excl = np.array([bool(excl.search(n)) for n in names] or [0], np.uint8) if excl else None
+        self._f.want = None if self._want is None else _ptr(self._want)
+        self._f.exclude = None if self._excl is None else _ptr(self._excl)
+        return names
+
+
+class Formatter(_Selecting):
     """replay lines (mode 0) or chrome events (mode 1) of a thread's calls
     through the -F/-N/-D/-t selection; yields text blocks, and for calls
     with captured values, (Cols, row, shown depth) for Python to format."""
     REPLAY, CHROME = 0, 1
 
     def __init__(self, mode: int, names: Names, flt, colour: bool = False, prefix=None):
-        self._lib = _lib()
+        super().__init__(names, flt, mode, colour)
         self.mode = mode
-        self.names = names
-        self.flt = flt
         self._prefix = prefix or (lambda name: name.encode("utf-8", "backslashreplace"))
-        self._nf = -1
-        self._f = _Fmt(mode, int(colour), -1 if flt.max_depth is None else flt.max_depth, flt.min_ns,
-                       None, None, None, None, -1, -1, 0)
         self._buf = ctypes.create_string_buffer(1 << 20)
-
-    @property
-    def shown(self) -> int:
-        return self._f.shown
 
     def _tables(self) -> None:
         """Per-function arrays, rebuilt when new names were met."""
-        if self._nf == len(self.names):
+        names = self._new_names()
+        if names is None:
             return
-        names = self.names.names
-        self._nf = len(names)
         self._bytes = [self._prefix(n) for n in names]
         self._arr = (ctypes.c_char_p * max(1, len(names)))(*self._bytes)
         self._len = np.array([len(b) for b in self._bytes] or [0], np.uint32)
-        want, excl = self.flt.function, self.flt.exclude
-        self._want = np.array([bool(want.search(n)) for n in names] or [0], np.uint8) if want else None
-        self._excl = np.array([bool(excl.search(n)) for n in names] or [0], np.uint8) if excl else None
-        f = self._f
-        f.names = ctypes.cast(self._arr, ctypes.c_void_p)
-        f.namelen = _ptr(self._len)
-        f.want = None if self._want is None else _ptr(self._want)
-        f.exclude = None if self._excl is None else _ptr(self._excl)
+        self._f.names = ctypes.cast(self._arr, ctypes.c_void_p)
+        self._f.namelen = _ptr(self._len)
 
     def reset(self) -> None:
         """A new thread: selection state starts over."""
@@ -170,3 +186,75 @@ class Formatter:
                 if held.value:
                     yield (c, i, shown.value)
                     i += 1
+
+
+class Perfetto(_Selecting):
+    """A thread's calls, through the -F/-N/-D/-t selection, as TrackEvent
+    BEGIN/END TracePackets of its packet sequence (runtime/perfetto.c).
+    `wire` holds the tags and enum values; function id f is interned as
+    iid f + 1. Yields encoded bytes."""
+    BUFFER = 1 << 20        # bytes encoded between writes (at least a packet with the longest name)
+
+    def __init__(self, wire: Pf, names: Names, flt):
+        super().__init__(names, flt)
+        self._p = wire
+        self._buf = np.zeros(0, np.uint8)
+        self._ends = np.zeros(256, np.int64)
+        self._interned = np.zeros(0, np.uint8)
+
+    def _tables(self) -> None:
+        """The names as one UTF-8 blob, rebuilt when new names were met."""
+        names = self._new_names()
+        if names is None:
+            return
+        raw = [n.encode("utf-8", "backslashreplace") for n in names]
+        self._blob = np.frombuffer(b"".join(raw) or b"\0", np.uint8)
+        self._off = np.zeros(len(raw) + 1, np.uint64)
+        np.cumsum([len(b) for b in raw], out=self._off[1:])
+        interned = np.zeros(max(1, len(names)), np.uint8)
+        interned[:len(self._interned)] = self._interned
+        self._interned = interned
+        # perfetto.c's PF_PACKET_MAX (192) beside the longest name, with room to spare
+        size = max(self.BUFFER, max(map(len, raw), default=0) + 512)
+        if len(self._buf) < size:        # keeping what is encoded but not yet written
+            buf = np.zeros(size, np.uint8)
+            buf[:len(self._buf)] = self._buf
+            self._buf = buf
+        p = self._p
+        p.blob, p.off, p.interned = _ptr(self._blob), _ptr(self._off), _ptr(self._interned)
+
+    def run(self, seq: int, batches: Iterator[Cols]):
+        p, f = self._p, self._f
+        p.seq, p.sp, p.last, p.pending = seq, 0, 0, -1
+        f.skip = f.root = -1
+        f.shown = 0
+        self._interned[:] = 0
+        used = _SZ(0)
+        for c in batches:
+            self._tables()
+            func, depth = _c(c.func, np.int32), _c(c.depth, np.int32)
+            start, dur = _c(c.start, np.int64), _c(c.dur, np.int64)
+            self._room(int(depth.max()) + 1 if len(depth) else 0)
+            i, n = 0, len(func)
+            while i < n:
+                buf = self._buf
+                i = self._lib.ct_pf_rows(ctypes.byref(f), ctypes.byref(p), _ptr(func), _ptr(depth),
+                                         _ptr(start), _ptr(dur), i, n, _ptr(buf), len(buf), ctypes.byref(used))
+                if i > n:
+                    raise MemoryError("perfetto kernel: the stack of open calls was not sized")
+                if used.value > (len(buf) >> 1) or i < n:
+                    yield memoryview(buf)[:used.value]
+                    used.value = 0
+        while self._lib.ct_pf_finish(ctypes.byref(p), _ptr(self._buf), len(self._buf), ctypes.byref(used)):
+            yield memoryview(self._buf)[:used.value]
+            used.value = 0
+        if used.value:
+            yield memoryview(self._buf)[:used.value]
+
+    def _room(self, depth: int) -> None:
+        """A stack of open calls' end times for `depth` of them."""
+        if depth > len(self._ends):
+            ends = np.zeros(max(depth, 2 * len(self._ends)), np.int64)
+            ends[:self._p.sp] = self._ends[:self._p.sp]
+            self._ends = ends
+        self._p.ends, self._p.cap = _ptr(self._ends), len(self._ends)
