@@ -41,7 +41,7 @@ def thread_stats(thread: Thread) -> list[FunctionStats]:
     from ..trace.colsource import Names, columns
     from ..trace.kernels import thread_stats as kernel
     names = Names()
-    table = kernel(columns(thread, names), names)
+    table = kernel(columns(thread, names, lean=True), names)
     stats = [FunctionStats(fn, *v) for fn, v in table.items()]
     return sorted(stats, key=lambda s: (-s.self_ns, s.function))
 

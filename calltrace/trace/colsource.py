@@ -45,12 +45,15 @@ class Cols(NamedTuple):
     extra: Callable[[int], dict]   # the optional keys of row i, as in JSON
 
 
-def columns(thread, names: Names) -> Iterator[Cols]:
-    """The calls of `thread` (any loaded trace) as column batches."""
+def columns(thread, names: Names, lean: bool = False) -> Iterator[Cols]:
+    """The calls of `thread` (any loaded trace) as column batches. `lean`:
+    only func, depth, start and dur are wanted (the flags and captured
+    values may read as none), which spares a columnar file the other
+    columns."""
     calls = thread.calls
     source = getattr(calls, "columns", None)
     if source is not None:
-        yield from source(names)
+        yield from source(names, lean)
         return
     yield from rows_columns(thread.rows(), names)
 
@@ -129,8 +132,9 @@ def _name(src, literal: bytes, offset: int) -> str:
     return fn
 
 
-def arrow_batch(b, names: Names) -> Cols:
-    """Columns of a Parquet record batch (trace/parquet.py)."""
+def arrow_batch(b, names: Names, lean: bool = False) -> Cols:
+    """Columns of a Parquet record batch (trace/parquet.py); see columns()
+    for `lean`."""
     import pyarrow as pa
     import pyarrow.compute as pc
     from .parquet import extra
@@ -140,6 +144,12 @@ def arrow_batch(b, names: Names) -> Cols:
     lut = names.lut(fn.dictionary.to_pylist())
     func = lut[fn.indices.to_numpy(zero_copy_only=False)] if len(lut) else np.zeros(0, np.int32)
 
+    depth = b.column("depth").to_numpy().astype(np.int32, copy=False)
+    if lean:
+        none = np.zeros(len(func), bool)
+        return Cols(func.astype(np.int32, copy=False), depth, b.column("start_ns").to_numpy(),
+                    b.column("duration_ns").to_numpy(), none.view(np.uint8), none, none, lambda i: {})
+
     def valid(name):
         return pc.is_valid(b.column(name)).to_numpy(zero_copy_only=False)
 
@@ -148,6 +158,6 @@ def arrow_batch(b, names: Names) -> Cols:
 
     flags = flag("incomplete").astype(np.uint8) | (flag("unwound").astype(np.uint8) << 1)
 
-    return Cols(func.astype(np.int32, copy=False), b.column("depth").to_numpy().astype(np.int32, copy=False),
+    return Cols(func.astype(np.int32, copy=False), depth,
                 b.column("start_ns").to_numpy(), b.column("duration_ns").to_numpy(), flags,
                 valid("args") | valid("return"), valid("args_note"), lambda i: extra(b, i))

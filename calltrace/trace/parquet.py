@@ -16,6 +16,7 @@ from .model import Row, StreamedCalls, Thread, Trace
 _EXTRA = ("incomplete", "unwound", "call_site", "args", "args_note", "return")
 READ_BATCH = 1 << 16
 ROW_COLUMNS = ["function", "depth", "start_ns", "duration_ns", *_EXTRA]
+LEAN_COLUMNS = ROW_COLUMNS[:4]
 
 
 class ParquetCalls(StreamedCalls):
@@ -38,8 +39,9 @@ class ParquetCalls(StreamedCalls):
         wanted = [i for i, (first, n) in enumerate(self._groups) if first < hi and first + n > lo]
         f = pq.ParquetFile(self._path, pre_buffer=False, buffer_size=1 << 20)
         row = self._groups[wanted[0]][0]
+        # the columns decode in parallel: a batch's worth of memory each
         for b in f.iter_batches(batch_size=READ_BATCH, row_groups=wanted, columns=columns,
-                                use_threads=False):
+                                use_threads=True):
             n = b.num_rows
             a, z = max(lo - row, 0), min(hi - row, n)
             if z > a:
@@ -51,11 +53,11 @@ class ParquetCalls(StreamedCalls):
         for b in self.batches(ROW_COLUMNS):
             yield from batch_rows(b)
 
-    def columns(self, names):
+    def columns(self, names, lean: bool = False):
         """The calls as column batches (trace/colsource.py)."""
         from .colsource import arrow_batch
-        for b in self.batches(ROW_COLUMNS):
-            yield arrow_batch(b, names)
+        for b in self.batches(LEAN_COLUMNS if lean else ROW_COLUMNS):
+            yield arrow_batch(b, names, lean)
 
 
 def batch_rows(b: pa.RecordBatch) -> list[tuple]:

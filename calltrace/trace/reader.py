@@ -71,8 +71,9 @@ class CallList(StreamedCalls):
         for data, offset in self._blocks():
             yield from _parse_block(self._src, data, offset)
 
-    def columns(self, names):
-        """The calls as column batches (trace/colsource.py)."""
+    def columns(self, names, lean: bool = False):
+        """The calls as column batches (trace/colsource.py); a JSON line is
+        parsed whole, so `lean` changes nothing here."""
         from .colsource import json_block
         for data, offset in self._blocks():
             cols = json_block(self._src, data, offset, names, _CALL, _PLAIN_ENDS, _parse_lines)
