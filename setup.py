@@ -19,7 +19,8 @@ LIBRARIES = {
                         "prefault.c", "spawn.c",
                         "control.c", "proc.c", "clock.c", "config.c", "lifecycle.c", "interpose.c",
                         "exec.c", "dlplan.c", "attach.c"],
-    "libcalltrace-convert.so": ["convert.c", "walk.c", "kernels.c", "format.c", "perfetto.c"],
+    "libcalltrace-convert.so": ["convert.c", "walk.c", "kernels.c", "format.c", "perfetto.c",
+                                "tree.c", "events.c"],
 }
 CFLAGS = ["-std=gnu11", "-O2", "-g", "-fPIC", "-shared", "-fvisibility=hidden",
           "-fno-instrument-functions", "-fno-omit-frame-pointer", "-Wall", "-Wextra",

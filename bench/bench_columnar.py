@@ -132,6 +132,10 @@ def one(exe: str, kb: int, tmp: Path, uftrace: str | None) -> list[tuple]:
         row("uftrace dump --chrome", [uftrace, "dump", "--chrome", "-d", "udata"])
     row("calltrace export -f perfetto", [*CT, "export", "t.parquet", "-f", "perfetto", "--max-events",
                                          str(calls + 1), "-o", "t.pftrace"], "t.pftrace")
+    # calltrace only: uftrace has no equivalent of these from a recorded run
+    for fmt in ("folded", "svg", "speedscope", "html"):
+        row(f"calltrace export -f {fmt}", [*CT, "export", "t.parquet", "-f", fmt, "--max-events",
+                                           str(calls + 1), "-o", f"t.{fmt}"], f"t.{fmt}")
     return calls, rows
 
 

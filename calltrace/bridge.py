@@ -5,8 +5,8 @@ two sides share, defined once here.
   struct ct_chunk, struct ct_seg), read by record/raw.py;
 - the converter's ctypes API (runtime/conv.h: struct ct_conv_summary,
   ct_conv_func, ct_conv_thread, ct_conv_cols and the ct_conv_* functions),
-  and the post-mortem kernels' (runtime/kernels.c, format.c, perfetto.c;
-  struct ct_fmt, struct ct_pf);
+  and the post-mortem kernels' (runtime/kernels.c, format.c, perfetto.c,
+  tree.c, events.c; struct ct_fmt, struct ct_pf);
 - the files Python hands the runtime: the capture plan (runtime/capture.c:
   struct plan_func, plan_op; written by symbols/plan.py) and the record-time
   filter (runtime/filter.c; written by write_filter below).
@@ -150,6 +150,27 @@ def bind_converter(lib: ctypes.CDLL) -> ctypes.CDLL:
                                ctypes.POINTER(s)]
     lib.ct_pf_rows.restype = s
     lib.ct_pf_finish.argtypes = [ctypes.POINTER(Pf), p, s, ctypes.POINTER(s)]
+    # the call tree (tree.c) and the speedscope/html kernels (events.c): opaque handles
+    fmt = ctypes.POINTER(Fmt)
+    lib.ct_tree_new.restype = p
+    lib.ct_tree_free.argtypes = [p]
+    lib.ct_tree_thread.argtypes = [p]
+    lib.ct_tree_feed.argtypes = [p, fmt, p, p, p, s]
+    lib.ct_tree_nodes.argtypes = [p, p, p, p, p, s]
+    lib.ct_tree_nodes.restype = s
+    lib.ct_ev_new.argtypes = [p, s, i32]
+    lib.ct_ev_new.restype = p
+    lib.ct_ev_free.argtypes = [p]
+    lib.ct_ev_thread.argtypes = [p, p]
+    lib.ct_ev_lut.argtypes = [p, p, s]
+    lib.ct_ev_lut.restype = s
+    lib.ct_ss_rows.argtypes = [p, fmt, p, p, p, p, s, s, p, s, ctypes.POINTER(s)]
+    lib.ct_ss_rows.restype = s
+    lib.ct_ss_finish.argtypes = [p, p, s, ctypes.POINTER(s)]
+    lib.ct_html_hist.argtypes = [fmt, p, p, p, s, p]
+    lib.ct_html_budget.argtypes = [p, i64, i64, i64]
+    lib.ct_html_rows.argtypes = [p, fmt, p, p, p, p, p, s, s, p, s, ctypes.POINTER(s), ctypes.POINTER(i64)]
+    lib.ct_html_rows.restype = s
     return lib
 
 

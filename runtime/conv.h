@@ -164,6 +164,10 @@ struct walk {
 
 CT_HIDDEN int ct_walk(struct walk *w);
 
+/* Make `*p` (`*cap` elements of `size` bytes) hold at least `need`,
+ * doubling and zeroing the new part (kernels.c). */
+CT_HIDDEN int ct_grow(void **p, size_t *cap, size_t need, size_t size);
+
 /* The replay/chrome text kernel's settings and state (format.c). */
 enum { FMT_REPLAY = 0, FMT_CHROME = 1 };
 

@@ -8,9 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "ct.h"
+#include "conv.h"
 
-static CT_NOINST int grow(void **p, size_t *cap, size_t need, size_t size) {
+CT_HIDDEN CT_NOINST int ct_grow(void **p, size_t *cap, size_t need, size_t size) {
     if (need <= *cap)
         return 0;
     size_t n = *cap ? *cap : 64;
@@ -58,11 +58,11 @@ static CT_NOINST int stats_fit(struct ct_stats *s, size_t nf) {
     size_t cap = s->nf;
     for (int i = 0; i < 5; i++) {
         cap = s->nf;
-        if (grow((void **)cols[i], &cap, nf, 8) < 0)
+        if (ct_grow((void **)cols[i], &cap, nf, 8) < 0)
             return -1;
     }
     size_t acap = s->nf;
-    if (grow((void **)&s->active, &acap, nf, 4) < 0)
+    if (ct_grow((void **)&s->active, &acap, nf, 4) < 0)
         return -1;
     s->nf = cap;
     return 0;
@@ -91,7 +91,7 @@ CT_EXPORT CT_NOINST int ct_stats_feed(struct ct_stats *s, size_t nf, const int32
         size_t d = (size_t)depth[i];
         while (s->sp > d)
             stats_close(s);
-        if (grow((void **)&s->st, &s->cap, s->sp + 1, sizeof *s->st) < 0)
+        if (ct_grow((void **)&s->st, &s->cap, s->sp + 1, sizeof *s->st) < 0)
             return -1;
         if (s->sp)
             s->st[s->sp - 1].child += (uint64_t)dur[i];
@@ -187,7 +187,7 @@ CT_EXPORT CT_NOINST int ct_slowest_feed(struct ct_slowest *s, int32_t thread, ui
                                         const int64_t *dur, size_t n) {
     for (size_t i = 0; i < n; i++) {
         size_t d = (size_t)depth[i];
-        if (grow((void **)&s->stack, &s->stackcap, d + 1, 4) < 0)
+        if (ct_grow((void **)&s->stack, &s->stackcap, d + 1, 4) < 0)
             return -1;
         s->stack[d] = func[i];
         s->seq++;

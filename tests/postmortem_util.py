@@ -193,3 +193,23 @@ def normalise_table(text: str, sort_threads: bool = False, tids=()) -> str:
         head, *blocks = text.split("\n\n== ")
         text = "\n\n== ".join([head] + sorted(b.rstrip("\n") for b in blocks)) + "\n"
     return text
+
+
+def drop_excluded(doc: dict, function: str, max_depth: int) -> int:
+    """What `-N '^FUNCTION$' -D MAX_DEPTH` keeps, computed here: each
+    thread's calls in `doc` without the calls of `function` nor those at or
+    below `max_depth`, nor what they call. Returns how many were dropped."""
+    dropped = 0
+    for t in doc["threads"]:
+        calls, skip = [], None
+        for c in t["calls"]:
+            if skip is not None and c["depth"] > skip:
+                continue
+            skip = None
+            if c["function"] == function or c["depth"] >= max_depth:
+                skip = c["depth"]
+                dropped += 1
+                continue
+            calls.append(c)
+        t["calls"] = calls
+    return dropped

@@ -14,6 +14,7 @@ from calltrace.trace import parquet as parquet_reader
 from calltrace.trace.model import Call, FunctionStats, Thread, Trace
 from calltrace.trace.parts import load_any
 from conftest import fixture, load_json, run_cli
+from postmortem_util import drop_excluded
 
 
 def slices(data: bytes) -> tuple[dict, dict]:
@@ -164,17 +165,7 @@ def test_depth_and_exclude(tmp_path):
     run_cli("export", out, "-f", "perfetto", "-N", "^step$", "-D", "2", "-o", tmp_path / "s.pftrace", check=True)
     got, threads = slices((tmp_path / "s.pftrace").read_bytes())
     by_tid = {threads[u][0]: sorted(v, key=lambda s: (s[1], s[3])) for u, v in got.items()}
-    want, dropped = {}, 0
-    for t in doc["threads"]:
-        skip = None
-        for c in t["calls"]:
-            if skip is not None and c["depth"] > skip:
-                continue
-            skip = None
-            if c["function"] == "step" or c["depth"] >= 2:
-                skip = c["depth"]
-                dropped += 1
-                continue
-            want.setdefault(t["tid"], []).append((c["function"], c["start_ns"], c["start_ns"] + c["duration_ns"],
-                                                  c["depth"]))
+    dropped = drop_excluded(doc, "step", 2)
+    want = {t["tid"]: [(c["function"], c["start_ns"], c["start_ns"] + c["duration_ns"], c["depth"])
+                       for c in t["calls"]] for t in doc["threads"] if t["calls"]}
     assert dropped and by_tid == {tid: sorted(v, key=lambda s: (s[1], s[3])) for tid, v in want.items()}

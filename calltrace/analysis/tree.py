@@ -1,5 +1,7 @@
 """The aggregated call tree (one node per distinct call path), the shape
-behind flame graphs. Its size is the number of distinct paths, not calls."""
+behind flame graphs. Its size is the number of distinct paths, not calls:
+the calls are merged by a native kernel (trace/events.Tree), and only the
+nodes become Python objects."""
 from __future__ import annotations
 
 from typing import Iterable, Iterator
@@ -22,23 +24,36 @@ class Node:
 
 
 def call_tree(threads: Iterable[Thread], root_name: str = "all") -> Node:
-    """Merge the calls of ``threads`` by call path; the root's total is the
-    sum of the outermost calls."""
+    """Merge the calls of ``threads`` (through their view's -F/-N/-D/-t) by
+    call path; the root's total is the sum of the outermost calls."""
+    from ..trace.colsource import Names, columns
+    from ..trace.events import Tree
+    from .paths import Filter
+    from .view import selection
+    names = Names()
+    tree = None
+    try:
+        for t in threads:
+            thread, flt, _ = selection(t)
+            tree = tree or Tree(names, flt)
+            tree.feed(columns(thread, names, lean=True))
+        if tree is None:
+            tree = Tree(names, Filter())
+        parent, func, calls, total = tree.nodes()
+    finally:
+        if tree is not None:
+            tree.close()
     root = Node(root_name)
-    for t in threads:
-        stack = [root]
-        for fn, depth, _, dur, _ in t.rows():
-            del stack[depth + 1:]
-            parent = stack[-1]
-            node = parent.children.get(fn)
-            if node is None:
-                node = parent.children[fn] = Node(fn)
-            node.calls += 1
-            node.total_ns += dur
-            if depth == 0:
-                root.total_ns += dur
-            stack.append(node)
     root.calls = 1
+    root.total_ns = int(total[0])
+    nodes = [root]
+    fn = names.names
+    for p, f, n, tot in zip(parent[1:].tolist(), func[1:].tolist(), calls[1:].tolist(), total[1:].tolist()):
+        node = Node(fn[f])
+        node.calls = n
+        node.total_ns = tot
+        nodes[p].children[node.name] = node
+        nodes.append(node)
     return root
 
 

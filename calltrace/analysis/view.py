@@ -53,6 +53,16 @@ class Budget:
                 f"-F/-N/-t/--tid or raise --max-events (nothing written)")
 
 
+def selection(t: Thread) -> tuple[Thread, Filter, "Budget | None"]:
+    """A thread of a view as its own calls, the filter and the budget, for
+    the kernels that select calls themselves."""
+    unwrap = getattr(t.calls, "unwrap", None)
+    if unwrap is None:
+        return t, Filter(), None
+    calls, flt, budget = unwrap()
+    return Thread(t.tid, calls, t.name, t.main), flt, budget
+
+
 def view(trace: Trace, flt: Filter, tids=None, budget: Budget | None = None) -> Trace:
     """`trace` with only the threads in `tids` and the calls `flt` passes.
     The metadata and function table are the whole trace's."""

@@ -7,7 +7,9 @@ can end it early.
 
 A trace larger than ``max_calls`` keeps about that many of its longest
 calls for the timeline (see Budget) and says so on the page; the function
-table always covers every call."""
+table always covers every call. The timeline's rows and the histogram that
+sets the budget are written by native kernels (trace/events.Events); calls
+with captured values come back to Python to be described (fmt_call)."""
 from __future__ import annotations
 
 import html
@@ -43,10 +45,16 @@ class Budget(NamedTuple):
 def budget(trace: Trace, max_calls: int) -> Budget:
     if trace.metadata.get("total_calls", 0) <= max_calls:
         return Budget()
-    counts = [0] * 65   # calls per power-of-two duration bucket (bit length)
+    import numpy as np
+    from ..analysis.view import selection
+    from ..trace.colsource import Names, columns
+    from ..trace.events import histogram
+    names = Names()
+    counts = np.zeros(65, np.uint64)     # calls per power-of-two duration bucket (bit length)
     for t in trace.threads:
-        for row in t.rows():
-            counts[row[3].bit_length()] += 1
+        thread, flt, _ = selection(t)
+        histogram(columns(thread, names, lean=True), names, flt, counts)
+    counts = counts.tolist()
     if sum(counts) <= max_calls:
         return Budget()
     kept = 0
@@ -58,10 +66,12 @@ def budget(trace: Trace, max_calls: int) -> Budget:
 
 
 def write(trace: Trace, out: TextIO, options: Options) -> None:
+    from ..analysis.view import selection
+    from ..trace.colsource import Names, columns
+    from ..trace.events import Events
     md = trace.metadata
     title = options.title or default_title(trace)
     keep = budget(trace, options.max_calls)
-    quota = keep.quota
     index = {f.function: i for i, f in enumerate(trace.functions)}
     functions = [[f.function, f.calls, f.total_ns, f.self_ns, f.min_ns, f.max_ns]
                  for f in trace.functions]
@@ -78,29 +88,31 @@ def write(trace: Trace, out: TextIO, options: Options) -> None:
     out.write('{"title":' + js(title) + ',"meta":' + js(meta) + ',"floor":' + str(keep.floor) + ',"full":' + str(keep.full)
               + ',"total":' + str(md.get("total_calls", 0)) + ',"threads":[')
     shown = 0
-    for n, t in enumerate(trace.threads):
-        label = f"thread {t.tid}" + (" [main]" if t.main else "") + (f" {t.name}" if t.name else "")
-        out.write(("," if n else "") + '{"label":' + js(label) + ',"calls":[')
-        buf = []
-        extras = {}
-        k = 0
-        for fn, depth, start, dur, extra in t.rows():
-            if dur < keep.full:
-                if dur < keep.floor or quota <= 0:
-                    continue
-                quota -= 1
-            fi = index.get(fn)
-            if fi is None:
-                fi = index[fn] = len(functions)
-                functions.append([fn, 0, 0, 0, 0, 0])
-            buf.append(f"{',' if k else ''}{fi},{depth},{start},{dur}")
-            if extra:
-                extras[k] = fmt_call(fn, extra)
-            k += 1
-            if len(buf) >= 8192:
-                out.write("".join(buf))
-                buf.clear()
-        out.write("".join(buf) + '],"extra":' + js(extras) + "}")
-        shown += k
+    names = Names(f.function for f in trace.functions)
+    kernel = None
+    try:
+        for n, t in enumerate(trace.threads):
+            label = f"thread {t.tid}" + (" [main]" if t.main else "") + (f" {t.name}" if t.name else "")
+            out.write(("," if n else "") + '{"label":' + js(label) + ',"calls":[')
+            thread, flt, _ = selection(t)
+            if kernel is None:
+                # the quota of calls kept above the floor runs over all threads
+                kernel = Events(names, flt, index, len(functions))
+                kernel.budget(*keep)
+            extras = {}
+            for piece in kernel.html(columns(thread, names)):
+                if isinstance(piece, tuple):
+                    c, i, k = piece
+                    extras[k] = fmt_call(names.names[c.func[i]], c.extra(i))
+                else:
+                    out.write(piece.decode("ascii"))
+            out.write('],"extra":' + js(extras) + "}")
+            shown += kernel.shown
+            kernel.thread()
+        added = sorted((i, fn) for fn, i in kernel.index().items() if i >= len(functions)) if kernel else []
+    finally:
+        if kernel is not None:
+            kernel.close()
+    functions.extend([fn, 0, 0, 0, 0, 0] for _, fn in added)
     out.write('],"shown":' + str(shown) + ',"functions":' + js(functions) + "}</script>\n")
     out.write(f"<script>{SCRIPT}</script>\n</body></html>\n")

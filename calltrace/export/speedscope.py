@@ -1,6 +1,6 @@
 """speedscope's file format (https://www.speedscope.app/file-format-schema.json):
 one "evented" profile per thread, open/close events at each call's start
-and end, times in nanoseconds."""
+and end, times in nanoseconds, written by a native kernel (trace/events.Events)."""
 from __future__ import annotations
 
 import json
@@ -14,45 +14,36 @@ SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 
 
 def write(trace: Trace, out: TextIO, options: Options) -> None:
+    from ..analysis.view import selection
+    from ..trace.colsource import Names, columns
+    from ..trace.events import Events
     frames: dict[str, int] = {f.function: i for i, f in enumerate(trace.functions)}
     files = {f.function: (f.file, f.line) for f in trace.functions}
+    names = Names(f.function for f in trace.functions)
     out.write('{"$schema":"' + SCHEMA + '",\n"profiles":[')
-    for n, t in enumerate(trace.threads):
-        name = t.name or ("main" if t.main else f"thread {t.tid}")
-        out.write(("," if n else "") + '\n{"type":"evented","name":'
-                  + json.dumps(f"{name} (tid {t.tid})", ensure_ascii=False)
-                  + ',"unit":"nanoseconds","events":[')
-        first_at = last_at = None
-        stack: list[tuple[int, int]] = []   # (frame, end)
-        buf: list[str] = []
-
-        def close() -> None:
-            nonlocal last_at
-            fr, end = stack.pop()
-            # Events must never step back in time, even in a trace whose
-            # child outlasts its parent.
-            last_at = max(end, last_at)
-            buf.append(f',\n{{"type":"C","frame":{fr},"at":{last_at}}}')
-
-        for fn, depth, start, dur, _ in t.rows():
-            while len(stack) > depth:
-                close()
-            fr = frames.get(fn)
-            if fr is None:
-                fr = frames[fn] = len(frames)
-            at = start if last_at is None else max(start, last_at)
-            if first_at is None:
-                first_at = at
-            buf.append(f'{"," if last_at is not None else ""}\n{{"type":"O","frame":{fr},"at":{at}}}')
-            last_at = at
-            stack.append((fr, max(at, start + dur)))
-            if len(buf) >= 8192:
-                out.write("".join(buf))
-                buf.clear()
-        while stack:
-            close()
-        out.write("".join(buf))
-        out.write(f'],"startValue":{first_at or 0},"endValue":{last_at or 0}}}')
+    kernel = None
+    try:
+        for n, t in enumerate(trace.threads):
+            name = t.name or ("main" if t.main else f"thread {t.tid}")
+            out.write(("," if n else "") + '\n{"type":"evented","name":'
+                      + json.dumps(f"{name} (tid {t.tid})", ensure_ascii=False)
+                      + ',"unit":"nanoseconds","events":[')
+            thread, flt, budget = selection(t)
+            # Events never step back in time, even in a trace whose child
+            # outlasts its parent (the kernel clamps them).
+            kernel = kernel or Events(names, flt, frames, len(frames))
+            for piece in kernel.speedscope(columns(thread, names, lean=True)):
+                out.write(piece.decode("ascii"))
+                if budget is not None:
+                    budget.check(budget.seen + kernel.shown)
+            if budget is not None:
+                budget.seen += kernel.shown
+            first_at, last_at, _ = kernel.thread()
+            out.write(f'],"startValue":{first_at},"endValue":{last_at}}}')
+        frames = kernel.index() if kernel else frames
+    finally:
+        if kernel is not None:
+            kernel.close()
     shared = []
     for fn, i in sorted(frames.items(), key=lambda kv: kv[1]):
         f = {"name": fn}

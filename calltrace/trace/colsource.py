@@ -51,6 +51,7 @@ class Cols(NamedTuple):
     values: np.ndarray      # bool: args or return captured
     note: np.ndarray        # bool: args_note present
     extra: Callable[[int], dict]   # the optional keys of row i, as in JSON
+    keyed: np.ndarray | None = None  # bool: row i has optional keys (None: flags, values or note)
 
 
 def columns(thread, names: Names, lean: bool = False) -> Iterator[Cols]:
@@ -90,14 +91,16 @@ def from_lists(names: Names, fn, depth, start, dur, extra) -> Cols:
     values = np.zeros(n, bool)
     note = np.zeros(n, bool)
     extras = {}
+    keyed = np.zeros(n, bool)
     for i, e in enumerate(extra):
         if e:
             extras[i] = e
+            keyed[i] = True
             flags[i] = bool(e.get("incomplete")) | bool(e.get("unwound")) << 1
             values[i] = "args" in e or "return" in e
             note[i] = "args_note" in e
     return Cols(func, np.asarray(depth, np.int32), np.asarray(start, np.int64),
-                np.asarray(dur, np.int64), flags, values, note, lambda i: extras.get(i) or {})
+                np.asarray(dur, np.int64), flags, values, note, lambda i: extras.get(i) or {}, keyed)
 
 
 def json_block(src, data: bytes, offset: int, names: Names, pattern, plain_ends, parse) -> Cols:
@@ -118,15 +121,17 @@ def json_block(src, data: bytes, offset: int, names: Names, pattern, plain_ends,
     flags = np.zeros(n, np.uint8)
     values = np.zeros(n, bool)
     note = np.zeros(n, bool)
+    keyed = np.zeros(n, bool)
     extras = {}
     for i in [i for i, r in enumerate(rest) if r not in plain_ends]:
         from .reader import _extra
         e = extras[i] = _extra(src, rest[i], offset)
+        keyed[i] = bool(e)
         flags[i] = bool(e.get("incomplete")) | bool(e.get("unwound")) << 1
         values[i] = "args" in e or "return" in e
         note[i] = "args_note" in e
     return Cols(func, np.fromiter(map(int, depth), np.int32, n), np.fromiter(map(int, start), np.int64, n),
-                np.fromiter(map(int, dur), np.int64, n), flags, values, note, lambda i: extras.get(i) or {})
+                np.fromiter(map(int, dur), np.int64, n), flags, values, note, lambda i: extras.get(i) or {}, keyed)
 
 
 def _name(src, literal: bytes, offset: int) -> str:
@@ -165,7 +170,7 @@ def arrow_batch(b, names: Names, lean: bool = False) -> Cols:
         return pc.fill_null(b.column(name), False).to_numpy(zero_copy_only=False)
 
     flags = flag("incomplete").astype(np.uint8) | (flag("unwound").astype(np.uint8) << 1)
-
+    values, note = valid("args") | valid("return"), valid("args_note")
     return Cols(func.astype(np.int32, copy=False), depth,
                 b.column("start_ns").to_numpy(), b.column("duration_ns").to_numpy(), flags,
-                valid("args") | valid("return"), valid("args_note"), lambda i: extra(b, i))
+                values, note, lambda i: extra(b, i), values | note | valid("call_site") | (flags != 0))
