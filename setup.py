@@ -20,7 +20,7 @@ LIBRARIES = {
                         "control.c", "proc.c", "clock.c", "config.c", "lifecycle.c", "interpose.c",
                         "exec.c", "dlplan.c", "attach.c"],
     "libcalltrace-convert.so": ["convert.c", "walk.c", "kernels.c", "format.c", "perfetto.c",
-                                "tree.c", "events.c"],
+                                "tree.c", "events.c", "jsonl.c"],
 }
 CFLAGS = ["-std=gnu11", "-O2", "-g", "-fPIC", "-shared", "-fvisibility=hidden",
           "-fno-instrument-functions", "-fno-omit-frame-pointer", "-Wall", "-Wextra",

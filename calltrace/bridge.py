@@ -6,7 +6,7 @@ two sides share, defined once here.
 - the converter's ctypes API (runtime/conv.h: struct ct_conv_summary,
   ct_conv_func, ct_conv_thread, ct_conv_cols and the ct_conv_* functions),
   and the post-mortem kernels' (runtime/kernels.c, format.c, perfetto.c,
-  tree.c, events.c; struct ct_fmt, struct ct_pf);
+  tree.c, events.c, jsonl.c; struct ct_fmt, struct ct_pf);
 - the files Python hands the runtime: the capture plan (runtime/capture.c:
   struct plan_func, plan_op; written by symbols/plan.py) and the record-time
   filter (runtime/filter.c; written by write_filter below).
@@ -171,6 +171,12 @@ def bind_converter(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.ct_html_budget.argtypes = [p, i64, i64, i64]
     lib.ct_html_rows.argtypes = [p, fmt, p, p, p, p, p, s, s, p, s, ctypes.POINTER(s), ctypes.POINTER(i64)]
     lib.ct_html_rows.restype = s
+    # JSON call lines as columns (jsonl.c)
+    lib.ct_jl_new.restype = p
+    lib.ct_jl_free.argtypes = [p]
+    lib.ct_jl_name.argtypes = [p, c, s, i32]
+    lib.ct_jl_parse.argtypes = [p, c, s, ctypes.POINTER(s), ctypes.POINTER(s), p, p, p, p, p, s,
+                                ctypes.POINTER(s), ctypes.POINTER(s)]
     return lib
 
 

@@ -9,6 +9,7 @@ import tracemalloc
 import pytest
 
 import calltrace
+from calltrace.trace import colsource
 from calltrace.trace.builder import TraceBuilder
 from calltrace.trace.writer import write_trace
 from conftest import fixture, run_cli
@@ -25,6 +26,19 @@ DEMO = [(100, [(0, "main", 0, 10000), (1, "parse", 100, 500), (1, "parse", 700, 
 def summary(trace):
     return [(t.tid, [(c.depth, c.function, c.start_ns, c.duration_ns) for c in t.calls])
             for t in trace.threads]
+
+
+def column_rows(trace) -> list[list[tuple]]:
+    """Each thread's calls as the column batches give them (the native line
+    parser for the canonical layout), back as rows."""
+    out = []
+    for t in trace.threads:
+        names, rows = colsource.Names(), []
+        for c in colsource.columns(t, names):
+            rows.extend((names.names[f], d, s, u, c.extra(i) or None) for i, (f, d, s, u) in
+                        enumerate(zip(c.func.tolist(), c.depth.tolist(), c.start.tolist(), c.dur.tolist())))
+        out.append(rows)
+    return out
 
 
 def expected_calls():
@@ -79,6 +93,7 @@ def test_other_json_layouts_fall_back(tmp_path, layout):
     assert trace.threads[1].name == "worker-1"
     assert not trace.truncated
     assert list(trace.threads[0].calls)[1].ret == {"type": "int", "value": 2}
+    assert column_rows(trace) == [list(t.rows()) for t in trace.threads]
 
 
 def test_hostile_names_and_values(tmp_path):
@@ -92,6 +107,8 @@ def test_hostile_names_and_values(tmp_path):
     assert [c.function for c in calls] == names + ["tail"]
     assert [c.args[0]["value"] for c in calls] == [n + "]}" for n in names] + [{"tid": 3}]
     assert [(t.tid, len(t.calls)) for t in trace.threads] == [(7, 7), (8, 1)]
+    assert column_rows(trace) == [list(t.rows()) for t in trace.threads]
+    assert column_rows(trace)[0][0][0] == names[0]
 
 
 def test_empty_threads_and_no_threads(tmp_path):
@@ -248,3 +265,4 @@ def test_round_trip_random_traces(tmp_path, threads, pretty, with_args):
         (t.tid, t.main, [c.to_json() for c in t.calls]) for t in b.threads.values()]
     assert [f.to_json() for f in trace.functions] == [f.to_json() for f in b.functions()]
     assert [len(t.calls) for t in trace.threads] == [len(t.calls) for t in b.threads.values()]
+    assert column_rows(trace) == [[c.to_row() for c in t.calls] for t in b.threads.values()]

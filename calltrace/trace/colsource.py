@@ -16,7 +16,7 @@ class Names:
     def __init__(self, names=()):
         self.names: list[str] = []
         self.ids: dict[str, int] = {}
-        self.literals: dict[bytes, int] = {}    # JSON string literal -> id
+        self._json = None                        # JSON name literal -> id, in C (kernels.json_lines)
         self._last = None                        # (Arrow dictionary, its ids): batches share one
         for n in names:
             self.id(n)
@@ -103,35 +103,35 @@ def from_lists(names: Names, fn, depth, start, dur, extra) -> Cols:
                 np.asarray(dur, np.int64), flags, values, note, lambda i: extras.get(i) or {}, keyed)
 
 
-def json_block(src, data: bytes, offset: int, names: Names, pattern, plain_ends, parse) -> Cols:
-    """One block of canonical JSON call lines, parsed without a Python step
-    per call where it can be: the numbers by numpy, the names once each."""
-    matches = pattern.findall(data)
-    if len(matches) != data.count(b"\n") + (not data.endswith(b"\n")):
+def json_block(src, data: bytes, offset: int, names: Names, parse) -> Cols | None:
+    """One block of call lines in the writers' layout, parsed natively
+    (trace/kernels.json_lines): Python decodes each name once and only the
+    optional keys of the lines that have them; a block in another layout
+    goes to `parse`."""
+    from .kernels import json_lines
+    got = json_lines(names, data, data.count(b"\n") + (not data.endswith(b"\n")),
+                     lambda literal: _name(src, literal, offset))
+    if got is None:
         rows = parse(src, data, offset)
         return from_lists(names, *zip(*rows)) if rows else None
-    if not matches:
+    func, depth, start, dur, rest = got
+    n = len(func)
+    if not n:
         return None
-    fn, depth, start, dur, rest = zip(*matches)
-    n = len(fn)
-    lit = names.literals
-    for u in set(fn).difference(lit):
-        lit[u] = names.id(_name(src, u, offset))
-    func = np.fromiter(map(lit.__getitem__, fn), np.int32, n)
     flags = np.zeros(n, np.uint8)
     values = np.zeros(n, bool)
     note = np.zeros(n, bool)
     keyed = np.zeros(n, bool)
     extras = {}
-    for i in [i for i, r in enumerate(rest) if r not in plain_ends]:
+    for i in np.nonzero(rest[:, 1])[0].tolist():
         from .reader import _extra
-        e = extras[i] = _extra(src, rest[i], offset)
+        at, length = int(rest[i, 0]), int(rest[i, 1])
+        e = extras[i] = _extra(src, data[at:at + length], offset)
         keyed[i] = bool(e)
         flags[i] = bool(e.get("incomplete")) | bool(e.get("unwound")) << 1
         values[i] = "args" in e or "return" in e
         note[i] = "args_note" in e
-    return Cols(func, np.fromiter(map(int, depth), np.int32, n), np.fromiter(map(int, start), np.int64, n),
-                np.fromiter(map(int, dur), np.int64, n), flags, values, note, lambda i: extras.get(i) or {}, keyed)
+    return Cols(func, depth, start, dur, flags, values, note, lambda i: extras.get(i) or {}, keyed)
 
 
 def _name(src, literal: bytes, offset: int) -> str:

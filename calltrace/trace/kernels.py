@@ -50,6 +50,37 @@ def thread_stats(batches: Iterator[Cols], names: Names) -> dict[str, tuple[int, 
             for i in np.nonzero(cols[0])[0].tolist()}
 
 
+def json_lines(names: Names, data: bytes, n: int, decode) -> tuple[np.ndarray, ...] | None:
+    """The `n` call lines of `data` in the layout the writers give them
+    (runtime/jsonl.c) as (func, depth, start, dur, rest): rest[i] is the
+    (offset, length) of line i's optional keys, (0, 0) when it has none.
+    `decode(literal)` gives a name literal not met before as a str. None
+    when a line is in another layout."""
+    lib = _lib()
+    h = getattr(names, "_json", None)
+    if h is None:
+        import weakref
+        h = names._json = lib.ct_jl_new()
+        if not h:
+            raise MemoryError
+        weakref.finalize(names, lib.ct_jl_free, h)
+    cols = (np.empty(n, np.int32), np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64))
+    rest = np.empty((max(1, n), 2), np.uint64)
+    pos, row, lit, litlen = _SZ(0), _SZ(0), _SZ(0), _SZ(0)
+    while True:
+        r = lib.ct_jl_parse(h, data, len(data), ctypes.byref(pos), ctypes.byref(row), *map(_ptr, cols),
+                            _ptr(rest), n, ctypes.byref(lit), ctypes.byref(litlen))
+        if r != 1:
+            break
+        literal = data[lit.value:lit.value + litlen.value]
+        if lib.ct_jl_name(h, literal, len(literal), names.id(decode(literal))) < 0:
+            raise MemoryError
+    if r < 0:
+        return None
+    k = row.value
+    return (*(c[:k] for c in cols), rest[:k])
+
+
 class Slowest:
     """The N longest calls over any number of threads, with their paths."""
 

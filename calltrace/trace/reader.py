@@ -76,7 +76,7 @@ class CallList(StreamedCalls):
         parsed whole, so `lean` changes nothing here."""
         from .colsource import json_block
         for data, offset in self._blocks():
-            cols = json_block(self._src, data, offset, names, _CALL, _PLAIN_ENDS, _parse_lines)
+            cols = json_block(self._src, data, offset, names, _parse_lines)
             if cols is not None:
                 yield cols
 
