@@ -44,7 +44,7 @@ def write(trace: Trace, out: TextIO, options: Options) -> None:
                     "name": "process_name", "args": {"name": options.title or default_title(trace)}}))
     from ..trace.colsource import Names, columns
     from ..trace.kernels import Formatter
-    from ..analysis.paths import Filter
+    from ..analysis.view import selection
     names = Names(f.function for f in trace.functions)
     for t in trace.threads:
         name = t.name or ("main" if t.main else f"thread {t.tid}")
@@ -52,11 +52,10 @@ def write(trace: Trace, out: TextIO, options: Options) -> None:
                                 "args": {"name": name}}, ensure_ascii=False))
         head = f',\n{{"ph":"X","pid":{pid},"tid":{t.tid},"cat":"call","name":'
         # A filtered view (export -F/-N/-t) is selected by the kernel itself.
-        calls, flt, budget = getattr(t.calls, "unwrap", lambda: (t.calls, Filter(), None))()
+        thread, flt, budget = selection(t)
         fmt = Formatter(Formatter.CHROME, names, flt,
                         prefix=lambda fn: (head + dump(fn, ensure_ascii=False) + ',"ts":').encode(
                             "utf-8", "backslashreplace"))
-        thread = t if calls is t.calls else type(t)(t.tid, calls, t.name, t.main)
         for piece in fmt.run(columns(thread, names)):
             if isinstance(piece, tuple):
                 c, i, _ = piece

@@ -56,7 +56,7 @@ def wire(pb) -> Pf:
 
 
 def write(trace: Trace, out: BinaryIO, options: Options) -> None:
-    from ..analysis.paths import Filter
+    from ..analysis.view import selection
     from ..trace.colsource import Names, columns
     from ..trace.kernels import Perfetto
     pb = _pb()
@@ -87,9 +87,8 @@ def write(trace: Trace, out: BinaryIO, options: Options) -> None:
     for i, t in enumerate(trace.threads):
         out.write(_first_packet(pb, i + 2, proc_uuid + i + 1))
         # A filtered view (export -F/-N/-t) is selected by the kernel itself.
-        calls, flt, budget = getattr(t.calls, "unwrap", lambda: (t.calls, Filter(), None))()
+        thread, flt, budget = selection(t)
         kernel = kernel or Perfetto(wire(pb), names, flt)
-        thread = t if calls is t.calls else type(t)(t.tid, calls, t.name, t.main)
         for piece in kernel.run(i + 2, columns(thread, names)):
             out.write(piece)
             if budget is not None:
