@@ -188,7 +188,8 @@ def test_names_first_met_in_later_batches(monkeypatch, tmp_path):
 
 def test_selection(tmp_path):
     """-N and -D in the tree and event kernels: the calls kept are those
-    computed here, at the depth they are shown at."""
+    computed here, at the depth they are shown at; speedscope's size guard
+    counts exactly those calls."""
     out = tmp_path / "t.json"
     run_cli("run", "-q", "-o", out, fixture("threads"), check=True)
     doc = load_json(out)
@@ -197,3 +198,11 @@ def test_selection(tmp_path):
         run_cli("export", out, "-f", fmt, "-N", "^step$", "-D", "2", "-o", tmp_path / f"s.{fmt}", check=True)
     assert (tmp_path / "s.folded").read_text() == folded(doc)
     assert speedscope_events((tmp_path / "s.speedscope").read_text()) == speedscope(doc)
+    kept = sum(len(t["calls"]) for t in doc["threads"])
+    sel = ("-N", "^step$", "-D", "2")
+    run_cli("export", out, "-f", "speedscope", *sel, "--max-events", str(kept), "-o", tmp_path / "k.json", check=True)
+    p = run_cli("export", out, "-f", "speedscope", *sel, "--max-events", str(kept - 1), "-o", tmp_path / "no.json")
+    assert p.returncode == 2
+    assert p.stderr.decode() == (f"calltrace: error: {out}: more than {kept - 1:,} calls to export; narrow it "
+                                 "with -F/-N/-t/--tid or raise --max-events (nothing written)\n")
+    assert not (tmp_path / "no.json").exists()

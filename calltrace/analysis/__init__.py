@@ -1,6 +1,7 @@
 """Analyses over loaded traces: statistics, filtering, call paths, diffs and
-the aggregated call tree. Everything here streams the calls (thread.rows())
-and keeps memory bounded by the number of functions or distinct paths."""
+the aggregated call tree. Everything here streams the calls (rows, or column
+batches through the native kernels for call_tree) and keeps memory bounded
+by the number of functions or distinct paths."""
 from .diff import Change, compare, regressions
 from .paths import Closed, Filter, closed_calls, select, with_paths
 from .stats import COLUMNS, SlowCall, slowest, sort_stats, thread_stats
