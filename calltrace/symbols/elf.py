@@ -11,6 +11,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from ..errors import CalltraceError
+from .cache import per_file
 
 _BIND_RANK = {"STB_GLOBAL": 0, "STB_WEAK": 1, "STB_LOCAL": 2}
 HOOK = "__cyg_profile_func_enter"
@@ -90,9 +91,20 @@ class ElfSymbols:
         return None
 
 
-@lru_cache(maxsize=64)
+@per_file(maxsize=64)
 def elf_symbols(path: str) -> ElfSymbols:
     return ElfSymbols(path)
+
+
+def is_dynamic(path: str) -> bool:
+    """True when the program has an interpreter (PT_INTERP): the dynamic
+    loader, and so LD_PRELOAD, apply. Reads the program headers only;
+    raises CalltraceError as elf_symbols does."""
+    try:
+        with open(path, "rb") as f:
+            return any(seg["p_type"] == "PT_INTERP" for seg in ELFFile(f).iter_segments())
+    except (OSError, ELFError, ValueError) as e:
+        raise CalltraceError(f"cannot read ELF file {path}: {e}") from None
 
 
 @lru_cache(maxsize=256)
