@@ -61,6 +61,7 @@ struct ct_conv {
     size_t stackcap;
     uint64_t *dur;                    /* per call: duration_ns | flags */
     size_t durcap;
+    int durfd;                        /* the file under `dur` (-1: none) */
     double npt;
     uint64_t total_calls, incomplete, unwound, unmatched, depth_limited, dropped, filtered, lost;
     uint64_t before_attach;

@@ -56,6 +56,8 @@ CT_EXPORT CT_NOINST void ct_conv_close(struct ct_conv *c) {
         munmap((void *)c->map, c->size);
     if (c->dur)
         munmap(c->dur, c->durcap * 8);
+    if (c->durfd >= 0)
+        close(c->durfd);
     free(c->segs);
     free(c->threads);
     free(c->funcs);
@@ -124,6 +126,7 @@ CT_EXPORT CT_NOINST struct ct_conv *ct_conv_open(const char *path, char *err, si
     struct ct_conv *c = calloc(1, sizeof *c);
     if (!c)
         return fail(c, err, errlen, "out of memory");
+    c->durfd = -1;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return fail(c, err, errlen, strerror(errno));
@@ -225,6 +228,7 @@ CT_EXPORT CT_NOINST int ct_conv_analyze(struct ct_conv *c, char *err, size_t err
         return -1;
     }
     void *m = mmap(NULL, c->durcap * 8, PROT_READ | PROT_WRITE, MAP_SHARED, fileno(tmp), 0);
+    c->durfd = fcntl(fileno(tmp), F_DUPFD_CLOEXEC, 0);
     fclose(tmp);
     if (m == MAP_FAILED) {
         snprintf(err, errlen, "cannot map a temporary file: %s", strerror(errno));

@@ -202,7 +202,12 @@ static CT_NOINST void pop(struct walk *w, uint64_t end_ns, uint64_t flags) {
         flags |= FLAG_BEFORE_ATTACH;
         c->before_attach++;
     }
-    c->dur[fr->call] = d | flags;
+    uint64_t v = d | flags;
+    /* A call that outlived the release point: its page was let go, and a
+     * store through the map would fault the page's whole folio (up to 2 MB)
+     * back in for the rest of the walk. The file takes it instead. */
+    if (fr->call >= w->released || c->durfd < 0 || pwrite(c->durfd, &v, 8, (off_t)(fr->call * 8)) != 8)
+        c->dur[fr->call] = v;
     if (w->sp)
         c->stack[w->sp - 1].child_ns += d;
     fn->calls++;

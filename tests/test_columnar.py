@@ -190,3 +190,29 @@ def test_kernel_stats_equal_converter_table(tmp_path, program):
                 g[4] = max(g[4], s.max_ns)
         assert got == {f.function: [f.calls, f.total_ns, f.self_ns, f.min_ns, f.max_ns]
                        for f in trace.functions if f.calls}
+
+
+def test_slowest_reads_winners_extras_by_row(tmp_path, monkeypatch):
+    """From Parquet, --slowest reads the timing columns only and then each
+    winner's optional columns by row number: across many row groups it
+    finds the same calls with the same args and incomplete marks as from
+    JSON."""
+    from calltrace.analysis import slowest
+    from calltrace.trace import columns
+    steps = []
+    for i in range(60):
+        steps += [f"f{i % 7}", f"g{i % 3}", None, None] if i % 5 else [f"h{i}", f"k{i}", None]
+    b = build_random([steps, ["x", "y", None, "z"]], with_args=True)
+    src = tmp_path / "r.json"
+    write_trace(str(src), metadata(b), b.functions(), list(b.threads.values()))
+    monkeypatch.setattr(columns, "BATCH", 7)
+    columns.write_trace(str(tmp_path / "r.parquet"), calltrace.load(str(src)))
+    assert pq.ParquetFile(tmp_path / "r.parquet").metadata.num_row_groups == 19   # 121 + 2 calls
+    js, pt = calltrace.load(str(src)), calltrace.load(str(tmp_path / "r.parquet"))
+    total = js.metadata["total_calls"]
+    for n in (1, 5, 40, total):
+        want = slowest(js, n)
+        assert slowest(pt, n) == want
+    # the 12 h* calls never return, nor do x and z (under x)
+    assert sum(bool(s.extra and s.extra.get("incomplete")) for s in want) == 14
+    assert all(s.extra["args"][0]["value"] == s.path[-1] for s in want)

@@ -175,3 +175,21 @@ def test_single_threaded_program_can_unshare(tmp_path, how):
     else:
         proc, _ = record(tmp_path, fixture("unshare"))
     assert (proc.returncode, proc.stdout) == (want.returncode, want.stdout) == (0, b"unshare 0\n")
+
+
+def test_calls_outliving_many_chunks_keep_their_durations(tmp_path):
+    """main spans every chunk of the stream: the converter stores its
+    duration after the page it lives on was let go (through the file, not
+    the map), and it still covers all of its 300,000 calls (297,000 tick,
+    3,000 rare)."""
+    out = tmp_path / "t.json"
+    run_cli("run", "-q", "-o", out, fixture("callloop"), "300000", env={"CALLTRACE_BUFFER_KB": "16"},
+            check=True)
+    calls = load_json(out)["threads"][0]["calls"]
+    main, ticks = calls[0], calls[1:]
+    assert main["function"] == "main" and len(ticks) == 300000
+    assert sum(c["function"] == "rare" for c in ticks) == 3000
+    end = main["start_ns"] + main["duration_ns"]
+    assert main["start_ns"] <= ticks[0]["start_ns"]
+    assert ticks[-1]["start_ns"] + ticks[-1]["duration_ns"] <= end
+    assert sum(t["duration_ns"] for t in ticks) <= main["duration_ns"]

@@ -65,10 +65,12 @@ def slowest(trace: Trace, n: int) -> list[SlowCall]:
     names = Names(f.function for f in trace.functions)
     threads = list(trace.threads)
     top = Slowest(n)
+    # A columnar file reads a winner's optional columns at the end, by row.
+    lookup = [getattr(t.calls, "extras", None) for t in threads]
     try:
         for i, t in enumerate(threads):
-            top.feed(i, columns(t, names))
-        found = top.result(names)
+            top.feed(i, columns(t, names, lean=lookup[i] is not None), extras=lookup[i] is None)
+        found = top.result(names, lambda i, rows: lookup[i](rows))
     finally:
         top.close()
     return [SlowCall(dur, start, threads[t].tid, path, extra) for dur, start, t, path, extra in found]

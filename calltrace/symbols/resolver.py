@@ -35,7 +35,7 @@ class Resolver:
     def __init__(self, modules: list[Module]):
         self.modules = sorted(modules, key=lambda m: m.lo)
         self._los = [m.lo for m in self.modules]
-        self.notes: list[str] = []
+        self.notes: list[str] = [_reused_note(a, b) for a, b in _overlaps(self.modules)]
 
     def module_of(self, addr: int) -> Module | None:
         i = bisect.bisect_right(self._los, addr) - 1
@@ -100,3 +100,24 @@ class Resolver:
             if len({i.function for i in group}) < len(group):
                 for info in group:
                     info.function = f"{name} [0x{info.address:x}]"
+
+
+def _overlaps(modules: list[Module]) -> list[tuple[Module, Module]]:
+    """Pairs of different objects recorded at overlapping addresses (sorted
+    by start): one was dlclose'd and the other loaded where it had been."""
+    out = []
+    for i, a in enumerate(modules):
+        for b in modules[i + 1:]:
+            if b.lo >= a.hi:
+                break
+            if b.path != a.path:
+                out.append((a, b))
+    return out
+
+
+def _reused_note(a: Module, b: Module) -> str:
+    # The module map has no times, so each address gets one name for the
+    # whole run; say so rather than name some calls wrongly without a word.
+    return (f"{os.path.basename(a.path)} and {os.path.basename(b.path)} were loaded at overlapping "
+            f"addresses one after the other (dlclose, then dlopen): calls in 0x{max(a.lo, b.lo):x}-"
+            f"0x{min(a.hi, b.hi):x} are all named after one of them, so some may carry the other's names")

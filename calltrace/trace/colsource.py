@@ -17,6 +17,7 @@ class Names:
         self.names: list[str] = []
         self.ids: dict[str, int] = {}
         self.literals: dict[bytes, int] = {}    # JSON string literal -> id
+        self._last = None                        # (Arrow dictionary, its ids): batches share one
         for n in names:
             self.id(n)
 
@@ -29,6 +30,13 @@ class Names:
 
     def lut(self, names: list[str]) -> np.ndarray:
         return np.array([self.id(n) for n in names], dtype=np.int32)
+
+    def arrow_lut(self, dictionary) -> np.ndarray:
+        """lut() of an Arrow string array, remembered for the next batch
+        (the batches of a row group, often of a file, share it)."""
+        if self._last is None or not self._last[0].equals(dictionary):
+            self._last = (dictionary, self.lut(dictionary.to_pylist()))
+        return self._last[1]
 
     def __len__(self) -> int:
         return len(self.names)
@@ -141,7 +149,7 @@ def arrow_batch(b, names: Names, lean: bool = False) -> Cols:
     fn = b.column("function")
     if not isinstance(fn, pa.DictionaryArray):
         fn = fn.dictionary_encode()
-    lut = names.lut(fn.dictionary.to_pylist())
+    lut = names.arrow_lut(fn.dictionary)
     func = lut[fn.indices.to_numpy(zero_copy_only=False)] if len(lut) else np.zeros(0, np.int32)
 
     depth = b.column("depth").to_numpy().astype(np.int32, copy=False)

@@ -61,7 +61,9 @@ class Slowest:
         self.n = n
         self._extras: dict[tuple[int, int], dict | None] = {}
 
-    def feed(self, thread: int, batches: Iterator[Cols]) -> None:
+    def feed(self, thread: int, batches: Iterator[Cols], extras: bool = True) -> None:
+        """`extras`: keep the winners' optional keys from the batches, while
+        each is at hand; else result() asks `fetch` for them at the end."""
         row = 0
         for c in batches:
             func, depth = _c(c.func, np.int32), _c(c.depth, np.int32)
@@ -69,7 +71,9 @@ class Slowest:
             if self._lib.ct_slowest_feed(self._h, thread, row, _ptr(func), _ptr(depth), _ptr(start),
                                          _ptr(dur), len(func)) < 0:
                 raise MemoryError
-            # Captured values of this batch's winners, while the batch is at hand.
+            if not extras:
+                row += len(func)
+                continue
             for _, _, _, r, t, _ in self._entries(paths=False):
                 if t == thread and row <= r < row + len(func) and (t, r) not in self._extras:
                     i = r - row
@@ -88,11 +92,21 @@ class Slowest:
             yield dur, start, seq, row, thread, (path[:n].tolist() if paths else None)
             i += 1
 
-    def result(self, names: Names) -> list[tuple]:
+    def result(self, names: Names, fetch=None) -> list[tuple]:
         """(duration, start, thread index, path names, extra), longest first,
-        ties in call order."""
+        ties in call order. `fetch(thread, rows)` gives {row: extra or None}
+        for the threads fed without extras."""
+        entries = list(self._entries())
+        if fetch is not None:
+            wanted: dict[int, list[int]] = {}
+            for _, _, _, row, t, _ in entries:
+                if (t, row) not in self._extras:
+                    wanted.setdefault(t, []).append(row)
+            for t, rows in wanted.items():
+                for row, e in fetch(t, rows).items():
+                    self._extras[(t, row)] = e
         out = [(dur, -seq, start, t, tuple(names.names[f] for f in p), self._extras.get((t, row)))
-               for dur, start, seq, row, t, p in self._entries()]
+               for dur, start, seq, row, t, p in entries]
         out.sort(key=lambda e: (e[0], e[1]), reverse=True)
         return [(dur, start, t, path, extra) for dur, _, start, t, path, extra in out]
 

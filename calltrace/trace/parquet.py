@@ -48,6 +48,23 @@ class ParquetCalls(StreamedCalls):
                 yield b if (a, z) == (0, n) else b.slice(a, z - a)
             row += n
 
+    def extras(self, rows: list[int]) -> dict[int, dict | None]:
+        """The optional keys of the given calls (row numbers within the
+        thread), reading only the row groups that hold them."""
+        out: dict[int, dict | None] = {}
+        f = pq.ParquetFile(self._path)
+        by_group: dict[int, list[int]] = {}
+        for r in rows:
+            at = self.first_row + r
+            g = next(i for i, (first, n) in enumerate(self._groups) if first <= at < first + n)
+            by_group.setdefault(g, []).append(r)
+        for g, rs in by_group.items():
+            b = f.read_row_group(g, columns=list(_EXTRA))
+            first = self._groups[g][0]
+            for r in rs:
+                out[r] = extra(b, self.first_row + r - first) or None
+        return out
+
     def rows(self) -> Iterator[Row]:
         """(function, depth, start_ns, duration_ns, extra-or-None) per call."""
         for b in self.batches(ROW_COLUMNS):
