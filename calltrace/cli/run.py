@@ -168,7 +168,7 @@ def run(args) -> int:
         raw.remove()
         raise CalltraceError(f"cannot run {program[0]}: {e.strerror}", 126) from None
     raw.record(pid, output, program)
-    if options.is_elf(path):
+    if options.is_elf(path) and output != "/dev/null":
         warm.start(path, output)
     rolling = _Rolling(raw.path, pid, output, args)
     rolling.start()
