@@ -45,7 +45,7 @@ STOP_REASONS = {STOP_FSIZE: "the raw trace reached the file size limit (ulimit -
                 STOP_MIN_FREE: "the file system was nearly full (CALLTRACE_MIN_FREE)",
                 STOP_ERROR: "the raw trace could not grow"}
 CHUNK_EVENTS, CHUNK_META = 1, 2
-META_EXE, META_CMDLINE, META_MODULE, META_THREAD, META_OUTPUT, META_OPTION = 1, 2, 3, 4, 5, 6
+META_EXE, META_CMDLINE, META_MODULE, META_THREAD, META_OUTPUT, META_OPTION, META_SCAN = 1, 2, 3, 4, 5, 6, 7
 CLOCK_NAMES = {0: "tsc", 1: "monotonic"}
 END_RUNNING, END_EXIT, END_SIGNAL, END_EXEC, END_DETACH = 0, 1, 2, 3, 4
 FLAG_CAPTURE_ARGS, FLAG_PRETTY, FLAG_START_OFF, FLAG_BARE = 1, 2, 4, 8
@@ -81,7 +81,9 @@ class Summary(ctypes.Structure):
 
 
 class Func(ctypes.Structure):
-    _fields_ = [(n, u64) for n in ("addr", "calls", "total_ns", "self_ns", "min_ns", "max_ns")]
+    # era: how many times the code at addr changed (a library loaded where a
+    # dlclose'd one was) before these calls; see ct_conv_set_cuts
+    _fields_ = [(n, u64) for n in ("addr", "calls", "total_ns", "self_ns", "min_ns", "max_ns", "era")]
 
 
 class Thread(ctypes.Structure):
@@ -129,6 +131,7 @@ def bind_converter(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.ct_conv_function.argtypes = [p, s, ctypes.POINTER(Func)]
     lib.ct_conv_thread.argtypes = [p, s, ctypes.POINTER(Thread)]
     lib.ct_conv_set_args.argtypes = [p, ARGS]
+    lib.ct_conv_set_cuts.argtypes = [p, ctypes.POINTER(u64), s]
     lib.ct_conv_write.argtypes = [p, ctypes.c_int, ctypes.POINTER(c), ctypes.POINTER(c),
                                   ctypes.POINTER(c), ctypes.c_int, c, s]
     lib.ct_conv_columns.argtypes = [p, s, ctypes.POINTER(Cols), ctypes.POINTER(c), c, s]
@@ -201,6 +204,7 @@ CONSTANTS = [(RAW_VERSION, "CT_VERSION"), (HEADER_SIZE, "CT_HEADER_SIZE"), (CHUN
              (STOP_MAX_SIZE, "CT_STOP_MAX_SIZE"), (STOP_MIN_FREE, "CT_STOP_MIN_FREE"), (STOP_ERROR, "CT_STOP_ERROR"), (CHUNK_EVENTS, "CT_CHUNK_EVENTS"), (CHUNK_META, "CT_CHUNK_META"),
              (META_EXE, "CT_META_EXE"), (META_CMDLINE, "CT_META_CMDLINE"), (META_MODULE, "CT_META_MODULE"),
              (META_THREAD, "CT_META_THREAD"), (META_OUTPUT, "CT_META_OUTPUT"), (META_OPTION, "CT_META_OPTION"),
+             (META_SCAN, "CT_META_SCAN"),
              (END_RUNNING, "CT_END_RUNNING"), (END_EXIT, "CT_END_EXIT"), (END_SIGNAL, "CT_END_SIGNAL"),
              (END_EXEC, "CT_END_EXEC"), (END_DETACH, "CT_END_DETACH"), (FLAG_CAPTURE_ARGS, "CT_FLAG_CAPTURE_ARGS"),
              (FLAG_PRETTY, "CT_FLAG_PRETTY"), (FLAG_START_OFF, "CT_FLAG_START_OFF"), (FLAG_BARE, "CT_FLAG_BARE"),

@@ -31,6 +31,7 @@ struct cthread {
 struct func {
     uint64_t addr, calls, total, self, min, max;
     uint32_t active;
+    uint32_t era;    /* cuts at addr before these calls (ct_conv_set_cuts) */
 };
 
 struct frame {
@@ -62,6 +63,8 @@ struct ct_conv {
     uint64_t *dur;                    /* per call: duration_ns | flags */
     size_t durcap;
     int durfd;                        /* the file under `dur` (-1: none) */
+    uint64_t *cuts;                   /* lo, hi, ticks: the code in [lo, hi) changed then */
+    size_t ncuts;
     double npt;
     uint64_t total_calls, incomplete, unwound, unmatched, depth_limited, dropped, filtered, lost;
     uint64_t before_attach;
@@ -80,7 +83,7 @@ struct ct_conv_summary {
 };
 
 struct ct_conv_func {
-    uint64_t addr, calls, total_ns, self_ns, min_ns, max_ns;
+    uint64_t addr, calls, total_ns, self_ns, min_ns, max_ns, era;
 };
 
 struct ct_conv_thread {

@@ -62,6 +62,7 @@ CT_EXPORT CT_NOINST void ct_conv_close(struct ct_conv *c) {
     free(c->threads);
     free(c->funcs);
     free(c->hash);
+    free(c->cuts);
     free(c->stack);
     free(c);
 }
@@ -221,6 +222,20 @@ CT_EXPORT CT_NOINST void ct_conv_set_progress(struct ct_conv *c, ct_progress_fn 
 
 CT_EXPORT CT_NOINST void ct_conv_set_args(struct ct_conv *c, ct_args_fn fn) { c->args = fn; }
 
+/* `n` cuts of three words (lo, hi, ticks), before ct_conv_analyze: calls in
+ * [lo, hi) from `ticks` on are another library's than before. */
+CT_EXPORT CT_NOINST int ct_conv_set_cuts(struct ct_conv *c, const uint64_t *cuts, size_t n) {
+    uint64_t *copy = n ? malloc(n * 3 * sizeof *copy) : NULL;
+    if (n && !copy)
+        return -1;
+    if (n)
+        memcpy(copy, cuts, n * 3 * sizeof *copy);
+    free(c->cuts);
+    c->cuts = copy;
+    c->ncuts = n;
+    return 0;
+}
+
 CT_EXPORT CT_NOINST int ct_conv_analyze(struct ct_conv *c, char *err, size_t errlen) {
     c->durcap = c->total_calls ? c->total_calls : 1;
     FILE *tmp = tmpfile();
@@ -275,7 +290,7 @@ CT_EXPORT CT_NOINST int ct_conv_function(struct ct_conv *c, size_t i, struct ct_
     if (i >= c->nfuncs)
         return -1;
     const struct func *x = &c->funcs[i];
-    *f = (struct ct_conv_func){x->addr, x->calls, x->total, x->self, x->min, x->max};
+    *f = (struct ct_conv_func){x->addr, x->calls, x->total, x->self, x->min, x->max, x->era};
     return 0;
 }
 

@@ -54,7 +54,8 @@ enum { CT_EXT_PAUSE = 1, CT_EXT_RESUME = 2, CT_EXT_ARGS = 3, CT_EXT_THREAD_END =
 
 /* META chunks hold records: u32 key, u32 length, bytes, padded to 8. */
 enum { CT_META_EXE = 1, CT_META_CMDLINE = 2, CT_META_MODULE = 3, CT_META_THREAD = 4, CT_META_OUTPUT = 5,
-       CT_META_OPTION = 6 /* "name=value" */ };
+       CT_META_OPTION = 6 /* "name=value" */,
+       CT_META_SCAN = 7 /* "ticks": the MODULE records up to the next SCAN are every module then */ };
 
 enum { CT_CLOCK_TSC = 0, CT_CLOCK_MONOTONIC = 1 };
 /* Why recording stopped before the program ended (ct_header.stop_reason). */

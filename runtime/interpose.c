@@ -294,6 +294,7 @@ __asm__(".text\n"
  * closed, and at exit. dl_iterate_phdr's load counter makes the check cheap. */
 static unsigned long long seen_adds;
 static int exit_scan_registered;
+static int closed;   /* a dlclose since the last dlopen */
 
 static CT_NOINST int adds_cb(struct dl_phdr_info *info, size_t size, void *arg) {
     (void)size;
@@ -320,8 +321,14 @@ enum { DL_OPEN, DL_SYM, DL_CLOSE, DL_MOPEN, DL_N };
 CT_HIDDEN CT_NOINST __attribute__((used)) void *ct_dl_note(unsigned which) {
     static const char *const names[DL_N] = {"dlopen", "dlsym", "dlclose", "dlmopen"};
     static void *real[DL_N];
-    /* dlclose: record now, while the closing library is still mapped. */
-    ct_scan_modules(which == DL_CLOSE);
+    /* dlclose: record now, while the closing library is still mapped; and
+     * at the next dlopen, before the loader may reuse its addresses: the
+     * scan between them tells the converter when the old library's time
+     * there ended (its destructors ran in dlclose, after our first scan). */
+    int reopen = (which == DL_OPEN || which == DL_MOPEN) && __atomic_exchange_n(&closed, 0, __ATOMIC_ACQ_REL);
+    ct_scan_modules(which == DL_CLOSE || reopen);
+    if (which == DL_CLOSE)
+        __atomic_store_n(&closed, 1, __ATOMIC_RELEASE);
     if (which != DL_CLOSE)
         ct_capture_scan();   /* --capture-args: plan the libraries loaded since */
     if ((which == DL_OPEN || which == DL_MOPEN) && !__atomic_exchange_n(&exit_scan_registered, 1, __ATOMIC_ACQ_REL))

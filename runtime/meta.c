@@ -117,7 +117,12 @@ static CT_NOINST int module_cb(struct dl_phdr_info *info, size_t size, void *arg
     return 0;
 }
 
-CT_NOINST void ct_meta_modules(void) { dl_iterate_phdr(module_cb, NULL); }
+CT_NOINST void ct_meta_modules(void) {
+    char line[32];
+    int n = snprintf(line, sizeof line, "%llu", (unsigned long long)ct_ticks());
+    ct_meta(CT_META_SCAN, line, (size_t)n);
+    dl_iterate_phdr(module_cb, NULL);
+}
 
 static CT_NOINST ssize_t read_file(const char *path, char *buf, size_t size) {
     int f = open(path, O_RDONLY | O_CLOEXEC);

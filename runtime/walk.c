@@ -42,12 +42,25 @@ static CT_NOINST int grow_hash(struct ct_conv *c) {
     return 0;
 }
 
-static CT_NOINST int64_t func_index(struct ct_conv *c, uint64_t addr) {
+/* Which of the libraries loaded at addr over the run a call at `ticks` is in
+ * (0 unless one was dlclose'd and another loaded where it had been). */
+static CT_NOINST uint32_t era_of(const struct ct_conv *c, uint64_t addr, uint64_t ticks) {
+    uint32_t era = 0;
+    for (size_t i = 0; i < c->ncuts; i++) {
+        const uint64_t *k = c->cuts + 3 * i;
+        era += addr >= k[0] && addr < k[1] && ticks >= k[2];
+    }
+    return era;
+}
+
+static CT_NOINST int64_t func_index(struct ct_conv *c, uint64_t addr, uint64_t ticks) {
     if (c->nfuncs * 2 >= c->hashcap && grow_hash(c) < 0)
         return -1;
+    uint32_t era = c->ncuts ? era_of(c, addr, ticks) : 0;
     size_t j = (addr * 0x9E3779B97F4A7C15ull) >> 20 & (c->hashcap - 1);
     while (c->hash[j]) {
-        if (c->funcs[c->hash[j] - 1].addr == addr)
+        const struct func *f = &c->funcs[c->hash[j] - 1];
+        if (f->addr == addr && f->era == era)
             return c->hash[j] - 1;
         j = (j + 1) & (c->hashcap - 1);
     }
@@ -56,6 +69,7 @@ static CT_NOINST int64_t func_index(struct ct_conv *c, uint64_t addr) {
     struct func *f = &c->funcs[c->nfuncs];
     memset(f, 0, sizeof *f);
     f->addr = addr;
+    f->era = era;
     f->min = UINT64_MAX;
     c->hash[j] = (uint32_t)c->nfuncs + 1;
     return (int64_t)c->nfuncs++;
@@ -324,7 +338,7 @@ CT_NOINST int ct_walk(struct walk *w) {
                     /* Frames open when calltrace attach began: calls from
                      * then on, marked, so their returns close them. */
                     for (uint64_t k = 0; k < words && i + 1 + k < n; k++) {
-                        int64_t f = func_index(c, p[i + 1 + k] & CT_ADDR_MASK);
+                        int64_t f = func_index(c, p[i + 1 + k] & CT_ADDR_MASK, last);
                         if (f < 0 || push(w, (uint32_t)f, last, (uint32_t)(val + k)) < 0)
                             return -1;
                         c->stack[w->sp - 1].before = 1;
@@ -341,7 +355,7 @@ CT_NOINST int ct_walk(struct walk *w) {
             uint64_t addr = (v >> CT_DELTA_BITS) & CT_ADDR_MASK;
             last += v & CT_DELTA_MASK;
             if (kind == CT_EV_ENTER) {
-                int64_t f = func_index(c, addr);
+                int64_t f = func_index(c, addr, last);
                 if (f < 0)
                     return -1;
                 uint32_t rt = next_rt >= 0 ? (uint32_t)next_rt : (w->sp ? c->stack[w->sp - 1].rt + 1 : 0);

@@ -280,7 +280,15 @@ def test_debug_pid_detaches_on_ctrl_c(attachee, tmp_path):
     m = doc["metadata"]
     assert (m["termination"], m["exit_status"], m["backend"]) == ("detached", None, "gdb")
     assert {c["function"] for t in doc["threads"] for c in t["calls"]} == {"att_leaf"}
-    assert m["total_calls"] > 0 and m["incomplete_calls"] <= 3
+    assert m["total_calls"] > 0
+    # att_leaf calls nothing: a thread can be inside one call at detach, its last
+    # (how many threads were in one depends on the load: short-lived ones pile up)
+    open_at_end = 0
+    for t in doc["threads"]:
+        inc = [i for i, c in enumerate(t["calls"]) if c.get("incomplete")]
+        assert inc in ([], [len(t["calls"]) - 1]), inc
+        open_at_end += len(inc)
+    assert m["incomplete_calls"] == open_at_end
     assert _tracer(a.proc.pid) == 0
     for _ in range(2):
         a.next_line(prefix="tick")

@@ -13,6 +13,7 @@ from ..bridge import (END_DETACH, END_EXEC, END_EXIT, END_RUNNING, END_SIGNAL, F
 from ..errors import CalltraceError, TraceFormatError
 from ..files import write_atomic
 from ..symbols import Resolver
+from ..symbols.timeline import cuts, stays
 from ..trace.model import FunctionStats
 from ..trace.writer import document_head, thread_head
 from .raw import RawStream, read_info
@@ -90,15 +91,17 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
                 bar.n = second_pass[0] * total + done
                 bar.refresh()
             raw.set_progress(tick)
+        timeline = stays(info.scans)
+        raw.set_cuts(cuts(timeline))
         raw.analyze()
         summary = raw.summary()
         funcs = raw.functions()
         threads = raw.threads()
-        resolver = Resolver(info.modules)
-        infos = resolver.resolve([f.addr for f in funcs])
+        resolver = Resolver(info.modules, timeline)
+        infos = resolver.resolve([f.key for f in funcs])
         stats = []
         for f in funcs:
-            fi = infos[f.addr]
+            fi = infos[f.key]
             stats.append(FunctionStats(fi.function, f.calls, f.total_ns, f.self_ns, f.min_ns,
                                        f.max_ns, f"0x{f.addr:x}", fi.module, fi.file, fi.line,
                                        fi.symbol))
@@ -162,7 +165,7 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
                                 "keep": info.keep or None}
         if notes:
             metadata["notes"] = notes
-        names = [_json_str(infos[f.addr].function) for f in funcs]
+        names = [_json_str(infos[f.key].function) for f in funcs]
         arg_notes = None
         if info.flags & FLAG_CAPTURE_ARGS:
             arg_notes = _capture_args(raw, info, funcs, infos, notes, metadata)
@@ -175,7 +178,7 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
             header = columns.header_doc(metadata, stats)
             listed = [(t.tid, info.thread_name(t.tid), t.main) for t in threads]
             write_atomic(output, lambda f: columns.write_raw(
-                pa.PythonFile(f, mode="w"), raw, header, [infos[f.addr].function for f in funcs],
+                pa.PythonFile(f, mode="w"), raw, header, [infos[f.key].function for f in funcs],
                 listed, arg_notes), "trace", scratch=scratch)
         else:
             write_atomic(output, lambda f: (
@@ -238,7 +241,7 @@ def _capture_args(raw, info, funcs, infos, notes, metadata) -> list[bytes | None
         real.setdefault(os.path.realpath(m.path), m)
     loaded = [real.get(os.path.realpath(p)) for p in paths]
     exe = loaded[0]
-    by_addr = {f.addr: infos[f.addr].function for f in funcs}
+    by_addr = {f.addr: infos[f.key].function for f in funcs}
 
     def symbolize(addr: int) -> str | None:
         name = by_addr.get(addr)

@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass, field
 
 from ..bridge import (ARGS, CHUNK_HEADER, CHUNK_MAGIC, CHUNK_META, CLOCK_NAMES, HEADER_SIZE, META_CMDLINE,
-                      META_EXE, META_MODULE, META_OPTION, META_OUTPUT, META_THREAD, PROGRESS, RAW_MAGIC,
+                      META_EXE, META_MODULE, META_OPTION, META_OUTPUT, META_SCAN, META_THREAD, PROGRESS, RAW_MAGIC,
                       RAW_VERSION, BATCH, Chunk, Cols, Func, Header, Summary, Thread)
 from ..errors import TraceFormatError
 from ..runtime import converter_library
@@ -46,7 +46,8 @@ class RawInfo:
     exe: str = ""
     argv: list[str] = field(default_factory=list)
     output: str = ""
-    modules: list[Module] = field(default_factory=list)
+    modules: list[Module] = field(default_factory=list)     # every module seen, once
+    scans: list[tuple[int, list[Module]]] = field(default_factory=list)   # (ticks, modules then)
     thread_names: dict[int, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
 
@@ -108,15 +109,23 @@ def _meta(info: RawInfo, data: bytes, seen: set) -> None:
             info.argv = text.rstrip("\0").split("\0") if text else []
         elif key == META_OUTPUT:
             info.output = text
+        elif key == META_SCAN:
+            try:
+                info.scans.append((int(text), []))
+            except ValueError:
+                raise TraceFormatError(f"{info.path}: damaged module scan record {text[:60]!r}") from None
         elif key == META_MODULE:
             parts = text.split(" ", 3)
-            if len(parts) == 4 and text not in seen:
-                seen.add(text)
+            if len(parts) == 4:
                 try:
-                    info.modules.append(Module(int(parts[0], 16), int(parts[1], 16),
-                                               int(parts[2], 16), parts[3]))
+                    m = Module(int(parts[0], 16), int(parts[1], 16), int(parts[2], 16), parts[3])
                 except ValueError:
                     raise TraceFormatError(f"{info.path}: damaged module record {text[:60]!r}") from None
+                if info.scans:
+                    info.scans[-1][1].append(m)
+                if text not in seen:
+                    seen.add(text)
+                    info.modules.append(m)
         elif key == META_OPTION:
             name, _, value = text.partition("=")
             info.options[name] = value
@@ -138,6 +147,11 @@ class RawFunction:
     self_ns: int
     min_ns: int
     max_ns: int
+    era: int = 0     # which library loaded at addr over the run (symbols/timeline.py)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.addr, self.era
 
 
 @dataclass
@@ -179,6 +193,13 @@ class RawStream:
         self._args = ARGS(shim)
         self._lib.ct_conv_set_args(self._h, self._args)
 
+    def set_cuts(self, cuts: list[tuple[int, int, int]]) -> None:
+        """(lo, hi, ticks): calls in [lo, hi) from ticks on are another
+        library's (symbols/timeline.py); before analyze()."""
+        flat = (ctypes.c_uint64 * max(1, 3 * len(cuts)))(*[v for c in cuts for v in c])
+        if self._lib.ct_conv_set_cuts(self._h, flat, len(cuts)) < 0:
+            raise MemoryError
+
     def analyze(self) -> None:
         err = ctypes.create_string_buffer(256)
         if self._lib.ct_conv_analyze(self._h, err, len(err)) < 0:
@@ -192,7 +213,7 @@ class RawStream:
     def functions(self) -> list[RawFunction]:
         out, f, i = [], Func(), 0
         while self._lib.ct_conv_function(self._h, i, ctypes.byref(f)) == 0:
-            out.append(RawFunction(f.addr, f.calls, f.total_ns, f.self_ns, f.min_ns, f.max_ns))
+            out.append(RawFunction(f.addr, f.calls, f.total_ns, f.self_ns, f.min_ns, f.max_ns, f.era))
             i += 1
         return out
 

@@ -32,10 +32,14 @@ class FunctionInfo:
 
 
 class Resolver:
-    def __init__(self, modules: list[Module]):
+    """`timeline`: the module map over time (symbols/timeline.py), when the
+    runtime recorded it; then a key (addr, era) names the era's library."""
+
+    def __init__(self, modules: list[Module], timeline=None):
         self.modules = sorted(modules, key=lambda m: m.lo)
         self._los = [m.lo for m in self.modules]
-        self.notes: list[str] = [_reused_note(a, b) for a, b in _overlaps(self.modules)]
+        self.timeline = timeline
+        self.notes: list[str] = [] if timeline else [_reused_note(a, b) for a, b in _overlaps(self.modules)]
 
     def module_of(self, addr: int) -> Module | None:
         i = bisect.bisect_right(self._los, addr) - 1
@@ -43,40 +47,49 @@ class Resolver:
             return self.modules[i]
         return None
 
-    def resolve(self, addrs: list[int]) -> dict[int, FunctionInfo]:
-        out: dict[int, FunctionInfo] = {}
+    def resolve(self, keys: list) -> dict:
+        """FunctionInfo per key: an address, or (address, era)."""
+        out: dict = {}
         no_debug: set[str] = set()
-        for addr in addrs:
-            mod = self.module_of(addr)
+        for key in keys:
+            addr, era = key if isinstance(key, tuple) else (key, 0)
+            mod = None
+            if self.timeline:
+                from .timeline import module_at
+                mod = module_at(self.timeline, addr, era)
             if mod is None:
-                out[addr] = FunctionInfo(addr, f"0x{addr:x}", None, None, None, None)
-                continue
-            vaddr = addr - mod.bias
-            name = sym = file = line = None
-            try:
-                syms = elf_symbols(mod.path)
-                s = syms.lookup(vaddr)
-                if s is not None:
-                    sym = s.name
-                    name = s.name if s.start == vaddr else f"{s.name}+0x{vaddr - s.start:x}"
-                src = dwarf_functions(mod.path).get(vaddr)
-                if src is not None:
-                    file, line = src.file, src.line
-                    if name is None:
-                        sym = src.linkage_name or src.name
-                        name = sym
-                elif not syms.has_debug_info:
-                    no_debug.add(mod.path)
-            except CalltraceError as e:
-                self.notes.append(str(e))
-            if name is None:
-                name = f"{os.path.basename(mod.path)}+0x{vaddr:x}"
-            out[addr] = FunctionInfo(addr, name, sym, mod.path, file, line)
+                mod = self.module_of(addr)
+            out[key] = self._info(addr, mod, no_debug)
         for path in sorted(no_debug):
             self.notes.append(f"{path} has no DWARF debug info (build with -g): no file:line")
         self._demangle(out)
         self._make_unique(out)
         return out
+
+    def _info(self, addr: int, mod: Module | None, no_debug: set[str]) -> FunctionInfo:
+        if mod is None:
+            return FunctionInfo(addr, f"0x{addr:x}", None, None, None, None)
+        vaddr = addr - mod.bias
+        name = sym = file = line = None
+        try:
+            syms = elf_symbols(mod.path)
+            s = syms.lookup(vaddr)
+            if s is not None:
+                sym = s.name
+                name = s.name if s.start == vaddr else f"{s.name}+0x{vaddr - s.start:x}"
+            src = dwarf_functions(mod.path).get(vaddr)
+            if src is not None:
+                file, line = src.file, src.line
+                if name is None:
+                    sym = src.linkage_name or src.name
+                    name = sym
+            elif not syms.has_debug_info:
+                no_debug.add(mod.path)
+        except CalltraceError as e:
+            self.notes.append(str(e))
+        if name is None:
+            name = f"{os.path.basename(mod.path)}+0x{vaddr:x}"
+        return FunctionInfo(addr, name, sym, mod.path, file, line)
 
     @staticmethod
     def _demangle(infos: dict[int, FunctionInfo]) -> None:
@@ -100,6 +113,10 @@ class Resolver:
             if len({i.function for i in group}) < len(group):
                 for info in group:
                     info.function = f"{name} [0x{info.address:x}]"
+            if len({i.function for i in group}) < len(group):
+                # one address, several libraries over the run: number the loads
+                for n, info in enumerate(group, 1):
+                    info.function = f"{name} [0x{info.address:x} #{n}]"
 
 
 def _overlaps(modules: list[Module]) -> list[tuple[Module, Module]]:
