@@ -118,6 +118,11 @@ static inline CT_NOINST const uint64_t *seg_words(const struct ct_conv *c, const
  * them go from our RSS (the page cache keeps them), so memory stays flat
  * whatever the trace's length. Both maps are MAP_SHARED, so nothing is lost. */
 CT_HIDDEN void release(const void *from, const void *to);
+/* A walk done with segment `s`: its chunk from the start (the headers, and
+ * any other thread's segments there, which refault when walked) to the page
+ * holding the segment's end. Without the headers' pages, one page a chunk
+ * would stay, and memory would grow with the trace. */
+CT_HIDDEN void release_seg(const struct ct_conv *c, const struct cseg *s);
 
 struct out {
     int fd, failed;

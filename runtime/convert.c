@@ -151,9 +151,12 @@ CT_EXPORT CT_NOINST struct ct_conv *ct_conv_open(const char *path, char *err, si
     if (h->chunk_size < 4096 || h->chunk_size % 4096)
         return fail(c, err, errlen, "corrupt raw stream header (chunk size)");
     uint64_t limit = h->next_offset < c->size ? h->next_offset : c->size;
-    for (uint64_t off = CT_HEADER_SIZE; off + CT_CHUNK_HEADER <= limit; off += h->chunk_size)
+    for (uint64_t off = CT_HEADER_SIZE; off + CT_CHUNK_HEADER <= limit; off += h->chunk_size) {
         if (index_chunk(c, off) < 0)
             return fail(c, err, errlen, "out of memory");
+        /* the kernel maps pages around the header read (fault-around): let them all go */
+        release(c->map + off, c->map + (off + h->chunk_size < c->size ? off + h->chunk_size : c->size));
+    }
     qsort(c->segs, c->nsegs, sizeof *c->segs, cmp_segs);
     c->threads = calloc(c->nsegs + 1, sizeof *c->threads);
     if (!c->threads)
@@ -199,7 +202,7 @@ CT_EXPORT CT_NOINST struct ct_conv *ct_conv_open(const char *path, char *err, si
                         t->calls++;
                 }
             }
-            release(p, p + n);
+            release_seg(c, sg);
             if (last > lastall)
                 lastall = last;
             c->total_words += i;

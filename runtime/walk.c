@@ -14,6 +14,16 @@ CT_NOINST void release(const void *from, const void *to) {
         madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
+CT_NOINST void release_seg(const struct ct_conv *c, const struct cseg *s) {
+    uint64_t cs = c->h->chunk_size, from = CT_HEADER_SIZE + (s->data - CT_HEADER_SIZE) / cs * cs;
+    uint64_t to = (s->data + (uint64_t)s->words * 8 + 4095) & ~(uint64_t)4095;
+    if (to > from + cs)
+        to = from + cs;
+    if (to > c->size)
+        to = c->size;
+    release(c->map + from, c->map + to);
+}
+
 /* ---- functions table: open addressing on the entry address ------------- */
 static CT_NOINST int grow_hash(struct ct_conv *c) {
     size_t cap = c->hashcap ? c->hashcap * 2 : 1024;
@@ -375,7 +385,7 @@ CT_NOINST int ct_walk(struct walk *w) {
             }
         }
         c->done_words += i;
-        release(p, p + n);
+        release_seg(c, sg);
         /* the open calls' slots among these refault from the page cache when written */
         uint64_t done = t->call_base + w->ncall;
         release(c->dur + w->released, c->dur + done);

@@ -12,11 +12,12 @@ from ..analysis.summary import run_lines
 from ..errors import CalltraceError
 from ..files import probe_writable
 from ..record.collect import Ending, convert_folder
+from ..record import warm
 from ..record.convert import Converted, convert
 from ..record.rawdir import RawDir, raw_key, streams, trace_path
 from ..runtime import library_path, preload_env, write_filter, write_plan
 from ..supervise import Interrupts, Supervisor
-from ..symbols.elf import elf_symbols, is_instrumented
+from ..symbols.elf import elf_symbols, is_dynamic, is_instrumented
 from ..symbols.select import Selection
 from ..trace import dataset
 from ..units import argparse_duration, argparse_size, plural
@@ -133,10 +134,13 @@ def _check_program(args, path: str) -> None:
         print(f"calltrace: note: {args.command[0]} is not an ELF executable; recording the "
               "instrumented programs it starts", file=sys.stderr)
         return
-    if not elf_symbols(path).dynamic:
+    # The program headers and the dynamic symbol table's hash answer at
+    # once; the whole symbol table is read while the program runs (warm.py).
+    if not is_dynamic(path):
         raise CalltraceError(f"{args.command[0]} is statically linked: the runtime cannot be preloaded "
                              "into it; link it dynamically (drop -static)")
     if not args.force and not is_instrumented(path):
+        elf_symbols(path)   # a damaged file says so
         raise CalltraceError(
             f"{args.command[0]} was not built with -finstrument-functions; rebuild it with "
             "`gcc -g -finstrument-functions -rdynamic ...`, or trace chosen functions of it as it is "
@@ -164,6 +168,8 @@ def run(args) -> int:
         raw.remove()
         raise CalltraceError(f"cannot run {program[0]}: {e.strerror}", 126) from None
     raw.record(pid, output, program)
+    if options.is_elf(path) and output != "/dev/null":
+        warm.start(path, output)
     rolling = _Rolling(raw.path, pid, output, args)
     rolling.start()
     try:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 
 from elftools.common.exceptions import DWARFError, ELFError
 from elftools.elf.elffile import ELFFile
+
+from .cache import per_file
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,6 @@ class DwarfFunctions:
         return self.by_addr.get(vaddr)
 
 
-@lru_cache(maxsize=64)
+@per_file(maxsize=64)
 def dwarf_functions(path: str) -> DwarfFunctions:
     return DwarfFunctions(path)

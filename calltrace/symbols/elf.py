@@ -4,6 +4,7 @@ lookups), what kind of program it is, and whether it was built with
 from __future__ import annotations
 
 import bisect
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -11,8 +12,12 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from ..errors import CalltraceError
+from .cache import per_file
 
-_BIND_RANK = {"STB_GLOBAL": 0, "STB_WEAK": 1, "STB_LOCAL": 2}
+_BIND_RANK = {1: 0, 2: 1, 0: 2}       # STB_GLOBAL, STB_WEAK, STB_LOCAL
+STT_FUNC, SHN_UNDEF = 2, 0
+# Not STT_GNU_IFUNC (10): such a symbol names an ifunc's resolver, and the
+# names traces carry have always come from the STT_FUNC symbols alone.
 HOOK = "__cyg_profile_func_enter"
 
 
@@ -61,17 +66,17 @@ class ElfSymbols:
                     sec = elf.get_section_by_name(secname)
                     if sec is None:
                         continue
-                    for s in sec.iter_symbols():
-                        if s.name == HOOK and s["st_shndx"] == "SHN_UNDEF":
+                    for name, info, shndx, value, size in _raw_symbols(elf, sec):
+                        if shndx == SHN_UNDEF and name == HOOK:
                             self.imports_hook = True
-                        if s["st_info"]["type"] not in ("STT_FUNC", "STT_GNU_IFUNC"):
+                        if info & 0xf != STT_FUNC:
                             continue
-                        if s["st_shndx"] == "SHN_UNDEF" or not s["st_value"] or not s.name:
+                        if shndx == SHN_UNDEF or not value or not name:
                             continue
-                        rank = _BIND_RANK.get(s["st_info"]["bind"], 3)
-                        old = syms.get(s["st_value"])
+                        rank = _BIND_RANK.get(info >> 4, 3)
+                        old = syms.get(value)
                         if old is None or rank < old[0]:
-                            syms[s["st_value"]] = (rank, Symbol(s.name, s["st_value"], s["st_size"]))
+                            syms[value] = (rank, Symbol(name, value, size))
         except (OSError, ELFError, ValueError) as e:
             raise CalltraceError(f"cannot read ELF file {path}: {e}") from None
         self._syms = [v[1] for _, v in sorted(syms.items())]
@@ -90,9 +95,47 @@ class ElfSymbols:
         return None
 
 
-@lru_cache(maxsize=64)
+def _raw_symbols(elf: ELFFile, sec):
+    """(name, st_info, st_shndx, st_value, st_size) of each entry of a symbol
+    table, unpacked at once rather than parsed one by one (a program's
+    table can hold tens of thousands)."""
+    if sec["sh_type"] == "SHT_NOBITS":     # a debug file's stub of a stripped table
+        return
+    size, step = (24 if elf.elfclass == 64 else 16), sec["sh_entsize"]
+    if step < size:
+        raise ELFError(f"{sec.name}: symbol entries of {step} bytes")
+    data = sec.data()
+    strtab = elf.get_section(sec["sh_link"]).data()
+    # Elf64_Sym: name, info, other, shndx, value, size; Elf32_Sym: name, value, size, info, other, shndx
+    fmt = struct.Struct(("<" if elf.little_endian else ">") + ("IBBHQQ" if size == 24 else "IIIBBH"))
+    entries = (fmt.iter_unpack(data[:len(data) // size * size]) if step == size else
+               (fmt.unpack_from(data, off) for off in range(0, len(data) - size + 1, step)))
+    for entry in entries:
+        if size == 24:
+            st_name, info, _, shndx, value, sym_size = entry
+        else:
+            st_name, value, sym_size, info, _, shndx = entry
+        name = ""
+        if st_name:
+            stop = strtab.find(b"\0", st_name)
+            name = strtab[st_name:stop if stop >= 0 else len(strtab)].decode("utf-8", "replace")
+        yield name, info, shndx, value, sym_size
+
+
+@per_file(maxsize=64)
 def elf_symbols(path: str) -> ElfSymbols:
     return ElfSymbols(path)
+
+
+def is_dynamic(path: str) -> bool:
+    """True when the program has an interpreter (PT_INTERP): the dynamic
+    loader, and so LD_PRELOAD, apply. Reads the program headers only;
+    raises CalltraceError as elf_symbols does."""
+    try:
+        with open(path, "rb") as f:
+            return any(seg["p_type"] == "PT_INTERP" for seg in ELFFile(f).iter_segments())
+    except (OSError, ELFError, ValueError) as e:
+        raise CalltraceError(f"cannot read ELF file {path}: {e}") from None
 
 
 @lru_cache(maxsize=256)

@@ -5,6 +5,8 @@ batches; no function holds a whole trace."""
 from __future__ import annotations
 
 import json
+import threading
+from functools import lru_cache
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -38,8 +40,15 @@ SCHEMA = pa.schema([
     ("args_note", pa.string()),
     ("return", pa.string()),          # JSON text of the VALUE
 ])
-# Growing within a thread: deltas are small. Durations are left to zstd.
-_DELTA = ("call", "parent", "start_ns")
+# Encodings chosen for writing speed at a small size (bench/bench_columnar.py):
+# names as dictionaries; thread, tid and depth plain, as zstd makes their runs
+# next to nothing at a third of a dictionary's cost; `call` and `start_ns`
+# grow within a thread and `duration_ns` is mostly small, so their deltas are
+# small; `parent` is smaller plain than as deltas (it jumps back at each
+# return). All are encodings every Parquet reader decodes (BYTE_STREAM_SPLIT
+# for integers would be smaller still, but is too new for many readers).
+_DICTIONARY = ["function", "call_site", "args_note"]
+_DELTA = ("call", "start_ns", "duration_ns")
 
 
 def open_writer(path_or_file, header: dict) -> pq.ParquetWriter:
@@ -47,8 +56,7 @@ def open_writer(path_or_file, header: dict) -> pq.ParquetWriter:
     in the footer with the thread list once the calls are written."""
     return pq.ParquetWriter(
         path_or_file, SCHEMA, compression="zstd", compression_level=1,
-        use_dictionary=["thread", "tid", "depth", "function", "call_site", "args_note"],
-        column_encoding={c: "DELTA_BINARY_PACKED" for c in _DELTA},
+        use_dictionary=_DICTIONARY, column_encoding={c: "DELTA_BINARY_PACKED" for c in _DELTA},
         write_statistics=["thread", "tid", "call", "start_ns"])
 
 
@@ -75,10 +83,10 @@ def batch(thread: int, tid: int, first_row: int, func: np.ndarray, names: pa.Arr
     """One record batch from per-call numpy columns. `parent` holds row
     numbers, negative at depth 0."""
     n = len(func)
-    none = pa.nulls(n, pa.string())
+    none = _constant(None, n, pa.string())
     cols = [
-        pa.array(np.full(n, thread, np.int32)),
-        pa.array(np.full(n, tid, np.int64)),
+        _constant(thread, n, pa.int32()),
+        _constant(tid, n, pa.int64()),
         pa.array(np.arange(first_row, first_row + n, dtype=np.int64)),
         pa.array(parent, pa.int64(), mask=parent < 0),
         pa.array(depth.astype(np.int32, copy=False)),
@@ -87,12 +95,18 @@ def batch(thread: int, tid: int, first_row: int, func: np.ndarray, names: pa.Arr
         pa.array(_signed(dur)),
         pa.array(incomplete, pa.bool_()),
         pa.array(unwound, pa.bool_()),
-        pa.nulls(n, STRING) if call_site is None else pa.array(call_site, pa.string()).dictionary_encode(),
+        _constant(None, n, STRING) if call_site is None else pa.array(call_site, pa.string()).dictionary_encode(),
         none if args is None else pa.array(args, pa.string()),
         none if args_note is None else pa.array(args_note, pa.string()),
         none if ret is None else pa.array(ret, pa.string()),
     ]
     return pa.RecordBatch.from_arrays(cols, schema=SCHEMA)
+
+
+@lru_cache(maxsize=8)
+def _constant(value, n: int, type_: pa.DataType) -> pa.Array:
+    """`n` times `value` (None: nulls); batches of one thread share them."""
+    return pa.nulls(n, type_) if value is None else pa.array(np.full(n, value, type_.to_pandas_dtype()))
 
 
 def _signed(a: np.ndarray) -> np.ndarray:
@@ -172,9 +186,12 @@ def write_trace(out, trace) -> int:
 def write_raw(out, raw, header: dict, names: list[str], threads: list[tuple],
               notes: list[bytes | None] | None) -> int:
     """Stream a raw trace's calls (RawStream.columns, walked in C) as
-    Parquet; `threads` are (tid, name, main) in RawStream.threads() order."""
+    Parquet; `threads` are (tid, name, main) in RawStream.threads() order.
+    The walk makes each batch while a thread of its own encodes the one
+    before (_Encoder)."""
     names_arr = pa.array(names, pa.string())
     writer = open_writer(out, header)
+    encoder = _Encoder(writer)
     entries = []
     row = 0
     try:
@@ -189,17 +206,73 @@ def write_raw(out, raw, header: dict, names: list[str], threads: list[tuple],
                 args = note = None
                 if c["extra_off"][-1]:
                     args, note = _fragments(c["extra_off"], c["extra"])
-                writer.write_batch(batch(ti, tid, row, c["func"], names_arr, c["depth"], c["start"],
-                                         c["dur"], (flags & 1) != 0, (flags & 2) != 0, parent,
-                                         None, args, note))
+                # The walk reuses its buffers once emit returns: copy what
+                # Arrow would otherwise share.
+                encoder.put(batch(ti, tid, row, c["func"].copy(), names_arr, c["depth"],
+                                  c["start"].copy(), c["dur"].copy(), (flags & 1) != 0,
+                                  (flags & 2) != 0, parent, None, args, note))
                 row += len(flags)
             raw.columns(ti, emit, notes)
             entries.append(thread_entry(tid, name, main, row - first, first))
+        encoder.finish()
     except BaseException:
+        encoder.finish(quiet=True)
         writer.close()
         raise
     close_writer(writer, header, entries)
     return row
+
+
+class _Encoder:
+    """Writes record batches in a thread of its own: pyarrow encodes one batch
+    while the caller (the C walk) makes the next; both release the GIL. put()
+    returns once the writer has taken its batch, so at most two batches are
+    alive. The writer's error is raised by the next put() or by finish()."""
+
+    def __init__(self, writer: pq.ParquetWriter):
+        self._writer = writer
+        self._slot: list[pa.RecordBatch | None] = []
+        self._cond = threading.Condition()
+        self._error: BaseException | None = None
+        # A daemon: a second Ctrl-C ends the process without waiting for it.
+        self._thread = threading.Thread(target=self._run, name="calltrace-parquet", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._slot)
+                b = self._slot.pop(0)
+                self._cond.notify_all()
+            if b is None:
+                return
+            if self._error is None:      # after an error, only drain
+                try:
+                    self._writer.write_batch(b)
+                except BaseException as e:
+                    self._error = e
+            del b
+
+    def put(self, b: pa.RecordBatch) -> None:
+        if self._error is not None:
+            raise self._error
+        with self._cond:
+            self._slot.append(b)
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: not self._slot)
+
+    def finish(self, quiet: bool = False) -> None:
+        """Wait until every batch put is written (the writer is then free to
+        close) and raise the writer's error; `quiet`: on the way out of an
+        error, drop the batch not yet taken and raise nothing."""
+        with self._cond:
+            if quiet:
+                self._slot.clear()
+            self._slot.append(None)
+            self._cond.notify_all()
+        self._thread.join()
+        if self._error is not None and not quiet:
+            raise self._error
 
 
 def _fragments(off: np.ndarray, data: np.ndarray) -> tuple[list, list]:
