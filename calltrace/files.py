@@ -4,6 +4,7 @@ replaced rather than written through. Mode 0666 minus the umask."""
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from typing import IO, Callable
 
@@ -17,6 +18,9 @@ def write_atomic(path: str, write: Callable[[IO], object], what: str = "file",
     to `path`. Nothing is left behind on any failure, Ctrl-C included. The
     temporary file is made in `scratch` (a folder on the same file system)
     when given: where a SIGKILL cannot leave it unnoticed."""
+    if _special(path):
+        _write_into(path, write, what, encoding, errors)
+        return
     folder = scratch or os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=".calltrace-", suffix=".tmp", dir=folder)
@@ -41,6 +45,29 @@ def write_atomic(path: str, write: Callable[[IO], object], what: str = "file",
         if isinstance(e, OSError):
             raise CalltraceError(f"cannot write {what} {path}: {e.strerror or e}") from None
         raise
+
+
+def _special(path: str) -> bool:
+    """A device, FIFO or socket (/dev/null, /dev/stdout, a named pipe): the
+    output goes into it. Renaming over it would replace the device node
+    itself, for every program on the machine when we run as root."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode) and not stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _write_into(path: str, write: Callable[[IO], object], what: str, encoding: str | None,
+                errors: str) -> None:
+    try:
+        if encoding:
+            f = open(path, "w", encoding=encoding, errors=errors)
+        else:
+            f = open(path, "wb", buffering=0)
+        with f:
+            write(f)
+    except OSError as e:
+        raise CalltraceError(f"cannot write {what} {path}: {e.strerror or e}") from None
 
 
 def probe_writable(output: str, folder: str) -> None:

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,21 @@ def _scratch(tmp_path_factory):
         os.environ["TMPDIR"] = old
     tempfile.tempdir = None
     shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _dev_null_stays():
+    """/dev/null must still be the null device after every test: a tool
+    that renames a file over it (we run as root) feeds every later program
+    the bytes written there. Put back at once, so one culprit fails alone."""
+    yield
+    st = os.stat("/dev/null") if os.path.exists("/dev/null") else None
+    if st is None or not stat.S_ISCHR(st.st_mode):
+        if st is not None:
+            os.unlink("/dev/null")
+        os.mknod("/dev/null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        os.chmod("/dev/null", 0o666)
+        pytest.fail("this test replaced /dev/null with a regular file")
 
 
 def fixture(name: str) -> str:

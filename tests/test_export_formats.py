@@ -114,3 +114,24 @@ def test_svg_and_folded_escape_names(tmp_path):
     assert [t.text for t in root.iter(f"{SVG}text")][0].startswith("<b>t</b> - flame graph")
     folded = export(src, tmp_path, "folded").splitlines()
     assert "main;x:y 90" in folded and "main;<script>alert(1)</script> 90" in folded
+
+
+def test_output_to_a_device_or_fifo_writes_into_it(tmp_path):
+    """-o /dev/null or a named pipe: the output goes into it; the path is
+    never replaced by a file (as root that would replace the device node)."""
+    import os
+    import stat
+    import threading
+    src = write_demo(tmp_path / "demo.json")
+    for args in (["export", src, "-f", "folded", "-o", "/dev/null"], ["convert", src, "-o", "/dev/null"]):
+        assert run_cli(*args).returncode == 0
+        assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()))
+    reader.start()
+    assert run_cli("export", src, "-f", "folded", "-o", fifo).returncode == 0
+    reader.join(60)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert got[0] == run_cli("export", src, "-f", "folded", "-o", "-").stdout
