@@ -119,8 +119,8 @@ def main() -> int:
         ("replay -t 1us | tail", ct + ["replay", "-t", "1us", trace], ["tail", "-n", "1"]),
         ("export folded", ct + ["export", trace, "-f", "folded", "-o", out(".folded")], None),
         ("export svg", ct + ["export", trace, "-f", "svg", "-o", out(".svg")], None),
-        ("export chrome", ct + ["export", trace, "-f", "chrome", "-o", out(".chrome.json")], None),
-        ("export speedscope", ct + ["export", trace, "-f", "speedscope", "-o", out(".speedscope.json")], None),
+        ("export chrome", ct + ["export", trace, "-f", "chrome", "--max-events", str(total + 1), "-o", out(".chrome.json")], None),
+        ("export speedscope", ct + ["export", trace, "-f", "speedscope", "--max-events", str(total + 1), "-o", out(".speedscope.json")], None),
         ("export html", ct + ["export", trace, "-f", "html", "-o", out(".html")], None),
     ]
     only = set(args.only.split(",")) if args.only else None
