@@ -51,10 +51,14 @@ def _special(path: str) -> bool:
     """A device, FIFO or socket (/dev/null, /dev/stdout, a named pipe): the
     output goes into it. Renaming over it would replace the device node
     itself, for every program on the machine when we run as root."""
+    full = os.path.abspath(path)
+    if full.startswith(("/dev/", "/proc/")):
+        return os.path.exists(full)     # /dev/stdout: a link to whatever fd 1 is, never ours to replace
     try:
-        return not stat.S_ISREG(os.stat(path).st_mode) and not stat.S_ISDIR(os.stat(path).st_mode)
+        mode = os.stat(path).st_mode
     except OSError:
         return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
 def _write_into(path: str, write: Callable[[IO], object], what: str, encoding: str | None,

@@ -57,6 +57,12 @@ def _dev_null_stays():
         os.mknod("/dev/null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
         os.chmod("/dev/null", 0o666)
         pytest.fail("this test replaced /dev/null with a regular file")
+    for n, link in enumerate(("/dev/stdin", "/dev/stdout", "/dev/stderr")):
+        if not os.path.islink(link):
+            if os.path.lexists(link):
+                os.unlink(link)
+            os.symlink(f"/proc/self/fd/{n}", link)
+            pytest.fail(f"this test replaced {link}")
 
 
 def fixture(name: str) -> str:

@@ -126,6 +126,14 @@ def test_output_to_a_device_or_fifo_writes_into_it(tmp_path):
     for args in (["export", src, "-f", "folded", "-o", "/dev/null"], ["convert", src, "-o", "/dev/null"]):
         assert run_cli(*args).returncode == 0
         assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    # /dev/stdout into a file: the file gets it, the /dev/stdout link stays
+    with open(tmp_path / "out.folded", "wb") as f:
+        import subprocess
+        import sys
+        subprocess.run([sys.executable, "-m", "calltrace", "export", src, "-f", "folded", "-o", "/dev/stdout"],
+                       stdout=f, cwd=tmp_path, timeout=120, check=True)
+    assert os.path.islink("/dev/stdout")
+    assert (tmp_path / "out.folded").read_bytes() == run_cli("export", src, "-f", "folded", "-o", "-").stdout
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     got = []
