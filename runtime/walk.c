@@ -386,7 +386,7 @@ CT_NOINST int ct_walk(struct walk *w) {
         }
         c->done_words += i;
         release_seg(c, sg);
-        /* the open calls' slots among these refault from the page cache when written */
+        /* the open calls' slots among these are written through the file (pop) */
         uint64_t done = t->call_base + w->ncall;
         release(c->dur + w->released, c->dur + done);
         w->released = done & ~(uint64_t)511;
