@@ -172,8 +172,9 @@ def _bench_writer():
 
 
 def test_progress_bar_on_a_terminal_for_long_reads(tmp_path):
-    """A read that takes more than about a second shows tqdm's bar on a
-    terminal; in a pipe (every other test) stderr stays empty."""
+    """A read that takes longer than CALLTRACE_PROGRESS_DELAY (1 s; 0 here,
+    as the C reader is too fast to be sure of a second) shows tqdm's bar on
+    a terminal; in a pipe (every other test) stderr stays empty."""
     import os
     import pty
     import subprocess
@@ -182,7 +183,8 @@ def test_progress_bar_on_a_terminal_for_long_reads(tmp_path):
     _bench_writer()(str(path), 2_000_000)
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "calltrace", "report", "--threads", "--slowest", "3", str(path)],
-                            stdout=subprocess.PIPE, stderr=slave, cwd="/")
+                            stdout=subprocess.PIPE, stderr=slave, cwd="/",
+                            env={**os.environ, "CALLTRACE_PROGRESS_DELAY": "0"})
     os.close(slave)
     err = read_until_closed(master).decode(errors="replace")
     out = proc.stdout.read().decode()
