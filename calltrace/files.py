@@ -17,7 +17,8 @@ def write_atomic(path: str, write: Callable[[IO], object], what: str = "file",
     and unbuffered, so `f.fileno()` may be written to directly), then move it
     to `path`. Nothing is left behind on any failure, Ctrl-C included. The
     temporary file is made in `scratch` (a folder on the same file system)
-    when given: where a SIGKILL cannot leave it unnoticed."""
+    when given: where a SIGKILL cannot leave it unnoticed. A device, FIFO,
+    socket or anything under /dev or /proc is written into directly."""
     if _special(path):
         _write_into(path, write, what, encoding, errors)
         return
