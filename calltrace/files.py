@@ -75,6 +75,15 @@ def _write_into(path: str, write: Callable[[IO], object], what: str, encoding: s
         raise CalltraceError(f"cannot write {what} {path}: {e.strerror or e}") from None
 
 
+def starts_with(path: str, magic: bytes) -> bool:
+    """The file at `path` begins with `magic` (False when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:
+        return False
+
+
 def probe_writable(output: str, folder: str) -> None:
     """Create and remove a file where the trace will go: access() says yes to
     root even on read-only file systems and /proc."""

@@ -11,7 +11,7 @@ from elftools.elf.elffile import ELFFile
 
 from ..errors import CalltraceError
 from ..symbols.code import HOOKS, Code
-from ..symbols.elf import elf_symbols, is_instrumented
+from ..symbols.elf import elf_symbols, is_elf, is_instrumented
 
 ENTER, EXIT = "__cyg_profile_func_enter", "__cyg_profile_func_exit"
 
@@ -142,9 +142,8 @@ _INFOS: dict[str, ElfInfo] = {}
 def load(mod: Module) -> bool:
     """Read mod's ELF; False when it is not one (a data file mapped)."""
     try:
-        with open(mod.path, "rb") as f:
-            if f.read(4) != b"\x7fELF":
-                return False
+        if not is_elf(mod.path):
+            return False
         if mod.path not in _INFOS:
             _INFOS[mod.path] = ElfInfo(mod.path)
         mod.info = _INFOS[mod.path]

@@ -7,6 +7,7 @@ import sys
 from ..debug.tracer import Options, trace
 from ..errors import CalltraceError
 from ..analysis.summary import debug_lines
+from ..symbols.elf import is_elf
 from . import options
 
 NAME = "debug"
@@ -85,7 +86,7 @@ def run(args) -> int:
     else:
         program = options.parse_command(args._parser, args)
         path = options.resolve_program(program[0])
-    if not options.is_elf(path):
+    if not is_elf(path):
         raise CalltraceError(f"{program[0]} is not an ELF executable")
     output = options.output_path(args.output)
     if args.deref and not args.capture_args:

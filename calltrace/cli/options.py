@@ -169,13 +169,6 @@ def output_path(output: str | None) -> str:
     return output
 
 
-def is_elf(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"\x7fELF"
-    except OSError:
-        return False
-
 
 def add_filters(p) -> None:
     """-F/-N/-D/-t/--tid, shared by replay and export."""

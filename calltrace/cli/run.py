@@ -17,7 +17,7 @@ from ..record.convert import Converted, convert
 from ..record.rawdir import RawDir, raw_key, streams, trace_path
 from ..runtime import library_path, preload_env, write_filter, write_plan
 from ..supervise import Interrupts, Supervisor
-from ..symbols.elf import elf_symbols, is_dynamic, is_instrumented
+from ..symbols.elf import elf_symbols, is_dynamic, is_elf, is_instrumented
 from ..symbols.select import Selection
 from ..trace import dataset
 from ..units import argparse_duration, argparse_size, plural
@@ -89,7 +89,7 @@ def _environment(args, raw_dir: str, program: str) -> dict[str, str]:
     if capture:
         # Plan here, once, rather than in the runtime at start-up.
         plan = os.path.join(raw_dir, "capture.plan")
-        if options.is_elf(program) and write_plan(program, plan):
+        if is_elf(program) and write_plan(program, plan):
             env["CALLTRACE_PLAN"] = plan
         env["CALLTRACE_CAPTURE_ARGS"] = "1"
     if args.max_depth is not None:
@@ -118,7 +118,7 @@ def _environment(args, raw_dir: str, program: str) -> dict[str, str]:
             if regex is not None:
                 env[var] = regex
         # A script: each instrumented program it starts matches its own functions.
-        if options.is_elf(program):
+        if is_elf(program):
             path = os.path.join(raw_dir, "record.filter")
             if not write_filter(program, sel, path):
                 print(f"calltrace: note: no function of {program} or its libraries matches "
@@ -130,7 +130,7 @@ def _environment(args, raw_dir: str, program: str) -> dict[str, str]:
 
 
 def _check_program(args, path: str) -> None:
-    if not options.is_elf(path):
+    if not is_elf(path):
         print(f"calltrace: note: {args.command[0]} is not an ELF executable; recording the "
               "instrumented programs it starts", file=sys.stderr)
         return
@@ -168,7 +168,7 @@ def run(args) -> int:
         raw.remove()
         raise CalltraceError(f"cannot run {program[0]}: {e.strerror}", 126) from None
     raw.record(pid, output, program)
-    if options.is_elf(path) and output != "/dev/null":
+    if is_elf(path) and output != "/dev/null":
         warm.start(path, output)
     rolling = _Rolling(raw.path, pid, output, args)
     rolling.start()

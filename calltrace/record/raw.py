@@ -14,6 +14,7 @@ from ..bridge import (ARGS, CHUNK_HEADER, CHUNK_MAGIC, CHUNK_META, CLOCK_NAMES, 
                       META_EXE, META_MODULE, META_OPTION, META_OUTPUT, META_SCAN, META_THREAD, PROGRESS, RAW_MAGIC,
                       RAW_VERSION, BATCH, Chunk, Cols, Func, Header, Summary, Thread)
 from ..errors import TraceFormatError
+from ..files import starts_with
 from ..runtime import converter_library
 from ..symbols import Module
 
@@ -294,8 +295,4 @@ def looks_raw(path: str) -> bool:
 
 def has_raw_magic(path: str) -> bool:
     """The file starts as a raw stream does."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(len(RAW_MAGIC)) == RAW_MAGIC
-    except OSError:
-        return False
+    return starts_with(path, RAW_MAGIC)

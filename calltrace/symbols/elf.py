@@ -12,6 +12,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from ..errors import CalltraceError
+from ..files import starts_with
 from .cache import per_file
 
 _BIND_RANK = {1: 0, 2: 1, 0: 2}       # STB_GLOBAL, STB_WEAK, STB_LOCAL
@@ -125,6 +126,11 @@ def _raw_symbols(elf: ELFFile, sec):
 @per_file(maxsize=64)
 def elf_symbols(path: str) -> ElfSymbols:
     return ElfSymbols(path)
+
+
+def is_elf(path: str) -> bool:
+    """The file begins as an ELF file does (False when it cannot be read)."""
+    return starts_with(path, b"\x7fELF")
 
 
 def is_dynamic(path: str) -> bool:

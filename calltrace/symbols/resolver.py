@@ -49,14 +49,12 @@ class Resolver:
 
     def resolve(self, keys: list) -> dict:
         """FunctionInfo per key: an address, or (address, era)."""
+        from .timeline import module_at      # timeline.py imports Module from here
         out: dict = {}
         no_debug: set[str] = set()
         for key in keys:
             addr, era = key if isinstance(key, tuple) else (key, 0)
-            mod = None
-            if self.timeline:
-                from .timeline import module_at
-                mod = module_at(self.timeline, addr, era)
+            mod = module_at(self.timeline, addr, era) if self.timeline else None
             if mod is None:
                 mod = self.module_of(addr)
             out[key] = self._info(addr, mod, no_debug)

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..files import starts_with
 from .model import FunctionStats
 
 # The system allocator gives freed batches back; Arrow's default pools keep
@@ -296,8 +297,4 @@ def is_parquet_name(path: str) -> bool:
 
 
 def is_parquet_file(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"PAR1"
-    except OSError:
-        return False
+    return starts_with(path, b"PAR1")
