@@ -83,3 +83,10 @@ def count(n: int) -> str:
 def plural(n: int, word: str, many: str | None = None) -> str:
     """'1 call', '2,000 calls'."""
     return f"{count(n)} {word if n == 1 else (many or word + 's')}"
+
+
+def compile_regex(text: str, option: str) -> re.Pattern:
+    try:
+        return re.compile(text)
+    except re.error as e:
+        raise CalltraceError(f"{option} {text!r} is not a valid regular expression: {e}") from None

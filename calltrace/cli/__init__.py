@@ -21,11 +21,14 @@ COMMANDS = ("run", "attach", "debug", "replay", "report", "diff", "export", "sql
 INTERNAL = ("plan", "filter")
 
 
-def _subcommands():
-    return [importlib.import_module(f"{__name__}.{name}") for name in COMMANDS + INTERNAL]
+def _subcommands(names=COMMANDS + INTERNAL):
+    return [importlib.import_module(f"{__name__}.{name}") for name in names]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with `only`, that one command: a command
+    imports just its own modules (pyarrow, capstone, pyelftools are each a
+    tenth of a second), so `report` does not pay for `attach`."""
     parser = argparse.ArgumentParser(
         prog="calltrace",
         description="Trace every function call of a C/C++ program built with "
@@ -33,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'calltrace COMMAND --help' for a command's options.")
     parser.add_argument("--version", action="version", version=f"calltrace {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
-    for mod in _subcommands():
+    for mod in _subcommands((only,) if only else COMMANDS + INTERNAL):
         shown = {} if mod.NAME in INTERNAL else {"help": mod.HELP}
         p = sub.add_parser(mod.NAME, description=getattr(mod, "DESCRIPTION", mod.HELP),
                            formatter_class=argparse.RawDescriptionHelpFormatter, **shown)
@@ -48,7 +51,7 @@ def error(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS + INTERNAL else None)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         # The command's own usage, not the top-level one.

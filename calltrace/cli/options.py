@@ -17,8 +17,7 @@ import sys
 
 from ..analysis.paths import Filter
 from ..errors import CalltraceError
-from ..symbols.select import compile_regex
-from ..units import argparse_duration
+from ..units import argparse_duration, compile_regex
 
 # What to record: the options that may also follow the program path (long
 # names only: a short option there is always the program's).

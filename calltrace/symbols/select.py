@@ -20,13 +20,7 @@ from .. import bridge
 from ..errors import CalltraceError
 from .demangle import demangle
 from .elf import elf_symbols
-
-
-def compile_regex(text: str, option: str) -> re.Pattern:
-    try:
-        return re.compile(text)
-    except re.error as e:
-        raise CalltraceError(f"{option} {text!r} is not a valid regular expression: {e}") from None
+from ..units import compile_regex
 
 
 @dataclass(frozen=True)
