@@ -151,7 +151,8 @@ static CT_NOINST int put_row(struct walk *w, uint32_t f, const struct frame *fr)
     k->depth[i] = (uint32_t)w->sp;
     k->start[i] = fr->start_ns;
     k->dur[i] = d & DUR_MASK;
-    k->flags[i] = (uint8_t)((d & FLAG_INCOMPLETE ? 1 : 0) | (d & FLAG_UNWOUND ? 2 : 0));
+    k->flags[i] = (uint8_t)((d & FLAG_INCOMPLETE ? 1 : 0) | (d & FLAG_UNWOUND ? 2 : 0) |
+                            (d & FLAG_BEFORE_ATTACH ? 4 : 0));
     k->parent[i] = w->sp ? (int64_t)(c->stack[w->sp - 1].call - w->t->call_base) : -1;
     k->extra_off[i + 1] = k->extra_off[i];
     w->pending = f;   /* ARGS may follow */

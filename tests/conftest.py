@@ -17,6 +17,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import referencing
+import referencing.jsonschema
 
 import calltrace
 
@@ -24,6 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "build" / "fixtures"
 SCHEMA = json.loads((Path(calltrace.__file__).parent / "trace" / "schema.json").read_text())
 _validator = jsonschema.Draft202012Validator(SCHEMA)
+FOOTER_SCHEMA = json.loads((Path(calltrace.__file__).parent / "trace" / "footer.schema.json").read_text())
+_footer_validator = jsonschema.Draft202012Validator(
+    FOOTER_SCHEMA, registry=referencing.Registry().with_resource(
+        SCHEMA["$id"], referencing.jsonschema.DRAFT202012.create_resource(SCHEMA)))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -165,6 +171,24 @@ def validate(doc: dict) -> dict:
         total += len(t["calls"])
     assert doc["metadata"]["total_calls"] == total
     assert doc["metadata"]["thread_count"] == len(doc["threads"])
+    return doc
+
+
+def validate_footer(doc: dict) -> dict:
+    """Assert a Parquet trace's footer document follows
+    calltrace/trace/footer.schema.json and indexes its own lists."""
+    errors = sorted(_footer_validator.iter_errors(doc), key=lambda e: list(e.path))
+    assert not errors, "footer schema: " + "; ".join(f"{list(e.path)}: {e.message}" for e in errors[:5])
+    index, threads = doc["index"], doc["threads"]
+    names = index["names"]
+    if index["threads"] is not None:
+        assert len(index["threads"]) == len(threads)
+        for table, t in zip(index["threads"], threads):
+            assert all(row[0] < len(names) for row in table)
+            assert sum(row[1] for row in table) == t["calls"]
+    for _, _, thread, row, path, _ in index["slowest"]["calls"]:
+        assert row < threads[thread]["calls"] and all(f < len(names) for f in path)
+    assert sum(t["calls"] for t in threads) == doc["metadata"]["total_calls"]
     return doc
 
 

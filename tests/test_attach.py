@@ -294,3 +294,16 @@ def test_debug_pid_detaches_on_ctrl_c(attachee, tmp_path):
         a.next_line(prefix="tick")
     a.ticks_unbroken()
     assert a.proc.poll() is None
+
+
+def test_attach_to_parquet_keeps_before_attach(attachee, tmp_path):
+    """The calls already running at attach keep their mark in Parquet: the
+    same calls as in JSON converted from the one file."""
+    a = attachee("attachee")
+    out = tmp_path / "t.parquet"
+    r = run_cli("attach", a.proc.pid, "--duration", "0.3s", "-q", "-o", out, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()
+    run_cli("convert", out, "-o", tmp_path / "t.json", check=True)
+    doc = validate(load_json(tmp_path / "t.json"))
+    before = sorted(c["function"] for t in doc["threads"] for c in t["calls"] if c.get("before_attach"))
+    assert {"main", "worker"} <= set(before) and before.count("worker") == 2

@@ -13,12 +13,12 @@ import pytest
 
 import calltrace
 from calltrace.trace.writer import write_trace
-from conftest import fixture, load_json, run_cli, validate
+from conftest import fixture, load_json, run_cli, validate, validate_footer
 from postmortem_util import build_random, cli_stdout, metadata, write_demo
 
 
 def footer(path) -> dict:
-    return json.loads(pq.ParquetFile(path).metadata.metadata[b"calltrace"])
+    return validate_footer(json.loads(pq.ParquetFile(path).metadata.metadata[b"calltrace"]))
 
 
 def raw_stream(tmp_path, program: str, **env) -> str:
@@ -62,24 +62,27 @@ def test_raw_to_parquet_equals_raw_to_json(tmp_path):
     run_cli("convert", raw, "-o", tmp_path / "a.json", check=True)
     run_cli("convert", raw, "-o", tmp_path / "a.parquet", check=True)
     run_cli("convert", tmp_path / "a.parquet", "-o", tmp_path / "b.json", check=True)
+    footer(tmp_path / "a.parquet")
     a, b = load_json(tmp_path / "a.json"), load_json(tmp_path / "b.json")
     assert sum(1 for t in a["threads"] for c in t["calls"] if "args" in c) == 34
     assert a == validate(b)
 
 
 def test_json_parquet_json_round_trip(tmp_path):
-    """Every optional call field (incomplete, unwound, args, return,
-    call_site, args_note) survives JSON -> Parquet -> JSON."""
+    """Every optional call field (incomplete, unwound, before_attach, args,
+    return, call_site, args_note) survives JSON -> Parquet -> JSON."""
     src = write_demo(tmp_path / "demo.json")
     doc = load_json(src)
     calls = doc["threads"][0]["calls"]
     calls[1]["call_site"] = "0x401234"
     calls[2]["args_note"] = "no DWARF"
     calls[3]["unwound"] = True
+    calls[4]["before_attach"] = True
     doc["threads"][1]["calls"][0]["incomplete"] = True
     with open(src, "w") as f:
         json.dump(doc, f)
     run_cli("convert", src, "-o", tmp_path / "d.parquet", check=True)
+    footer(tmp_path / "d.parquet")
     run_cli("convert", tmp_path / "d.parquet", "-o", tmp_path / "back.json", check=True)
     assert load_json(tmp_path / "back.json") == doc
     # the library reads the Parquet file as the same calls
@@ -93,6 +96,7 @@ def test_random_traces_round_trip(tmp_path):
     src = tmp_path / "r.json"
     write_trace(str(src), metadata(b), b.functions(), list(b.threads.values()))
     run_cli("export", src, "-f", "parquet", "-o", tmp_path / "r.parquet", check=True)
+    footer(tmp_path / "r.parquet")
     run_cli("convert", tmp_path / "r.parquet", check=True)   # default name: r.json beside it
     assert load_json(tmp_path / "r.json") == load_json(src)
 

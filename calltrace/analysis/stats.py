@@ -37,11 +37,14 @@ def sort_stats(stats: Iterable[FunctionStats], column: str) -> list[FunctionStat
 
 def thread_stats(thread: Thread) -> list[FunctionStats]:
     """The functions table of one thread, computed from its calls by the
-    native kernel (the converter's rules: see runtime/kernels.c)."""
-    from ..trace.colsource import Names, columns
-    from ..trace.kernels import thread_stats as kernel
-    names = Names()
-    table = kernel(columns(thread, names, lean=True), names)
+    native kernel (the converter's rules: see runtime/kernels.c), or read
+    from a Parquet footer's index, which that kernel made."""
+    table = getattr(thread.calls, "table", None)
+    if table is None:
+        from ..trace.colsource import Names, columns
+        from ..trace.kernels import thread_stats as kernel
+        names = Names()
+        table = kernel(columns(thread, names, lean=True), names)
     stats = [FunctionStats(fn, *v) for fn, v in table.items()]
     return sorted(stats, key=lambda s: (-s.self_ns, s.function))
 
@@ -61,12 +64,16 @@ def slowest(trace: Trace, n: int) -> list[SlowCall]:
     if n <= 0:
         return []
     from ..trace.colsource import Names, columns
-    from ..trace.kernels import Slowest
-    names = Names(f.function for f in trace.functions)
+    from ..trace.kernels import Slowest, ranked_calls
     threads = list(trace.threads)
-    top = Slowest(n)
     # A columnar file reads a winner's optional columns at the end, by row.
     lookup = [getattr(t.calls, "extras", None) for t in threads]
+    index = trace.index
+    if index is not None and n <= index.limit:
+        found = ranked_calls(index.slowest[:n], index.names, index.extras)
+        return [SlowCall(dur, start, threads[t].tid, path, extra) for dur, start, t, path, extra in found]
+    names = Names(f.function for f in trace.functions)
+    top = Slowest(n)
     try:
         for i, t in enumerate(threads):
             top.feed(i, columns(t, names, lean=lookup[i] is not None), extras=lookup[i] is None)

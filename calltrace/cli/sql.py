@@ -19,7 +19,8 @@ seen as these views:
 
   calls      one row per call: trace, host, pid, thread, tid, call, parent,
              depth, function, start_ns, duration_ns, incomplete, unwound,
-             call_site, args, args_note, return (docs/FORMAT.md, "Parquet")
+             before_attach, call_site, args, args_note, return
+             (docs/FORMAT.md, "Parquet")
   functions  each trace's function table: trace, host, pid, function, calls,
              total_ns, self_ns, min_ns, max_ns, module, file, line, address
   threads    trace, host, pid, thread, tid, name, main, calls

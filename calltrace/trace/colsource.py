@@ -150,7 +150,7 @@ def arrow_batch(b, names: Names, lean: bool = False) -> Cols:
     for `lean`."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    from .parquet import extra
+    from .columns import extra
     fn = b.column("function")
     if not isinstance(fn, pa.DictionaryArray):
         fn = fn.dictionary_encode()
@@ -173,4 +173,5 @@ def arrow_batch(b, names: Names, lean: bool = False) -> Cols:
     values, note = valid("args") | valid("return"), valid("args_note")
     return Cols(func.astype(np.int32, copy=False), depth,
                 b.column("start_ns").to_numpy(), b.column("duration_ns").to_numpy(), flags,
-                values, note, lambda i: extra(b, i), values | note | valid("call_site") | (flags != 0))
+                values, note, lambda i: extra(b, i),
+                values | note | valid("call_site") | (flags != 0) | flag("before_attach"))

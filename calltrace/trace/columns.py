@@ -36,6 +36,7 @@ SCHEMA = pa.schema([
     ("duration_ns", pa.int64()),
     ("incomplete", pa.bool_()),
     ("unwound", pa.bool_()),
+    ("before_attach", pa.bool_()),
     ("call_site", STRING),
     ("args", pa.string()),            # JSON text of the args list
     ("args_note", pa.string()),
@@ -48,6 +49,7 @@ SCHEMA = pa.schema([
 # small; `parent` is smaller plain than as deltas (it jumps back at each
 # return). All are encodings every Parquet reader decodes (BYTE_STREAM_SPLIT
 # for integers would be smaller still, but is too new for many readers).
+EXTRA = ("incomplete", "unwound", "before_attach", "call_site", "args", "args_note", "return")   # a call's optional keys
 _DICTIONARY = ["function", "call_site", "args_note"]
 _DELTA = ("call", "start_ns", "duration_ns")
 
@@ -61,9 +63,10 @@ def open_writer(path_or_file, header: dict) -> pq.ParquetWriter:
         write_statistics=["thread", "tid", "call", "start_ns"])
 
 
-def close_writer(writer: pq.ParquetWriter, header: dict, threads: list[dict]) -> None:
+def close_writer(writer: pq.ParquetWriter, header: dict, threads: list[dict], index: dict) -> None:
     doc = dict(header)
     doc["threads"] = threads
+    doc["index"] = index
     writer.add_key_value_metadata({KEY: json.dumps(doc, ensure_ascii=False, separators=(",", ":"))})
     writer.close()
 
@@ -80,7 +83,7 @@ def thread_entry(tid: int, name: str | None, main: bool, calls: int, first_row: 
 def batch(thread: int, tid: int, first_row: int, func: np.ndarray, names: pa.Array,
           depth: np.ndarray, start: np.ndarray, dur: np.ndarray, incomplete: np.ndarray,
           unwound: np.ndarray, parent: np.ndarray, call_site=None, args=None, args_note=None,
-          ret=None) -> pa.RecordBatch:
+          ret=None, before=None) -> pa.RecordBatch:
     """One record batch from per-call numpy columns. `parent` holds row
     numbers, negative at depth 0."""
     n = len(func)
@@ -96,6 +99,7 @@ def batch(thread: int, tid: int, first_row: int, func: np.ndarray, names: pa.Arr
         pa.array(_signed(dur)),
         pa.array(incomplete, pa.bool_()),
         pa.array(unwound, pa.bool_()),
+        _constant(False, n, pa.bool_()) if before is None else pa.array(before, pa.bool_()),
         _constant(None, n, STRING) if call_site is None else pa.array(call_site, pa.string()).dictionary_encode(),
         none if args is None else pa.array(args, pa.string()),
         none if args_note is None else pa.array(args_note, pa.string()),
@@ -112,6 +116,17 @@ def _constant(value, n: int, type_: pa.DataType) -> pa.Array:
 
 def _signed(a: np.ndarray) -> np.ndarray:
     return a.view(np.int64) if a.dtype == np.uint64 else a.astype(np.int64, copy=False)
+
+
+def extra(b: pa.RecordBatch, i: int) -> dict:
+    """The optional keys of row `i` of `b`, as in JSON."""
+    d = {}
+    for name in EXTRA:
+        v = b.column(name)[i].as_py()
+        if v is None or v is False:
+            continue
+        d[name] = json.loads(v) if name in ("args", "return") else v
+    return d
 
 
 def rows_to_batches(rows: Iterable[tuple], thread: int, tid: int, first_row: int,
@@ -134,6 +149,7 @@ def rows_to_batches(rows: Iterable[tuple], thread: int, tid: int, first_row: int
         dur = np.empty(n, np.int64)
         inc = np.zeros(n, bool)
         unw = np.zeros(n, bool)
+        bef = np.zeros(n, bool)
         extra_cols: dict[str, list] = {}
         for i, (fn, d, s, du, extra) in enumerate(chunk):
             f = index.get(fn)
@@ -150,6 +166,7 @@ def rows_to_batches(rows: Iterable[tuple], thread: int, tid: int, first_row: int
             if extra:
                 inc[i] = bool(extra.get("incomplete"))
                 unw[i] = bool(extra.get("unwound"))
+                bef[i] = bool(extra.get("before_attach"))
                 for key, value in extra.items():
                     if key in ("call_site", "args", "args_note", "return"):
                         col = extra_cols.setdefault(key, [None] * n)
@@ -157,7 +174,7 @@ def rows_to_batches(rows: Iterable[tuple], thread: int, tid: int, first_row: int
                             value, ensure_ascii=False, separators=(",", ":"))
         yield batch(thread, tid, row, func, pa.array(names, pa.string()), depth, start, dur, inc,
                     unw, parent, extra_cols.get("call_site"), extra_cols.get("args"),
-                    extra_cols.get("args_note"), extra_cols.get("return"))
+                    extra_cols.get("args_note"), extra_cols.get("return"), before=bef)
         row += n
 
 
@@ -169,19 +186,30 @@ def write_trace(out, trace) -> int:
     index = {n: i for i, n in enumerate(names)}
     threads = []
     writer = open_writer(out, header)
+    summary = index_builder()
     row = 0
     try:
         for ti, t in enumerate(trace.threads):
             first = row
+            summary.start_thread()
             for b in rows_to_batches(t.rows(), ti, t.tid, row, index, names):
+                summary.feed(b)
                 writer.write_batch(b)
                 row += b.num_rows
+            summary.end_thread()
             threads.append(thread_entry(t.tid, t.name, t.main, row - first, first))
     except BaseException:
+        summary.close()
         writer.close()
         raise
-    close_writer(writer, header, threads)
+    close_writer(writer, header, threads, summary.doc())
     return row
+
+
+def index_builder():
+    # The footer index reads batches in this module's layout: imported late.
+    from .index import Builder
+    return Builder()
 
 
 def write_raw(out, raw, header: dict, names: list[str], threads: list[tuple],
@@ -193,11 +221,13 @@ def write_raw(out, raw, header: dict, names: list[str], threads: list[tuple],
     names_arr = pa.array(names, pa.string())
     writer = open_writer(out, header)
     encoder = _Encoder(writer)
+    summary = index_builder()
     entries = []
     row = 0
     try:
         for ti, (tid, name, main) in enumerate(threads):
             first = row
+            summary.start_thread()
 
             def emit(c):
                 nonlocal row
@@ -209,18 +239,22 @@ def write_raw(out, raw, header: dict, names: list[str], threads: list[tuple],
                     args, note = _fragments(c["extra_off"], c["extra"])
                 # The walk reuses its buffers once emit returns: copy what
                 # Arrow would otherwise share.
-                encoder.put(batch(ti, tid, row, c["func"].copy(), names_arr, c["depth"],
-                                  c["start"].copy(), c["dur"].copy(), (flags & 1) != 0,
-                                  (flags & 2) != 0, parent, None, args, note))
+                b = batch(ti, tid, row, c["func"].copy(), names_arr, c["depth"], c["start"].copy(),
+                          c["dur"].copy(), (flags & 1) != 0, (flags & 2) != 0, parent, None, args, note,
+                          before=(flags & 4) != 0)
+                summary.feed(b)
+                encoder.put(b)
                 row += len(flags)
             raw.columns(ti, emit, notes)
+            summary.end_thread()
             entries.append(thread_entry(tid, name, main, row - first, first))
         encoder.finish()
     except BaseException:
+        summary.close()
         encoder.finish(quiet=True)
         writer.close()
         raise
-    close_writer(writer, header, entries)
+    close_writer(writer, header, entries, summary.doc())
     return row
 
 

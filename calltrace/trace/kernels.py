@@ -29,25 +29,44 @@ def _c(a: np.ndarray, dtype) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype)
 
 
+class Stats:
+    """A thread's functions table, fed batch by batch: function id ->
+    (calls, total_ns, self_ns, min_ns, max_ns)."""
+
+    def __init__(self):
+        self._lib = _lib()
+        self._h = self._lib.ct_stats_new()
+        if not self._h:
+            raise MemoryError
+
+    def feed(self, nnames: int, func: np.ndarray, depth: np.ndarray, dur: np.ndarray) -> None:
+        """`nnames`: how many names there are so far (ids are below it)."""
+        func, depth, dur = _c(func, np.int32), _c(depth, np.int32), _c(dur, np.int64)
+        if self._lib.ct_stats_feed(self._h, nnames, _ptr(func), _ptr(depth), _ptr(dur), len(func)) < 0:
+            raise MemoryError
+
+    def finish(self, nnames: int) -> dict[int, tuple[int, ...]]:
+        try:
+            cap = max(1, nnames)
+            out = np.zeros(5 * cap, np.uint64)
+            nf = self._lib.ct_stats_finish(self._h, _ptr(out), cap)
+        finally:
+            self._lib.ct_stats_free(self._h)
+            self._h = None
+        cols = out.reshape(5, cap)[:, :nf]
+        return {i: tuple(int(v) for v in cols[:, i]) for i in np.nonzero(cols[0])[0].tolist()}
+
+
 def thread_stats(batches: Iterator[Cols], names: Names) -> dict[str, tuple[int, ...]]:
     """function -> (calls, total_ns, self_ns, min_ns, max_ns) for one thread."""
-    lib = _lib()
-    h = lib.ct_stats_new()
-    if not h:
-        raise MemoryError
+    stats = Stats()
     try:
         for c in batches:
-            func, depth, dur = _c(c.func, np.int32), _c(c.depth, np.int32), _c(c.dur, np.int64)
-            if lib.ct_stats_feed(h, len(names), _ptr(func), _ptr(depth), _ptr(dur), len(func)) < 0:
-                raise MemoryError
-        cap = max(1, len(names))
-        out = np.zeros(5 * cap, np.uint64)
-        nf = lib.ct_stats_finish(h, _ptr(out), cap)
-    finally:
-        lib.ct_stats_free(h)
-    cols = out.reshape(5, cap)[:, :nf]
-    return {names.names[i]: tuple(int(v) for v in cols[:, i])
-            for i in np.nonzero(cols[0])[0].tolist()}
+            stats.feed(len(names), c.func, c.depth, c.dur)
+    except BaseException:
+        stats.finish(0)
+        raise
+    return {names.names[i]: v for i, v in stats.finish(len(names)).items()}
 
 
 def json_lines(names: Names, data: bytes, n: int, decode) -> tuple[np.ndarray, ...] | None:
@@ -90,12 +109,12 @@ class Slowest:
         if not self._h:
             raise MemoryError
         self.n = n
-        self._extras: dict[tuple[int, int], dict | None] = {}
+        self.extras: dict[tuple[int, int], dict | None] = {}   # winners' optional keys, by (thread, row)
 
-    def feed(self, thread: int, batches: Iterator[Cols], extras: bool = True) -> None:
+    def feed(self, thread: int, batches: Iterator[Cols], extras: bool = True, row: int = 0) -> None:
         """`extras`: keep the winners' optional keys from the batches, while
-        each is at hand; else result() asks `fetch` for them at the end."""
-        row = 0
+        each is at hand; else result() asks `fetch` for them at the end.
+        `row`: the thread's row of the first batch's first call."""
         for c in batches:
             func, depth = _c(c.func, np.int32), _c(c.depth, np.int32)
             start, dur = _c(c.start, np.int64), _c(c.dur, np.int64)
@@ -106,9 +125,9 @@ class Slowest:
                 row += len(func)
                 continue
             for _, _, _, r, t, _ in self._entries(paths=False):
-                if t == thread and row <= r < row + len(func) and (t, r) not in self._extras:
+                if t == thread and row <= r < row + len(func) and (t, r) not in self.extras:
                     i = r - row
-                    self._extras[(t, r)] = c.extra(i) if (c.values[i] or c.note[i] or c.flags[i]) else None
+                    self.extras[(t, r)] = c.extra(i) if (c.values[i] or c.note[i] or c.flags[i]) else None
             row += len(func)
 
     def _entries(self, paths: bool = True):
@@ -123,28 +142,35 @@ class Slowest:
             yield dur, start, seq, row, thread, (path[:n].tolist() if paths else None)
             i += 1
 
+    def ranked(self) -> list[tuple]:
+        """(duration, start, thread, row, path ids), longest first, ties in
+        call order."""
+        entries = sorted(self._entries(), key=lambda e: (-e[0], e[2]))
+        return [(dur, start, t, row, path) for dur, start, _, row, t, path in entries]
+
     def result(self, names: Names, fetch=None) -> list[tuple]:
-        """(duration, start, thread index, path names, extra), longest first,
-        ties in call order. `fetch(thread, rows)` gives {row: extra or None}
-        for the threads fed without extras."""
-        entries = list(self._entries())
-        if fetch is not None:
-            wanted: dict[int, list[int]] = {}
-            for _, _, _, row, t, _ in entries:
-                if (t, row) not in self._extras:
-                    wanted.setdefault(t, []).append(row)
-            for t, rows in wanted.items():
-                for row, e in fetch(t, rows).items():
-                    self._extras[(t, row)] = e
-        out = [(dur, -seq, start, t, tuple(names.names[f] for f in p), self._extras.get((t, row)))
-               for dur, start, seq, row, t, p in entries]
-        out.sort(key=lambda e: (e[0], e[1]), reverse=True)
-        return [(dur, start, t, path, extra) for dur, _, start, t, path, extra in out]
+        """ranked() with names and extras: see ranked_calls()."""
+        return ranked_calls(self.ranked(), names.names, self.extras, fetch)
 
     def close(self) -> None:
         if self._h:
             self._lib.ct_slowest_free(self._h)
             self._h = None
+
+
+def ranked_calls(ranked: list[tuple], names: list[str], known: dict, fetch=None) -> list[tuple]:
+    """(duration, start, thread index, path names, extra) of Slowest.ranked()
+    entries. `known`: extras at hand by (thread, row); `fetch(thread, rows)`
+    gives {row: extra or None} for the others."""
+    if fetch is not None:
+        wanted: dict[int, list[int]] = {}
+        for _, _, t, row, _ in ranked:
+            if (t, row) not in known:
+                wanted.setdefault(t, []).append(row)
+        for t, rows in wanted.items():
+            known.update(((t, r), e) for r, e in fetch(t, rows).items())
+    return [(dur, start, t, tuple(names[f] for f in path), known.get((t, row)))
+            for dur, start, t, row, path in ranked]
 
 
 class _Selecting:

@@ -164,6 +164,9 @@ class Trace:
     truncated: bool = False
     warnings: list[str] = field(default_factory=list)
     source: Any = None  # reader-private: where lazy call lists read from
+    # A Parquet footer's index (trace/index.py): its longest calls, valid
+    # for exactly these threads and calls; a view of the trace has none.
+    index: Any = None
 
     @property
     def total_calls(self) -> int:

@@ -10,23 +10,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import TraceFormatError
-from .columns import KEY
+from .columns import EXTRA, KEY, extra
+from .index import read as read_index
 from .model import Row, StreamedCalls, Thread, Trace
 
-_EXTRA = ("incomplete", "unwound", "call_site", "args", "args_note", "return")
 READ_BATCH = 1 << 16
-ROW_COLUMNS = ["function", "depth", "start_ns", "duration_ns", *_EXTRA]
+ROW_COLUMNS = ["function", "depth", "start_ns", "duration_ns", *EXTRA]
 LEAN_COLUMNS = ROW_COLUMNS[:4]
 
 
 class ParquetCalls(StreamedCalls):
     """One thread's calls: rows first_row .. first_row + count of the file."""
 
-    def __init__(self, path: str, groups: list[tuple[int, int]], first_row: int, count: int):
+    def __init__(self, path: str, groups: list[tuple[int, int]], first_row: int, count: int,
+                 table: dict[str, tuple[int, ...]] | None = None):
         self._path = path
         self._groups = groups        # (first row, rows) of each row group
         self.first_row = first_row
         self._count = count
+        self.table = table           # the footer index's functions table of these calls
 
     def __len__(self) -> int:
         return self._count
@@ -59,7 +61,7 @@ class ParquetCalls(StreamedCalls):
             g = next(i for i, (first, n) in enumerate(self._groups) if first <= at < first + n)
             by_group.setdefault(g, []).append(r)
         for g, rs in by_group.items():
-            b = f.read_row_group(g, columns=list(_EXTRA))
+            b = f.read_row_group(g, columns=list(EXTRA))
             first = self._groups[g][0]
             for r in rs:
                 out[r] = extra(b, self.first_row + r - first) or None
@@ -90,7 +92,7 @@ def batch_rows(b: pa.RecordBatch) -> list[tuple]:
     extras: list = [None] * b.num_rows
     import pyarrow.compute as pc
     mask = None
-    for name in _EXTRA:
+    for name in EXTRA:
         col = b.column(name)
         m = col if col.type == pa.bool_() else pc.is_valid(col)
         m = pc.fill_null(m, False)
@@ -99,16 +101,6 @@ def batch_rows(b: pa.RecordBatch) -> list[tuple]:
         for i in pc.indices_nonzero(mask).to_pylist():
             extras[i] = extra(b, i)
     return list(zip(fns, depth, start, dur, extras))
-
-
-def extra(b: pa.RecordBatch, i: int) -> dict:
-    d = {}
-    for name in _EXTRA:
-        v = b.column(name)[i].as_py()
-        if v is None or v is False:
-            continue
-        d[name] = json.loads(v) if name in ("args", "return") else v
-    return d
 
 
 def header(path: str) -> dict:
@@ -143,11 +135,14 @@ def load_parquet(path: str) -> Trace:
     doc["threads"] = []
     trace = _header(doc, path)
     try:
-        for t in threads_doc:
-            calls = ParquetCalls(path, groups, t["first_row"], t["calls"])
+        index = read_index(doc.get("index"), len(threads_doc), path)
+        for i, t in enumerate(threads_doc):
+            table = index.tables[i] if index and index.tables else None
+            calls = ParquetCalls(path, groups, t["first_row"], t["calls"], table)
             trace.threads.append(Thread(t["tid"], calls, t.get("name"), t.get("main", False)))
     except (KeyError, TypeError) as e:
         raise TraceFormatError(f"{path}: malformed thread list in the Parquet footer ({e})") from None
+    trace.index = index
     listed = sum(len(t.calls) for t in trace.threads)
     if listed != rows:
         trace.truncated = True

@@ -1,0 +1,124 @@
+"""The summaries a Parquet trace carries in its footer beside the calls
+(docs/FORMAT.md, "Footer index"): each thread's functions table and the
+trace's longest calls with their paths. The writer makes them with the
+kernels a reader would run over the calls (trace/kernels.py), batch by batch
+as the calls are written, so `report --threads` and `report --slowest N`
+read a table instead of every call. They are derived from the calls: a JSON
+trace does not hold them, and converting either way loses nothing."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from ..errors import TraceFormatError
+from .colsource import Names
+from .columns import extra
+from .kernels import Slowest, Stats
+
+SLOWEST = 100               # longest calls kept: report --slowest N reads them for N <= this
+MAX_ROWS = 200_000          # per-thread table rows in all; past this, no per-thread tables
+
+
+@dataclass(slots=True)
+class Index:
+    """A footer's index as read: `tables[i]` is thread i's functions table
+    (name -> (calls, total, self, min, max)), None when the writer left
+    them out; `slowest` the entries of Slowest.ranked()."""
+    names: list[str]
+    tables: list[dict[str, tuple[int, ...]]] | None
+    slowest: list[tuple]
+    extras: dict[tuple[int, int], dict | None]     # optional keys of the slowest, by (thread, row)
+    limit: int
+
+
+class Builder:
+    """Fed every record batch a writer writes (trace/columns.py), thread
+    after thread; doc() is the footer's `index`."""
+
+    def __init__(self):
+        self.names = Names()
+        self._slowest = Slowest(SLOWEST)
+        self._tables: list[list] = []
+        self._stats: Stats | None = None
+        self._thread = -1
+        self._row = 0
+
+    def start_thread(self) -> None:
+        self._thread += 1
+        self._row = 0
+        self._stats = Stats()
+
+    def feed(self, b: pa.RecordBatch) -> None:
+        fn = b.column("function")
+        func = self.names.arrow_lut(fn.dictionary)[fn.indices.to_numpy()]
+        depth = b.column("depth").to_numpy()
+        start = b.column("start_ns").to_numpy()
+        dur = b.column("duration_ns").to_numpy()
+        self._stats.feed(len(self.names), func, depth, dur)
+        self._slowest.feed(self._thread, [_Batch(func, depth, start, dur, b)], row=self._row)
+        self._row += len(func)
+
+    def end_thread(self) -> None:
+        table = self._stats.finish(len(self.names))
+        self._stats = None
+        self._tables.append([[f, *v] for f, v in sorted(table.items())])
+
+    def close(self) -> None:
+        if self._stats is not None:
+            self._stats.finish(0)
+            self._stats = None
+        self._slowest.close()
+
+    def doc(self) -> dict:
+        ranked = self._slowest.ranked()
+        known = self._slowest.extras
+        self.close()
+        rows = sum(len(t) for t in self._tables)
+        return {"names": self.names.names,
+                "threads": self._tables if rows <= MAX_ROWS else None,
+                "slowest": {"limit": SLOWEST, "calls": [[d, s, t, r, p, known.get((t, r))] for d, s, t, r, p in ranked]}}
+
+
+class _Any:
+    """Every row may have optional keys: extra() says."""
+    def __getitem__(self, i: int) -> bool:
+        return True
+
+
+class _Batch:
+    """What Slowest.feed reads of a batch: the columns, and for the calls
+    that rank, their optional keys."""
+    __slots__ = ("func", "depth", "start", "dur", "_b")
+
+    def __init__(self, func, depth, start, dur, b: pa.RecordBatch):
+        self.func, self.depth, self.start, self.dur, self._b = func, depth, start, dur, b
+
+    values = note = flags = _Any()
+
+    def extra(self, i: int) -> dict | None:
+        return extra(self._b, i) or None
+
+
+
+def read(doc: dict | None, threads: int, path: str) -> Index | None:
+    """The footer's index (None when it has none) for a trace of `threads` threads."""
+    if doc is None:
+        return None
+    try:
+        names = doc["names"]
+        tables = doc["threads"]
+        if tables is not None:
+            if len(tables) != threads:
+                raise ValueError("one table per thread")
+            tables = [{names[e[0]]: tuple(e[1:6]) for e in t} for t in tables]
+        slow = doc["slowest"]
+        ranked, extras = [], {}
+        for d, s, t, r, p, e in slow["calls"]:
+            if not 0 <= t < threads or not all(0 <= f < len(names) for f in p):
+                raise ValueError("a slowest call out of range")
+            ranked.append((d, s, t, r, p))
+            extras[(t, r)] = e
+        return Index(names, tables, ranked, extras, int(slow["limit"]))
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise TraceFormatError(f"{path}: malformed index in the Parquet footer ({e})") from None
