@@ -81,16 +81,17 @@ class Supervisor:
                         print(f"calltrace: the program ended; waiting for the process"
                               f"{'es' if len(left) > 1 else ''} it left running ({', '.join(map(str, left))}); "
                               "Ctrl-C stops waiting", file=sys.stderr, flush=True)
-                info = signal.sigtimedwait(WATCHED, 0.5 if ended else 1.0)
-                if info is None or info.si_signo == signal.SIGCHLD:
+                got = wait_signal(WATCHED, 0.5 if ended else 1.0)
+                if got is None or got[0] == signal.SIGCHLD:
                     continue
-                from_terminal = info.si_signo in KEYBOARD and info.si_code > 0    # SI_KERNEL
-                if self.returncode is not None and info.si_signo == signal.SIGINT and from_terminal:
+                signo, code = got
+                from_terminal = signo in KEYBOARD and code > 0    # SI_KERNEL
+                if self.returncode is not None and signo == signal.SIGINT and from_terminal:
                     self.abandoned = children()
                     return self.returncode
                 if not from_terminal:
                     for pid in [self.pid] if self.returncode is None else children():
-                        _send(pid, info.si_signo)
+                        _send(pid, signo)
         except BaseException:
             self.restore()
             raise
@@ -129,6 +130,32 @@ def children() -> list[int]:
             if int(fields[1]) == me and fields[0] not in (b"Z", b"X"):
                 found.append(int(name))
     return sorted(found)
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_SIGINFO_BYTES = 128
+
+
+def wait_signal(signals, timeout: float) -> tuple[int, int] | None:
+    """(signal, si_code) of one of the blocked `signals` taken from the
+    pending set, or None after `timeout` seconds or an interruption.
+    Python's signal.sigtimedwait is not used: when a stop (Ctrl-Z, a
+    debugger, a profiler's ptrace) interrupts it past its deadline it
+    returns an uninitialised siginfo, a made-up signal we would pass on."""
+    mask = (ctypes.c_ulong * (1024 // (8 * ctypes.sizeof(ctypes.c_ulong))))()
+    bits = 8 * ctypes.sizeof(ctypes.c_ulong)
+    for sig in signals:
+        mask[(sig - 1) // bits] |= 1 << ((sig - 1) % bits)
+    info = (ctypes.c_int * (_SIGINFO_BYTES // 4))()
+    ts = _Timespec(int(timeout), int((timeout % 1) * 1e9))
+    signo = _libc.sigtimedwait(mask, info, ctypes.byref(ts))
+    if signo <= 0:
+        return None           # EAGAIN (time is up) or EINTR: the caller's loop looks again
+    return signo, info[2]     # si_signo, si_errno, si_code
 
 
 def _send(pid: int, sig: int) -> None:

@@ -94,6 +94,24 @@ def test_sigint_sent_to_calltrace_reaches_the_program(tmp_path):
         (0, "main"), (1, "arm"), (1, "wait_for"), (2, "on_int")]
 
 
+def test_stopping_calltrace_sends_the_program_nothing(tmp_path):
+    """calltrace stopped and continued (Ctrl-Z and fg, a debugger, a
+    profiler) while it waits: longer than its wait's timeout, which made
+    Python's sigtimedwait return a made-up signal that was passed on or
+    failed as an internal error. The program gets only the one SIGINT."""
+    with launched(tmp_path, "run", "-q", "-o", "i.json", fixture("interrupts")) as proc:
+        assert proc.stdout.readline() == b"ready\n"
+        for _ in range(3):
+            os.kill(proc.pid, signal.SIGSTOP)
+            time.sleep(1.3)
+            os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(0.1)
+        assert proc.poll() is None          # the program still waits for its SIGINT
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=BOUND)
+    assert (proc.returncode, out, err) == (0, b"sigint 1\n", b"")
+
+
 def test_ctrl_c_on_the_terminal_reaches_the_program_once(tmp_path):
     """The terminal sends SIGINT to the whole foreground process group: the
     program has it already, calltrace must not pass on a second one."""
