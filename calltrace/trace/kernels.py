@@ -110,6 +110,7 @@ class Slowest:
             raise MemoryError
         self.n = n
         self.extras: dict[tuple[int, int], dict | None] = {}   # winners' optional keys, by (thread, row)
+        self._full, self._floor = False, -1
 
     def feed(self, thread: int, batches: Iterator[Cols], extras: bool = True, row: int = 0) -> None:
         """`extras`: keep the winners' optional keys from the batches, while
@@ -121,18 +122,21 @@ class Slowest:
             if self._lib.ct_slowest_feed(self._h, thread, row, _ptr(func), _ptr(depth), _ptr(start),
                                          _ptr(dur), len(func)) < 0:
                 raise MemoryError
-            if not extras:
-                row += len(func)
-                continue
-            for _, _, _, r, t, _ in self._entries(paths=False):
-                if t == thread and row <= r < row + len(func) and (t, r) not in self.extras:
-                    i = r - row
-                    self.extras[(t, r)] = c.extra(i) if (c.values[i] or c.note[i] or c.flags[i]) else None
+            # Once the list is full, a batch none of whose calls is longer
+            # than its shortest added nothing (the kernel keeps ties out).
+            if extras and len(func) and not (self._full and int(dur.max()) <= self._floor):
+                entries = list(self._entries(paths=False))
+                for _, _, _, r, t, _ in entries:
+                    if t == thread and row <= r < row + len(func) and (t, r) not in self.extras:
+                        i = r - row
+                        self.extras[(t, r)] = c.extra(i) if (c.values[i] or c.note[i] or c.flags[i]) else None
+                self._full = len(entries) == self.n
+                self._floor = min((e[0] for e in entries), default=-1)
             row += len(func)
 
     def _entries(self, paths: bool = True):
         fields = np.zeros(5, np.int64)
-        path = np.zeros(1 << 16, np.int32)
+        path = np.zeros(1 << 16 if paths else 1, np.int32)
         i = 0
         while True:
             n = self._lib.ct_slowest_get(self._h, i, _ptr(fields), _ptr(path), len(path))
