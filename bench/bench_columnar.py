@@ -4,17 +4,25 @@ build/bench, never committed), driven by bench/zstd_main.c and built with
 -finstrument-functions. Each size runs both tools live on the same program;
 the table gives wall time, peak RSS of the command itself, and output size.
 
-    python bench/bench_columnar.py [--calls 10M,100M] [--keep]
+    python bench/bench_columnar.py [--calls 10M,100M] [--repeat N] [--keep]
 
+Each command runs N times (default 3) and the table gives the median wall
+time, the largest peak RSS, and the median's ratio to the uftrace command
+that does the same job ("vs uftrace": calltrace's time over uftrace's).
 `report` and `diff` read the function table the converter wrote (marked
-"table"); every other calltrace figure is computed from the calls, as are
-all of uftrace's."""
+"table"), `report --threads` and `--slowest 10` the footer index the
+converter wrote beside it ("index"); `report --slowest 101` is past the
+index and computed from the calls ("scan"), as is every other calltrace
+figure and all of uftrace's."""
 from __future__ import annotations
 
 import argparse
 import glob
 import json
+import os
+import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -100,27 +108,39 @@ def size_of(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def one(exe: str, kb: int, tmp: Path, uftrace: str | None) -> list[tuple]:
+def one(exe: str, kb: int, tmp: Path, uftrace: str | None, repeat: int) -> list[tuple]:
     rows = []
 
-    def row(name, cmd, out=None, note="", stdout=subprocess.DEVNULL):
-        wall, rss = measure(cmd, tmp, stdout)
+    def row(name, cmd, out=None, note="", stdout=subprocess.DEVNULL, fresh=False):
+        """`fresh`: the command writes `out` from scratch (a recording), removed before each run."""
+        walls, rsss = [], []
+        for _ in range(repeat):
+            if fresh and out:
+                shutil.rmtree(tmp / out, ignore_errors=True)
+                (tmp / out).unlink(missing_ok=True)
+            wall, rss = measure(cmd, tmp, stdout)
+            walls.append(wall)
+            rsss.append(rss)
+        wall, rss = statistics.median(walls), max(rsss)
         rows.append((name, wall, rss, size_of(tmp / out) if out else 0, note))
-        print(f"  {name:<34} {wall:8.2f} s {rss:8.1f} MB", flush=True)
+        print(f"  {name:<34} {wall:8.2f} s {rss:8.1f} MB   runs: {' '.join(f'{w:.2f}' for w in walls)}",
+              flush=True)
 
     row("program alone", [exe, str(kb)])
-    row("calltrace run -o t.parquet", [*CT, "run", "-q", "-o", "t.parquet", exe, str(kb)], "t.parquet")
+    row("calltrace run -o t.parquet", [*CT, "run", "-q", "-o", "t.parquet", exe, str(kb)], "t.parquet",
+        fresh=True)
     calls = footer(tmp / "t.parquet")["metadata"]["total_calls"]
     if uftrace:
-        row("uftrace record", [uftrace, "record", "-d", "udata", exe, str(kb)], "udata")
+        row("uftrace record", [uftrace, "record", "-d", "udata", exe, str(kb)], "udata", fresh=True)
     row("calltrace info", [*CT, "info", "t.parquet"], note="footer")
     row("calltrace report", [*CT, "report", "t.parquet"], note="table")
-    row("calltrace report --threads", [*CT, "report", "--threads", "t.parquet"])
-    row("calltrace report --slowest 10", [*CT, "report", "--slowest", "10", "t.parquet"])
+    row("calltrace report --threads", [*CT, "report", "--threads", "t.parquet"], note="index")
+    row("calltrace report --slowest 10", [*CT, "report", "--slowest", "10", "t.parquet"], note="index")
+    row("calltrace report --slowest 101", [*CT, "report", "--slowest", "101", "t.parquet"], note="scan")
     row("calltrace diff", [*CT, "diff", "t.parquet", "t.parquet"], note="table")
     if uftrace:
         row("uftrace report", [uftrace, "report", "-d", "udata"])
-    first = first_line([*CT, "replay", "t.parquet"], tmp)
+    first = statistics.median(first_line([*CT, "replay", "t.parquet"], tmp) for _ in range(repeat))
     rows.append(("calltrace replay: first line", first, 0, 0, "latency"))
     print(f"  {'calltrace replay: first line':<34} {first:8.2f} s", flush=True)
     row("calltrace replay", [*CT, "replay", "t.parquet"])
@@ -139,6 +159,17 @@ def one(exe: str, kb: int, tmp: Path, uftrace: str | None) -> list[tuple]:
     return calls, rows
 
 
+# The uftrace command doing the same job as a calltrace one.
+UFTRACE_PEER = {
+    "calltrace run -o t.parquet": "uftrace record",
+    **{f"calltrace {c}": "uftrace report" for c in ("report", "report --threads", "report --slowest 10",
+                                                    "report --slowest 101", "diff")},
+    "calltrace replay": "uftrace replay",
+    "calltrace export -f chrome": "uftrace dump --chrome",
+    "calltrace export -f perfetto": "uftrace dump --chrome",
+}
+
+
 def parse_count(text: str) -> int:
     text = text.strip().upper()
     scale = {"K": 10**3, "M": 10**6, "G": 10**9}.get(text[-1:], 1)
@@ -148,6 +179,7 @@ def parse_count(text: str) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", default="10M", help="target sizes, comma-separated (e.g. 10M,100M)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each command (median wall time)")
     ap.add_argument("--keep", action="store_true", help="keep the traces in build/bench/run-*")
     args = ap.parse_args()
     exe = program()
@@ -167,16 +199,22 @@ def main() -> int:
         tmp.mkdir(parents=True)
         print(f"\n{target} calls target: zstd_main {kb} (KB)", flush=True)
         try:
-            calls, rows = one(exe, kb, tmp, uftrace)
+            calls, rows = one(exe, kb, tmp, uftrace, args.repeat)
         finally:
             if not args.keep:
                 shutil.rmtree(tmp, ignore_errors=True)
         print(f"\n{calls:,} calls")
-        print(f"{'command':<34} {'wall s':>8} {'peak RSS':>10} {'output':>12} {'bytes/call':>10}  note")
+        print(f"median of {args.repeat} runs each; {platform.node()}, {os.cpu_count()} CPUs, "
+              f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end")
+        walls = {name: wall for name, wall, *_ in rows}
+        print(f"{'command':<34} {'wall s':>8} {'peak RSS':>10} {'output':>12} {'bytes/call':>10} "
+              f"{'vs uftrace':>10}  note")
         for name, wall, rss, size, note in rows:
             per = f"{size / calls:10.2f}" if size else " " * 10
             out = f"{size / 1e6:9.1f} MB" if size else " " * 12
-            print(f"{name:<34} {wall:8.2f} {rss:7.1f} MB {out} {per}  {note}")
+            peer = walls.get(UFTRACE_PEER.get(name, ""))
+            vs = f"{wall / peer:9.2f}x" if peer else " " * 10
+            print(f"{name:<34} {wall:8.2f} {rss:7.1f} MB {out} {per} {vs}  {note}")
     return 0
 
 
