@@ -7,13 +7,11 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..analysis.summary import run_lines
 from ..errors import CalltraceError
 from ..files import probe_writable
-from ..record.collect import Ending, convert_folder
 from ..record import warm
-from ..record.convert import Converted, convert
 from ..record.rawdir import RawDir, raw_key, streams, trace_path
 from ..runtime import library_path, preload_env, write_filter, write_plan
 from ..supervise import Interrupts, Supervisor
@@ -22,6 +20,9 @@ from ..symbols.select import Selection
 from ..trace import dataset
 from ..units import argparse_duration, argparse_size, plural
 from . import options
+
+if TYPE_CHECKING:
+    from ..record.convert import Converted
 
 NAME = "run"
 HELP = "run a program and record every call it makes"
@@ -170,6 +171,8 @@ def run(args) -> int:
     raw.record(pid, output, program)
     if is_elf(path) and output != "/dev/null":
         warm.start(path, output)
+    # Imported once the program runs: it need not wait for them.
+    from ..record.collect import Ending, convert_folder
     rolling = _Rolling(raw.path, pid, output, args)
     rolling.start()
     try:
@@ -236,6 +239,7 @@ class _Rolling(threading.Thread):
                 self.dropped += 1
                 continue
             out = trace_path(self.output, self.pid, raw)
+            from ..record.convert import convert
             try:
                 self.results.append(convert(str(raw), out, pretty=self.args.pretty,
                                             scratch=self.raw_dir))
@@ -254,6 +258,7 @@ class _Rolling(threading.Thread):
 
 
 def _summary(results: list[Converted], top: int = 10, abandoned=()) -> None:
+    from ..analysis.summary import run_lines
     for r in results:
         for line in run_lines(r.metadata, r.functions, r.notes, r.path, top):
             print(line, file=sys.stderr)

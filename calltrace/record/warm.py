@@ -8,9 +8,6 @@ from __future__ import annotations
 import os
 import threading
 
-from ..symbols.dwarf import dwarf_functions
-from ..symbols.elf import elf_symbols
-
 PARQUET = (".parquet", ".pq", "/")     # trace/columns.py's names and a dataset folder
 
 
@@ -25,6 +22,8 @@ def start(program: str, output: str) -> None:
 
 def _warm(path: str, parquet: bool) -> None:
     try:
+        from ..symbols.dwarf import dwarf_functions
+        from ..symbols.elf import elf_symbols
         if parquet:
             from ..trace import columns  # noqa: F401  (imports pyarrow)
         elf_symbols(path)
