@@ -5,6 +5,7 @@ Tests never skip a missing tool: they fail naming the package to install.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -48,6 +49,20 @@ def _scratch(tmp_path_factory):
         os.environ["TMPDIR"] = old
     tempfile.tempdir = None
     shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _default_keyboard_signals():
+    """A suite started in the background (`make test &`, nohup) inherits
+    SIGINT and SIGQUIT ignored, and every program it starts with them: the
+    tests that send them would test the shell's choice, not ours. The
+    session runs with their defaults and puts the inherited ones back."""
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGQUIT)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    yield
+    for s, h in old.items():
+        signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 @pytest.fixture(autouse=True)
@@ -132,6 +147,27 @@ def run_cli(*args: str, cwd: str | os.PathLike | None = None, env: dict | None =
         raise AssertionError(f"calltrace {' '.join(map(str, args))} exited {proc.returncode}:\n"
                              f"{proc.stderr.decode(errors='replace')}")
     return proc
+
+
+@contextlib.contextmanager
+def cli_process(*args, cwd=None, env: dict | None = None, **popen):
+    """The installed CLI started in a session of its own (`popen`: Popen's
+    stdin/stdout/stderr...), killed with all it started when the test
+    leaves the block, however it leaves: no run outlives its test."""
+    if cwd is None:
+        cwd = ROOT / "build" / "cli-cwd"
+        Path(cwd).mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "calltrace", *map(str, args)], cwd=cwd,
+                            env=env if env is not None else _cli_env(None), start_new_session=True, **popen)
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for f in (proc.stdin, proc.stdout, proc.stderr):
+            if f:
+                f.close()
 
 
 def run_cli_or_kill(*args, cwd, timeout: float) -> subprocess.CompletedProcess:

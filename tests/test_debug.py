@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, fixture, load_json, require_tool, run_cli, shape, validate
+from conftest import ROOT, _cli_env, cli_process, fixture, load_json, require_tool, run_cli, shape, validate
 from test_run import RECURSION_TREE, fib_calls
 
 
@@ -361,21 +361,20 @@ def test_not_executable_and_no_debug_info(tmp_path):
 def test_ctrl_c_stops_program_and_writes_trace(tmp_path):
     out = tmp_path / "c.json"
     mi_log = tmp_path / "mi.log"
-    p = subprocess.Popen([sys.executable, "-m", "calltrace", "debug", "-q", "--output",
-                          str(out), fixture("callloop"), "100000000"], cwd=tmp_path,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env={"CALLTRACE_MI_LOG": str(mi_log)})
-    # Wait until the breakpoints are armed and the program runs again (the
-    # second *running, after libc is loaded), then let it record a while.
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and p.poll() is None:
-        log = mi_log.read_text() if mi_log.exists() else ""
-        if log.count("message='running'") >= 4 and "libc.so" in log:
-            break
-        time.sleep(0.05)
-    time.sleep(1)
-    p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=120)
+    with cli_process("debug", "-q", "--output", out, fixture("callloop"), "100000000", cwd=tmp_path,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                     env={**_cli_env(None), "CALLTRACE_MI_LOG": str(mi_log)}) as p:
+        # Wait until the breakpoints are armed and the program runs again (the
+        # second *running, after libc is loaded), then let it record a while.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and p.poll() is None:
+            log = mi_log.read_text() if mi_log.exists() else ""
+            if log.count("message='running'") >= 4 and "libc.so" in log:
+                break
+            time.sleep(0.05)
+        time.sleep(1)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err.decode()
     doc = validate(load_json(out))
     m = doc["metadata"]

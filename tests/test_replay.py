@@ -4,11 +4,10 @@ from __future__ import annotations
 import os
 import pty
 import subprocess
-import sys
 
 import pytest
 
-from conftest import fixture, run_cli
+from conftest import cli_process, fixture, run_cli
 from postmortem_util import check_golden, cli_stdout, normalise_replay, read_until_closed, write, write_demo, leaf
 
 
@@ -94,11 +93,10 @@ def test_colour_only_on_a_terminal(demo):
     master, slave = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
     env["TERM"] = "xterm"
-    proc = subprocess.Popen([sys.executable, "-m", "calltrace", "replay", demo], stdout=slave,
-                            stderr=subprocess.PIPE, env=env, cwd="/")
-    os.close(slave)
-    out = read_until_closed(master).decode()
-    assert proc.wait(timeout=60) == 0
+    with cli_process("replay", demo, stdout=slave, stderr=subprocess.PIPE, env=env, cwd="/") as proc:
+        os.close(slave)
+        out = read_until_closed(master).decode()
+        assert proc.wait(timeout=60) == 0
     os.close(master)
     assert "\x1b[1m== thread 100 [main] ==\x1b[0m" in out
     assert "\x1b[36mwork\x1b[0m" in out

@@ -9,7 +9,7 @@ import pytest
 
 import calltrace
 from calltrace.analysis import slowest, thread_stats
-from conftest import fixture, run_cli
+from conftest import cli_process, fixture, run_cli
 from postmortem_util import check_golden, cli_stdout, normalise_table, read_until_closed, write_demo
 
 
@@ -178,17 +178,15 @@ def test_progress_bar_on_a_terminal_for_long_reads(tmp_path):
     import os
     import pty
     import subprocess
-    import sys
     path = tmp_path / "big.json"
     _bench_writer()(str(path), 2_000_000)
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "calltrace", "report", "--threads", "--slowest", "3", str(path)],
-                            stdout=subprocess.PIPE, stderr=slave, cwd="/",
-                            env={**os.environ, "CALLTRACE_PROGRESS_DELAY": "0"})
-    os.close(slave)
-    err = read_until_closed(master).decode(errors="replace")
-    out = proc.stdout.read().decode()
-    assert proc.wait(timeout=300) == 0
+    with cli_process("report", "--threads", "--slowest", "3", path, stdout=subprocess.PIPE, stderr=slave,
+                     cwd="/", env={**os.environ, "CALLTRACE_PROGRESS_DELAY": "0"}) as proc:
+        os.close(slave)
+        err = read_until_closed(master).decode(errors="replace")
+        out = proc.stdout.read().decode()
+        assert proc.wait(timeout=300) == 0
     os.close(master)
     assert "reading calls:" in err and "B/s" in err, err[-500:]
     assert out.count("== thread ") == 4
