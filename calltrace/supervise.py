@@ -16,6 +16,7 @@ tracer owes its user (docs/RUNTIME.md, "calltrace run"):
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import signal
 import sys
@@ -137,6 +138,8 @@ class _Timespec(ctypes.Structure):
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_libc.sigtimedwait.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+_libc.sigtimedwait.restype = ctypes.c_int
 _SIGINFO_BYTES = 128
 
 
@@ -153,9 +156,12 @@ def wait_signal(signals, timeout: float) -> tuple[int, int] | None:
     info = (ctypes.c_int * (_SIGINFO_BYTES // 4))()
     ts = _Timespec(int(timeout), int((timeout % 1) * 1e9))
     signo = _libc.sigtimedwait(mask, info, ctypes.byref(ts))
-    if signo <= 0:
-        return None           # EAGAIN (time is up) or EINTR: the caller's loop looks again
-    return signo, info[2]     # si_signo, si_errno, si_code
+    if signo > 0:
+        return signo, info[2]     # si_signo, si_errno, si_code
+    err = ctypes.get_errno()
+    if err in (errno.EAGAIN, errno.EINTR):
+        return None               # time is up, or a stop: the caller's loop looks again
+    raise OSError(err, os.strerror(err))
 
 
 def _send(pid: int, sig: int) -> None:

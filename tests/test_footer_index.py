@@ -92,16 +92,82 @@ def _rewrite_footer(src, dst, change) -> None:
 
 @pytest.mark.parametrize("change", [
     lambda d: d["index"]["slowest"]["calls"][0].__setitem__(2, 99),        # no thread 99
+    lambda d: d["index"]["slowest"]["calls"][0][4].__setitem__(0, -1),     # no name -1
+    lambda d: d["index"]["slowest"].__setitem__("limit", 3),               # kept more than its limit
     lambda d: d["index"]["threads"].pop(),                                  # a table short
+    lambda d: d["index"]["threads"][0][0].pop(),                            # a row short
+    lambda d: d["index"]["threads"][0][0].__setitem__(1, 10**6),            # counts other calls
     lambda d: d["index"].__setitem__("names", 7)])
-def test_malformed_index_is_one_line(traces, tmp_path, change):
+def test_malformed_index_is_ignored_with_a_warning(traces, tmp_path, change):
+    """The index is derived data: one that does not fit the file is left
+    aside with one warning line, and the answers come from the calls."""
     bad = tmp_path / "bad.parquet"
     _rewrite_footer(traces["threads"] / "t.parquet", bad, change)
-    p = run_cli("report", "--threads", bad)
-    assert p.returncode == 2 and p.stdout == b""
-    err = p.stderr.decode()
-    assert err.startswith(f"calltrace: error: {bad}: malformed index in the Parquet footer (")
-    assert err.count("\n") == 1
+    for args in (["--threads"], ["--slowest", "5"]):
+        p = run_cli("report", *args, bad)
+        assert p.returncode == 0
+        assert p.stdout.decode() == cli_stdout("report", *args, traces["threads"] / "t.json")
+        err = p.stderr.decode()
+        assert err.startswith(f"calltrace: warning: {bad}: the footer's index is malformed (")
+        assert err.endswith("; computing from the calls instead\n") and err.count("\n") == 1
+
+
+def test_reports_read_the_index_not_the_calls(traces, monkeypatch):
+    """With the column reader out of order, both answers still come: they
+    were read from the footer."""
+    from calltrace.trace import colsource
+    trace = calltrace.load(str(traces["argtypes"] / "t.parquet"))
+    expected = (slowest(trace, 10), [thread_stats(t) for t in trace.threads])
+
+    def no_scan(*_a, **_k):
+        raise AssertionError("the calls were read")
+    monkeypatch.setattr(colsource, "columns", no_scan)
+    assert (slowest(trace, 10), [thread_stats(t) for t in trace.threads]) == expected
+    with pytest.raises(AssertionError, match="the calls were read"):
+        slowest(trace, index.SLOWEST + 1)
+
+
+def test_ties_idle_thread_and_marks(tmp_path):
+    """150 calls of one length over two threads and a thread with none:
+    ties go to the earlier call, in the index as in a scan, for every N;
+    marked calls (before_attach, call_site) keep their keys in the index."""
+    from postmortem_util import leaf, write
+    calls = [leaf(f"f{i % 3}", 10 * i, 10 * i + 5) for i in range(150)]
+    calls[7] = leaf("f1", 70, 75, before_attach=True)
+    calls[9] = leaf("f0", 90, 95, call_site="0x401000")
+    other = [leaf("f2", 3 + 10 * i, 8 + 10 * i) for i in range(30)]
+    src = write(tmp_path / "t.json", [(100, None, [("main", 0, 5000, calls)]),
+                                      (101, "w", [("main", 0, 5000, other)]), (102, "idle", [])])
+    run_cli("convert", src, "-o", tmp_path / "t.parquet", check=True)
+    footer(tmp_path / "t.parquet")
+    a, b = calltrace.load(src), calltrace.load(str(tmp_path / "t.parquet"))
+    assert b.index is not None and [len(t.calls) for t in b.threads] == [151, 31, 0]
+    for n in (1, 2, 3, 10, 50, 99, 100, 101, 182, 183, 200):
+        assert slowest(b, n) == slowest(a, n), n
+    marked = {s.extra.get("before_attach") or s.extra.get("call_site") for s in slowest(b, 100) if s.extra}
+    assert marked == {True, "0x401000"}
+    assert [thread_stats(t) for t in b.threads] == [thread_stats(t) for t in a.threads]
+
+
+def test_older_file_without_before_attach(traces, tmp_path):
+    """A Parquet trace written before the before_attach column (and the
+    index) existed: every command reads it, the column as all false."""
+    old = tmp_path / "old.parquet"
+    doc = json.loads(pq.ParquetFile(traces["argtypes"] / "t.parquet").metadata.metadata[b"calltrace"])
+    doc.pop("index")
+    table = pq.read_table(traces["argtypes"] / "t.parquet").drop_columns(["before_attach"])
+    with pq.ParquetWriter(old, table.schema) as w:
+        w.write_table(table)
+        w.add_key_value_metadata({"calltrace": json.dumps(doc)})
+    json_src = traces["argtypes"] / "t.json"
+    for args in (["replay"], ["report", "--slowest", "5"], ["report", "--threads"]):
+        assert cli_stdout(*args, old) == cli_stdout(*args, json_src)
+    run_cli("convert", old, "-o", tmp_path / "old.json", check=True)
+    assert json.loads((tmp_path / "old.json").read_text()) == json.loads(json_src.read_text())
+    both = cli_stdout("sql", "--csv", old, traces["argtypes"] / "t.parquet",
+                      "SELECT count(*), count(before_attach) FROM calls")
+    n = footer(traces["argtypes"] / "t.parquet")["metadata"]["total_calls"]
+    assert both.splitlines()[1:] == [f"{2 * n},{n}"]
 
 
 def test_a_trace_without_index_is_read_by_scanning(traces, tmp_path):

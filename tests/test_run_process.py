@@ -94,6 +94,23 @@ def test_sigint_sent_to_calltrace_reaches_the_program(tmp_path):
         (0, "main"), (1, "arm"), (1, "wait_for"), (2, "on_int")]
 
 
+def test_wait_signal_takes_the_pending_signal():
+    """supervise.wait_signal: the signal sent and its si_code (SI_TKILL,
+    negative: from a process, not the terminal), None when time is up."""
+    from calltrace.supervise import wait_signal
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+    try:
+        t0 = time.monotonic()
+        assert wait_signal({signal.SIGUSR2}, 0.2) is None
+        assert time.monotonic() - t0 >= 0.19
+        signal.raise_signal(signal.SIGUSR2)
+        sig, code = wait_signal({signal.SIGUSR2}, 5.0)
+        assert sig == signal.SIGUSR2 and code <= 0
+        assert wait_signal({signal.SIGUSR2}, 0.0) is None
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def test_stopping_calltrace_sends_the_program_nothing(tmp_path):
     """calltrace stopped and continued (Ctrl-Z and fg, a debugger, a
     profiler) while it waits: longer than its wait's timeout, which made

@@ -171,14 +171,15 @@ def run(args) -> int:
     raw.record(pid, output, program)
     if is_elf(path) and output != "/dev/null":
         warm.start(path, output)
-    # Imported once the program runs: it need not wait for them.
-    from ..record.collect import Ending, convert_folder
     rolling = _Rolling(raw.path, pid, output, args)
     rolling.start()
     try:
         rc = sup.wait()
     finally:
         rolling.stop()
+    # Imported once the program has ended (warm.py has most of it loaded by
+    # then): neither its start nor our waiting for it depends on them.
+    from ..record.collect import Ending, convert_folder
     ending = Ending.from_returncode(rc)
     if output == "/dev/null" or not streams(raw.path) and not rolling.results:
         sup.restore()

@@ -99,7 +99,8 @@ def connect(paths: list[str], scratch: str):
     for name, t in tables.items():
         con.register(f"_{name}", t)
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM _{name}")
-    con.execute("CREATE VIEW calls AS " + " UNION ALL ".join(parts))
+    # By name: a trace written before a column was added lacks it (null there).
+    con.execute("CREATE VIEW calls AS " + " UNION ALL BY NAME ".join(parts))
     return con
 
 

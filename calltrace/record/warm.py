@@ -1,8 +1,8 @@
 """What converting will need, done while the program runs: its ELF symbols
 and DWARF function table (symbols/cache.py hands them to the converter, which
-waits for them if they are not ready) and, for Parquet output, pyarrow. All
-of it would otherwise be done after the program ends, in the time the user
-waits for the trace."""
+waits for them if they are not ready), the converter's modules and, for
+Parquet output, pyarrow. All of it would otherwise be done after the program
+ends, in the time the user waits for the trace."""
 from __future__ import annotations
 
 import os
@@ -22,6 +22,7 @@ def start(program: str, output: str) -> None:
 
 def _warm(path: str, parquet: bool) -> None:
     try:
+        from . import collect  # noqa: F401  (the converter, for after the run)
         from ..symbols.dwarf import dwarf_functions
         from ..symbols.elf import elf_symbols
         if parquet:

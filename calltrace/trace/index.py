@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from ..errors import TraceFormatError
 from .colsource import Names
 from .columns import extra
 from .kernels import Slowest, Stats
@@ -81,7 +80,7 @@ class Builder:
 
 
 class _Any:
-    """Every row may have optional keys: extra() says."""
+    """Every row may have optional keys: extra() says which."""
     def __getitem__(self, i: int) -> bool:
         return True
 
@@ -94,31 +93,44 @@ class _Batch:
     def __init__(self, func, depth, start, dur, b: pa.RecordBatch):
         self.func, self.depth, self.start, self.dur, self._b = func, depth, start, dur, b
 
-    values = note = flags = _Any()
+    keyed = _Any()
 
     def extra(self, i: int) -> dict | None:
         return extra(self._b, i) or None
 
 
 
-def read(doc: dict | None, threads: int, path: str) -> Index | None:
-    """The footer's index (None when it has none) for a trace of `threads` threads."""
-    if doc is None:
-        return None
-    try:
-        names = doc["names"]
-        tables = doc["threads"]
-        if tables is not None:
-            if len(tables) != threads:
-                raise ValueError("one table per thread")
-            tables = [{names[e[0]]: tuple(e[1:6]) for e in t} for t in tables]
-        slow = doc["slowest"]
-        ranked, extras = [], {}
-        for d, s, t, r, p, e in slow["calls"]:
-            if not 0 <= t < threads or not all(0 <= f < len(names) for f in p):
-                raise ValueError("a slowest call out of range")
-            ranked.append((d, s, t, r, p))
-            extras[(t, r)] = e
-        return Index(names, tables, ranked, extras, int(slow["limit"]))
-    except (KeyError, IndexError, TypeError, ValueError) as e:
-        raise TraceFormatError(f"{path}: malformed index in the Parquet footer ({e})") from None
+def read(doc: dict | None, threads: list[dict]) -> Index:
+    """The footer's index for a trace with these thread entries (`calls`
+    each). Raises ValueError when it does not fit them."""
+    names = doc["names"]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError("names is not a list of strings")
+
+    def name_ids(ids) -> bool:
+        return isinstance(ids, list) and all(type(f) is int and 0 <= f < len(names) for f in ids)
+
+    tables = doc["threads"]
+    if tables is not None:
+        if len(tables) != len(threads):
+            raise ValueError(f"{len(tables)} tables for {len(threads)} threads")
+        for t, entry in zip(tables, threads):
+            if not all(isinstance(r, list) and len(r) == 6 and name_ids(r[:1]) and
+                       all(type(v) is int and v >= 0 for v in r[1:]) for r in t):
+                raise ValueError("a table row is not [name, calls, total, self, min, max]")
+            if sum(r[1] for r in t) != entry["calls"]:
+                raise ValueError(f"thread {entry['tid']}'s table does not count its calls")
+        tables = [{names[r[0]]: tuple(r[1:]) for r in t} for t in tables]
+    slow = doc["slowest"]
+    limit, calls = slow["limit"], slow["calls"]
+    total = sum(t["calls"] for t in threads)
+    if type(limit) is not int or limit < 0 or len(calls) != min(limit, total):
+        raise ValueError(f"{len(calls)} slowest calls kept of {total}, limit {limit!r}")
+    ranked, extras = [], {}
+    for d, s, t, r, p, e in calls:
+        if not (0 <= t < len(threads) and 0 <= r < threads[t]["calls"] and name_ids(p) and p
+                and type(d) is int and type(s) is int and (e is None or isinstance(e, dict))):
+            raise ValueError("a slowest call out of range")
+        ranked.append((d, s, t, r, p))
+        extras[(t, r)] = e
+    return Index(names, tables, ranked, extras, limit)

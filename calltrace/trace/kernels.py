@@ -129,7 +129,8 @@ class Slowest:
                 for _, _, _, r, t, _ in entries:
                     if t == thread and row <= r < row + len(func) and (t, r) not in self.extras:
                         i = r - row
-                        self.extras[(t, r)] = c.extra(i) if (c.values[i] or c.note[i] or c.flags[i]) else None
+                        keyed = c.keyed[i] if c.keyed is not None else (c.values[i] or c.note[i] or c.flags[i])
+                        self.extras[(t, r)] = (c.extra(i) or None) if keyed else None
                 self._full = len(entries) == self.n
                 self._floor = min((e[0] for e in entries), default=-1)
             row += len(func)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import TraceFormatError
-from .columns import EXTRA, KEY, extra
+from .columns import EXTRA, KEY, SCHEMA, extra
 from .index import read as read_index
 from .model import Row, StreamedCalls, Thread, Trace
 
@@ -47,7 +47,7 @@ class ParquetCalls(StreamedCalls):
             n = b.num_rows
             a, z = max(lo - row, 0), min(hi - row, n)
             if z > a:
-                yield b if (a, z) == (0, n) else b.slice(a, z - a)
+                yield _complete(b if (a, z) == (0, n) else b.slice(a, z - a), columns)
             row += n
 
     def extras(self, rows: list[int]) -> dict[int, dict | None]:
@@ -77,6 +77,22 @@ class ParquetCalls(StreamedCalls):
         from .colsource import arrow_batch
         for b in self.batches(LEAN_COLUMNS if lean else ROW_COLUMNS):
             yield arrow_batch(b, names, lean)
+
+
+def _complete(b: pa.RecordBatch, columns: list[str] | None) -> pa.RecordBatch:
+    """`b` with the optional columns it lacks (a file written before they
+    were added, or by another writer) as their absent value: false flags,
+    null values."""
+    missing = [c for c in columns or () if b.schema.get_field_index(c) < 0]
+    if not missing:
+        return b
+    arrays, fields = list(b.columns), list(b.schema)
+    for c in missing:
+        field = SCHEMA.field(c)
+        arrays.append(pa.array([False] * b.num_rows, pa.bool_()) if field.type == pa.bool_()
+                      else pa.nulls(b.num_rows, field.type))
+        fields.append(field)
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
 
 def batch_rows(b: pa.RecordBatch) -> list[tuple]:
@@ -127,6 +143,19 @@ def header(path: str) -> dict:
     return doc
 
 
+def _index(doc: dict | None, threads: list[dict], trace: Trace):
+    """The footer index, or None: a file without one, or with one that does
+    not fit its threads, is read by scanning its calls (with a warning)."""
+    if doc is None:
+        return None
+    try:
+        return read_index(doc, threads)
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        trace.warnings.append(f"the footer's index is malformed ({e}); "
+                              "computing from the calls instead")
+        return None
+
+
 def load_parquet(path: str) -> Trace:
     from .reader import _header
     doc = header(path)
@@ -135,7 +164,7 @@ def load_parquet(path: str) -> Trace:
     doc["threads"] = []
     trace = _header(doc, path)
     try:
-        index = read_index(doc.get("index"), len(threads_doc), path)
+        index = _index(doc.get("index"), threads_doc, trace)
         for i, t in enumerate(threads_doc):
             table = index.tables[i] if index and index.tables else None
             calls = ParquetCalls(path, groups, t["first_row"], t["calls"], table)
