@@ -88,7 +88,7 @@ def connect(paths: list[str], scratch: str):
             threads.append({"trace": name, "host": host, "pid": pid, "thread": i, "tid": t["tid"],
                             "name": t.get("name"), "main": t.get("main", False), "calls": t["calls"]})
         parts.append(f"SELECT {_quote(name)} AS trace, {_quote(host)} AS host, "
-                     f"{int(pid or 0)}::BIGINT AS pid, * FROM read_parquet({_quote(f)})")
+                     f"{int(pid or 0)}::BIGINT AS pid, * FROM read_parquet({_quote(f)}, hive_partitioning=false)")
     con = duckdb.connect()
     keys = sorted({k for r in traces for k in r}, key=lambda k: (k not in ("trace", "host", "pid"), k))
     tables = {"traces": pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in traces]),
