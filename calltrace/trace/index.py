@@ -74,9 +74,10 @@ class Builder:
         known = self._slowest.extras
         self.close()
         rows = sum(len(t) for t in self._tables)
+        calls = [[d, s, t, r, p, known.get((t, r))] for d, s, t, r, p in ranked]
         return {"names": self.names.names,
                 "threads": self._tables if rows <= MAX_ROWS else None,
-                "slowest": {"limit": SLOWEST, "calls": [[d, s, t, r, p, known.get((t, r))] for d, s, t, r, p in ranked]}}
+                "slowest": {"limit": SLOWEST, "calls": calls}}
 
 
 class _Any:
@@ -99,8 +100,7 @@ class _Batch:
         return extra(self._b, i) or None
 
 
-
-def read(doc: dict | None, threads: list[dict]) -> Index:
+def read(doc: dict, threads: list[dict]) -> Index:
     """The footer's index for a trace with these thread entries (`calls`
     each). Raises ValueError when it does not fit them."""
     names = doc["names"]
