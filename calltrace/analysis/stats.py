@@ -66,12 +66,12 @@ def slowest(trace: Trace, n: int) -> list[SlowCall]:
     from ..trace.colsource import Names, columns
     from ..trace.kernels import Slowest, ranked_calls
     threads = list(trace.threads)
-    # A columnar file reads a winner's optional columns at the end, by row.
-    lookup = [getattr(t.calls, "extras", None) for t in threads]
     index = trace.index
     if index is not None and n <= index.limit:
         found = ranked_calls(index.slowest[:n], index.names, index.extras)
         return [SlowCall(dur, start, threads[t].tid, path, extra) for dur, start, t, path, extra in found]
+    # A columnar file reads a winner's optional columns at the end, by row.
+    lookup = [getattr(t.calls, "extras", None) for t in threads]
     names = Names(f.function for f in trace.functions)
     top = Slowest(n)
     try:

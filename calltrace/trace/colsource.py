@@ -87,20 +87,25 @@ def from_lists(names: Names, fn, depth, start, dur, extra) -> Cols:
     n = len(fn)
     ids = names.ids
     func = np.fromiter((ids[f] if f in ids else names.id(f) for f in fn), np.int32, n)
+    extras = {i: e for i, e in enumerate(extra) if e}
+    flags, values, note, keyed = _marks(extras, n)
+    return Cols(func, np.asarray(depth, np.int32), np.asarray(start, np.int64),
+                np.asarray(dur, np.int64), flags, values, note, lambda i: extras.get(i) or {}, keyed)
+
+
+def _marks(extras: dict[int, dict], n: int) -> tuple[np.ndarray, ...]:
+    """Cols' flags, values and note, and keyed, of `n` rows from the
+    optional keys of those that have some."""
     flags = np.zeros(n, np.uint8)
     values = np.zeros(n, bool)
     note = np.zeros(n, bool)
-    extras = {}
     keyed = np.zeros(n, bool)
-    for i, e in enumerate(extra):
-        if e:
-            extras[i] = e
-            keyed[i] = True
-            flags[i] = bool(e.get("incomplete")) | bool(e.get("unwound")) << 1
-            values[i] = "args" in e or "return" in e
-            note[i] = "args_note" in e
-    return Cols(func, np.asarray(depth, np.int32), np.asarray(start, np.int64),
-                np.asarray(dur, np.int64), flags, values, note, lambda i: extras.get(i) or {}, keyed)
+    for i, e in extras.items():
+        keyed[i] = bool(e)
+        flags[i] = bool(e.get("incomplete")) | bool(e.get("unwound")) << 1
+        values[i] = "args" in e or "return" in e
+        note[i] = "args_note" in e
+    return flags, values, note, keyed
 
 
 def json_block(src, data: bytes, offset: int, names: Names, parse) -> Cols | None:
@@ -118,19 +123,12 @@ def json_block(src, data: bytes, offset: int, names: Names, parse) -> Cols | Non
     n = len(func)
     if not n:
         return None
-    flags = np.zeros(n, np.uint8)
-    values = np.zeros(n, bool)
-    note = np.zeros(n, bool)
-    keyed = np.zeros(n, bool)
+    from .reader import _extra
     extras = {}
     for i in np.nonzero(rest[:, 1])[0].tolist():
-        from .reader import _extra
-        at, length = int(rest[i, 0]), int(rest[i, 1])
-        e = extras[i] = _extra(src, data[at:at + length], offset)
-        keyed[i] = bool(e)
-        flags[i] = bool(e.get("incomplete")) | bool(e.get("unwound")) << 1
-        values[i] = "args" in e or "return" in e
-        note[i] = "args_note" in e
+        at, length = rest[i].tolist()
+        extras[i] = _extra(src, data[at:at + length], offset)
+    flags, values, note, keyed = _marks(extras, n)
     return Cols(func, depth, start, dur, flags, values, note, lambda i: extras.get(i) or {}, keyed)
 
 

@@ -123,12 +123,9 @@ def _signed(a: np.ndarray) -> np.ndarray:
 
 
 def extra(b: pa.RecordBatch, i: int) -> dict:
-    """The optional keys of row `i` of `b` (a batch or table), as in JSON;
-    a column the file lacks (written before it was added) is absent."""
+    """The optional keys of row `i` of `b` (a batch or table), as in JSON."""
     d = {}
     for name in EXTRA:
-        if b.schema.get_field_index(name) < 0:
-            continue
         v = b.column(name)[i].as_py()
         if v is None or v is False:
             continue

@@ -65,7 +65,7 @@ class Builder:
 
     def close(self) -> None:
         if self._stats is not None:
-            self._stats.finish(0)
+            self._stats.close()
             self._stats = None
         self._slowest.close()
 

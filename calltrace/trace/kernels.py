@@ -51,10 +51,14 @@ class Stats:
             out = np.zeros(5 * cap, np.uint64)
             nf = self._lib.ct_stats_finish(self._h, _ptr(out), cap)
         finally:
-            self._lib.ct_stats_free(self._h)
-            self._h = None
+            self.close()
         cols = out.reshape(5, cap)[:, :nf]
         return {i: tuple(int(v) for v in cols[:, i]) for i in np.nonzero(cols[0])[0].tolist()}
+
+    def close(self) -> None:
+        if self._h:
+            self._lib.ct_stats_free(self._h)
+            self._h = None
 
 
 def thread_stats(batches: Iterator[Cols], names: Names) -> dict[str, tuple[int, ...]]:
@@ -64,7 +68,7 @@ def thread_stats(batches: Iterator[Cols], names: Names) -> dict[str, tuple[int, 
         for c in batches:
             stats.feed(len(names), c.func, c.depth, c.dur)
     except BaseException:
-        stats.finish(0)
+        stats.close()
         raise
     return {names.names[i]: v for i, v in stats.finish(len(names)).items()}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -61,7 +62,7 @@ class ParquetCalls(StreamedCalls):
             g = next(i for i, (first, n) in enumerate(self._groups) if first <= at < first + n)
             by_group.setdefault(g, []).append(r)
         for g, rs in by_group.items():
-            b = f.read_row_group(g, columns=list(EXTRA))
+            b = _complete(f.read_row_group(g, columns=list(EXTRA)), EXTRA)
             first = self._groups[g][0]
             for r in rs:
                 out[r] = extra(b, self.first_row + r - first) or None
@@ -79,20 +80,20 @@ class ParquetCalls(StreamedCalls):
             yield arrow_batch(b, names, lean)
 
 
-def _complete(b: pa.RecordBatch, columns: list[str] | None) -> pa.RecordBatch:
-    """`b` with the optional columns it lacks (a file written before they
-    were added, or by another writer) as their absent value: false flags,
-    null values."""
+def _complete(b, columns):
+    """`b` (a record batch or table) with the requested columns it lacks (a
+    file written before they were added, or by another writer) as their
+    absent value: false flags, null values."""
     missing = [c for c in columns or () if b.schema.get_field_index(c) < 0]
     if not missing:
         return b
     arrays, fields = list(b.columns), list(b.schema)
     for c in missing:
         field = SCHEMA.field(c)
-        arrays.append(pa.array([False] * b.num_rows, pa.bool_()) if field.type == pa.bool_()
+        arrays.append(pa.array(np.zeros(b.num_rows, bool)) if field.type == pa.bool_()
                       else pa.nulls(b.num_rows, field.type))
         fields.append(field)
-    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+    return type(b).from_arrays(arrays, schema=pa.schema(fields))
 
 
 def batch_rows(b: pa.RecordBatch) -> list[tuple]:
