@@ -43,6 +43,11 @@ def test_run_writes_parquet_one_row_per_call(tmp_path):
     assert pq.ParquetFile(out).metadata.num_rows == md["total_calls"] == 31
     assert [t["calls"] for t in doc["threads"]] == [3, 7, 7, 7, 7]
     assert [t["first_row"] for t in doc["threads"]] == [0, 3, 10, 17, 24]
+    # Columns every call has are REQUIRED: no definition levels to write or read.
+    schema = pq.ParquetFile(out).schema
+    required = [schema.column(i).name for i in range(len(schema)) if schema.column(i).max_definition_level == 0]
+    assert required == ["thread", "tid", "call", "depth", "function", "start_ns", "duration_ns",
+                        "incomplete", "unwound", "before_attach"]
     # Any reader: DuckDB's counts per function equal the functions table.
     counts = dict(duckdb.sql(f"SELECT function, count(*) FROM '{out}' GROUP BY 1").fetchall())
     assert counts == {f["function"]: f["calls"] for f in doc["functions"]}
