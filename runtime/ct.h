@@ -285,8 +285,9 @@ CT_HIDDEN void ct_attach_sync(struct ct_thread *t, uint64_t where);
 
 /* lifecycle.c */
 /* Spin locks of the cold paths hold their owner's thread id: a thread that
- * finds the lock its own (a signal handler interrupted the holder) gets 0 and
- * must leave the work undone rather than wait for itself. */
+ * finds the lock its own (a fault, or a signal handler, inside the holder's
+ * section) gets 0 and must leave the work undone rather than wait for
+ * itself. meta.c blocks signals while it holds its lock. */
 CT_HIDDEN int ct_lock(volatile int32_t *lock);
 CT_HIDDEN void ct_unlock(volatile int32_t *lock);
 CT_HIDDEN void ct_thread_register(struct ct_thread *t);

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <link.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -16,25 +17,47 @@
 static struct ct_chunk *meta;          /* current META chunk */
 static size_t meta_used;
 static volatile int32_t meta_lock;     /* ct_lock: its holder's thread id */
-static int meta_stale;                 /* a part switched while this thread held the lock */
+static int meta_stale;                 /* the part switched: the next record starts a chunk in it */
 static char sticky[1 << 16];           /* META records every part repeats */
 static size_t sticky_used;
 static char default_name[32];          /* threads named like this get no THREAD record */
 
-/* 0 when this very thread holds the lock: a fatal signal or a signal
- * handler's calls landed in its own META write; the record is left out
- * rather than the thread waiting for itself. */
-static CT_NOINST int lock(void) { return ct_lock(&meta_lock); }
+/* Signals are blocked while the lock is held (the faults a bug of ours
+ * would raise excepted), so a signal handler's calls never find the lock
+ * held by their own thread: a part switch in a handler that interrupted a
+ * META write would otherwise have to leave out the records every part
+ * repeats. The handler runs a moment later, when the lock is let go.
+ * 0 when this very thread holds the lock all the same (a fault inside it):
+ * the record is left out rather than the thread waiting for itself. */
+static sigset_t held_mask;             /* the holder's mask before lock() */
 
-static CT_NOINST void unlock(void) { ct_unlock(&meta_lock); }
+static CT_NOINST int lock(void) {
+    sigset_t all, old;
+    sigfillset(&all);
+    sigdelset(&all, SIGSEGV);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGFPE);
+    sigdelset(&all, SIGILL);
+    sigdelset(&all, SIGTRAP);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    if (!ct_lock(&meta_lock)) {
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        return 0;
+    }
+    held_mask = old;
+    return 1;
+}
 
-static CT_NOINST void meta_write(uint32_t key, const void *data, size_t len) {
+static CT_NOINST void unlock(void) {
+    sigset_t old = held_mask;
+    ct_unlock(&meta_lock);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Under the lock: one record into `pt`'s current META chunk (a new chunk
+ * when there is none, it is full, or the part switched). */
+static CT_NOINST void put_record(struct ct_part *pt, uint32_t key, const void *data, size_t len) {
     size_t need = 8 + ((len + 7) & ~(size_t)7);
-    if (need > ct_chunk_bytes - CT_CHUNK_HEADER)
-        return;
-    if (!lock())
-        return;
-    struct ct_part *pt = ct_part_hold();
     if (pt->hdr && (!meta || meta_stale || meta_used + need > ct_chunk_bytes - CT_CHUNK_HEADER)) {
         meta_stale = 0;
         if (meta)
@@ -49,44 +72,54 @@ static CT_NOINST void meta_write(uint32_t key, const void *data, size_t len) {
         __atomic_store_n((uint32_t *)p, key, __ATOMIC_RELEASE);
         meta_used += need;
     }
-    ct_part_unhold();
-    unlock();
 }
 
-CT_NOINST void ct_meta(uint32_t key, const void *data, size_t len) {
-    if (key != CT_META_THREAD && sticky_used + 8 + len <= sizeof sticky) {
+/* `keep`: a record every part repeats, kept under the lock so that a part
+ * switch in another thread repeats it exactly once. */
+static CT_NOINST void meta_write(uint32_t key, const void *data, size_t len, int keep) {
+    if (8 + ((len + 7) & ~(size_t)7) > ct_chunk_bytes - CT_CHUNK_HEADER)
+        return;
+    if (!lock())
+        return;
+    if (keep && sticky_used + 8 + len <= sizeof sticky) {
         memcpy(sticky + sticky_used, &key, 4);
         memcpy(sticky + sticky_used + 4, &(uint32_t){(uint32_t)len}, 4);
         memcpy(sticky + sticky_used + 8, data, len);
         sticky_used += 8 + len;
     }
-    meta_write(key, data, len);
+    struct ct_part *pt = ct_part_hold();
+    put_record(pt, key, data, len);
+    ct_part_unhold();
+    unlock();
+}
+
+CT_NOINST void ct_meta(uint32_t key, const void *data, size_t len) {
+    meta_write(key, data, len, key != CT_META_THREAD);
 }
 
 /* Rolling output: `pt` becomes current with a META chunk of its own, which
  * starts with the records every part repeats. */
 CT_NOINST void ct_meta_switch(struct ct_part *pt) {
     if (!lock()) {
-        /* A handler's calls rolled the part inside this thread's META
-         * write: switch now, the next write starts a chunk in the new part
-         * (the repeated records are left out of it). */
+        /* Only a fault inside this thread's META write gets here: switch,
+         * and the next write starts a chunk in the new part. */
         ct_part_set(pt);
         meta_stale = 1;
         return;
     }
+    ct_part_set(pt);
     if (meta)
         ct_unmap_chunk(meta);
     meta = NULL;
     meta_used = 0;
-    ct_part_set(pt);
-    unlock();
     for (size_t pos = 0; pos + 8 <= sticky_used;) {
         uint32_t key, len;
         memcpy(&key, sticky + pos, 4);
         memcpy(&len, sticky + pos + 4, 4);
-        meta_write(key, sticky + pos + 8, len);
+        put_record(pt, key, sticky + pos + 8, len);
         pos += 8 + len;
     }
+    unlock();
 }
 
 /* One MODULE record per loaded object with code: "bias lo hi path". */

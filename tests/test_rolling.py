@@ -2,10 +2,11 @@
 are kept, and post-mortem commands reading a set of parts as one trace."""
 from __future__ import annotations
 
+import collections
 import subprocess
 import time
 
-from conftest import ROOT, load_json, run_cli, validate
+from conftest import ROOT, fixture, lib, load_json, require_tool, run_cli, validate
 from test_preload import preload
 
 N = 100_000          # leaf calls made by the workload
@@ -89,3 +90,44 @@ def test_parts_of_different_runs_refused(tmp_path):
     run_cli("run", "-q", "-o", tmp_path / "b.json", exe, "10", cwd=tmp_path)
     proc = run_cli("report", tmp_path / "a.json", tmp_path / "b.json", cwd=tmp_path)
     assert proc.returncode == 2 and b"not parts of one run" in proc.stderr
+
+
+def test_signal_inside_meta_write_rolls_complete_parts(tmp_path):
+    """SIGUSR1 delivered while the runtime writes dlopen's module records
+    (GDB stops the thread inside the META lock); the handler's 20,000 calls
+    switch parts. The signal waits until the record is written, so every
+    part gets the program and module records: every call has its name."""
+    from harm import bounded
+    ticks = 20_000
+    gdb = require_tool("gdb", "gdb")
+    script = tmp_path.parent / f"{tmp_path.name}.gdb"
+    script.write_text("\n".join([
+        "set pagination off", "set confirm off", "set startup-with-shell off",
+        "set breakpoint pending on", f"set environment LD_PRELOAD={lib()}",
+        "set environment CALLTRACE_OUTPUT=t.json", "set environment CALLTRACE_FLUSH_INTERVAL=2000",
+        "set environment CALLTRACE_BUFFER_KB=16", "handle SIGUSR1 nostop noprint pass",
+        "break load", "run", "delete 1",
+        'eval "break ct_unlock thread %d", $_thread', "continue",
+        "bt 10", "delete", "signal SIGUSR1", ""]))
+    try:
+        proc = bounded([gdb, "-batch", "-nx", "-x", script, "--args", fixture("sigroll"), ticks], tmp_path,
+                       timeout=90)
+    finally:
+        script.unlink()
+    out = (proc.stdout + proc.stderr).decode(errors="replace")
+    assert "/runtime/meta.c:" in out and " ct_dl_note (" in out, out   # stopped inside the META write
+    assert f"plugin 7 ticks {ticks}\n" in out, out
+    deadline = time.monotonic() + 120     # the runtime's converters run detached
+    while time.monotonic() < deadline and (list(tmp_path.glob("*.raw")) or not parts(tmp_path, "t")):
+        time.sleep(0.1)
+    docs = [validate(load_json(f)) for f in parts(tmp_path, "t")]
+    # about 10 parts: one per 4,000 event words, and timing adds TIME words
+    assert len(docs) >= 9 and not list(tmp_path.glob("*.raw"))
+    names = collections.Counter(c["function"] for d in docs for t in d["threads"] for c in t["calls"])
+    # A call is in the part it began in; none is left a bare address.
+    assert names == {"main": 1, "load": 1, "on_usr1": 1, "tick": ticks, "use": 1, "plugin_entry": 1,
+                     "twice": 1}, names
+    for d in docs:
+        assert d["metadata"]["program"] == fixture("sigroll")
+        # a part's only note: returns of calls an earlier part holds
+        assert all("returns without a recorded call" in n for n in d["metadata"].get("notes", [])), d
