@@ -6,9 +6,11 @@ the table gives wall time, peak RSS of the command itself, and output size.
 
     python bench/bench_columnar.py [--calls 10M,100M] [--repeat N] [--keep]
 
-Each command runs N times (default 3) and the table gives the median wall
-time, the largest peak RSS, and the median's ratio to the uftrace command
-that does the same job ("vs uftrace": calltrace's time over uftrace's).
+Each command runs N times (default 3), a calltrace command and its uftrace
+peer taking turns (record, replay, chrome), and the table gives the median
+wall time, the largest peak RSS, and the median's ratio to the uftrace
+command that does the same job ("vs uftrace": calltrace's time over
+uftrace's).
 `report` and `diff` read the function table the converter wrote (marked
 "table"), `report --threads` and `--slowest 10` the footer index the
 converter wrote beside it ("index"); `report --slowest 101` is past the
@@ -111,27 +113,39 @@ def size_of(path: Path) -> int:
 def one(exe: str, kb: int, tmp: Path, uftrace: str | None, repeat: int) -> list[tuple]:
     rows = []
 
-    def row(name, cmd, out=None, note="", stdout=subprocess.DEVNULL, fresh=False):
-        """`fresh`: the command writes `out` from scratch (a recording), removed before each run."""
-        walls, rsss = [], []
+    def side_by_side(*specs):
+        """Run each (name, cmd, out, note, fresh) `repeat` times, taking turns,
+        so that a pair compared in the ratio column meets the same machine.
+        `fresh`: the command writes `out` from scratch (a recording), removed
+        before each run."""
+        walls = [[] for _ in specs]
+        rsss = [[] for _ in specs]
         for _ in range(repeat):
-            if fresh and out:
-                shutil.rmtree(tmp / out, ignore_errors=True)
-                (tmp / out).unlink(missing_ok=True)
-            wall, rss = measure(cmd, tmp, stdout)
-            walls.append(wall)
-            rsss.append(rss)
-        wall, rss = statistics.median(walls), max(rsss)
-        rows.append((name, wall, rss, size_of(tmp / out) if out else 0, note))
-        print(f"  {name:<34} {wall:8.2f} s {rss:8.1f} MB   runs: {' '.join(f'{w:.2f}' for w in walls)}",
-              flush=True)
+            for i, (name, cmd, out, note, fresh) in enumerate(specs):
+                if fresh and out:
+                    shutil.rmtree(tmp / out, ignore_errors=True)
+                    (tmp / out).unlink(missing_ok=True)
+                wall, rss = measure(cmd, tmp)
+                walls[i].append(wall)
+                rsss[i].append(rss)
+        for (name, cmd, out, note, fresh), w, r in zip(specs, walls, rsss):
+            rows.append((name, statistics.median(w), max(r), size_of(tmp / out) if out else 0, note))
+            print(f"  {name:<34} {statistics.median(w):8.2f} s {max(r):8.1f} MB   runs: "
+                  f"{' '.join(f'{x:.2f}' for x in w)}", flush=True)
+
+    def row(name, cmd, out=None, note=""):
+        side_by_side((name, cmd, out, note, False))
+
+    def peer(name, cmd, out=None, fresh=False):
+        """One command of a pair run side by side (the ratio column's two)."""
+        return (name, cmd, out, "", fresh)
 
     row("program alone", [exe, str(kb)])
-    row("calltrace run -o t.parquet", [*CT, "run", "-q", "-o", "t.parquet", exe, str(kb)], "t.parquet",
-        fresh=True)
+    run = peer("calltrace run -o t.parquet", [*CT, "run", "-q", "-o", "t.parquet", exe, str(kb)], "t.parquet",
+               fresh=True)
+    record = peer("uftrace record", [uftrace, "record", "-d", "udata", exe, str(kb)], "udata", fresh=True)
+    side_by_side(run, record) if uftrace else side_by_side(run)
     calls = footer(tmp / "t.parquet")["metadata"]["total_calls"]
-    if uftrace:
-        row("uftrace record", [uftrace, "record", "-d", "udata", exe, str(kb)], "udata", fresh=True)
     row("calltrace info", [*CT, "info", "t.parquet"], note="footer")
     row("calltrace report", [*CT, "report", "t.parquet"], note="table")
     row("calltrace report --threads", [*CT, "report", "--threads", "t.parquet"], note="index")
@@ -143,13 +157,13 @@ def one(exe: str, kb: int, tmp: Path, uftrace: str | None, repeat: int) -> list[
     first = statistics.median(first_line([*CT, "replay", "t.parquet"], tmp) for _ in range(repeat))
     rows.append(("calltrace replay: first line", first, 0, 0, "latency"))
     print(f"  {'calltrace replay: first line':<34} {first:8.2f} s", flush=True)
-    row("calltrace replay", [*CT, "replay", "t.parquet"])
-    if uftrace:
-        row("uftrace replay", [uftrace, "replay", "-d", "udata"])
-    row("calltrace export -f chrome", [*CT, "export", "t.parquet", "-f", "chrome", "--max-events",
-                                       str(calls + 1), "-o", "-"])
-    if uftrace:
-        row("uftrace dump --chrome", [uftrace, "dump", "--chrome", "-d", "udata"])
+    replay = peer("calltrace replay", [*CT, "replay", "t.parquet"])
+    side_by_side(replay, peer("uftrace replay", [uftrace, "replay", "-d", "udata"])) if uftrace \
+        else side_by_side(replay)
+    chrome = peer("calltrace export -f chrome", [*CT, "export", "t.parquet", "-f", "chrome", "--max-events",
+                                                 str(calls + 1), "-o", "-"])
+    side_by_side(chrome, peer("uftrace dump --chrome", [uftrace, "dump", "--chrome", "-d", "udata"])) \
+        if uftrace else side_by_side(chrome)
     row("calltrace export -f perfetto", [*CT, "export", "t.parquet", "-f", "perfetto", "--max-events",
                                          str(calls + 1), "-o", "t.pftrace"], "t.pftrace")
     # calltrace only: uftrace has no equivalent of these from a recorded run

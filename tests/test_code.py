@@ -44,3 +44,26 @@ def test_capture_args_with_pg(tmp_path):
     assert proc.returncode == 0, proc.stderr.decode()
     squares = [c for c in load_json(out)["threads"][0]["calls"] if c["function"] == "square"]
     assert [c["args"] for c in squares] == [[{"name": "x", "type": "int", "value": v}] for v in (5, 1)]
+
+
+def test_is_instrumented_agrees_with_pyelftools(tmp_path):
+    """The raw .dynsym scan against pyelftools' own symbol walk, on programs
+    and libraries with and without the hook (a -rdynamic program exports
+    every function; libc is large and defines no hook)."""
+    import glob
+    from conftest import FIXTURES
+    files = sorted(glob.glob(str(FIXTURES / "*"))) + ["/bin/ls", *glob.glob("/lib/x86_64-linux-gnu/libc.so.6")]
+
+    def walk(path):
+        with open(path, "rb") as f:
+            sec = ELFFile(f).get_section_by_name(".dynsym")
+            return sec is not None and any(s.name == "__cyg_profile_func_enter" and s["st_shndx"] == "SHN_UNDEF"
+                                           for s in sec.iter_symbols())
+
+    def dynamic(path):
+        with open(path, "rb") as f:
+            return f.read(4) == b"\x7fELF" and ELFFile(f).get_section_by_name(".dynsym") is not None
+    elves = [p for p in files if dynamic(p)]
+    got = {p: is_instrumented(p) for p in elves}
+    assert got == {p: walk(p) for p in elves}
+    assert sum(got.values()) > 10 and not all(got.values())

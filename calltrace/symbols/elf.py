@@ -147,15 +147,26 @@ def is_dynamic(path: str) -> bool:
 @lru_cache(maxsize=256)
 def is_instrumented(path: str) -> bool:
     """True when the program or library was built with -finstrument-functions
-    (it calls the hooks, defined elsewhere). The dynamic symbol table's hash
-    answers without a walk over every symbol of libc; a static program has
-    only .symtab."""
+    (it calls the hooks, defined elsewhere). The hook is an undefined dynamic
+    symbol, which the GNU hash table leaves out: the raw .dynsym entries are
+    scanned for its name instead of parsed one by one (a program linked with
+    -rdynamic exports thousands); a static program has only .symtab."""
     try:
         with open(path, "rb") as f:
             elf = ELFFile(f)
             sec = elf.get_section_by_name(".dynsym")
             if sec is not None:
-                return any(s["st_shndx"] == "SHN_UNDEF" for s in sec.get_symbol_by_name(HOOK) or [])
-    except (OSError, ELFError, ValueError, KeyError):
+                names = elf.get_section(sec["sh_link"]).data()
+                want = HOOK.encode() + b"\0"
+                # any place the name starts (string tables share suffixes)
+                at, i = set(), names.find(want)
+                while i >= 0:
+                    at.add(i)
+                    i = names.find(want, i + 1)
+                fmt, name_at, shndx_at = ("IBBHQQ", 0, 3) if elf.elfclass == 64 else ("IIIBBH", 0, 5)
+                order = "<" if elf.little_endian else ">"
+                return bool(at) and any(e[name_at] in at and e[shndx_at] == 0
+                                        for e in struct.iter_unpack(order + fmt, sec.data()))
+    except (OSError, ELFError, ValueError, KeyError, struct.error):
         return False
     return elf_symbols(path).imports_hook
