@@ -284,11 +284,11 @@ CT_HIDDEN const char *ct_env(const char *name);   /* a CALLTRACE_* setting */
 CT_HIDDEN void ct_attach_sync(struct ct_thread *t, uint64_t where);
 
 /* lifecycle.c */
-/* Spin locks of the cold paths hold their owner's thread id: a thread that
- * finds the lock its own (a fault, or a signal handler, inside the holder's
- * section) gets 0 and must leave the work undone rather than wait for
- * itself. meta.c blocks signals while it holds its lock. */
-CT_HIDDEN int ct_lock(volatile int32_t *lock);
+/* The cold paths' lock (meta.c) holds its owner's thread id, so that a
+ * thread that finds it its own (a fault inside the holder's section) can
+ * leave the work undone rather than wait for itself. ct_trylock: 1 taken,
+ * 0 this thread holds it, -1 another thread does. */
+CT_HIDDEN int ct_trylock(volatile int32_t *lock);
 CT_HIDDEN void ct_unlock(volatile int32_t *lock);
 CT_HIDDEN void ct_thread_register(struct ct_thread *t);
 CT_HIDDEN void ct_init(void);

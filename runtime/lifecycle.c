@@ -82,16 +82,11 @@ static CT_NOINST void name_by_pid(void) {
     strcpy(ct_cfg.output, out);
 }
 
-CT_NOINST int ct_lock(volatile int32_t *lock) {
-    int32_t self = (int32_t)syscall(SYS_gettid);
-    for (;;) {
-        int32_t holder = 0;
-        if (__atomic_compare_exchange_n(lock, &holder, self, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-            return 1;
-        if (holder == self)
-            return 0;
-        __builtin_ia32_pause();   /* another thread: its section is short and never waits on us */
-    }
+CT_NOINST int ct_trylock(volatile int32_t *lock) {
+    int32_t self = (int32_t)syscall(SYS_gettid), holder = 0;
+    if (__atomic_compare_exchange_n(lock, &holder, self, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return 1;
+    return holder == self ? 0 : -1;
 }
 
 CT_NOINST void ct_unlock(volatile int32_t *lock) { __atomic_store_n(lock, 0, __ATOMIC_RELEASE); }

@@ -16,42 +16,62 @@
 
 static struct ct_chunk *meta;          /* current META chunk */
 static size_t meta_used;
-static volatile int32_t meta_lock;     /* ct_lock: its holder's thread id */
+static volatile int32_t meta_lock;     /* ct_trylock: its holder's thread id */
 static int meta_stale;                 /* the part switched: the next record starts a chunk in it */
 static char sticky[1 << 16];           /* META records every part repeats */
 static size_t sticky_used;
 static char default_name[32];          /* threads named like this get no THREAD record */
 
-/* Signals are blocked while the lock is held (the faults a bug of ours
- * would raise excepted), so a signal handler's calls never find the lock
- * held by their own thread: a part switch in a handler that interrupted a
- * META write would otherwise have to leave out the records every part
- * repeats. The handler runs a moment later, when the lock is let go.
- * 0 when this very thread holds the lock all the same (a fault inside it):
- * the record is left out rather than the thread waiting for itself. */
-static sigset_t held_mask;             /* the holder's mask before lock() */
+/* Signals are blocked while the lock is held (but for those the kernel
+ * forces on a thread: faults, and SIGSYS from a seccomp filter), so a
+ * signal handler's calls never find the lock held by their own thread: a
+ * part switch in a handler that interrupted a META write would otherwise
+ * have to leave out the records every part repeats. The handler runs a
+ * moment later, when the lock is let go. Waiting for another thread's
+ * section is done with the caller's own mask, so a signal still ends a
+ * wait that never ends. */
+enum { NOT_TAKEN, TAKEN, FORK_HELD };
+static int fork_hold;                  /* held across fork() by ct_meta_prefork, not by a write */
+static pid_t fork_pid;                 /* the process that forked */
+static sigset_t fork_added;            /* the signals ct_meta_prefork blocked */
 
-static CT_NOINST int lock(void) {
+/* TAKEN: `added` holds the signals blocked here (unlock unblocks just
+ * those, so what an atfork handler changed inside the section stays).
+ * FORK_HELD: this thread holds it for fork() (an atfork handler of the
+ * program's runs inside that hold when the runtime was loaded after it
+ * registered, as by calltrace attach): it writes as the holder, nothing to
+ * undo. NOT_TAKEN: this thread is inside a write (a fault there), or is a
+ * child whose atfork handler has not run yet: the record is left out
+ * rather than the thread waiting for itself or a thread it does not have. */
+static CT_NOINST int lock(sigset_t *added) {
     sigset_t all, old;
     sigfillset(&all);
-    sigdelset(&all, SIGSEGV);
-    sigdelset(&all, SIGBUS);
-    sigdelset(&all, SIGFPE);
-    sigdelset(&all, SIGILL);
-    sigdelset(&all, SIGTRAP);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    if (!ct_lock(&meta_lock)) {
+    static const int forced[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS};
+    for (size_t i = 0; i < sizeof forced / sizeof *forced; i++)
+        sigdelset(&all, forced[i]);
+    for (;;) {
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        int r = ct_trylock(&meta_lock);
+        if (r > 0) {
+            sigemptyset(added);
+            for (int sig = 1; sig < NSIG; sig++)
+                if (sigismember(&all, sig) == 1 && sigismember(&old, sig) == 0)
+                    sigaddset(added, sig);
+            return TAKEN;
+        }
         pthread_sigmask(SIG_SETMASK, &old, NULL);
-        return 0;
+        if (r == 0)
+            return fork_hold ? FORK_HELD : NOT_TAKEN;
+        if (fork_hold && getpid() != fork_pid)
+            return NOT_TAKEN;   /* a child before our atfork handler: the stream is still the parent's */
+        while (__atomic_load_n(&meta_lock, __ATOMIC_RELAXED))
+            __builtin_ia32_pause();   /* another thread: its section is short and never waits on us */
     }
-    held_mask = old;
-    return 1;
 }
 
-static CT_NOINST void unlock(void) {
-    sigset_t old = held_mask;
+static CT_NOINST void unlock(const sigset_t *added) {
     ct_unlock(&meta_lock);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_sigmask(SIG_UNBLOCK, added, NULL);
 }
 
 /* Under the lock: one record into `pt`'s current META chunk (a new chunk
@@ -79,7 +99,9 @@ static CT_NOINST void put_record(struct ct_part *pt, uint32_t key, const void *d
 static CT_NOINST void meta_write(uint32_t key, const void *data, size_t len, int keep) {
     if (8 + ((len + 7) & ~(size_t)7) > ct_chunk_bytes - CT_CHUNK_HEADER)
         return;
-    if (!lock())
+    sigset_t added;
+    int how = lock(&added);
+    if (how == NOT_TAKEN)
         return;
     if (keep && sticky_used + 8 + len <= sizeof sticky) {
         memcpy(sticky + sticky_used, &key, 4);
@@ -90,7 +112,8 @@ static CT_NOINST void meta_write(uint32_t key, const void *data, size_t len, int
     struct ct_part *pt = ct_part_hold();
     put_record(pt, key, data, len);
     ct_part_unhold();
-    unlock();
+    if (how == TAKEN)
+        unlock(&added);
 }
 
 CT_NOINST void ct_meta(uint32_t key, const void *data, size_t len) {
@@ -100,9 +123,12 @@ CT_NOINST void ct_meta(uint32_t key, const void *data, size_t len) {
 /* Rolling output: `pt` becomes current with a META chunk of its own, which
  * starts with the records every part repeats. */
 CT_NOINST void ct_meta_switch(struct ct_part *pt) {
-    if (!lock()) {
-        /* Only a fault inside this thread's META write gets here: switch,
-         * and the next write starts a chunk in the new part. */
+    sigset_t added;
+    int how = lock(&added);
+    if (how == NOT_TAKEN) {
+        /* A fault inside this thread's META write: switch, and the next
+         * write starts a chunk in the new part (without the records every
+         * part repeats). */
         ct_part_set(pt);
         meta_stale = 1;
         return;
@@ -119,7 +145,8 @@ CT_NOINST void ct_meta_switch(struct ct_part *pt) {
         put_record(pt, key, sticky + pos + 8, len);
         pos += 8 + len;
     }
-    unlock();
+    if (how == TAKEN)
+        unlock(&added);
 }
 
 /* One MODULE record per loaded object with code: "bias lo hi path". */
@@ -223,8 +250,18 @@ CT_NOINST const char *ct_thread_default_name(void) { return default_name; }
 
 /* fork(): the lock is held across it (pthread_atfork), so a child never
  * inherits it from a thread it does not have. */
-CT_NOINST int ct_meta_prefork(void) { return lock(); }
-CT_NOINST void ct_meta_postfork(void) { unlock(); }
+CT_NOINST int ct_meta_prefork(void) {
+    if (lock(&fork_added) != TAKEN)
+        return 0;
+    fork_pid = getpid();
+    fork_hold = 1;
+    return 1;
+}
+
+CT_NOINST void ct_meta_postfork(void) {
+    fork_hold = 0;
+    unlock(&fork_added);
+}
 
 /* After fork: the META chunk maps the parent's file. */
 CT_NOINST void ct_meta_reset(void) {

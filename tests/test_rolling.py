@@ -93,9 +93,9 @@ def test_parts_of_different_runs_refused(tmp_path):
 
 
 def test_signal_inside_meta_write_rolls_complete_parts(tmp_path):
-    """SIGUSR1 delivered while the runtime writes dlopen's module records
-    (GDB stops the thread inside the META lock); the handler's 20,000 calls
-    switch parts. The signal waits until the record is written, so every
+    """SIGUSR1 delivered while the runtime writes dlopen's records (GDB
+    stops the thread at the unlock after the module scan's first record,
+    inside the META lock); the handler's 20,000 calls switch parts. The signal waits until the record is written, so every
     part gets the program and module records: every call has its name."""
     from harm import bounded
     ticks = 20_000
