@@ -105,3 +105,71 @@ def test_convert_foreign_file(tmp_path):
 def test_convert_missing_file(tmp_path):
     proc = run_cli("convert", str(tmp_path / "none.raw"), cwd=tmp_path)
     assert proc.returncode == 2 and "cannot read" in one_error_line(proc)
+
+
+# --- the audit of 2026-11-27: what calltrace deletes or overwrites ----------
+
+def test_run_refuses_a_raw_folder_holding_other_files(tmp_path):
+    """OUT.raw/ with files calltrace did not write is in the way, as a file
+    there is: never deleted."""
+    (tmp_path / "c.json.raw").mkdir()
+    (tmp_path / "c.json.raw" / "notes.txt").write_text("mine")
+    proc = run_cli("run", "-q", "-o", "c.json", fixture("recursion"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert one_error_line(proc) == (
+        "calltrace: error: c.json.raw is in the way: calltrace keeps the raw data of a run there, and it "
+        "holds files calltrace did not write (notes.txt); move it away")
+    assert (tmp_path / "c.json.raw" / "notes.txt").read_text() == "mine"
+    assert sorted(os.listdir(tmp_path / "c.json.raw")) == ["lock", "notes.txt"]
+
+
+def test_convert_folder_deletes_only_a_runs_streams(tmp_path):
+    """A folder of streams that is not a run's raw folder keeps everything;
+    a run's keeps what calltrace did not put there."""
+    import shutil
+    import subprocess
+    from conftest import lib
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_")}
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    subprocess.run([fixture("recursion")], cwd=plain, timeout=60, check=True, stdout=subprocess.DEVNULL,
+                   env={**env, "LD_PRELOAD": lib(), "CALLTRACE_RAW_DIR": str(plain)})
+    (raw,) = [n for n in os.listdir(plain) if n.endswith(".raw")]
+    (plain / "notes.txt").write_text("mine")
+    proc = run_cli("convert", "-q", plain, "-o", tmp_path / "p.json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(plain)) == sorted(["notes.txt", raw])
+    assert run_cli("info", tmp_path / "p.json").returncode == 0
+    # A run's raw folder, stopped before converting, with a file of ours in it.
+    run_dir = tmp_path / "r.json.raw"
+    shutil.copytree(plain, run_dir)
+    (run_dir / "run.json").write_text('{"pid": %d, "output": "%s"}' % (int(raw[:-4]), tmp_path / "r.json"))
+    proc = run_cli("convert", "-q", run_dir, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert os.listdir(run_dir) == ["notes.txt"] and (tmp_path / "r.json").exists()
+
+
+def test_convert_truncated_trace_says_so_in_the_copy(tmp_path):
+    """A trace cut short converts as far as it goes: a warning, and a note in
+    the copy, which has no cut of its own to show it."""
+    import json
+    import pyarrow.parquet as pq
+    run_cli("run", "-q", "-o", tmp_path / "t.json", fixture("recursion"), check=True)
+    data = (tmp_path / "t.json").read_bytes()
+    cut = tmp_path / "cut.json"
+    cut.write_bytes(data[:data.index(b'"function":"square"', data.index(b'"threads"'))])
+    for out in ("c.json", "c.parquet"):
+        proc = run_cli("convert", cut, "-o", tmp_path / out, cwd=tmp_path)
+        assert proc.returncode == 0
+        assert proc.stderr.decode().splitlines() == [
+            f"calltrace: warning: {cut}: truncated trace: showing the calls before the cut (the function "
+            "table is complete)",
+            f"calltrace: the calls before the cut, 1 thread: trace written to {tmp_path / out}"]
+    note = ("copied from a truncated trace (cut.json): only the calls before the cut are here; total_calls "
+            "and the functions table describe the whole recording")
+    assert json.loads((tmp_path / "c.json").read_text())["metadata"]["notes"] == [note]
+    footer = json.loads(pq.ParquetFile(tmp_path / "c.parquet").metadata.metadata[b"calltrace"])
+    assert footer["metadata"]["notes"] == [note]
+    assert run_cli("export", "-f", "parquet", cut, "-o", tmp_path / "e.parquet").returncode == 0
+    footer = json.loads(pq.ParquetFile(tmp_path / "e.parquet").metadata.metadata[b"calltrace"])
+    assert footer["metadata"]["notes"] == [note]

@@ -199,6 +199,12 @@ def test_sigkill_leaves_raw_next_to_output_recoverable(tmp_path):
         pid = program_pid(tmp_path / "e.json.raw")     # echo reads its stdin: it waits for us
         proc.kill()                       # calltrace only; the program goes on
         proc.wait(timeout=BOUND)
+        # Its stream is still being written: converting now would cut it short.
+        early = run_cli("convert", "-q", tmp_path / "e.json.raw", cwd=tmp_path, timeout=BOUND)
+        raw = tmp_path / "e.json.raw" / f"{pid}.raw"
+        assert (early.returncode, early.stderr.decode()) == (2, (
+            f"calltrace: error: {raw}: process {pid} is still writing it (its calltrace was stopped, not the "
+            "program): convert it once the program has ended\n"))
         proc.stdin.write(b"in\n")
         proc.stdin.close()
         until(lambda: gone(pid), "the program ended")
@@ -210,13 +216,19 @@ def test_sigkill_leaves_raw_next_to_output_recoverable(tmp_path):
     assert proc.returncode == 1 and proc.stderr == (
         f"calltrace: note: e.json.raw held the raw data of a calltrace run that ended before "
         f"converting it (pid {killed}); moved to e.json.raw.old: recover that trace with "
-        f"`calltrace convert {old}`\n").encode() + b"err\n"
+        f"`calltrace convert {old} -o e.old.json`\n").encode() + b"err\n"
     assert sorted(os.listdir(tmp_path)) == ["e.json", "e.json.raw.old"]
     assert load_json(tmp_path / "e.json")["metadata"]["argv"][1:] == ["b"]
+    # Without -o it would go to e.json, which the later run wrote: refused.
     proc = run_cli("convert", "-q", old, cwd=tmp_path, timeout=BOUND)
+    assert (proc.returncode, proc.stderr.decode()) == (2, (
+        f"calltrace: error: {tmp_path / 'e.json'} was written after the run that left {old} began (by a "
+        "later run?): name this run's trace with -o\n"))
+    proc = run_cli("convert", "-q", old, "-o", "e.old.json", cwd=tmp_path, timeout=BOUND)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(os.listdir(tmp_path)) == ["e.json"]
-    doc = validate(load_json(tmp_path / "e.json"))
+    assert sorted(os.listdir(tmp_path)) == ["e.json", "e.old.json"]
+    assert load_json(tmp_path / "e.json")["metadata"]["argv"][1:] == ["b"]
+    doc = validate(load_json(tmp_path / "e.old.json"))
     assert doc["metadata"]["argv"][1:] == ["a"] and doc["metadata"]["pid"] == pid
     assert shape(doc["threads"][0]["calls"]) == [(0, "main"), (1, "show"), (1, "copy")]
     assert (doc["metadata"]["termination"], doc["metadata"]["exit_status"]) == ("exit", 1)

@@ -102,6 +102,8 @@ def run(args) -> int:
     try:
         whole = _load(args.trace, scratch)
         warn(whole)
+        if args.format == "parquet":
+            whole.copied_note()
         trace = view(whole, flt, args.tid, _budget(whole, args))
         out_path = args.output or _default_output(args.trace[0], mod.SUFFIX)
         passes = 2 if args.format == "html" and trace.total_calls > args.max_calls else 1

@@ -51,11 +51,12 @@ def recorded_run(folder: str) -> tuple[int, str]:
 
 def convert_folder(folder: str, pid: int, output: str, ending: Ending | None = None, *,
                    pretty: bool | None = None, progress: bool = False,
-                   keep: int | None = None) -> tuple[list[Converted], list[str]]:
+                   keep: int | None = None, delete: bool = True) -> tuple[list[Converted], list[str]]:
     """Convert every stream in `folder`; returns the traces written (the
     program's first) and the failures (one line each). On success the
-    folder's streams are deleted. `keep`: rolling output keeps the newest K
-    parts, so older ones are not converted at all."""
+    folder's streams are deleted (`delete`: a run's raw folder). `keep`:
+    rolling output keeps the newest K parts, so older ones are not converted
+    at all."""
     raws = streams(folder)
     last_part, last_image = {}, {}
     for raw in raws:
@@ -81,7 +82,7 @@ def convert_folder(folder: str, pid: int, output: str, ending: Ending | None = N
         except CalltraceError as e:
             failed.append(f"{raw}: {e}")
     results = _name(done, pid, output)
-    if not failed:
+    if not failed and delete:
         for raw in raws:
             raw.unlink()
     return results, failed

@@ -256,8 +256,10 @@ def _capture_args(raw, info, funcs, infos, notes, metadata) -> list[bytes | None
     return decoder.notes()
 
 
-def transcode(src: str, output: str | None, pretty: bool | None) -> tuple[str, dict]:
-    """A trace in the other encoding (or the one `output`'s suffix names)."""
+def transcode(src: str, output: str | None, pretty: bool | None):
+    """Write `src` in the other encoding (or the one `output`'s suffix
+    names); returns the path and the trace read (its warnings). A truncated
+    trace is written as far as it goes, with a note saying so."""
     from ..trace import columns
     from ..trace.reader import load
     from ..trace.writer import write_trace
@@ -269,8 +271,9 @@ def transcode(src: str, output: str | None, pretty: bool | None) -> tuple[str, d
         output = stem + (".json" if columns.is_parquet_file(src) else ".parquet")
     if os.path.exists(output) and os.path.samefile(output, src):
         raise CalltraceError(f"{output}: would overwrite the trace itself")
+    trace.copied_note()
     if columns.is_parquet_name(output):
         write_atomic(output, lambda f: columns.write_trace(pa.PythonFile(f, mode="w"), trace), "trace")
     else:
         write_trace(output, trace.metadata, trace.functions, trace.threads, bool(pretty))
-    return output, trace.metadata
+    return output, trace

@@ -29,6 +29,10 @@ from ..errors import CalltraceError
 
 LOCK, RUN = "lock", "run.json"
 RAW_NAME = re.compile(r"^(\d+)(?:-(\d+))?(?:\.p(\d+))?$")
+# What calltrace itself puts in a raw folder: the lock, the run's record,
+# the plan and filter it hands the runtime, the streams, unfinished traces.
+OURS = re.compile(r"^(?:lock|run\.json|capture\.plan|record\.filter|\d+(?:-\d+)?(?:\.p\d+)?\.raw|"
+                  r"\.calltrace-.*\.tmp)$")
 
 
 def raw_key(raw: Path) -> tuple[int, int, int]:
@@ -89,6 +93,46 @@ def streams(folder: str) -> list[Path]:
     return sorted(Path(folder).glob("*.raw"), key=raw_key)
 
 
+def foreign(folder: str) -> list[str]:
+    """What is in `folder` that calltrace did not put there."""
+    return sorted(n for n in os.listdir(folder) if not OURS.match(n))
+
+
+def clear(folder: str) -> bool:
+    """Delete what calltrace put in `folder`, then the folder if that leaves
+    it empty (True); anything else in it stays."""
+    for name in os.listdir(folder):
+        if OURS.match(name):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
+    try:
+        os.rmdir(folder)
+        return True
+    except OSError:
+        return False
+
+
+def writer(raw: Path) -> int | None:
+    """The pid of a live process that still has stream `raw` open (it is
+    still being written: a run whose calltrace was killed, not its
+    program), or None."""
+    pid = raw_key(raw)[0]
+    target = os.path.realpath(raw)
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                return pid
+        except OSError:
+            continue
+    return None
+
+
 class RawDir:
     """The raw folder of one run, locked while this process lives."""
 
@@ -117,6 +161,12 @@ class RawDir:
                     + (f" (pid {who})" if who else "") + ": wait for it or choose another -o")
             if os.listdir(path) == [LOCK]:
                 return cls(path, fd, False)
+            others = foreign(path)
+            if others:
+                os.close(fd)
+                raise CalltraceError(f"{output}.raw is in the way: calltrace keeps the raw data of a run "
+                                     f"there, and it holds files calltrace did not write ({', '.join(others[:3])}"
+                                     f"{', ...' if len(others) > 3 else ''}); move it away")
             _set_aside(path, output)
             os.close(fd)
         raise CalltraceError(f"cannot claim {path}: other runs keep replacing it")
@@ -160,7 +210,12 @@ class RawDir:
         return f"calltrace convert {shlex.quote(self.path)}"
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        """The folder and what calltrace put in it (a file someone else put
+        there keeps it)."""
+        if self.temporary:
+            shutil.rmtree(self.path, ignore_errors=True)
+        else:
+            clear(self.path)
         self.release()
 
     def release(self) -> None:
@@ -173,15 +228,18 @@ def _set_aside(path: str, output: str) -> None:
     """A dead run's folder: its streams go to OUTPUT.raw.old, or away when
     there are none."""
     if not streams(path):
-        shutil.rmtree(path, ignore_errors=True)
+        clear(path)
         return
     old = path + ".old"
     replaced = os.path.exists(old)
-    if replaced:
-        shutil.rmtree(old, ignore_errors=True)
+    if replaced and not clear(old):
+        raise CalltraceError(f"{output}.raw.old is in the way: it holds files calltrace did not write "
+                             f"({', '.join(foreign(old)[:3])}); move it away")
     os.rename(path, old)
     who = _owner(old).get("calltrace_pid")
+    # Its trace gets a name of its own: the new run is about to write OUTPUT.
+    name = child_output(output, "old") if not output.endswith("/") else output.rstrip("/") + ".old/"
     print(f"calltrace: note: {output}.raw held the raw data of a calltrace run that ended before "
           f"converting it{f' (pid {who})' if who else ''}; moved to {output}.raw.old"
           f"{' (replacing an older one)' if replaced else ''}: recover that trace with "
-          f"`calltrace convert {shlex.quote(old)}`", file=sys.stderr)
+          f"`calltrace convert {shlex.quote(old)} -o {shlex.quote(name)}`", file=sys.stderr)

@@ -1,6 +1,8 @@
 """Typed values for a loaded trace (see docs/FORMAT.md)."""
 from __future__ import annotations
 
+import os
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Iterator, NamedTuple
@@ -171,6 +173,15 @@ class Trace:
     @property
     def total_calls(self) -> int:
         return self.metadata["total_calls"]
+
+    def copied_note(self) -> None:
+        """Before this trace is written out as a trace again: a truncated
+        one says so in the copy, which has no cut of its own to show it."""
+        if self.truncated:
+            name = os.path.basename(self.path or "") or "the source"
+            self.metadata.setdefault("notes", []).append(
+                f"copied from a truncated trace ({name}): only the calls before the cut are here; "
+                "total_calls and the functions table describe the whole recording")
 
     def iter_calls(self) -> Iterator[tuple[Thread, Call]]:
         for t in self.threads:
