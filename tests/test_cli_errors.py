@@ -173,3 +173,64 @@ def test_convert_truncated_trace_says_so_in_the_copy(tmp_path):
     assert run_cli("export", "-f", "parquet", cut, "-o", tmp_path / "e.parquet").returncode == 0
     footer = json.loads(pq.ParquetFile(tmp_path / "e.parquet").metadata.metadata[b"calltrace"])
     assert footer["metadata"]["notes"] == [note]
+
+
+def test_raw_input_to_post_mortem_says_convert(tmp_path):
+    import subprocess
+    from conftest import lib
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACE_")}
+    subprocess.run([fixture("recursion")], cwd=tmp_path, timeout=60, check=True, stdout=subprocess.DEVNULL,
+                   env={**env, "LD_PRELOAD": lib(), "CALLTRACE_RAW_DIR": str(tmp_path)})
+    (raw,) = [n for n in os.listdir(tmp_path) if n.endswith(".raw")]
+    for cmd in ("info", "report", "replay"):
+        proc = run_cli(cmd, raw, cwd=tmp_path)
+        assert proc.returncode == 2
+        assert one_error_line(proc) == (f"calltrace: error: {raw}: a raw stream, not a trace yet: convert it "
+                                        f"with `calltrace convert {raw}`")
+        proc = run_cli(cmd, ".", cwd=tmp_path)
+        assert proc.returncode == 2
+        assert one_error_line(proc) == ("calltrace: error: .: a folder of raw streams, not a trace yet: "
+                                        "convert it with `calltrace convert .`")
+
+
+def test_the_same_trace_twice_is_not_two_parts(tmp_path):
+    run_cli("run", "-q", "-o", tmp_path / "t.json", fixture("recursion"), check=True)
+    (tmp_path / "copy.json").write_bytes((tmp_path / "t.json").read_bytes())
+    for second in ("t.json", "copy.json"):
+        proc = run_cli("report", "t.json", second, cwd=tmp_path)
+        assert proc.returncode == 2
+        assert one_error_line(proc) == (f"calltrace: error: t.json and {second} are one trace, not parts of a "
+                                        "rolling run: give each part once, or read them one at a time")
+
+
+def test_shared_library_is_not_a_program(tmp_path):
+    lib = fixture("libplugin.so")
+    for cmd in (("run",), ("debug",)):
+        proc = run_cli(*cmd, lib, cwd=tmp_path)
+        assert proc.returncode == 2
+        assert one_error_line(proc).startswith(f"calltrace: error: {lib} is a shared library, not a program: ")
+
+
+def test_dataset_folder_not_writable_refused_before_the_run(tmp_path):
+    """Checked inside the folder before the program starts, as a trace's
+    folder is (root writes anywhere but into an immutable folder)."""
+    import shutil
+    import subprocess
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    root = os.geteuid() == 0
+    if root and not shutil.which("chattr"):
+        return
+    if root:
+        subprocess.run(["chattr", "+i", str(folder)], check=True, timeout=30)
+    else:
+        folder.chmod(0o555)
+    try:
+        proc = run_cli("run", "-q", "-o", f"{folder}/", fixture("recursion"), cwd=tmp_path)
+    finally:
+        if root:
+            subprocess.run(["chattr", "-i", str(folder)], check=True, timeout=30)
+        folder.chmod(0o755)
+    assert proc.returncode == 2
+    assert one_error_line(proc).startswith(f"calltrace: error: cannot write {folder}/: ")
+    assert proc.stdout == b"" and os.listdir(folder) == []      # the program did not run

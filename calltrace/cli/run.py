@@ -15,7 +15,7 @@ from ..record import warm
 from ..record.rawdir import RawDir, raw_key, streams, trace_path
 from ..runtime import library_path, preload_env, write_filter, write_plan
 from ..supervise import Interrupts, Supervisor
-from ..symbols.elf import elf_symbols, is_dynamic, is_elf, is_instrumented
+from ..symbols.elf import elf_symbols, is_dynamic, is_elf, is_instrumented, is_library
 from ..symbols.select import Selection
 from ..trace import dataset
 from ..units import argparse_duration, argparse_size, plural
@@ -138,6 +138,9 @@ def _check_program(args, path: str) -> None:
     # The program headers and the dynamic symbol table's hash answer at
     # once; the whole symbol table is read while the program runs (warm.py).
     if not is_dynamic(path):
+        if is_library(path):
+            raise CalltraceError(f"{args.command[0]} is a shared library, not a program: run the program "
+                                 "that loads it")
         raise CalltraceError(f"{args.command[0]} is statically linked: the runtime cannot be preloaded "
                              "into it; link it dynamically (drop -static)")
     if not args.force and not is_instrumented(path):
@@ -160,7 +163,9 @@ def run(args) -> int:
             raise CalltraceError(f"cannot create dataset folder {output}: {e.strerror}") from None
     else:
         output = options.output_path(args.output)
-    probe_writable(output, os.path.dirname(os.path.abspath(output)))
+    # A dataset's traces go inside its folder; a trace goes beside its name.
+    folder = output if dataset.is_dataset_name(output) else os.path.dirname(os.path.abspath(output))
+    probe_writable(output, folder)
     raw = RawDir.claim(output)
     sup = Supervisor()
     try:

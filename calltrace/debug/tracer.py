@@ -149,6 +149,9 @@ def plan(opts: Options, syms: ElfSymbols) -> dict:
         cfg.update(mode="sites", sites=[(s.addr, s.kind) for s in sites], lib_sites=libs)
         return cfg
     if not syms.dynamic:
+        from ..symbols.elf import is_library
+        if is_library(opts.program):
+            raise CalltraceError(f"{name} is a shared library, not a program: debug the program that loads it")
         raise CalltraceError(f"{name} is statically linked: calltrace debug needs a dynamically "
                              "linked program (or --uninstrumented --only REGEX)")
     lib = os.path.realpath(library_path())

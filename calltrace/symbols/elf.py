@@ -144,6 +144,22 @@ def is_dynamic(path: str) -> bool:
         raise CalltraceError(f"cannot read ELF file {path}: {e}") from None
 
 
+def is_library(path: str) -> bool:
+    """A shared library rather than a program: position independent, no
+    interpreter, and not marked PIE (a static-pie program is). False when it
+    cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            if elf["e_type"] != "ET_DYN" or any(seg["p_type"] == "PT_INTERP" for seg in elf.iter_segments()):
+                return False
+            dyn = elf.get_section_by_name(".dynamic")
+            flags = [t["d_val"] for t in dyn.iter_tags() if t["d_tag"] == "DT_FLAGS_1"] if dyn else []
+            return not any(v & 0x08000000 for v in flags)       # DF_1_PIE
+    except (OSError, ELFError, ValueError, KeyError):
+        return False
+
+
 @lru_cache(maxsize=256)
 def is_instrumented(path: str) -> bool:
     """True when the program or library was built with -finstrument-functions

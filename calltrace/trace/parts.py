@@ -49,11 +49,17 @@ class ChainedCalls(Sequence):
 
 def load_parts(paths: list[str]) -> Trace:
     traces = [load(p) for p in paths]
-    traces.sort(key=lambda t: (t.metadata.get("part") or {}).get("index", 0))
+    index = lambda t: (t.metadata.get("part") or {}).get("index", 0)   # noqa: E731
+    traces.sort(key=index)
     pids = {t.metadata.get("pid") for t in traces}
     if len(pids) > 1:
         raise TraceFormatError("these traces are not parts of one run (different pids: "
                                f"{', '.join(str(p) for p in sorted(pids))}); read them one at a time")
+    for a, b in zip(traces, traces[1:]):
+        if index(a) == index(b):
+            what = f"part {index(a)} of one run" if index(a) else "one trace, not parts of a rolling run"
+            raise TraceFormatError(f"{a.path} and {b.path} are {what}: give each part once, or read them "
+                                   "one at a time")
     meta = dict(traces[-1].metadata)
     for key in _SUMS:
         meta[key] = sum(t.metadata.get(key, 0) or 0 for t in traces)

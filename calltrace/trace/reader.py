@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from typing import Callable, Iterator
 
+from ..bridge import RAW_MAGIC
 from ..errors import TraceFormatError
 from .model import Call, FunctionStats, StreamedCalls, Thread, Trace
 
@@ -179,17 +180,26 @@ def load(path: str | os.PathLike) -> Trace:
     except FileNotFoundError:
         raise TraceFormatError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise TraceFormatError(f"{path}: is a directory, not a trace") from None
+        f = None
     except OSError as e:
         raise TraceFormatError(f"{path}: cannot read: {e.strerror}") from None
+    if f is None:
+        if any(n.endswith(".raw") for n in os.listdir(path)):
+            raise TraceFormatError(f"{path}: a folder of raw streams, not a trace yet: convert it with "
+                                   f"`calltrace convert {path}`")
+        raise TraceFormatError(f"{path}: is a directory, not a trace")
     with f:
         try:
             size = os.fstat(f.fileno()).st_size
             if os.path.isdir(path):
                 raise IsADirectoryError
-            if f.read(4) == b"PAR1":
+            head = f.read(8)
+            if head[:4] == b"PAR1":
                 from .parquet import load_parquet
                 return load_parquet(path)
+            if head == RAW_MAGIC:
+                raise TraceFormatError(f"{path}: a raw stream, not a trace yet: convert it with "
+                                       f"`calltrace convert {path}`")
             f.seek(0)
             return _load_canonical(path, f, size) or _load_whole(path, f)
         except IsADirectoryError:
