@@ -138,6 +138,46 @@ def test_not_a_calltrace_parquet(tmp_path):
                                  "trace (no calltrace key in its metadata)\n")
 
 
+def test_foreign_columns_under_a_calltrace_footer(tmp_path):
+    """The footer copied onto other columns: one line naming what is wrong."""
+    import pyarrow as pa
+    run_cli("run", "-q", "-o", tmp_path / "t.parquet", fixture("recursion"), check=True)
+    t = pq.read_table(tmp_path / "t.parquet")
+    kv = pq.ParquetFile(tmp_path / "t.parquet").metadata.metadata
+    cases = {"dropped": (t.drop_columns(["depth"]), "no depth column"),
+             "retyped": (t.set_column(t.schema.get_field_index("start_ns"), "start_ns",
+                                      pa.array([str(v) for v in t.column("start_ns").to_pylist()])),
+                         "its start_ns column holds string")}
+    for name, (table, why) in cases.items():
+        path = tmp_path / f"{name}.parquet"
+        pq.write_table(table.replace_schema_metadata(kv), path)
+        for cmd in ("info", "replay", "convert"):
+            p = run_cli(cmd, path, cwd=tmp_path)
+            assert (p.returncode, p.stderr.decode()) == (
+                2, f"calltrace: error: {path}: a calltrace footer, but {why}: not a calltrace trace\n")
+
+
+def test_damaged_page_is_one_line_naming_the_trace(tmp_path):
+    """A page that no longer decodes: the input is named, not the output."""
+    path = tmp_path / "t.parquet"
+    run_cli("run", "-q", "-o", path, fixture("recursion"), check=True)
+    data = bytearray(path.read_bytes())
+    f = pq.ParquetFile(path)
+    # into the depth column's page (header or zstd frame; its bytes are the
+    # same in every run of this fixture, so the damage is always caught)
+    col = f.metadata.row_group(0).column(f.schema_arrow.get_field_index("depth"))
+    data[col.data_page_offset + 20] ^= 0xFF
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(bytes(data))
+    for cmd in (("replay", bad), ("export", "-f", "chrome", bad, "-o", tmp_path / "e.json"),
+                ("convert", bad, "-o", tmp_path / "e2.json")):
+        p = run_cli(*cmd, cwd=tmp_path)
+        err = p.stderr.decode()
+        assert p.returncode == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith(f"calltrace: error: {bad}: damaged or foreign Parquet data: "), err
+    assert sorted(os.listdir(tmp_path)) == ["bad.parquet", "t.parquet"]
+
+
 def test_dataset_of_forked_processes(tmp_path):
     """-o DIR/: every process of the run in host=/pid= partitions."""
     out = tmp_path / "ds"

@@ -4,6 +4,7 @@ time, so memory stays bounded whatever the trace's size."""
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
@@ -40,32 +41,36 @@ class ParquetCalls(StreamedCalls):
         if lo == hi:
             return
         wanted = [i for i, (first, n) in enumerate(self._groups) if first < hi and first + n > lo]
-        f = pq.ParquetFile(self._path, pre_buffer=False, buffer_size=1 << 20)
+        if not wanted:      # rows the thread list promises and the file lacks (a warning says so)
+            return
         row = self._groups[wanted[0]][0]
-        # the columns decode in parallel: a batch's worth of memory each
-        for b in f.iter_batches(batch_size=READ_BATCH, row_groups=wanted, columns=columns,
-                                use_threads=True):
-            n = b.num_rows
-            a, z = max(lo - row, 0), min(hi - row, n)
-            if z > a:
-                yield _complete(b if (a, z) == (0, n) else b.slice(a, z - a), columns)
-            row += n
+        with damage(self._path):
+            f = pq.ParquetFile(self._path, pre_buffer=False, buffer_size=1 << 20)
+            # the columns decode in parallel: a batch's worth of memory each
+            for b in f.iter_batches(batch_size=READ_BATCH, row_groups=wanted, columns=columns,
+                                    use_threads=True):
+                n = b.num_rows
+                a, z = max(lo - row, 0), min(hi - row, n)
+                if z > a:
+                    yield _complete(b if (a, z) == (0, n) else b.slice(a, z - a), columns)
+                row += n
 
     def extras(self, rows: list[int]) -> dict[int, dict | None]:
         """The optional keys of the given calls (row numbers within the
         thread), reading only the row groups that hold them."""
         out: dict[int, dict | None] = {}
-        f = pq.ParquetFile(self._path)
         by_group: dict[int, list[int]] = {}
         for r in rows:
             at = self.first_row + r
             g = next(i for i, (first, n) in enumerate(self._groups) if first <= at < first + n)
             by_group.setdefault(g, []).append(r)
-        for g, rs in by_group.items():
-            b = _complete(f.read_row_group(g, columns=list(EXTRA)), EXTRA)
-            first = self._groups[g][0]
-            for r in rs:
-                out[r] = extra(b, self.first_row + r - first) or None
+        with damage(self._path):
+            f = pq.ParquetFile(self._path)
+            for g, rs in by_group.items():
+                b = _complete(f.read_row_group(g, columns=list(EXTRA)), EXTRA)
+                first = self._groups[g][0]
+                for r in rs:
+                    out[r] = extra(b, self.first_row + r - first) or None
         return out
 
     def rows(self) -> Iterator[Row]:
@@ -78,6 +83,34 @@ class ParquetCalls(StreamedCalls):
         from .colsource import arrow_batch
         for b in self.batches(LEAN_COLUMNS if lean else ROW_COLUMNS):
             yield arrow_batch(b, names, lean)
+
+
+@contextmanager
+def damage(path: str):
+    """pyarrow's errors reading a file's data (a damaged page, a column of
+    another type) as one line naming the file."""
+    try:
+        yield
+    except (pa.ArrowException, OSError) as e:
+        raise TraceFormatError(f"{path}: damaged or foreign Parquet data: {' '.join(str(e).split())}") from None
+
+
+# The columns a reader cannot do without, and the kinds of their types.
+_CORE = {"thread": pa.types.is_integer, "tid": pa.types.is_integer, "call": pa.types.is_integer,
+         "parent": pa.types.is_integer, "depth": pa.types.is_integer, "start_ns": pa.types.is_integer,
+         "duration_ns": pa.types.is_integer,
+         "function": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or
+         (pa.types.is_dictionary(t) and pa.types.is_string(t.value_type))}
+
+
+def _check_columns(path: str, schema: pa.Schema) -> None:
+    for name, fits in _CORE.items():
+        i = schema.get_field_index(name)
+        if i < 0:
+            raise TraceFormatError(f"{path}: a calltrace footer, but no {name} column: not a calltrace trace")
+        if not fits(schema.field(i).type):
+            raise TraceFormatError(f"{path}: a calltrace footer, but its {name} column holds "
+                                   f"{schema.field(i).type}: not a calltrace trace")
 
 
 def _complete(b, columns):
@@ -125,7 +158,7 @@ def header(path: str) -> dict:
     try:
         md = pq.read_metadata(path)
     except (pa.ArrowException, OSError) as e:
-        raise TraceFormatError(f"{path}: not a readable Parquet file ({e})") from None
+        raise TraceFormatError(f"{path}: not a readable Parquet file ({' '.join(str(e).split())})") from None
     kv = md.metadata or {}
     if KEY not in kv:
         raise TraceFormatError(f"{path}: a Parquet file, but not a calltrace trace "
@@ -134,6 +167,13 @@ def header(path: str) -> dict:
         doc = json.loads(kv[KEY])
     except ValueError:
         raise TraceFormatError(f"{path}: damaged calltrace metadata in the Parquet footer") from None
+    try:
+        schema = md.schema.to_arrow_schema()
+    except (pa.ArrowException, OSError) as e:
+        raise TraceFormatError(f"{path}: not a readable Parquet file ({' '.join(str(e).split())})") from None
+    _check_columns(path, schema)
+    if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict):
+        raise TraceFormatError(f"{path}: damaged calltrace metadata in the Parquet footer")
     doc["_groups"] = [(0, 0)] * md.num_row_groups
     first = 0
     for i in range(md.num_row_groups):
