@@ -234,3 +234,21 @@ def test_dataset_folder_not_writable_refused_before_the_run(tmp_path):
     assert proc.returncode == 2
     assert one_error_line(proc).startswith(f"calltrace: error: cannot write {folder}/: ")
     assert proc.stdout == b"" and os.listdir(folder) == []      # the program did not run
+
+
+def test_names_that_are_not_utf8(tmp_path):
+    """Linux names are bytes: a program and a trace whose names are not
+    UTF-8 are read by their bytes and shown with \\xNN."""
+    import json
+    import shutil
+    prog = os.fsdecode(bytes(tmp_path) + b"/prog\xff")
+    shutil.copy(fixture("recursion"), prog)
+    out = os.fsdecode(bytes(tmp_path) + b"/t\xfe.parquet")
+    assert run_cli("run", "-q", "-o", tmp_path / "t.json", prog).returncode == 0
+    doc = json.loads((tmp_path / "t.json").read_text())
+    assert doc["metadata"]["program"] == f"{tmp_path}/prog\\xff"
+    assert {f["function"] for f in doc["functions"]} == {"main", "fib", "apply", "square", "helper"}
+    assert run_cli("convert", tmp_path / "t.json", "-o", out).returncode == 0
+    for cmd in ("info", "report", "replay"):
+        proc = run_cli(cmd, out)
+        assert proc.returncode == 0 and proc.stderr == b"", proc.stderr

@@ -27,6 +27,12 @@ class Converted:
     notes: list[str] = field(default_factory=list)
 
 
+def shown(s: str | None) -> str | None:
+    """A path kept with its bytes (os.fsdecode) as text a trace can hold:
+    bytes that are not UTF-8 as \\xNN."""
+    return s if s is None else s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _json_str(s: str) -> bytes:
     return json.dumps(s, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
@@ -102,12 +108,12 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
         stats = []
         for f in funcs:
             fi = infos[f.key]
-            stats.append(FunctionStats(fi.function, f.calls, f.total_ns, f.self_ns, f.min_ns,
-                                       f.max_ns, f"0x{f.addr:x}", fi.module, fi.file, fi.line,
+            stats.append(FunctionStats(shown(fi.function), f.calls, f.total_ns, f.self_ns, f.min_ns,
+                                       f.max_ns, f"0x{f.addr:x}", shown(fi.module), fi.file, fi.line,
                                        fi.symbol))
         stats.sort(key=lambda s: (-s.self_ns, s.function))
         status, term, sig = _ending(info, exit_status, termination, signal)
-        notes = list(resolver.notes) + caller_notes
+        notes = [shown(n) for n in resolver.notes] + caller_notes
         if summary.lost or info.stop_reason:
             why = STOP_REASONS.get(info.stop_reason, "the raw trace could not grow")
             notes.append(f"recording stopped early: {why}; {summary.lost} calls after that were not "
@@ -137,7 +143,7 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
         opts.update(options or {})
         metadata = {
             "total_calls": summary.total_calls,
-            "program": info.exe,
+            "program": shown(info.exe),
             "argv": info.argv,
             "pid": info.pid,
             "parent_pid": info.ppid or None,
@@ -165,7 +171,7 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
                                 "keep": info.keep or None}
         if notes:
             metadata["notes"] = notes
-        names = [_json_str(infos[f.key].function) for f in funcs]
+        names = [_json_str(shown(infos[f.key].function)) for f in funcs]
         arg_notes = None
         if info.flags & FLAG_CAPTURE_ARGS:
             arg_notes = _capture_args(raw, info, funcs, infos, notes, metadata)
@@ -178,7 +184,7 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
             header = columns.header_doc(metadata, stats)
             listed = [(t.tid, info.thread_name(t.tid), t.main) for t in threads]
             write_atomic(output, lambda f: columns.write_raw(
-                pa.PythonFile(f, mode="w"), raw, header, [infos[f.key].function for f in funcs],
+                pa.PythonFile(f, mode="w"), raw, header, [shown(infos[f.key].function) for f in funcs],
                 listed, arg_notes), "trace", scratch=scratch)
         else:
             write_atomic(output, lambda f: (
@@ -234,7 +240,7 @@ def _capture_args(raw, info, funcs, infos, notes, metadata) -> list[bytes | None
     paths = _plan_paths(info)
     plan = ProgramPlan([capture_plan(p) for p in paths])
     if not plan.modules[0].has_dwarf:
-        notes.append(f"{info.exe} has no DWARF debug info (build with -g): arguments not captured")
+        notes.append(f"{shown(info.exe)} has no DWARF debug info (build with -g): arguments not captured")
         metadata["notes"] = notes
     real = {}
     for m in info.modules:

@@ -104,19 +104,22 @@ def _meta(info: RawInfo, data: bytes, seen: set) -> None:
         body = data[pos + 8:pos + 8 + length]
         pos += 8 + ((length + 7) & ~7)
         text = body.decode("utf-8", "backslashreplace")
+        # Paths are opened later: their bytes are kept (os.fsdecode), and
+        # the converter shows them as text (record/convert.py `shown`).
+        path = os.fsdecode(body)
         if key == META_EXE:
-            info.exe = text
+            info.exe = path
         elif key == META_CMDLINE:
             info.argv = text.rstrip("\0").split("\0") if text else []
         elif key == META_OUTPUT:
-            info.output = text
+            info.output = path
         elif key == META_SCAN:
             try:
                 info.scans.append((int(text), []))
             except ValueError:
                 raise TraceFormatError(f"{info.path}: damaged module scan record {text[:60]!r}") from None
         elif key == META_MODULE:
-            parts = text.split(" ", 3)
+            parts = path.split(" ", 3)
             if len(parts) == 4:
                 try:
                     m = Module(int(parts[0], 16), int(parts[1], 16), int(parts[2], 16), parts[3])
@@ -124,8 +127,8 @@ def _meta(info: RawInfo, data: bytes, seen: set) -> None:
                     raise TraceFormatError(f"{info.path}: damaged module record {text[:60]!r}") from None
                 if info.scans:
                     info.scans[-1][1].append(m)
-                if text not in seen:
-                    seen.add(text)
+                if path not in seen:
+                    seen.add(path)
                     info.modules.append(m)
         elif key == META_OPTION:
             name, _, value = text.partition("=")

@@ -4,6 +4,7 @@ time, so memory stays bounded whatever the trace's size."""
 from __future__ import annotations
 
 import json
+import os
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -45,7 +46,7 @@ class ParquetCalls(StreamedCalls):
             return
         row = self._groups[wanted[0]][0]
         with damage(self._path):
-            f = pq.ParquetFile(self._path, pre_buffer=False, buffer_size=1 << 20)
+            f = pq.ParquetFile(source(self._path), pre_buffer=False, buffer_size=1 << 20)
             # the columns decode in parallel: a batch's worth of memory each
             for b in f.iter_batches(batch_size=READ_BATCH, row_groups=wanted, columns=columns,
                                     use_threads=True):
@@ -65,7 +66,7 @@ class ParquetCalls(StreamedCalls):
             g = next(i for i, (first, n) in enumerate(self._groups) if first <= at < first + n)
             by_group.setdefault(g, []).append(r)
         with damage(self._path):
-            f = pq.ParquetFile(self._path)
+            f = pq.ParquetFile(source(self._path))
             for g, rs in by_group.items():
                 b = _complete(f.read_row_group(g, columns=list(EXTRA)), EXTRA)
                 first = self._groups[g][0]
@@ -83,6 +84,16 @@ class ParquetCalls(StreamedCalls):
         from .colsource import arrow_batch
         for b in self.batches(LEAN_COLUMNS if lean else ROW_COLUMNS):
             yield arrow_batch(b, names, lean)
+
+
+def source(path: str):
+    """What pyarrow opens for `path`: it takes names as UTF-8 text, so a name
+    with other bytes in it (as Linux allows) is opened by its bytes."""
+    try:
+        path.encode()
+        return path
+    except UnicodeEncodeError:
+        return pa.OSFile(os.fsencode(path))
 
 
 @contextmanager
@@ -156,7 +167,7 @@ def batch_rows(b: pa.RecordBatch) -> list[tuple]:
 def header(path: str) -> dict:
     """The `calltrace` document of a Parquet trace's footer (threads without calls)."""
     try:
-        md = pq.read_metadata(path)
+        md = pq.read_metadata(source(path))
     except (pa.ArrowException, OSError) as e:
         raise TraceFormatError(f"{path}: not a readable Parquet file ({' '.join(str(e).split())})") from None
     kv = md.metadata or {}
