@@ -252,3 +252,13 @@ def test_names_that_are_not_utf8(tmp_path):
     for cmd in ("info", "report", "replay"):
         proc = run_cli(cmd, out)
         assert proc.returncode == 0 and proc.stderr == b"", proc.stderr
+
+
+def test_toggle_signal_the_runtime_would_not_take(tmp_path):
+    for bad in ("FOO", "KILL", "SEGV", "9", "99"):
+        proc = run_cli("run", "--toggle-signal", bad, fixture("recursion"), cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stdout == b""      # refused before the program ran
+        assert proc.stderr.decode().splitlines()[-1].startswith(
+            f"calltrace run: error: argument --toggle-signal: '{bad}' is not USR1, USR2, PROF, WINCH, ")
+    assert run_cli("run", "-q", "--toggle-signal", "USR2", "-o", tmp_path / "t.json", fixture("recursion"),
+                   cwd=tmp_path).returncode == 0

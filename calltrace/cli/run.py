@@ -68,7 +68,7 @@ def add_arguments(p) -> None:
     p.add_argument("--start-off", action="store_true",
                    help="start with recording off; the toggle signal (SIGUSR1 unless "
                         "--toggle-signal) turns it on (CALLTRACE_START=off)")
-    p.add_argument("--toggle-signal", metavar="SIG",
+    p.add_argument("--toggle-signal", metavar="SIG", type=toggle_signal,
                    help="a signal that turns recording off and on (USR1, USR2, PROF, WINCH, a real-time "
                         "signal number; CALLTRACE_TOGGLE_SIGNAL); none unless given or --start-off")
     p.add_argument("--debug", action="store_true", default=None,
@@ -79,6 +79,19 @@ def add_arguments(p) -> None:
     p.add_argument("--force", action="store_true",
                    help="run even if the program does not look instrumented")
     options.add_command(p)
+
+
+def toggle_signal(text: str) -> str:
+    """The signals the runtime takes (runtime/config.c env_signal): checked
+    here, so a typo is a usage error and not a run without a toggle."""
+    import argparse
+    import signal
+    if text in ("USR1", "USR2", "PROF", "WINCH", "SIGUSR1", "SIGUSR2", "SIGPROF", "SIGWINCH", "none", "0"):
+        return text
+    if text.isdigit() and signal.SIGRTMIN <= int(text) <= signal.SIGRTMAX:
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not USR1, USR2, PROF, WINCH, a real-time signal number "
+                                     f"({int(signal.SIGRTMIN)}-{int(signal.SIGRTMAX)}) or none")
 
 
 def _environment(args, raw_dir: str, program: str) -> dict[str, str]:
