@@ -112,19 +112,27 @@ def test_malformed_index_is_ignored_with_a_warning(traces, tmp_path, change):
         assert err.endswith("; computing from the calls instead\n") and err.count("\n") == 1
 
 
-def test_reports_read_the_index_not_the_calls(traces, monkeypatch):
+def test_reports_read_the_index_not_the_calls(traces, tmp_path, monkeypatch):
     """With the column reader out of order, both answers still come: they
-    were read from the footer."""
+    were read from the footer. Past the index's length (and the trace's)
+    the calls are read."""
     from calltrace.trace import colsource
+    from postmortem_util import leaf, write
     trace = calltrace.load(str(traces["argtypes"] / "t.parquet"))
-    expected = (slowest(trace, 10), [thread_stats(t) for t in trace.threads])
+    assert trace.total_calls < index.SLOWEST
+    src = write(tmp_path / "big.json", [(100, None, [("main", 0, 5000, [leaf("f", 10 * i, 10 * i + 5)
+                                                                          for i in range(150)])])])
+    run_cli("convert", src, "-o", tmp_path / "big.parquet", check=True)
+    big = calltrace.load(str(tmp_path / "big.parquet"))
+    expected = (slowest(trace, 10), [thread_stats(t) for t in trace.threads], slowest(trace, 1000))
 
     def no_scan(*_a, **_k):
         raise AssertionError("the calls were read")
     monkeypatch.setattr(colsource, "columns", no_scan)
-    assert (slowest(trace, 10), [thread_stats(t) for t in trace.threads]) == expected
+    assert (slowest(trace, 10), [thread_stats(t) for t in trace.threads], slowest(trace, 1000)) == expected
+    assert len(slowest(big, index.SLOWEST)) == index.SLOWEST
     with pytest.raises(AssertionError, match="the calls were read"):
-        slowest(trace, index.SLOWEST + 1)
+        slowest(big, index.SLOWEST + 1)
 
 
 def test_ties_idle_thread_and_marks(tmp_path):

@@ -61,6 +61,8 @@ def slowest(trace: Trace, n: int) -> list[SlowCall]:
     """The ``n`` longest single calls, longest first (ties: earlier first),
     with their call paths. Keeps only ``n`` calls in memory whatever the
     trace's size."""
+    # No more than the trace holds: the kernel allocates room for n at once.
+    n = min(n, trace.total_calls)
     if n <= 0:
         return []
     from ..trace.colsource import Names, columns

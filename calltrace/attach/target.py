@@ -87,7 +87,7 @@ def not_permitted(pid: int, why: str = "") -> CalltraceError:
 
 def check_process(pid: int) -> str:
     """The program's real path, after the checks that need no debugger."""
-    if pid <= 0:
+    if not 0 < pid < 2**31:     # pid_t: a larger one overflows os.kill
         raise CalltraceError(f"{pid} is not a process id", 2)
     if pid == os.getpid():
         raise CalltraceError("calltrace cannot attach to itself", 2)

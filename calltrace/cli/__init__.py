@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import os
 import signal
 import sys
@@ -49,6 +50,40 @@ def error(message: str) -> None:
     print(f"calltrace: error: {message}", file=sys.stderr)
 
 
+class Stdout(io.FileIO):
+    """File descriptor 1 under sys.stdout: a failed write says it was
+    standard output's (a bare "No space left on device" names no file).
+    Said once: what is still buffered then is dropped, so the flush at exit
+    neither fails again nor prints a second error."""
+    failed = False
+
+    def write(self, b) -> int:
+        if self.failed:
+            return len(b)
+        try:
+            return super().write(b)
+        except OSError as e:
+            self.failed = True
+            if isinstance(e, BrokenPipeError):
+                raise
+            raise CalltraceError(f"cannot write to standard output: {e.strerror or e}") from None
+
+
+def _stdout() -> None:
+    """sys.stdout over Stdout, buffered as Python chose (none with -u)."""
+    old = sys.stdout
+    if old is None or not hasattr(old, "buffer"):    # fd 1 closed, or not Python's own
+        return
+    try:
+        raw = Stdout(old.fileno(), "w", closefd=False)
+    except (OSError, ValueError):
+        return
+    buf = io.BufferedWriter(raw) if isinstance(old.buffer, io.BufferedWriter) else raw
+    old.flush()
+    sys.stdout = io.TextIOWrapper(buf, encoding=old.encoding, errors=old.errors,
+                                  line_buffering=old.line_buffering, write_through=old.write_through)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv[0] if argv and argv[0] in COMMANDS + INTERNAL else None)
@@ -60,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return args._module.run(args)
+        _stdout()
+        status = args._module.run(args)
+        if sys.stdout is not None:  # None: fd 1 closed (`>&-`), which `run` does not mind
+            sys.stdout.flush()  # a full disk or a closed pipe is reported here, not at exit
+        return status
     except CalltraceError as e:
         error(str(e))
         return e.exit_code

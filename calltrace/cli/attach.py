@@ -29,7 +29,7 @@ or root). See docs/ATTACH.md.
 
 
 def add_arguments(p) -> None:
-    p.add_argument("pid", type=int, help="the process to record")
+    p.add_argument("pid", type=options.pid, help="the process to record")
     options.add_output(p)
     p.add_argument("--duration", type=argparse_duration, metavar="TIME",
                    help="record for TIME (e.g. 10s, 500ms), then detach")

@@ -60,7 +60,7 @@ def add_arguments(p) -> None:
     g.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("-q", "--quiet", action="store_true", default=None,
                    help="no progress bar, no summary")
-    p.add_argument("--pid", type=int, metavar="PID",
+    p.add_argument("--pid", type=options.pid, metavar="PID",
                    help="attach to this running process instead of starting one; Ctrl-C detaches "
                         "(the process goes on)")
     options.add_command(p)

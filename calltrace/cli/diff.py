@@ -1,6 +1,7 @@
 """``calltrace diff``: per-function changes between two traces."""
 from __future__ import annotations
 
+import math
 import sys
 
 from .. import load
@@ -9,6 +10,7 @@ from ..analysis.progress import warn
 from ..analysis.render import table
 from ..units import argparse_duration, fmt_ns
 from ..errors import CalltraceError
+from .options import positive_int
 
 NAME = "diff"
 HELP = "compare two traces function by function (regressions first)"
@@ -31,7 +33,7 @@ def add_arguments(p) -> None:
                    help="exit with status 1 if a function's time grew by more than PCT percent")
     p.add_argument("--min-time", metavar="TIME", type=argparse_duration, default=0,
                    help="for --fail-above: ignore functions shorter than TIME in both traces")
-    p.add_argument("-n", "--limit", metavar="N", type=int, help="show only the first N rows")
+    p.add_argument("-n", "--limit", metavar="N", type=positive_int, help="show only the first N rows")
     p.add_argument("-a", "--all", action="store_true", help="also list unchanged functions")
 
 
@@ -54,8 +56,9 @@ def _delta(ns: int) -> str:
 
 
 def run(args) -> int:
-    if args.fail_above is not None and args.fail_above < 0:
-        raise CalltraceError("--fail-above must not be negative")
+    # `not 0 <= x`, not `x < 0`: nan compares false to everything and would never fail.
+    if args.fail_above is not None and not 0 <= args.fail_above < math.inf:
+        raise CalltraceError(f"--fail-above must be a finite number, 0 or more (not {args.fail_above:g})")
     base, new = load(args.base), load(args.new)
     warn(base)
     warn(new)

@@ -60,6 +60,18 @@ def positive_int(text: str) -> int:
     return v
 
 
+def pid(text: str) -> int:
+    """A process id: 1 up to pid_t's largest (a signed 32-bit int); a larger
+    number would overflow os.kill and ptrace, not just find no process."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if not 0 < v < 2**31:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a process id")
+    return v
+
+
 def add_output(p: argparse.ArgumentParser, default: str = "calltrace.json") -> None:
     p.add_argument("-o", "--output", metavar="PATH", default=None,
                    help=f"where to write the trace (default: $CALLTRACE_OUTPUT or {default})")

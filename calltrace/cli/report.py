@@ -79,11 +79,11 @@ def run(args) -> int:
             out.append("")
             out.extend(_table(trace.functions, args))
         if args.slowest is not None:
-            out.append("")
-            out.append(f"slowest {args.slowest} calls:")
             body = [(fmt_ns(s.duration_ns), str(s.tid), fmt_ns(s.start_ns),
                      " > ".join(s.path[:-1] + (fmt_call(s.path[-1], s.extra),)))
                     for s in slowest(trace, args.slowest)]
+            # As many as there are: --slowest 1000000 on a small trace lists all.
+            out.extend(["", f"slowest {len(body)} calls:"])
             out.extend(table(("duration", "tid", "start", "call path"), body))
     sys.stdout.write("\n".join(out) + "\n")
     return 0

@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -124,10 +125,9 @@ def run(args) -> int:
     scratch = tempfile.mkdtemp(prefix="calltrace-sql-")
     try:
         con = connect(args.trace, scratch)
-        try:
-            cur = con.execute(args.query)
-        except duckdb.Error as e:
-            raise CalltraceError(f"SQL: {str(e).splitlines()[0]}") from None
+        cur = _execute(duckdb, con, args.query)
+        if cur is None:     # DuckDB's answer to "", ";" or only a comment
+            raise CalltraceError("the query has no SQL statement in it")
         if cur.description is None:
             return 0
         header = [d[0] for d in cur.description]
@@ -158,6 +158,34 @@ def run(args) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
+
+
+def _execute(duckdb, con, query: str):
+    """con.execute(query), stopped by Ctrl-C as any command is. DuckDB
+    turns the KeyboardInterrupt into RuntimeError("Query interrupted"), or
+    while it plans (reading our Arrow views) swallows it and runs on: the
+    handler notes the signal and interrupts DuckDB itself."""
+    hit = []
+
+    def note(sig, frame):
+        hit.append(sig)
+        con.interrupt()
+        signal.default_int_handler(sig, frame)
+    # Only over Python's default: an ignored SIGINT (nohup, `&`) stays ignored.
+    ours = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if ours:
+        signal.signal(signal.SIGINT, note)
+    try:
+        return con.execute(query)
+    except Exception as e:
+        if hit:
+            raise KeyboardInterrupt from None
+        if isinstance(e, duckdb.Error):
+            raise CalltraceError(f"SQL: {str(e).splitlines()[0]}") from None
+        raise
+    finally:
+        if ours:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _mixed(header, rows, numeric) -> list[str]:

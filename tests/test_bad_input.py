@@ -1,0 +1,165 @@
+"""Bad input to the commands that read traces and to attach/debug: one line
+and status 2, never a traceback nor "internal error" (status 70, a bug).
+Ctrl-C in a query and a standard output that cannot be written end as
+they do in every command."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import calltrace
+from conftest import clean_env, cli_process, fixture, run_cli
+
+PID_MAX = 2**31 - 1     # pid_t's largest
+
+
+@pytest.fixture(scope="module")
+def traces(tmp_path_factory):
+    """Two recordings of one program, for diff."""
+    d = tmp_path_factory.mktemp("bad-input")
+    for name in ("a", "b"):
+        run_cli("run", "-q", "-o", d / f"{name}.json", fixture("recursion"), check=True)
+    return str(d / "a.json"), str(d / "b.json")
+
+
+def one_line(proc) -> str:
+    """stderr, which must be a single `calltrace: error:` line."""
+    err = proc.stderr.decode()
+    assert err.count("\n") == 1 and err.startswith("calltrace: error: "), err
+    assert "Traceback" not in err and "internal error" not in err, err
+    return err.rstrip("\n")
+
+
+def usage_error(proc) -> str:
+    """argparse's answer: the usage, then the error line, status 2."""
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and err.startswith("usage: calltrace "), err
+    assert "Traceback" not in err and "internal error" not in err, err
+    return err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("query", ["", ";", "  ", "-- nothing but a comment"])
+def test_sql_empty_query(traces, query):
+    p = run_cli("sql", traces[0], query)
+    assert (p.returncode, p.stdout) == (2, b"")
+    assert one_line(p) == "calltrace: error: the query has no SQL statement in it"
+
+
+def test_sql_ctrl_c(traces, tmp_path):
+    """DuckDB turns SIGINT into its own error; calltrace still ends as on
+    any Ctrl-C: status 130, nothing said, its scratch folder removed."""
+    started, scratch = tmp_path / "started.csv", tmp_path / "tmp"
+    scratch.mkdir()
+    # The COPY says the query runs (the JSON trace is converted before);
+    # the cross join would then take hours.
+    query = (f"COPY (SELECT 1) TO '{started}'; "
+             "SELECT sum(a.range * b.range) FROM range(1000000000) a, range(1000000000) b")
+    with cli_process("sql", traces[0], query, env=clean_env(TMPDIR=str(scratch)),
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the query never started"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("Ctrl-C did not stop the query")
+    assert (proc.returncode, out, err) == (130, b"", b"")
+    assert os.listdir(scratch) == []
+
+
+def _to(stdout, args, unbuffered: bool, cwd) -> subprocess.CompletedProcess:
+    """The CLI writing into `stdout`, with Python's stdout buffered (the
+    error then comes at the last flush) or not (at the first write)."""
+    env = clean_env()
+    env.pop("PYTHONUNBUFFERED", None)
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    return subprocess.run([sys.executable, "-m", "calltrace", *map(str, args)], cwd=cwd, env=env,
+                          stdout=stdout, stderr=subprocess.PIPE, timeout=120)
+
+
+WRITERS = [["lib"], ["info", "A"], ["report", "A"], ["report", "--slowest", "3", "A"], ["replay", "A"],
+           ["sql", "A", "SELECT * FROM calls"], ["sql", "--csv", "A", "SELECT * FROM calls"],
+           ["sql", "--json", "A", "SELECT * FROM calls"], ["diff", "A", "B"],
+           ["export", "-f", "folded", "-o", "-", "A"], ["export", "-f", "parquet", "-o", "-", "A"]]
+
+
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize("args", WRITERS, ids=" ".join)
+def test_stdout_full(traces, tmp_path, args, unbuffered):
+    args = [{"A": traces[0], "B": traces[1]}.get(a, a) for a in args]
+    with open("/dev/full", "w") as full:
+        p = _to(full, args, unbuffered, tmp_path)
+    assert p.returncode == 2
+    assert one_line(p) == "calltrace: error: cannot write to standard output: No space left on device"
+
+
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize("args", [["lib"], ["report", "A"], ["replay", "A"]], ids=" ".join)
+def test_stdout_closed_pipe_is_quiet(traces, tmp_path, args, unbuffered):
+    """Output into `head`, which has gone: status 0 and no message, as before."""
+    args = [traces[0] if a == "A" else a for a in args]
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = _to(w, args, unbuffered, tmp_path)
+    finally:
+        os.close(w)
+    assert (p.returncode, p.stderr) == (0, b"")
+
+
+@pytest.mark.parametrize("pid", [str(PID_MAX + 1), "4194304999", "99999999999999999999", "0", "-1", "abc"])
+def test_bad_pid(tmp_path, pid):
+    p = run_cli("attach", pid, cwd=tmp_path)
+    assert usage_error(p) == f"calltrace attach: error: argument pid: '{pid}' is not a process id"
+    p = run_cli("debug", "--pid", pid, cwd=tmp_path)
+    assert usage_error(p) == f"calltrace debug: error: argument --pid: '{pid}' is not a process id"
+    assert os.listdir(tmp_path) == []
+
+
+def test_largest_pid_is_looked_up(tmp_path):
+    """pid_t's largest passes the parser: then it is just no process."""
+    p = run_cli("attach", str(PID_MAX), cwd=tmp_path)
+    assert p.returncode == 1
+    assert one_line(p) == f"calltrace: error: no process with pid {PID_MAX}"
+
+
+@pytest.mark.parametrize("n", ["10000000000", "99999999999999999999"])
+def test_slowest_more_than_the_calls(traces, n):
+    total = calltrace.load(traces[0]).total_calls
+    want = run_cli("report", "--slowest", str(total), traces[0], check=True)
+    p = run_cli("report", "--slowest", n, traces[0])
+    assert (p.returncode, p.stderr) == (0, b"")
+    assert p.stdout == want.stdout
+    lines = p.stdout.decode().splitlines()
+    assert lines[2] == f"slowest {total} calls:" and len(lines) == 4 + total
+
+
+@pytest.mark.parametrize("n", ["-1", "0"])
+def test_diff_limit_below_one(traces, n):
+    p = run_cli("diff", "-n", n, *traces)
+    assert p.stdout == b""
+    assert usage_error(p) == f"calltrace diff: error: argument -n/--limit: '{n}' must be 1 or more"
+
+
+def test_diff_limit_one(traces):
+    def words(*args):   # the columns are as wide as the rows shown
+        out = run_cli("diff", "-a", *args, *traces, check=True).stdout.decode()
+        return [line.split() for line in out.splitlines()]
+    assert words("-n", "1") == words()[:5]     # 2 lines, a blank one, the table's header, 1 row
+
+
+@pytest.mark.parametrize("value, shown", [("nan", "nan"), ("NaN", "nan"), ("inf", "inf"), ("1e400", "inf"),
+                                          ("-inf", "-inf"), ("-1", "-1")])
+def test_diff_fail_above_not_a_percentage(traces, value, shown):
+    p = run_cli("diff", f"--fail-above={value}", *traces)
+    assert (p.returncode, p.stdout) == (2, b"")
+    assert one_line(p) == f"calltrace: error: --fail-above must be a finite number, 0 or more (not {shown})"
