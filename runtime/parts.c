@@ -89,6 +89,13 @@ CT_NOINST struct ct_part *ct_part_open(uint32_t index) {
                 break;
         }
     }
+    if (pt->fd >= 0 && pt->fd <= 2) {
+        /* Never 0-2: in a program started with stdout closed, its output
+         * would go into the trace (and the trace's bytes to its reader). */
+        int high = fcntl(pt->fd, F_DUPFD_CLOEXEC, 3);
+        close(pt->fd);
+        pt->fd = high;
+    }
     if (pt->fd < 0) {
         ct_warn("cannot create %s: %s; %s", pt->path, strerror(errno),
                 index > 1 ? "recording stays in the current part" : "this run is not traced");

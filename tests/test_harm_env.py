@@ -72,3 +72,27 @@ def test_converter_is_not_a_child_the_program_reaps(tmp_path):
     doc = trace(tmp_path / "t.json")
     assert calls(doc) == [(0, "main"), (1, "on_chld")] + [(1, "work")] * 10
     assert (doc["metadata"]["termination"], doc["metadata"]["signal"]) == ("signal", 15)
+
+
+@pytest.mark.parametrize("mode", ["bare", "run"])
+@pytest.mark.parametrize("close", ["<&-", ">&-"])
+def test_program_started_with_stdin_or_stdout_closed(tmp_path, mode, close):
+    """A program started with fd 0 or 1 closed: its reads or writes fail as
+    they do natively, and the runtime's files never take the number (the
+    program used to read the raw stream as its input, or write its output
+    into it, which then did not convert)."""
+    import sys
+    from harm import bounded, lib
+    closed = ["sh", "-c", f'exec "$0" "$@" {close}']
+    argv = [fixture("echo"), "a"]
+    ref = bounded([*closed, *argv], tmp_path)
+    if mode == "bare":
+        proc = bounded([*closed, *argv], tmp_path, {"LD_PRELOAD": lib(), "CALLTRACE_OUTPUT": "t.json"})
+    else:
+        proc = bounded([*closed, sys.executable, "-m", "calltrace", "run", "-q", "-o", "t.json", *argv], tmp_path)
+    same_as_native(proc, ref)
+    assert proc.stderr == ref.stderr and ref.stderr.endswith(b"err\n")
+    # bare: sh preloaded too execs echo, whose image is named as a later one
+    (name,) = os.listdir(tmp_path)
+    assert name == "t.json" if mode == "run" else name.startswith("t.") and name.endswith("-1.json")
+    assert calls(trace(tmp_path / name)) == [(0, "main"), (1, "show"), (1, "copy")]
