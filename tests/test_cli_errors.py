@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+
+import pytest
 
 from conftest import fixture, run_cli
 
@@ -262,3 +265,26 @@ def test_toggle_signal_the_runtime_would_not_take(tmp_path):
             f"calltrace run: error: argument --toggle-signal: '{bad}' is not USR1, USR2, PROF, WINCH, ")
     assert run_cli("run", "-q", "--toggle-signal", "USR2", "-o", tmp_path / "t.json", fixture("recursion"),
                    cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_signal_while_exporting_leaves_no_partial_file(tmp_path, sig):
+    """SIGTERM or SIGHUP while an export is being written: the temporary
+    file is removed, no output appears, and calltrace dies by the signal."""
+    import subprocess
+    import time
+    from conftest import ROOT, cli_process
+    exe = tmp_path / "calls"
+    subprocess.run(["gcc", "-O2", "-finstrument-functions", "-rdynamic", str(ROOT / "bench" / "calls.c"),
+                    "-o", str(exe)], check=True, timeout=120)
+    run_cli("run", "-q", "-o", tmp_path / "big.parquet", exe, "1000000", cwd=tmp_path, check=True)
+    with cli_process("export", "-f", "chrome", "--max-events", "3000000", tmp_path / "big.parquet",
+                     "-o", tmp_path / "out.json", cwd=tmp_path, stderr=subprocess.PIPE) as proc:
+        deadline = time.monotonic() + 60         # a bound for a hang, not a speed figure
+        while not any(n.startswith(".calltrace-") for n in os.listdir(tmp_path)):
+            assert proc.poll() is None and time.monotonic() < deadline, "the export never began writing"
+            time.sleep(0.01)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == -sig
+        assert proc.stderr.read() == b""
+    assert sorted(os.listdir(tmp_path)) == ["big.parquet", "calls"]

@@ -84,6 +84,28 @@ def _stdout() -> None:
                                   line_buffering=old.line_buffering, write_through=old.write_through)
 
 
+# run, attach and debug pass these signals on to the program they trace.
+OWN_SIGNALS = ("run", "attach", "debug")
+
+
+class _Stopped(BaseException):
+    """SIGTERM or SIGHUP in a command that writes files: it unwinds as
+    Ctrl-C does, so no half-written output stays (files.write_atomic), and
+    then the process ends by that signal, as it would have."""
+
+    def __init__(self, sig: int):
+        super().__init__(sig)
+        self.sig = sig
+
+
+def _stop_cleanly() -> None:
+    def stop(sig, _frame):
+        raise _Stopped(sig)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:     # an ignored one stays ignored
+            signal.signal(sig, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv[0] if argv and argv[0] in COMMANDS + INTERNAL else None)
@@ -94,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if args.command not in OWN_SIGNALS:
+        _stop_cleanly()
     try:
         _stdout()
         status = args._module.run(args)
@@ -105,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
+    except _Stopped as e:
+        signal.signal(e.sig, signal.SIG_DFL)
+        os.kill(os.getpid(), e.sig)
+        return 128 + e.sig
     except MemoryError:
         error("out of memory")
         return 70
