@@ -247,6 +247,26 @@ def test_not_instrumented(tmp_path):
     assert _tracer(os.getpid()) == 0
 
 
+def test_stopped_process_stays_stopped(attachee, tmp_path):
+    """A process stopped by SIGSTOP is not let run by an attach."""
+    a = attachee()
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    until_state = time.monotonic() + 30
+    while _state(a.proc.pid) != "T" and time.monotonic() < until_state:
+        time.sleep(0.01)
+    r = run_cli("attach", a.proc.pid, "-o", tmp_path / "t.json")
+    assert (r.returncode, r.stderr.decode()) == (1, (
+        f"calltrace: error: process {a.proc.pid} is stopped (SIGSTOP, Ctrl-Z): attaching would let it run; "
+        f"continue it first (kill -CONT {a.proc.pid})\n"))
+    assert _state(a.proc.pid) == "T" and _tracer(a.proc.pid) == 0
+    assert os.listdir(tmp_path) == []
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/status") as f:
+        return next(l for l in f if l.startswith("State:")).split()[1]
+
+
 def test_statically_linked(attachee, tmp_path):
     a = attachee("attachee-static", seconds=30)
     r = run_cli("attach", a.proc.pid, "-o", tmp_path / "t.json")

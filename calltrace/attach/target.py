@@ -100,6 +100,9 @@ def check_process(pid: int) -> str:
     st = _status(pid)
     if st.get("State", "").startswith(("Z", "X")):
         raise CalltraceError(f"process {pid} has already exited (a zombie waiting for its parent)", 1)
+    if st.get("State", "").startswith("T"):
+        raise CalltraceError(f"process {pid} is stopped (SIGSTOP, Ctrl-Z): attaching would let it run; "
+                             f"continue it first (kill -CONT {pid})", 1)
     tracer = int(st.get("TracerPid", "0") or 0)
     if tracer:
         raise CalltraceError(f"process {pid} is already being traced by process {tracer} (a debugger, "
