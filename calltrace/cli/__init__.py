@@ -84,8 +84,10 @@ def _stdout() -> None:
                                   line_buffering=old.line_buffering, write_through=old.write_through)
 
 
-# run, attach and debug pass these signals on to the program they trace.
-OWN_SIGNALS = ("run", "attach", "debug")
+# run, attach and debug pass these signals on to the program they trace;
+# sql spends its time inside DuckDB, where a Python handler would not run
+# until the query ends, so there they keep their default: they end it now.
+OWN_SIGNALS = ("run", "attach", "debug", "sql")
 
 
 class _Stopped(BaseException):
