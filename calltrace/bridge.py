@@ -4,7 +4,8 @@ two sides share, defined once here.
 - the raw stream the recorder writes (runtime/ct.h: struct ct_header,
   struct ct_chunk, struct ct_seg), read by record/raw.py;
 - the converter's ctypes API (runtime/conv.h: struct ct_conv_summary,
-  ct_conv_func, ct_conv_thread, ct_conv_cols and the ct_conv_* functions),
+  ct_conv_func, ct_conv_thread, ct_conv_row, ct_conv_cols and the ct_conv_*
+  functions),
   and the post-mortem kernels' (runtime/kernels.c, format.c, perfetto.c,
   tree.c, events.c, jsonl.c; struct ct_fmt, struct ct_pf);
 - the files Python hands the runtime: the capture plan (runtime/capture.c:
@@ -90,6 +91,11 @@ class Thread(ctypes.Structure):
     _fields_ = [("tid", i64), ("calls", u64), ("first_ns", u64), ("main", i64)]
 
 
+class Row(ctypes.Structure):
+    """A row of a thread's functions table, by function index (ct_conv_thread_table)."""
+    _fields_ = [("func", i64)] + [(n, u64) for n in ("calls", "total_ns", "self_ns", "min_ns", "max_ns")]
+
+
 class Cols(ctypes.Structure):
     """Column batches of the converter's walk (ct_conv_columns)."""
     _fields_ = [(n, ctypes.c_void_p) for n in ("func", "depth", "start", "dur", "flags", "parent",
@@ -130,6 +136,9 @@ def bind_converter(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.ct_conv_summary.argtypes = [p, ctypes.POINTER(Summary)]
     lib.ct_conv_function.argtypes = [p, s, ctypes.POINTER(Func)]
     lib.ct_conv_thread.argtypes = [p, s, ctypes.POINTER(Thread)]
+    lib.ct_conv_set_row_limit.argtypes = [p, s]
+    lib.ct_conv_thread_table.restype = i64
+    lib.ct_conv_thread_table.argtypes = [p, s, ctypes.POINTER(Row), s]
     lib.ct_conv_set_args.argtypes = [p, ARGS]
     lib.ct_conv_set_cuts.argtypes = [p, ctypes.POINTER(u64), s]
     lib.ct_conv_write.argtypes = [p, ctypes.c_int, ctypes.POINTER(c), ctypes.POINTER(c),
@@ -220,7 +229,7 @@ def write_filter(path: str, mode: int, modules: list[tuple[str, list[int], list[
 # The C declaration of each mirrored struct: (C name, file that declares it).
 STRUCTS = {Header: ("struct ct_header", "ct.h"), Chunk: ("struct ct_chunk", "ct.h"), Seg: ("struct ct_seg", "ct.h"),
            Summary: ("struct ct_conv_summary", "conv.h"), Func: ("struct ct_conv_func", "conv.h"),
-           Thread: ("struct ct_conv_thread", "conv.h"), Cols: ("struct ct_conv_cols", "conv.h"),
+           Thread: ("struct ct_conv_thread", "conv.h"), Row: ("struct ct_conv_row", "conv.h"), Cols: ("struct ct_conv_cols", "conv.h"),
            Fmt: ("struct ct_fmt", "conv.h"), Pf: ("struct ct_pf", "conv.h"), PlanFunc: ("struct plan_func", "capture.c"),
            PlanOp: ("struct plan_op", "capture.c")}
 # Constants both sides spell: Python value, C expression.

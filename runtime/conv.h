@@ -25,17 +25,26 @@ struct cthread {
     int32_t tid;
     uint32_t nsegs, first_seg;       /* index into conv.segs */
     uint64_t first_ticks, calls, call_base;
+    uint64_t rows_off, rows_n;       /* its functions table in conv.rows */
     int main;
 };
 
 struct func {
-    uint64_t addr, calls, total, self, min, max;
+    uint64_t addr, calls, total, self, min, max;   /* over the whole trace */
+    uint64_t tcalls, ttotal, tself, tmin, tmax;    /* in the thread being measured */
     uint32_t active;
     uint32_t era;    /* cuts at addr before these calls (ct_conv_set_cuts) */
 };
 
+/* A row of a thread's functions table (ct_conv_thread_table). */
+struct ct_conv_row {
+    int64_t func;
+    uint64_t calls, total_ns, self_ns, min_ns, max_ns;
+};
+
 struct frame {
     uint32_t f, rt;
+    uint64_t addr;   /* funcs[f].addr, kept here for the returns' search */
     uint64_t call, start_ns, child_ns;
     int outermost;
     int before;      /* entered before calltrace attach began recording */
@@ -56,6 +65,11 @@ struct ct_conv {
     size_t nthreads;
     struct func *funcs;
     size_t nfuncs, capfuncs;
+    uint32_t *touched;                /* funcs the thread being measured called, capfuncs of room */
+    size_t ntouched;
+    struct ct_conv_row *rows;         /* the threads' functions tables, while they fit row_limit */
+    size_t nrows, caprows, row_limit;
+    int rows_dropped;
     uint32_t *hash;                   /* addr -> funcs index + 1 */
     size_t hashcap;
     struct frame *stack;

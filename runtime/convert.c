@@ -61,6 +61,8 @@ CT_EXPORT CT_NOINST void ct_conv_close(struct ct_conv *c) {
     free(c->segs);
     free(c->threads);
     free(c->funcs);
+    free(c->touched);
+    free(c->rows);
     free(c->hash);
     free(c->cuts);
     free(c->stack);
@@ -123,6 +125,27 @@ static CT_NOINST int index_chunk(struct ct_conv *c, uint64_t off) {
     return 0;
 }
 
+/* The time of a segment's last event. */
+static CT_NOINST uint64_t seg_end(const struct ct_conv *c, const struct cseg *sg) {
+    const uint64_t *p = seg_words(c, sg);
+    uint64_t last = sg->ticks;
+    for (size_t i = 0; i < sg->words && p[i]; i++) {
+        unsigned kind = (unsigned)(p[i] >> 62);
+        if (kind == CT_EV_TIME)
+            last = p[i] & CT_TIME_MASK;
+        else if (kind == CT_EV_EXT)
+            i += (p[i] >> 38) & 0xffff;
+        else
+            last += p[i] & CT_DELTA_MASK;
+    }
+    return last;
+}
+
+/* Where the run ended, given the latest event: the open calls end there. */
+static CT_NOINST uint64_t end_of(const struct ct_conv *c, uint64_t last) {
+    return c->h->end_state && c->h->end_ticks > last ? c->h->end_ticks : last;
+}
+
 CT_EXPORT CT_NOINST struct ct_conv *ct_conv_open(const char *path, char *err, size_t errlen) {
     struct ct_conv *c = calloc(1, sizeof *c);
     if (!c)
@@ -176,46 +199,37 @@ CT_EXPORT CT_NOINST struct ct_conv *ct_conv_open(const char *path, char *err, si
         t->nsegs++;
     }
     calibrate(c);
-    /* Count calls and find the time range, so durations can be sized. */
-    uint64_t lastall = h->start_ticks;
+    /* The calls are counted by the measuring pass (ct_conv_analyze); here,
+     * only what the index says and a first guess at the end of the run. */
+    c->last_ticks = h->start_ticks;
+    for (size_t i = 0; i < c->nsegs; i++)
+        c->total_words += c->segs[i].words;
     for (size_t ti = 0; ti < c->nthreads; ti++) {
-        struct cthread *t = &c->threads[ti];
-        for (uint32_t k = 0; k < t->nsegs; k++) {
-            const struct cseg *sg = &c->segs[t->first_seg + k];
-            const uint64_t *p = seg_words(c, sg);
-            size_t n = sg->words, i;
-            uint64_t last = sg->ticks;
-            for (i = 0; i < n && p[i]; i++) {
-                uint64_t v = p[i];
-                unsigned kind = (unsigned)(v >> 62);
-                if (kind == CT_EV_TIME) {
-                    last = v & CT_TIME_MASK;
-                } else if (kind == CT_EV_EXT) {
-                    if (((v >> 54) & 0xff) == CT_EXT_ATTACH)
-                        t->calls += (v >> 38) & 0xffff;   /* frames open at attach */
-                    i += (v >> 38) & 0xffff;
-                } else {
-                    last += v & CT_DELTA_MASK;
-                    if (last < t->first_ticks)
-                        t->first_ticks = last;
-                    if (kind == CT_EV_ENTER)
-                        t->calls++;
-                }
-            }
-            release_seg(c, sg);
-            if (last > lastall)
-                lastall = last;
-            c->total_words += i;
-        }
+        const struct cthread *t = &c->threads[ti];
+        const struct cseg *sg = &c->segs[t->first_seg + t->nsegs - 1];
+        uint64_t last = seg_end(c, sg);
+        release_seg(c, sg);
+        if (last > c->last_ticks)
+            c->last_ticks = last;
     }
-    for (size_t ti = 0, base = 0; ti < c->nthreads; ti++) {
-        c->threads[ti].call_base = base;
-        base += c->threads[ti].calls;
-        c->total_calls = base;
-    }
-    c->last_ticks = lastall;
-    c->end_ticks = h->end_state && h->end_ticks > lastall ? h->end_ticks : lastall;
+    c->end_ticks = end_of(c, c->last_ticks);
     return c;
+}
+
+/* Keep each thread's functions table while they fit `n` rows in all
+ * (before ct_conv_analyze; 0, the default: none). */
+CT_EXPORT CT_NOINST void ct_conv_set_row_limit(struct ct_conv *c, size_t n) { c->row_limit = n; }
+
+/* Thread i's functions table (ct_conv_thread order) into `out`: its number
+ * of rows (more than `cap`: only `cap` copied), or -1 when the tables did not
+ * fit the row limit. */
+CT_EXPORT CT_NOINST int64_t ct_conv_thread_table(struct ct_conv *c, size_t i, struct ct_conv_row *out,
+                                                 size_t cap) {
+    if (i >= c->nthreads || c->rows_dropped)
+        return -1;
+    const struct cthread *t = &c->threads[i];
+    memcpy(out, c->rows + t->rows_off, (t->rows_n < cap ? t->rows_n : cap) * sizeof *out);
+    return (int64_t)t->rows_n;
 }
 
 CT_EXPORT CT_NOINST void ct_conv_set_progress(struct ct_conv *c, ct_progress_fn fn) { c->progress = fn; }
@@ -236,8 +250,72 @@ CT_EXPORT CT_NOINST int ct_conv_set_cuts(struct ct_conv *c, const uint64_t *cuts
     return 0;
 }
 
+/* A thread measured: its functions table into the trace's, and kept as a
+ * table of its own while the tables fit row_limit rows in all. */
+static CT_NOINST int fold_thread(struct ct_conv *c, struct cthread *t) {
+    int keep = !c->rows_dropped && c->nrows + c->ntouched <= c->row_limit;
+    if (!keep)
+        c->rows_dropped = 1;
+    if (keep && c->nrows + c->ntouched > c->caprows) {
+        size_t cap = c->caprows;
+        if (ct_grow((void **)&c->rows, &cap, c->nrows + c->ntouched, sizeof *c->rows) < 0)
+            return -1;
+        c->caprows = cap;
+    }
+    t->rows_off = c->nrows;
+    t->rows_n = keep ? c->ntouched : 0;
+    for (size_t i = 0; i < c->ntouched; i++) {
+        struct func *f = &c->funcs[c->touched[i]];
+        if (keep)
+            c->rows[c->nrows++] = (struct ct_conv_row){c->touched[i], f->tcalls, f->ttotal, f->tself,
+                                                       f->tmin, f->tmax};
+        f->calls += f->tcalls;
+        f->total += f->ttotal;
+        f->self += f->tself;
+        if (f->tmin < f->min)
+            f->min = f->tmin;
+        if (f->tmax > f->max)
+            f->max = f->tmax;
+        f->tcalls = f->ttotal = f->tself = f->tmax = 0;
+        f->tmin = UINT64_MAX;
+    }
+    c->ntouched = 0;
+    return 0;
+}
+
+/* The measuring pass from scratch: every call's duration, the functions'
+ * totals, the threads' calls and first events, the latest event. */
+static CT_NOINST int measure(struct ct_conv *c) {
+    for (size_t i = 0; i < c->nfuncs; i++) {
+        struct func *f = &c->funcs[i];
+        f->calls = f->total = f->self = f->max = 0;
+        f->tcalls = f->ttotal = f->tself = f->tmax = 0;
+        f->active = 0;
+        f->min = f->tmin = UINT64_MAX;
+    }
+    c->ntouched = c->nrows = 0;
+    c->rows_dropped = 0;
+    c->incomplete = c->unwound = c->unmatched = c->before_attach = 0;
+    c->done_words = 0;
+    c->last_ticks = c->h->start_ticks;
+    uint64_t base = 0;
+    for (size_t ti = 0; ti < c->nthreads; ti++) {
+        struct cthread *t = &c->threads[ti];
+        t->call_base = base;
+        t->first_ticks = UINT64_MAX;
+        struct walk w = {.c = c, .t = t, .mode = WALK_MEASURE, .pending = -1};
+        if (ct_walk(&w) < 0 || fold_thread(c, t) < 0)
+            return -1;
+        t->calls = w.ncall;
+        base += w.ncall;
+    }
+    c->total_calls = base;
+    return 0;
+}
+
 CT_EXPORT CT_NOINST int ct_conv_analyze(struct ct_conv *c, char *err, size_t errlen) {
-    c->durcap = c->total_calls ? c->total_calls : 1;
+    /* A call takes at least a word: a sparse file of a word's slot each. */
+    c->durcap = c->total_words ? c->total_words : 1;
     FILE *tmp = tmpfile();
     if (!tmp || ftruncate(fileno(tmp), (off_t)(c->durcap * 8)) < 0) {
         snprintf(err, errlen, "cannot create a temporary file: %s", strerror(errno));
@@ -253,13 +331,19 @@ CT_EXPORT CT_NOINST int ct_conv_analyze(struct ct_conv *c, char *err, size_t err
         return -1;
     }
     c->dur = m;
-    c->done_words = 0;
-    for (size_t ti = 0; ti < c->nthreads; ti++) {
-        struct walk w = {.c = c, .t = &c->threads[ti], .mode = WALK_MEASURE, .pending = -1};
-        if (ct_walk(&w) < 0) {
+    /* The open calls at a thread's end close at the run's end, known for
+     * sure only once every thread is walked. The guess from the threads'
+     * last segments is right unless a clock went back (a TIME word): then
+     * walk again with the true end. */
+    for (int again = 0;; again = 1) {
+        if (measure(c) < 0) {
             snprintf(err, errlen, "out of memory");
             return -1;
         }
+        uint64_t end = end_of(c, c->last_ticks);
+        if (end == c->end_ticks || again)
+            break;
+        c->end_ticks = end;
     }
     for (size_t i = 0; i < c->nfuncs; i++)
         if (c->funcs[i].min == UINT64_MAX)

@@ -53,26 +53,44 @@ static CT_NOINST uint32_t era_of(const struct ct_conv *c, uint64_t addr, uint64_
     return era;
 }
 
-static CT_NOINST int64_t func_index(struct ct_conv *c, uint64_t addr, uint64_t ticks) {
+static CT_NOINST int64_t func_add(struct ct_conv *c, uint64_t addr, uint32_t era) {
     if (c->nfuncs * 2 >= c->hashcap && grow_hash(c) < 0)
         return -1;
-    uint32_t era = c->ncuts ? era_of(c, addr, ticks) : 0;
-    size_t j = (addr * 0x9E3779B97F4A7C15ull) >> 20 & (c->hashcap - 1);
-    while (c->hash[j]) {
-        const struct func *f = &c->funcs[c->hash[j] - 1];
-        if (f->addr == addr && f->era == era)
-            return c->hash[j] - 1;
-        j = (j + 1) & (c->hashcap - 1);
+    if (c->nfuncs == c->capfuncs) {
+        size_t cap = c->capfuncs;
+        if (grow_array(&c->funcs, &cap, sizeof *c->funcs) < 0)
+            return -1;
+        uint32_t *t = realloc(c->touched, cap * sizeof *t);
+        if (!t)
+            return -1;   /* funcs grew, capfuncs did not: the next call grows it again */
+        c->touched = t;
+        c->capfuncs = cap;
     }
-    if (c->nfuncs == c->capfuncs && grow_array(&c->funcs, &c->capfuncs, sizeof *c->funcs) < 0)
-        return -1;
+    size_t j = (addr * 0x9E3779B97F4A7C15ull) >> 20 & (c->hashcap - 1);
+    while (c->hash[j])
+        j = (j + 1) & (c->hashcap - 1);
     struct func *f = &c->funcs[c->nfuncs];
     memset(f, 0, sizeof *f);
     f->addr = addr;
     f->era = era;
-    f->min = UINT64_MAX;
+    f->min = f->tmin = UINT64_MAX;
     c->hash[j] = (uint32_t)c->nfuncs + 1;
     return (int64_t)c->nfuncs++;
+}
+
+/* Once per recorded call: the lookup is inlined into the walk, the insert is not. */
+static inline CT_NOINST int64_t func_index(struct ct_conv *c, uint64_t addr, uint64_t ticks) {
+    uint32_t era = c->ncuts ? era_of(c, addr, ticks) : 0;
+    if (c->hashcap) {
+        size_t j = (addr * 0x9E3779B97F4A7C15ull) >> 20 & (c->hashcap - 1);
+        while (c->hash[j]) {
+            const struct func *f = &c->funcs[c->hash[j] - 1];
+            if (f->addr == addr && f->era == era)
+                return c->hash[j] - 1;
+            j = (j + 1) & (c->hashcap - 1);
+        }
+    }
+    return func_add(c, addr, era);
 }
 
 /* ---- buffered output ------------------------------------------------------ */
@@ -165,7 +183,11 @@ static CT_NOINST void put_extra(struct walk *w, const char *s, size_t n) {
     k->extra_off[k->n] += (uint32_t)n;
 }
 
-static CT_NOINST int push(struct walk *w, uint32_t f, uint64_t ticks, uint32_t rt) {
+/* The walk's steps take its mode as a constant: ct_walk compiles one
+ * walk per mode, each without the others' branches. */
+#define WALK_STEP static inline __attribute__((always_inline)) CT_NOINST
+
+WALK_STEP int push(struct walk *w, const int mode, uint32_t f, uint64_t addr, uint64_t ticks, uint32_t rt) {
     struct ct_conv *c = w->c;
     if (w->sp == c->stackcap) {
         size_t cap = c->stackcap ? c->stackcap * 2 : 1024;
@@ -178,13 +200,14 @@ static CT_NOINST int push(struct walk *w, uint32_t f, uint64_t ticks, uint32_t r
     struct frame *fr = &c->stack[w->sp];
     fr->f = f;
     fr->rt = rt;
+    fr->addr = addr;
     fr->call = w->t->call_base + w->ncall;
     fr->start_ns = to_ns(c, ticks);
     fr->child_ns = 0;
     fr->before = 0;
     struct func *fn = &c->funcs[f];
     fr->outermost = fn->active++ == 0;
-    if (w->mode == WALK_WRITE) {
+    if (mode == WALK_WRITE) {
         struct out *o = w->o;
         uint64_t d = c->dur[fr->call];
         if (w->nwritten++)
@@ -208,19 +231,19 @@ static CT_NOINST int push(struct walk *w, uint32_t f, uint64_t ticks, uint32_t r
             OUT_LIT(o, ",\"before_attach\":true");
         w->pending = f;   /* ARGS may follow */
     }
-    if (w->mode == WALK_COLUMNS && put_row(w, f, fr) < 0)
+    if (mode == WALK_COLUMNS && put_row(w, f, fr) < 0)
         return -1;
     w->ncall++;
     w->sp++;
     return 0;
 }
 
-static CT_NOINST void pop(struct walk *w, uint64_t end_ns, uint64_t flags) {
+WALK_STEP void pop(struct walk *w, const int mode, uint64_t end_ns, uint64_t flags) {
     struct ct_conv *c = w->c;
     struct frame *fr = &c->stack[--w->sp];
     struct func *fn = &c->funcs[fr->f];
     fn->active--;
-    if (w->mode != WALK_MEASURE)
+    if (mode != WALK_MEASURE)
         return;
     uint64_t d = end_ns > fr->start_ns ? end_ns - fr->start_ns : 0;
     if (fr->before) {
@@ -235,14 +258,16 @@ static CT_NOINST void pop(struct walk *w, uint64_t end_ns, uint64_t flags) {
         c->dur[fr->call] = v;
     if (w->sp)
         c->stack[w->sp - 1].child_ns += d;
-    fn->calls++;
+    /* The thread's table; measure() adds it to the trace's at the thread's end. */
+    if (fn->tcalls++ == 0)
+        c->touched[c->ntouched++] = fr->f;
     if (fr->outermost)
-        fn->total += d;
-    fn->self += d > fr->child_ns ? d - fr->child_ns : 0;
-    if (d < fn->min)
-        fn->min = d;
-    if (d > fn->max)
-        fn->max = d;
+        fn->ttotal += d;
+    fn->tself += d > fr->child_ns ? d - fr->child_ns : 0;
+    if (d < fn->tmin)
+        fn->tmin = d;
+    if (d > fn->tmax)
+        fn->tmax = d;
     if (flags & FLAG_INCOMPLETE)
         c->incomplete++;
     if (flags & FLAG_UNWOUND)
@@ -278,7 +303,7 @@ static CT_NOINST void close_call(struct walk *w, const uint64_t *v, size_t avail
     w->pending = -1;
 }
 
-CT_NOINST int ct_walk(struct walk *w) {
+WALK_STEP int walk_thread(struct walk *w, const int mode) {
     uint64_t gone[64];
     size_t ngone = 0;
     struct ct_conv *c = w->c;
@@ -320,10 +345,10 @@ CT_NOINST int ct_walk(struct walk *w) {
                     uint64_t fn = words && i + 1 < n ? p[i + 1] & CT_ADDR_MASK : 0;
                     while (w->sp) {
                         const struct frame *top = &c->stack[w->sp - 1];
-                        int same = on_exit && top->rt == d && c->funcs[top->f].addr == fn;
+                        int same = on_exit && top->rt == d && top->addr == fn;
                         if (top->rt < d || same)
                             break;
-                        pop(w, to_ns(c, paused), FLAG_INCOMPLETE);
+                        pop(w, mode, to_ns(c, paused), FLAG_INCOMPLETE);
                     }
                     next_rt = on_exit ? -1 : (int64_t)d;
                 } else if (sub == CT_EXT_UNWIND) {
@@ -332,15 +357,16 @@ CT_NOINST int ct_walk(struct walk *w) {
                     ngone = 0;
                     while (w->sp && c->stack[w->sp - 1].rt >= (uint32_t)val) {
                         if (ngone < sizeof gone / sizeof *gone)
-                            gone[ngone++] = c->funcs[c->stack[w->sp - 1].f].addr;
-                        pop(w, to_ns(c, last), FLAG_UNWOUND);
+                            gone[ngone++] = c->stack[w->sp - 1].addr;
+                        pop(w, mode, to_ns(c, last), FLAG_UNWOUND);
                     }
                 } else if (sub == CT_EXT_ATTACH) {
                     /* Frames open when calltrace attach began: calls from
                      * then on, marked, so their returns close them. */
                     for (uint64_t k = 0; k < words && i + 1 + k < n; k++) {
-                        int64_t f = func_index(c, p[i + 1 + k] & CT_ADDR_MASK, last);
-                        if (f < 0 || push(w, (uint32_t)f, last, (uint32_t)(val + k)) < 0)
+                        uint64_t a = p[i + 1 + k] & CT_ADDR_MASK;
+                        int64_t f = func_index(c, a, last);
+                        if (f < 0 || push(w, mode, (uint32_t)f, a, last, (uint32_t)(val + k)) < 0)
                             return -1;
                         c->stack[w->sp - 1].before = 1;
                         if (w->pending >= 0)
@@ -348,24 +374,26 @@ CT_NOINST int ct_walk(struct walk *w) {
                     }
                 } else if (sub == CT_EXT_THREAD_END) {
                     while (w->sp)
-                        pop(w, to_ns(c, last), FLAG_UNWOUND);
+                        pop(w, mode, to_ns(c, last), FLAG_UNWOUND);
                 }
                 i += words;
                 continue;
             }
             uint64_t addr = (v >> CT_DELTA_BITS) & CT_ADDR_MASK;
             last += v & CT_DELTA_MASK;
+            if (mode == WALK_MEASURE && last < t->first_ticks)
+                t->first_ticks = last;
             if (kind == CT_EV_ENTER) {
                 int64_t f = func_index(c, addr, last);
                 if (f < 0)
                     return -1;
                 uint32_t rt = next_rt >= 0 ? (uint32_t)next_rt : (w->sp ? c->stack[w->sp - 1].rt + 1 : 0);
                 next_rt = -1;
-                if (push(w, (uint32_t)f, last, rt) < 0)
+                if (push(w, mode, (uint32_t)f, addr, last, rt) < 0)
                     return -1;
             } else {
                 size_t k2 = w->sp;
-                while (k2 && c->funcs[c->stack[k2 - 1].f].addr != addr)
+                while (k2 && c->stack[k2 - 1].addr != addr)
                     k2--;
                 if (!k2) {
                     /* The exit of a frame an UNWIND already closed, or of a call
@@ -375,17 +403,19 @@ CT_NOINST int ct_walk(struct walk *w) {
                         g++;
                     if (g < ngone)
                         gone[g] = gone[--ngone];
-                    else if (w->mode == WALK_MEASURE)
+                    else if (mode == WALK_MEASURE)
                         c->unmatched++;
                     continue;
                 }
                 uint64_t now = to_ns(c, last);
                 while (w->sp > k2)
-                    pop(w, now, FLAG_UNWOUND);   /* frames left by longjmp/exception */
-                pop(w, now, 0);
+                    pop(w, mode, now, FLAG_UNWOUND);   /* frames left by longjmp/exception */
+                pop(w, mode, now, 0);
             }
         }
         c->done_words += i;
+        if (mode == WALK_MEASURE && last > c->last_ticks)
+            c->last_ticks = last;
         release_seg(c, sg);
         /* the open calls' slots among these are written through the file (pop) */
         uint64_t done = t->call_base + w->ncall;
@@ -400,9 +430,20 @@ CT_NOINST int ct_walk(struct walk *w) {
         close_call(w, NULL, 0);
     uint64_t end = to_ns(c, c->end_ticks);
     while (w->sp)
-        pop(w, end, FLAG_INCOMPLETE);
-    if (w->mode == WALK_COLUMNS)
+        pop(w, mode, end, FLAG_INCOMPLETE);
+    if (mode == WALK_COLUMNS)
         return emit_cols(w);
     return 0;
+}
+
+CT_NOINST int ct_walk(struct walk *w) {
+    switch (w->mode) {
+    case WALK_MEASURE:
+        return walk_thread(w, WALK_MEASURE);
+    case WALK_WRITE:
+        return walk_thread(w, WALK_WRITE);
+    default:
+        return walk_thread(w, WALK_COLUMNS);
+    }
 }
 

@@ -184,3 +184,62 @@ def test_a_trace_without_index_is_read_by_scanning(traces, tmp_path):
     _rewrite_footer(traces["argtypes"] / "t.parquet", plain, lambda d: d.pop("index"))
     for args in (["--threads"], ["--slowest", "5"]):
         assert cli_stdout("report", *args, plain) == cli_stdout("report", *args, traces["argtypes"] / "t.json")
+
+
+def _threads_raw(tmp_path) -> str:
+    return raw_stream(tmp_path, fixture("threads"))
+
+
+def _convert_in_process(raw: str, out) -> None:
+    from calltrace.record.convert import convert
+    convert(raw, str(out))
+
+
+def test_measured_tables_equal_a_scan_at_and_past_the_limit(tmp_path, monkeypatch):
+    """A raw stream's tables come from the converter's measuring pass, kept
+    while they fit MAX_ROWS rows in all: at the limit they are written and
+    equal the kernel over the calls; one row past it they are left out."""
+    raw = _threads_raw(tmp_path)
+    _convert_in_process(raw, tmp_path / "full.parquet")
+    rows = sum(len(t) for t in footer(tmp_path / "full.parquet")["index"]["threads"])
+    assert rows > 5
+    monkeypatch.setattr(index, "MAX_ROWS", rows)
+    _convert_in_process(raw, tmp_path / "at.parquet")
+    tables = footer(tmp_path / "at.parquet")["index"]["threads"]
+    assert tables is not None and sum(len(t) for t in tables) == rows
+    trace = calltrace.load(str(tmp_path / "at.parquet"))
+    for t in trace.threads:
+        read = thread_stats(t)
+        t.calls.table = None
+        assert read == thread_stats(t)
+    monkeypatch.setattr(index, "MAX_ROWS", rows - 1)
+    _convert_in_process(raw, tmp_path / "past.parquet")
+    assert footer(tmp_path / "past.parquet")["index"]["threads"] is None
+    assert cli_stdout("report", "--threads", tmp_path / "past.parquet") == \
+        cli_stdout("report", "--threads", tmp_path / "at.parquet")
+
+
+def test_functions_sharing_a_name_are_tabled_by_name(tmp_path):
+    """Two functions (addresses) shown under one name: the index's tables
+    are by name, so the writer computes them from the calls rather than
+    taking the measuring pass's (by function). Same walk, names merged."""
+    from calltrace.record.raw import RawStream
+    raw = _threads_raw(tmp_path)
+    with RawStream(raw) as r:
+        r.keep_tables(index.MAX_ROWS)
+        r.analyze()
+        funcs = r.functions()
+        names = [f"f{i}" for i in range(len(funcs))]
+        names[1] = names[0]
+        threads = [(t.tid, None, t.main) for t in r.threads()]
+        header = columns.header_doc({"total_calls": r.summary().total_calls}, [])
+        with open(tmp_path / "t.parquet", "wb") as f:
+            columns.write_raw(f, r, header, names, threads, None, r.thread_table)
+    doc = json.loads(pq.ParquetFile(tmp_path / "t.parquet").metadata.metadata[b"calltrace"])
+    assert doc["index"]["names"] == names[1:]
+    scan = [{} for _ in threads]
+    calls = pq.read_table(tmp_path / "t.parquet", columns=["thread", "function"]).to_pydict()
+    for t, fn in zip(calls["thread"], calls["function"]):
+        scan[t][fn] = scan[t].get(fn, 0) + 1
+    for t, table in enumerate(doc["index"]["threads"]):
+        assert {doc["index"]["names"][row[0]]: row[1] for row in table} == scan[t]

@@ -99,6 +99,10 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
             raw.set_progress(tick)
         timeline = stays(info.scans)
         raw.set_cuts(cuts(timeline))
+        parquet = output.endswith((".parquet", ".pq"))
+        if parquet:
+            from ..trace.index import MAX_ROWS
+            raw.keep_tables(MAX_ROWS)    # the footer index's, made by the measuring pass
         raw.analyze()
         summary = raw.summary()
         funcs = raw.functions()
@@ -178,14 +182,14 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
         heads = [thread_head(t.tid, info.thread_name(t.tid), t.main).encode()
                  for t in threads]
         second_pass[0] = 1
-        if output.endswith((".parquet", ".pq")):
+        if parquet:
             import pyarrow as pa
             from ..trace import columns
             header = columns.header_doc(metadata, stats)
             listed = [(t.tid, info.thread_name(t.tid), t.main) for t in threads]
             write_atomic(output, lambda f: columns.write_raw(
                 pa.PythonFile(f, mode="w"), raw, header, [shown(infos[f.key].function) for f in funcs],
-                listed, arg_notes), "trace", scratch=scratch)
+                listed, arg_notes, raw.thread_table), "trace", scratch=scratch)
         else:
             write_atomic(output, lambda f: (
                 f.write(document_head(metadata, stats, pretty).encode("utf-8", "backslashreplace")),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ..bridge import (ARGS, CHUNK_HEADER, CHUNK_MAGIC, CHUNK_META, CLOCK_NAMES, HEADER_SIZE, META_CMDLINE,
                       META_EXE, META_MODULE, META_OPTION, META_OUTPUT, META_SCAN, META_THREAD, PROGRESS, RAW_MAGIC,
-                      RAW_VERSION, BATCH, Chunk, Cols, Func, Header, Summary, Thread)
+                      RAW_VERSION, BATCH, Chunk, Cols, Func, Header, Row, Summary, Thread)
 from ..errors import TraceFormatError
 from ..files import starts_with
 from ..runtime import converter_library
@@ -203,6 +203,22 @@ class RawStream:
         flat = (ctypes.c_uint64 * max(1, 3 * len(cuts)))(*[v for c in cuts for v in c])
         if self._lib.ct_conv_set_cuts(self._h, flat, len(cuts)) < 0:
             raise MemoryError
+
+    def keep_tables(self, rows: int) -> None:
+        """Have analyze() keep each thread's functions table while the
+        tables fit `rows` rows in all (thread_table())."""
+        self._lib.ct_conv_set_row_limit(self._h, rows)
+
+    def thread_table(self, thread: int) -> dict[int, tuple[int, ...]] | None:
+        """Thread `thread`'s (threads() order) functions table after
+        analyze(): function index -> (calls, total, self, min, max); None
+        when the tables were not kept (keep_tables)."""
+        n = self._lib.ct_conv_thread_table(self._h, thread, None, 0)
+        if n < 0:
+            return None
+        rows = (Row * max(1, n))()
+        self._lib.ct_conv_thread_table(self._h, thread, rows, n)
+        return {r.func: (r.calls, r.total_ns, r.self_ns, r.min_ns, r.max_ns) for r in rows[:n]}
 
     def analyze(self) -> None:
         err = ctypes.create_string_buffer(256)

@@ -35,8 +35,14 @@ class Names:
         """lut() of an Arrow string array, remembered for the next batch
         (the batches of a row group, often of a file, share it)."""
         if self._last is None or not self._last[0].equals(dictionary):
-            self._last = (dictionary, self.lut(dictionary.to_pylist()))
+            lut = self.lut(dictionary.to_pylist())
+            self._last = (dictionary, lut, bool(np.array_equal(lut, np.arange(len(lut)))))
         return self._last[1]
+
+    def identity(self, lut: np.ndarray) -> bool:
+        """`lut` (the latest arrow_lut) maps each index to itself: the
+        indices are the ids, with no lookup."""
+        return self._last is not None and self._last[1] is lut and self._last[2]
 
     def __len__(self) -> int:
         return len(self.names)

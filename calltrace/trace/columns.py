@@ -215,22 +215,25 @@ def write_trace(out, trace) -> int:
     return row
 
 
-def index_builder():
+def index_builder(names: list[str] | None = None, tables=None):
     # The footer index reads batches in this module's layout: imported late.
     from .index import Builder
-    return Builder()
+    return Builder(names, tables)
 
 
 def write_raw(out, raw, header: dict, names: list[str], threads: list[tuple],
-              notes: list[bytes | None] | None) -> int:
+              notes: list[bytes | None] | None, tables=None) -> int:
     """Stream a raw trace's calls (RawStream.columns, walked in C) as
-    Parquet; `threads` are (tid, name, main) in RawStream.threads() order.
-    The walk makes each batch while a thread of its own encodes the one
-    before (_Encoder)."""
+    Parquet; `threads` are (tid, name, main) in RawStream.threads() order;
+    `tables`: RawStream.thread_table when it kept them. The walk makes each
+    batch while a thread of its own encodes the one before (_Encoder)."""
     names_arr = pa.array(names, pa.string())
     writer = open_writer(out, header)
     encoder = _Encoder(writer)
-    summary = index_builder()
+    # The measuring pass's tables are by function: the index's are by
+    # name, the same when no two functions share one.
+    unique = len(set(names)) == len(names)
+    summary = index_builder(names if unique else None, tables if unique else None)
     entries = []
     row = 0
     try:

@@ -33,12 +33,18 @@ class Index:
 
 class Builder:
     """Fed every record batch a writer writes (trace/columns.py), thread
-    after thread; doc() is the footer's `index`."""
+    after thread; doc() is the footer's `index`. `names`: the functions'
+    names, when the batches' dictionary is that list (ids are then its
+    indices); `tables`: thread i -> its functions table by name id,
+    when the writer has them already (the converter's measuring pass), or
+    None when they would pass MAX_ROWS; without it they are computed from
+    the batches."""
 
-    def __init__(self):
-        self.names = Names()
+    def __init__(self, names: list[str] | None = None, tables=None):
+        self.names = Names(names or ())
         self._slowest = Slowest(SLOWEST)
-        self._tables: list[list] = []
+        self._tables: list[list] | None = []
+        self._known = tables
         self._stats: Stats | None = None
         self._thread = -1
         self._row = 0
@@ -46,22 +52,33 @@ class Builder:
     def start_thread(self) -> None:
         self._thread += 1
         self._row = 0
-        self._stats = Stats()
+        if self._known is None:
+            self._stats = Stats()
 
     def feed(self, b: pa.RecordBatch) -> None:
         fn = b.column("function")
-        func = self.names.arrow_lut(fn.dictionary)[fn.indices.to_numpy()]
+        lut = self.names.arrow_lut(fn.dictionary)
+        ids = fn.indices.to_numpy()
+        func = ids if self.names.identity(lut) else lut[ids]
         depth = b.column("depth").to_numpy()
         start = b.column("start_ns").to_numpy()
         dur = b.column("duration_ns").to_numpy()
-        self._stats.feed(len(self.names), func, depth, dur)
+        if self._stats is not None:
+            self._stats.feed(len(self.names), func, depth, dur)
         self._slowest.feed(self._thread, [_Batch(func, depth, start, dur, b)], row=self._row)
         self._row += len(func)
 
     def end_thread(self) -> None:
-        table = self._stats.finish(len(self.names))
-        self._stats = None
-        self._tables.append([[f, *v] for f, v in sorted(table.items())])
+        if self._known is not None:
+            table = self._known(self._thread)
+        else:
+            table = self._stats.finish(len(self.names))
+            self._stats.close()
+            self._stats = None
+        if table is None or self._tables is None:
+            self._tables = None
+        else:
+            self._tables.append([[f, *v] for f, v in sorted(table.items())])
 
     def close(self) -> None:
         if self._stats is not None:
@@ -73,10 +90,11 @@ class Builder:
         ranked = self._slowest.ranked()
         known = self._slowest.extras
         self.close()
-        rows = sum(len(t) for t in self._tables)
+        tables = self._tables
+        if tables is not None and sum(len(t) for t in tables) > MAX_ROWS:
+            tables = None
         calls = [[d, s, t, r, p, known.get((t, r))] for d, s, t, r, p in ranked]
-        return {"names": self.names.names,
-                "threads": self._tables if rows <= MAX_ROWS else None,
+        return {"names": self.names.names, "threads": tables,
                 "slowest": {"limit": SLOWEST, "calls": calls}}
 
 
