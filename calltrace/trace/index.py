@@ -2,8 +2,9 @@
 (docs/FORMAT.md, "Footer index"): each thread's functions table and the
 trace's longest calls with their paths. The writer makes them with the
 kernels a reader would run over the calls (trace/kernels.py), batch by batch
-as the calls are written, so `report --threads` and `report --slowest N`
-read a table instead of every call. They are derived from the calls: a JSON
+as the calls are written (a raw stream's converter hands over the tables its
+measuring pass made, by the same rules), so `report --threads` and
+`report --slowest N` read a table instead of every call. They are derived from the calls: a JSON
 trace does not hold them, and converting either way loses nothing."""
 from __future__ import annotations
 
