@@ -163,3 +163,20 @@ def test_diff_fail_above_not_a_percentage(traces, value, shown):
     p = run_cli("diff", f"--fail-above={value}", *traces)
     assert (p.returncode, p.stdout) == (2, b"")
     assert one_line(p) == f"calltrace: error: --fail-above must be a finite number, 0 or more (not {shown})"
+
+
+@pytest.mark.parametrize("name, hint", [("bogus", ""), ("reprot", "; did you mean 'report'?"),
+                                        ("plann", "")])
+def test_unknown_command_lists_the_public_ones(name, hint):
+    """The internal commands (plan, filter: the runtime's) are not offered."""
+    p = run_cli(name, "x")
+    assert p.stdout == b""
+    assert usage_error(p) == (f"calltrace: error: unknown command '{name}' (the commands: run, attach, "
+                              f"debug, replay, report, diff, export, sql, info, convert, lib){hint}")
+
+
+@pytest.mark.parametrize("width", ["-5", "0", "199"])
+def test_export_width_below_the_smallest(traces, tmp_path, width):
+    p = run_cli("export", "-f", "svg", "--width", width, "-o", tmp_path / "w.svg", traces[0])
+    assert not (tmp_path / "w.svg").exists()
+    assert usage_error(p) == f"calltrace export: error: argument --width: '{width}' must be 200 or more"

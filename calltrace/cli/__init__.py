@@ -8,6 +8,7 @@ This is the only place that prints errors and chooses exit statuses.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import io
 import os
@@ -130,6 +131,13 @@ def entry() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv[0] if argv and argv[0] in COMMANDS + INTERNAL else None)
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS + INTERNAL:
+        # argparse would list the internal commands among the choices.
+        parser.print_usage(sys.stderr)
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        error(f"unknown command {argv[0]!r} (the commands: {', '.join(COMMANDS)})"
+              + (f"; did you mean {close[0]!r}?" if close else ""))
+        return 2
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         # The command's own usage, not the top-level one.

@@ -14,7 +14,7 @@ from ..errors import CalltraceError
 from ..files import write_atomic
 from ..record.raw import has_raw_magic
 from ..export import FORMATS, TIMELINE, Options, module
-from .options import add_filters, make_filter
+from .options import add_filters, at_least, make_filter
 
 NAME = "export"
 HELP = "convert a trace: chrome, perfetto, speedscope, folded, svg, html or parquet"
@@ -52,7 +52,8 @@ def add_arguments(p) -> None:
                         "format's suffix)")
     add_filters(p)
     p.add_argument("--title", help="title shown in svg and html (default: the program's name)")
-    p.add_argument("--width", type=int, default=1200, help="svg: width in pixels (default 1200)")
+    p.add_argument("--width", type=at_least(200), default=1200,
+                   help="svg: width in pixels, 200 or more (default 1200)")
     p.add_argument("--max-calls", type=int, default=200_000, metavar="N",
                    help="html: keep at most N calls in the timeline, the longest ones "
                         "(default 200000); the function table always covers all calls")

@@ -50,14 +50,20 @@ class CommandParser(argparse.ArgumentParser):
         return group
 
 
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return v
+def at_least(low: int):
+    """An argparse type: a whole number, `low` or more."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{text!r} must be {low} or more")
+        return v
+    return parse
+
+
+positive_int = at_least(1)
 
 
 def pid(text: str) -> int:
