@@ -180,3 +180,12 @@ def test_export_width_below_the_smallest(traces, tmp_path, width):
     p = run_cli("export", "-f", "svg", "--width", width, "-o", tmp_path / "w.svg", traces[0])
     assert not (tmp_path / "w.svg").exists()
     assert usage_error(p) == f"calltrace export: error: argument --width: '{width}' must be 200 or more"
+
+
+@pytest.mark.parametrize("duration", ["0", "0s", "0.0ms"])
+def test_attach_duration_zero(duration):
+    """No length of recording, and not "until Ctrl-C" either: refused
+    before any process is looked at."""
+    p = run_cli("attach", "--duration", duration, str(PID_MAX))
+    assert usage_error(p) == (f"calltrace attach: error: argument --duration: '{duration}' must be more "
+                              "than 0 (without --duration, the recording runs until Ctrl-C)")

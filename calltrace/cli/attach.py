@@ -1,6 +1,7 @@
 """``calltrace attach PID``: record a process that is already running."""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -28,10 +29,18 @@ or root). See docs/ATTACH.md.
 """
 
 
+def _duration(text: str) -> int:
+    ns = argparse_duration(text)
+    if ns <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 (without --duration, "
+                                         "the recording runs until Ctrl-C)")
+    return ns
+
+
 def add_arguments(p) -> None:
     p.add_argument("pid", type=options.pid, help="the process to record")
     options.add_output(p)
-    p.add_argument("--duration", type=argparse_duration, metavar="TIME",
+    p.add_argument("--duration", type=_duration, metavar="TIME",
                    help="record for TIME (e.g. 10s, 500ms), then detach")
     p.add_argument("--max-depth", type=options.positive_int, metavar="N",
                    help="record only calls less than N deep (the calls open at attach count)")
