@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 
 from .. import load
@@ -62,6 +63,11 @@ def run(args) -> int:
     base, new = load(args.base), load(args.new)
     warn(base)
     warn(new)
+    progs = [os.path.basename(t.metadata.get("program") or "") for t in (base, new)]
+    if all(progs) and progs[0] != progs[1]:
+        # Allowed (a rewrite compared with the original), but rarely meant.
+        print(f"calltrace: warning: the traces are of different programs: {progs[0]} ({base.path}) "
+              f"and {progs[1]} ({new.path})", file=sys.stderr)
     changes = compare(base, new, args.metric)
     shown = [c for c in changes if args.all or c.delta_ns or c.base_calls != c.new_calls
              or c.base is None or c.new is None]
