@@ -189,3 +189,14 @@ def test_attach_duration_zero(duration):
     p = run_cli("attach", "--duration", duration, str(PID_MAX))
     assert usage_error(p) == (f"calltrace attach: error: argument --duration: '{duration}' must be more "
                               "than 0 (without --duration, the recording runs until Ctrl-C)")
+
+
+@pytest.mark.parametrize("args", WRITERS, ids=" ".join)
+def test_stdout_closed(traces, tmp_path, args):
+    """fd 1 closed (`>&-`): the command's output has nowhere to go; one line
+    and status 2, as for a full disk."""
+    args = [{"A": traces[0], "B": traces[1]}.get(a, a) for a in args]
+    p = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "calltrace", *map(str, args)],
+                       cwd=tmp_path, env=clean_env(), stderr=subprocess.PIPE, timeout=120)
+    assert p.returncode == 2
+    assert one_line(p) == "calltrace: error: cannot write to standard output: it is closed"

@@ -71,10 +71,34 @@ class Stdout(io.FileIO):
             raise CalltraceError(f"cannot write to standard output: {e.strerror or e}") from None
 
 
+class _ClosedRaw(io.RawIOBase):
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        raise CalltraceError("cannot write to standard output: it is closed")
+
+
+class _Closed(io.TextIOBase):
+    """sys.stdout when fd 1 was closed (`>&-`): Python leaves None there,
+    and a command's first write would be an AttributeError. Commands that
+    write nothing there (run, attach, debug) never notice."""
+    buffer = _ClosedRaw()     # binary output (export -f parquet -o -)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        return self.buffer.write(s)
+
+
 def _stdout() -> None:
     """sys.stdout over Stdout, buffered as Python chose (none with -u)."""
     old = sys.stdout
-    if old is None or not hasattr(old, "buffer"):    # fd 1 closed, or not Python's own
+    if old is None:
+        sys.stdout = _Closed()
+        return
+    if not hasattr(old, "buffer"):    # not Python's own
         return
     try:
         raw = Stdout(old.fileno(), "w", closefd=False)
