@@ -98,9 +98,14 @@ class Row(ctypes.Structure):
 
 class Cols(ctypes.Structure):
     """Column batches of the converter's walk (ct_conv_columns)."""
-    _fields_ = [(n, ctypes.c_void_p) for n in ("func", "depth", "start", "dur", "flags", "parent",
+    _fields_ = [(n, ctypes.c_void_p) for n in ("func", "depth", "start", "dur", "bits", "parent",
                                                "extra_off", "extra")] + \
-               [(n, u64) for n in ("cap", "extra_cap", "n")] + [("emit", ctypes.c_void_p)]
+               [(n, u64) for n in ("cap", "extra_cap", "n")] + [("parent_base", i64), ("roots", u64),
+                                                                ("emit", ctypes.c_void_p)]
+
+
+# Cols.bits: its bitmaps (conv.h COL_*), each (cap + 7) // 8 bytes.
+COL_HAS_PARENT, COL_INCOMPLETE, COL_UNWOUND, COL_BEFORE, COL_BITMAPS = 0, 1, 2, 3, 4
 
 
 # ---- the post-mortem kernels (runtime/kernels.c, format.c, perfetto.c) -----
@@ -245,7 +250,9 @@ CONSTANTS = [(RAW_VERSION, "CT_VERSION"), (HEADER_SIZE, "CT_HEADER_SIZE"), (CHUN
              (END_EXEC, "CT_END_EXEC"), (END_DETACH, "CT_END_DETACH"), (FLAG_CAPTURE_ARGS, "CT_FLAG_CAPTURE_ARGS"),
              (FLAG_PRETTY, "CT_FLAG_PRETTY"), (FLAG_START_OFF, "CT_FLAG_START_OFF"), (FLAG_BARE, "CT_FLAG_BARE"),
              (FILTER_SUBTREE, "CT_FILTER_SUBTREE"), (FILTER_ONLY, "CT_FILTER_ONLY"),
-             (FILTER_EXCLUDE, "CT_FILTER_EXCLUDE"), (0, "CT_CLOCK_TSC"), (1, "CT_CLOCK_MONOTONIC")]
+             (FILTER_EXCLUDE, "CT_FILTER_EXCLUDE"), (0, "CT_CLOCK_TSC"), (1, "CT_CLOCK_MONOTONIC"),
+             (COL_HAS_PARENT, "COL_HAS_PARENT"), (COL_INCOMPLETE, "COL_INCOMPLETE"),
+             (COL_UNWOUND, "COL_UNWOUND"), (COL_BEFORE, "COL_BEFORE"), (COL_BITMAPS, "COL_BITMAPS")]
 
 
 def static_asserts() -> str:

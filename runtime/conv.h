@@ -157,15 +157,21 @@ typedef int (*ct_batch_fn)(uint64_t n);
 
 struct ct_conv_cols {
     int32_t *func;
-    uint32_t *depth;
+    int32_t *depth;
     uint64_t *start, *dur;
-    uint8_t *flags;               /* 1 incomplete, 2 unwound */
-    int64_t *parent;              /* index of the parent call in the thread, -1 at depth 0 */
+    uint8_t *bits;                /* COL_BITMAPS bitmaps of (cap + 7) / 8 bytes, in Arrow's layout */
+    int64_t *parent;              /* parent_base + the parent call's index in the thread; -1 at depth 0 */
     uint32_t *extra_off;          /* cap + 1 entries */
     char *extra;
     uint64_t cap, extra_cap, n;
+    int64_t parent_base;
+    uint64_t roots;               /* calls at depth 0 in the batch: the parents left out */
     ct_batch_fn emit;
 };
+
+/* The bitmaps of ct_conv_cols.bits: has a parent, incomplete, unwound,
+ * entered before attach. */
+enum { COL_HAS_PARENT = 0, COL_INCOMPLETE = 1, COL_UNWOUND = 2, COL_BEFORE = 3, COL_BITMAPS = 4 };
 
 struct walk {
     struct ct_conv *c;

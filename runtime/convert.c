@@ -463,7 +463,9 @@ CT_EXPORT CT_NOINST int ct_conv_columns(struct ct_conv *c, size_t ti, struct ct_
     if (ti == 0)
         c->done_words = 0;
     cols->n = 0;
+    cols->roots = 0;
     cols->extra_off[0] = 0;
+    memset(cols->bits, 0, COL_BITMAPS * ((cols->cap + 7) / 8));
     struct walk w = {.c = c, .t = &c->threads[ti], .mode = WALK_COLUMNS, .notes = notes,
                      .argbuf = argbuf, .pending = -1, .cols = cols};
     int rc = ct_walk(&w);

@@ -153,7 +153,9 @@ static CT_NOINST int emit_cols(struct walk *w) {
     if (k->n && !w->aborted && k->emit(k->n))
         w->aborted = 1;
     k->n = 0;
+    k->roots = 0;
     k->extra_off[0] = 0;
+    memset(k->bits, 0, COL_BITMAPS * ((k->cap + 7) / 8));
     return w->aborted ? -1 : 0;
 }
 
@@ -166,12 +168,24 @@ static CT_NOINST int put_row(struct walk *w, uint32_t f, const struct frame *fr)
         return -1;
     uint64_t i = k->n++, d = c->dur[fr->call];
     k->func[i] = (int32_t)f;
-    k->depth[i] = (uint32_t)w->sp;
+    k->depth[i] = (int32_t)w->sp;
     k->start[i] = fr->start_ns;
     k->dur[i] = d & DUR_MASK;
-    k->flags[i] = (uint8_t)((d & FLAG_INCOMPLETE ? 1 : 0) | (d & FLAG_UNWOUND ? 2 : 0) |
-                            (d & FLAG_BEFORE_ATTACH ? 4 : 0));
-    k->parent[i] = w->sp ? (int64_t)(c->stack[w->sp - 1].call - w->t->call_base) : -1;
+    size_t stride = (k->cap + 7) / 8, byte = i >> 3;
+    uint8_t bit = (uint8_t)(1u << (i & 7));
+    if (w->sp) {
+        k->parent[i] = k->parent_base + (int64_t)(c->stack[w->sp - 1].call - w->t->call_base);
+        k->bits[COL_HAS_PARENT * stride + byte] |= bit;
+    } else {
+        k->parent[i] = -1;
+        k->roots++;
+    }
+    if (d & FLAG_INCOMPLETE)
+        k->bits[COL_INCOMPLETE * stride + byte] |= bit;
+    if (d & FLAG_UNWOUND)
+        k->bits[COL_UNWOUND * stride + byte] |= bit;
+    if (d & FLAG_BEFORE_ATTACH)
+        k->bits[COL_BEFORE * stride + byte] |= bit;
     k->extra_off[i + 1] = k->extra_off[i];
     w->pending = f;   /* ARGS may follow */
     return 0;

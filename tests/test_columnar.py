@@ -61,16 +61,29 @@ def test_run_writes_parquet_one_row_per_call(tmp_path):
             assert all(r[2] >= depth for r in rows[parent + 1:call])
 
 
-def test_raw_to_parquet_equals_raw_to_json(tmp_path):
-    """One raw stream with captured arguments, converted both ways."""
-    raw = raw_stream(tmp_path, fixture("argtypes"), CALLTRACE_CAPTURE_ARGS="1")
+@pytest.mark.parametrize("program, env, key, count", [
+    ("argtypes", {"CALLTRACE_CAPTURE_ARGS": "1"}, "args", 34),
+    ("jumps", {}, "unwound", 3), ("texit", {}, "unwound", 3),
+    ("toggle", {"CALLTRACE_TOGGLE_SIGNAL": "SIGUSR1"}, "incomplete", 1),
+    ("threads", {}, "function", 3 + 4 * 7)])
+def test_raw_to_parquet_equals_raw_to_json(tmp_path, program, env, key, count):
+    """One raw stream converted both ways: captured arguments, calls left
+    by longjmp or pthread_exit, calls that returned while recording was
+    off, threads after the first (their parents' rows)."""
+    raw = raw_stream(tmp_path, fixture(program), **env)
     run_cli("convert", raw, "-o", tmp_path / "a.json", check=True)
     run_cli("convert", raw, "-o", tmp_path / "a.parquet", check=True)
     run_cli("convert", tmp_path / "a.parquet", "-o", tmp_path / "b.json", check=True)
     footer(tmp_path / "a.parquet")
     a, b = load_json(tmp_path / "a.json"), load_json(tmp_path / "b.json")
-    assert sum(1 for t in a["threads"] for c in t["calls"] if "args" in c) == 34
+    assert sum(1 for t in a["threads"] for c in t["calls"] if key in c and c[key] is not False) == count
     assert a == validate(b)
+    parent = pq.read_table(tmp_path / "a.parquet", columns=["call", "parent", "depth"]).to_pydict()
+    stack = []
+    for call, up, depth in zip(parent["call"], parent["parent"], parent["depth"]):
+        del stack[depth:]
+        assert up == (stack[-1] if stack else None)
+        stack.append(call)
 
 
 def test_json_parquet_json_round_trip(tmp_path):

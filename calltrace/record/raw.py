@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ..bridge import (ARGS, CHUNK_HEADER, CHUNK_MAGIC, CHUNK_META, CLOCK_NAMES, HEADER_SIZE, META_CMDLINE,
                       META_EXE, META_MODULE, META_OPTION, META_OUTPUT, META_SCAN, META_THREAD, PROGRESS, RAW_MAGIC,
-                      RAW_VERSION, BATCH, Chunk, Cols, Func, Header, Row, Summary, Thread)
+                      RAW_VERSION, BATCH, COL_BITMAPS, Chunk, Cols, Func, Header, Row, Summary, Thread)
 from ..errors import TraceFormatError
 from ..files import starts_with
 from ..runtime import converter_library
@@ -255,28 +255,33 @@ class RawStream:
             raise OSError(0, err.value.decode(errors="replace"))
 
     def columns(self, thread: int, emit, notes: list[bytes | None] | None = None,
-                cap: int = 1 << 18) -> None:
+                cap: int = 1 << 18, parent_base: int = 0) -> None:
         """Walk one thread (threads() order) into fixed-width columns and
         call `emit(cols)` per batch of at most `cap` calls, with `cols` a
-        dict of numpy views (func, depth, start, dur, flags, parent: row in
-        the thread or -1; extra_off/extra: args fragments) valid only
-        during the call."""
+        dict of numpy views valid only during the call: func, depth, start,
+        dur; parent: parent_base + the parent's row in the thread, or -1;
+        bits: the bitmaps (bridge COL_*) of the batch's rows, in Arrow's
+        layout; roots: the rows without a parent; extra_off/extra: args
+        fragments."""
         import numpy as np
-        bufs = {"func": np.empty(cap, np.int32), "depth": np.empty(cap, np.uint32),
+        stride = (cap + 7) // 8
+        bufs = {"func": np.empty(cap, np.int32), "depth": np.empty(cap, np.int32),
                 "start": np.empty(cap, np.uint64), "dur": np.empty(cap, np.uint64),
-                "flags": np.empty(cap, np.uint8), "parent": np.empty(cap, np.int64),
+                "bits": np.zeros(COL_BITMAPS * stride, np.uint8), "parent": np.empty(cap, np.int64),
                 "extra_off": np.zeros(cap + 1, np.uint32), "extra": np.empty(4 << 20, np.uint8)}
         failure: list[BaseException] = []
 
         def shim(n):
             try:
-                emit({k: (v if k == "extra" else v[:n + 1] if k == "extra_off" else v[:n])
-                      for k, v in bufs.items()})
+                got = {k: v[:n] for k, v in bufs.items() if k not in ("bits", "extra_off", "extra")}
+                got["bits"] = [bufs["bits"][i * stride:i * stride + (n + 7) // 8] for i in range(COL_BITMAPS)]
+                got.update(extra_off=bufs["extra_off"][:n + 1], extra=bufs["extra"], roots=cols.roots)
+                emit(got)
                 return 0
             except BaseException as e:   # re-raised below, after C has unwound
                 failure.append(e)
                 return 1
-        cols = Cols(*[v.ctypes.data for v in bufs.values()], cap, len(bufs["extra"]), 0, None)
+        cols = Cols(*[v.ctypes.data for v in bufs.values()], cap, len(bufs["extra"]), 0, parent_base, 0, None)
         cb = BATCH(shim)
         cols.emit = ctypes.cast(cb, ctypes.c_void_p)
         n = len(notes) if notes else 0

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..bridge import COL_BEFORE, COL_HAS_PARENT, COL_INCOMPLETE, COL_UNWOUND
 from ..files import starts_with
 from .model import FunctionStats
 
@@ -94,27 +95,41 @@ def batch(thread: int, tid: int, first_row: int, func: np.ndarray, names: pa.Arr
           unwound: np.ndarray, parent: np.ndarray, call_site=None, args=None, args_note=None,
           ret=None, before=None) -> pa.RecordBatch:
     """One record batch from per-call numpy columns. `parent` holds row
-    numbers, negative at depth 0."""
+    numbers, negative at depth 0; it and the flags may be Arrow arrays
+    already."""
     n = len(func)
     none = _constant(None, n, pa.string())
     cols = [
         _constant(thread, n, pa.int32()),
         _constant(tid, n, pa.int64()),
         pa.array(np.arange(first_row, first_row + n, dtype=np.int64)),
-        pa.array(parent, pa.int64(), mask=parent < 0),
+        parent if isinstance(parent, pa.Array) else pa.array(parent, pa.int64(), mask=parent < 0),
         pa.array(depth.astype(np.int32, copy=False)),
         pa.DictionaryArray.from_arrays(pa.array(func, pa.int32()), names),
         pa.array(_signed(start)),
         pa.array(_signed(dur)),
-        pa.array(incomplete, pa.bool_()),
-        pa.array(unwound, pa.bool_()),
-        _constant(False, n, pa.bool_()) if before is None else pa.array(before, pa.bool_()),
+        _bools(incomplete),
+        _bools(unwound),
+        _constant(False, n, pa.bool_()) if before is None else _bools(before),
         _constant(None, n, STRING) if call_site is None else pa.array(call_site, pa.string()).dictionary_encode(),
         none if args is None else pa.array(args, pa.string()),
         none if args_note is None else pa.array(args_note, pa.string()),
         none if ret is None else pa.array(ret, pa.string()),
     ]
     return pa.RecordBatch.from_arrays(cols, schema=SCHEMA)
+
+
+def _bools(flags) -> pa.Array:
+    return flags if isinstance(flags, pa.Array) else pa.array(flags, pa.bool_())
+
+
+def _bitmap(n: int, bits: np.ndarray, nulls: int | None = None, values: np.ndarray | None = None) -> pa.Array:
+    """A bool array of `n` rows from a bitmap of the walk (copied: the walk
+    reuses it), or with `values` an int64 array whose validity it is."""
+    bits = pa.py_buffer(bits.copy())
+    if values is None:
+        return pa.Array.from_buffers(pa.bool_(), n, [None, bits])
+    return pa.Array.from_buffers(pa.int64(), n, [bits, pa.py_buffer(values.copy())], null_count=nulls)
 
 
 @lru_cache(maxsize=8)
@@ -243,21 +258,21 @@ def write_raw(out, raw, header: dict, names: list[str], threads: list[tuple],
 
             def emit(c):
                 nonlocal row
-                parent = c["parent"]
-                parent = np.where(parent >= 0, parent + first, -1)
-                flags = c["flags"]
+                n = len(c["func"])
+                bits = c["bits"]
                 args = note = None
                 if c["extra_off"][-1]:
                     args, note = _fragments(c["extra_off"], c["extra"])
                 # The walk reuses its buffers once emit returns: copy what
                 # Arrow would otherwise share.
-                b = batch(ti, tid, row, c["func"].copy(), names_arr, c["depth"], c["start"].copy(),
-                          c["dur"].copy(), (flags & 1) != 0, (flags & 2) != 0, parent, None, args, note,
-                          before=(flags & 4) != 0)
+                b = batch(ti, tid, row, c["func"].copy(), names_arr, c["depth"].copy(), c["start"].copy(),
+                          c["dur"].copy(), _bitmap(n, bits[COL_INCOMPLETE]), _bitmap(n, bits[COL_UNWOUND]),
+                          _bitmap(n, bits[COL_HAS_PARENT], c["roots"], c["parent"]), None, args, note,
+                          before=_bitmap(n, bits[COL_BEFORE]))
                 summary.feed(b)
                 encoder.put(b)
-                row += len(flags)
-            raw.columns(ti, emit, notes)
+                row += n
+            raw.columns(ti, emit, notes, parent_base=first)
             summary.end_thread()
             entries.append(thread_entry(tid, name, main, row - first, first))
         encoder.finish()
