@@ -278,3 +278,38 @@ def test_slowest_reads_winners_extras_by_row(tmp_path, monkeypatch):
     # the 12 h* calls never return, nor do x and z (under x)
     assert sum(bool(s.extra and s.extra.get("incomplete")) for s in want) == 14
     assert all(s.extra["args"][0]["value"] == s.path[-1] for s in want)
+
+
+def _flip_in_page(path, column: str, out) -> None:
+    """One byte flipped amid the values of `column`'s first page (the
+    start_ns column is delta-encoded and not compressed)."""
+    data = bytearray(path.read_bytes())
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    col = meta.column(pq.ParquetFile(path).schema_arrow.get_field_index(column))
+    data[col.data_page_offset + col.total_compressed_size // 2] ^= 0x10
+    out.write_bytes(bytes(data))
+
+
+def test_page_checksums_catch_what_would_decode(tmp_path):
+    """A damaged byte in an uncompressed column decodes to other numbers:
+    without its page's CRC no reader could tell. calltrace writes the CRCs
+    and checks them: one line naming the trace, never other start times."""
+    path = tmp_path / "t.parquet"
+    run_cli("run", "-q", "-o", path, fixture("deep"), check=True)     # 5001 calls
+    table = pq.read_table(path)
+    plain = tmp_path / "plain.parquet"        # the same calls, no CRCs
+    with pq.ParquetWriter(plain, table.schema, column_encoding={"start_ns": "DELTA_BINARY_PACKED"},
+                          compression={c: "none" if c == "start_ns" else "zstd" for c in table.column_names},
+                          use_dictionary=["function"]) as w:
+        w.write_table(table)
+    _flip_in_page(plain, "start_ns", tmp_path / "plain-bad.parquet")
+    silent = pq.read_table(tmp_path / "plain-bad.parquet", columns=["start_ns"]).column(0)
+    assert silent.length() == table.num_rows and not silent.equals(table.column("start_ns"))
+    _flip_in_page(path, "start_ns", tmp_path / "bad.parquet")
+    for cmd in (("replay", "bad.parquet"), ("convert", "bad.parquet", "-o", "e.json")):
+        p = run_cli(*cmd, cwd=tmp_path)
+        err = p.stderr.decode()
+        assert p.returncode == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith("calltrace: error: bad.parquet: damaged or foreign Parquet data: "), err
+        assert "CRC" in err, err
+    assert not (tmp_path / "e.json").exists()

@@ -70,7 +70,10 @@ def open_writer(path_or_file, header: dict) -> pq.ParquetWriter:
         write_statistics=["thread", "tid", "call", "start_ns"],
         # One page per column and row group, written in few steps: fewer
         # compressor setups and page headers for the same bytes.
-        write_batch_size=1 << 16, data_page_size=4 << 20)
+        write_batch_size=1 << 16, data_page_size=4 << 20,
+        # A CRC per page: a damaged page of an uncompressed column (the
+        # delta ones) would otherwise decode to other numbers, silently.
+        write_page_checksum=True)
 
 
 def close_writer(writer: pq.ParquetWriter, header: dict, threads: list[dict], index: dict) -> None:

@@ -46,7 +46,8 @@ class ParquetCalls(StreamedCalls):
             return
         row = self._groups[wanted[0]][0]
         with damage(self._path):
-            f = pq.ParquetFile(source(self._path), pre_buffer=False, buffer_size=1 << 20)
+            f = pq.ParquetFile(source(self._path), pre_buffer=False, buffer_size=1 << 20,
+                               page_checksum_verification=True)
             # the columns decode in parallel: a batch's worth of memory each
             for b in f.iter_batches(batch_size=READ_BATCH, row_groups=wanted, columns=columns,
                                     use_threads=True):
@@ -66,7 +67,7 @@ class ParquetCalls(StreamedCalls):
             g = next(i for i, (first, n) in enumerate(self._groups) if first <= at < first + n)
             by_group.setdefault(g, []).append(r)
         with damage(self._path):
-            f = pq.ParquetFile(source(self._path))
+            f = pq.ParquetFile(source(self._path), page_checksum_verification=True)
             for g, rs in by_group.items():
                 b = _complete(f.read_row_group(g, columns=list(EXTRA)), EXTRA)
                 first = self._groups[g][0]
