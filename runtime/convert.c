@@ -228,7 +228,8 @@ CT_EXPORT CT_NOINST int64_t ct_conv_thread_table(struct ct_conv *c, size_t i, st
     if (i >= c->nthreads || c->rows_dropped)
         return -1;
     const struct cthread *t = &c->threads[i];
-    memcpy(out, c->rows + t->rows_off, (t->rows_n < cap ? t->rows_n : cap) * sizeof *out);
+    if (out && cap)
+        memcpy(out, c->rows + t->rows_off, (t->rows_n < cap ? t->rows_n : cap) * sizeof *out);
     return (int64_t)t->rows_n;
 }
 
