@@ -174,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _stdout()
         status = args._module.run(args)
-        if sys.stdout is not None:  # None: fd 1 closed (`>&-`), which `run` does not mind
-            sys.stdout.flush()  # a full disk or a closed pipe is reported here, not at exit
+        sys.stdout.flush()  # a full disk or a closed pipe is reported here, not at exit
         return status
     except CalltraceError as e:
         error(str(e))
