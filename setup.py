@@ -19,7 +19,7 @@ LIBRARIES = {
                         "prefault.c", "spawn.c",
                         "control.c", "proc.c", "clock.c", "config.c", "lifecycle.c", "interpose.c",
                         "exec.c", "dlplan.c", "attach.c"],
-    "libcalltrace-convert.so": ["convert.c", "walk.c", "kernels.c", "format.c", "perfetto.c",
+    "libcalltrace-convert.so": ["convert.c", "index.c", "walk.c", "funcs.c", "live.c", "kernels.c", "format.c", "perfetto.c",
                                 "tree.c", "events.c", "jsonl.c"],
 }
 CFLAGS = ["-std=gnu11", "-O2", "-g", "-fPIC", "-shared", "-fvisibility=hidden",

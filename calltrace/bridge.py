@@ -5,7 +5,7 @@ two sides share, defined once here.
   struct ct_chunk, struct ct_seg), read by record/raw.py;
 - the converter's ctypes API (runtime/conv.h: struct ct_conv_summary,
   ct_conv_func, ct_conv_thread, ct_conv_row, ct_conv_cols and the ct_conv_*
-  functions),
+  and ct_live_* functions),
   and the post-mortem kernels' (runtime/kernels.c, format.c, perfetto.c,
   tree.c, events.c, jsonl.c; struct ct_fmt, struct ct_pf);
 - the files Python hands the runtime: the capture plan (runtime/capture.c:
@@ -142,6 +142,11 @@ def bind_converter(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.ct_conv_function.argtypes = [p, s, ctypes.POINTER(Func)]
     lib.ct_conv_thread.argtypes = [p, s, ctypes.POINTER(Thread)]
     lib.ct_conv_set_row_limit.argtypes = [p, s]
+    lib.ct_conv_set_tally_in_columns.argtypes = [p]
+    lib.ct_live_open.restype = p
+    lib.ct_live_open.argtypes = [c, c, s]
+    lib.ct_live_step.argtypes = [p, u64]
+    lib.ct_live_step.restype = i64
     lib.ct_conv_thread_table.restype = i64
     lib.ct_conv_thread_table.argtypes = [p, s, ctypes.POINTER(Row), s]
     lib.ct_conv_set_args.argtypes = [p, ARGS]

@@ -19,6 +19,7 @@ struct cseg {
     uint64_t ticks;                  /* the time base of its first event */
     uint32_t words, flags;
     int32_t tid;
+    uint32_t round;                  /* live.c: the scan that saw it sealed */
 };
 
 struct cthread {
@@ -45,7 +46,8 @@ struct ct_conv_row {
 struct frame {
     uint32_t f, rt;
     uint64_t addr;   /* funcs[f].addr, kept here for the returns' search */
-    uint64_t call, start_ns, child_ns;
+    uint64_t call, start_ticks, start_ns, child_ns;
+    uint64_t word, dur_ns;   /* writing passes: the call's durations-file word, its duration in ns */
     int outermost;
     int before;      /* entered before calltrace attach began recording */
 };
@@ -74,12 +76,14 @@ struct ct_conv {
     size_t hashcap;
     struct frame *stack;
     size_t stackcap;
-    uint64_t *dur;                    /* per call: duration_ns | flags */
+    uint64_t *dur;                    /* per call: duration in ticks | flags */
     size_t durcap;
     int durfd;                        /* the file under `dur` (-1: none) */
     uint64_t *cuts;                   /* lo, hi, ticks: the code in [lo, hi) changed then */
     size_t ncuts;
     double npt;
+    int tally;                        /* the pass that fills the functions' tables: WALK_MEASURE or WALK_COLUMNS */
+    struct live *live;                /* measuring while the program runs (live.c), or NULL */
     uint64_t total_calls, incomplete, unwound, unmatched, depth_limited, dropped, filtered, lost;
     uint64_t before_attach;
     uint64_t cal_ticks, cal_ns;       /* the latest calibration point of the chunks */
@@ -188,9 +192,45 @@ struct walk {
     struct ct_conv_cols *cols;
     int aborted;
     uint64_t released;           /* durations before this index are released */
+    /* Where the walk is, so that it can stop after any segment and go on
+     * (live.c measures segments as the program seals them). */
+    const struct cseg *segs;     /* the thread's segments, in order */
+    uint32_t nsegs, seg;         /* how many; the next one to walk */
+    uint64_t last, paused;       /* the latest event's ticks; when recording paused */
+    int64_t next_rt;
+    uint64_t gone[64];           /* frames an UNWIND closed whose exits may still come */
+    size_t ngone;
 };
 
-CT_HIDDEN int ct_walk(struct walk *w);
+/* Start walking thread w->t (its segments unless w->segs is set). */
+CT_HIDDEN void ct_walk_begin(struct walk *w);
+/* Walk the segments up to w->nsegs, then, if `end`, close what is open. */
+CT_HIDDEN int ct_walk(struct walk *w, int end);
+
+/* The functions table (funcs.c): which library's a call at `ticks` to
+ * `addr` is (0 unless one was dlclose'd and another loaded where it had
+ * been); a new entry; forgetting them all. */
+CT_HIDDEN uint32_t ct_era_of(const struct ct_conv *c, uint64_t addr, uint64_t ticks);
+CT_HIDDEN int64_t ct_func_add(struct ct_conv *c, uint64_t addr, uint32_t era);
+CT_HIDDEN void ct_funcs_forget(struct ct_conv *c);
+
+/* convert.c and index.c, for live.c: a converter with nothing open; (re)map
+ * the raw file; (re)index it; the measuring pass (from `w0`, the main thread's walk
+ * so far, or from scratch); room for `n` durations. The first three return
+ * NULL or what went wrong. */
+CT_HIDDEN struct ct_conv *ct_conv_new(void);
+void ct_conv_close(struct ct_conv *c);
+CT_HIDDEN const char *ct_conv_map(struct ct_conv *c, int fd);
+CT_HIDDEN const char *ct_conv_index(struct ct_conv *c);
+/* Where the run ended, given its latest event (index.c). */
+CT_HIDDEN uint64_t ct_end_of(const struct ct_conv *c, uint64_t last);
+CT_HIDDEN int ct_measure(struct ct_conv *c, struct walk *w0);
+CT_HIDDEN int ct_dur_reserve(struct ct_conv *c, size_t n);
+/* live.c, for ct_conv_analyze: index the whole file now that the program
+ * has ended; `*w0` is the main thread's walk to go on with, or NULL when
+ * the measure must start again. NULL, or what went wrong. */
+CT_HIDDEN const char *ct_live_finish(struct ct_conv *c, struct walk **w0);
+CT_HIDDEN void ct_live_free(struct live *l);
 
 /* Make `*p` (`*cap` elements of `size` bytes) hold at least `need`,
  * doubling and zeroing the new part (kernels.c). */

@@ -24,63 +24,11 @@ CT_NOINST void release_seg(const struct ct_conv *c, const struct cseg *s) {
     release(c->map + from, c->map + to);
 }
 
-/* ---- functions table: open addressing on the entry address ------------- */
-static CT_NOINST int grow_hash(struct ct_conv *c) {
-    size_t cap = c->hashcap ? c->hashcap * 2 : 1024;
-    uint32_t *h = calloc(cap, sizeof *h);
-    if (!h)
-        return -1;
-    for (size_t i = 0; i < c->nfuncs; i++) {
-        size_t j = (c->funcs[i].addr * 0x9E3779B97F4A7C15ull) >> 20 & (cap - 1);
-        while (h[j])
-            j = (j + 1) & (cap - 1);
-        h[j] = (uint32_t)i + 1;
-    }
-    free(c->hash);
-    c->hash = h;
-    c->hashcap = cap;
-    return 0;
-}
-
-/* Which of the libraries loaded at addr over the run a call at `ticks` is in
- * (0 unless one was dlclose'd and another loaded where it had been). */
-static CT_NOINST uint32_t era_of(const struct ct_conv *c, uint64_t addr, uint64_t ticks) {
-    uint32_t era = 0;
-    for (size_t i = 0; i < c->ncuts; i++) {
-        const uint64_t *k = c->cuts + 3 * i;
-        era += addr >= k[0] && addr < k[1] && ticks >= k[2];
-    }
-    return era;
-}
-
-static CT_NOINST int64_t func_add(struct ct_conv *c, uint64_t addr, uint32_t era) {
-    if (c->nfuncs * 2 >= c->hashcap && grow_hash(c) < 0)
-        return -1;
-    if (c->nfuncs == c->capfuncs) {
-        size_t cap = c->capfuncs;
-        if (grow_array(&c->funcs, &cap, sizeof *c->funcs) < 0)
-            return -1;
-        uint32_t *t = realloc(c->touched, cap * sizeof *t);
-        if (!t)
-            return -1;   /* funcs grew, capfuncs did not: the next call grows it again */
-        c->touched = t;
-        c->capfuncs = cap;
-    }
-    size_t j = (addr * 0x9E3779B97F4A7C15ull) >> 20 & (c->hashcap - 1);
-    while (c->hash[j])
-        j = (j + 1) & (c->hashcap - 1);
-    struct func *f = &c->funcs[c->nfuncs];
-    memset(f, 0, sizeof *f);
-    f->addr = addr;
-    f->era = era;
-    f->min = f->tmin = UINT64_MAX;
-    c->hash[j] = (uint32_t)c->nfuncs + 1;
-    return (int64_t)c->nfuncs++;
-}
+/* ---- functions table (funcs.c) ------------------------------------------- */
 
 /* Once per recorded call: the lookup is inlined into the walk, the insert is not. */
 static inline CT_NOINST int64_t func_index(struct ct_conv *c, uint64_t addr, uint64_t ticks) {
-    uint32_t era = c->ncuts ? era_of(c, addr, ticks) : 0;
+    uint32_t era = c->ncuts ? ct_era_of(c, addr, ticks) : 0;
     if (c->hashcap) {
         size_t j = (addr * 0x9E3779B97F4A7C15ull) >> 20 & (c->hashcap - 1);
         while (c->hash[j]) {
@@ -90,7 +38,7 @@ static inline CT_NOINST int64_t func_index(struct ct_conv *c, uint64_t addr, uin
             j = (j + 1) & (c->hashcap - 1);
         }
     }
-    return func_add(c, addr, era);
+    return ct_func_add(c, addr, era);
 }
 
 /* ---- buffered output ------------------------------------------------------ */
@@ -166,11 +114,11 @@ static CT_NOINST int put_row(struct walk *w, uint32_t f, const struct frame *fr)
     struct ct_conv_cols *k = w->cols;
     if ((k->n == k->cap || k->extra_off[k->n] + ARGS_MAX > k->extra_cap) && emit_cols(w) < 0)
         return -1;
-    uint64_t i = k->n++, d = c->dur[fr->call];
+    uint64_t i = k->n++, d = fr->word;
     k->func[i] = (int32_t)f;
     k->depth[i] = (int32_t)w->sp;
     k->start[i] = fr->start_ns;
-    k->dur[i] = d & DUR_MASK;
+    k->dur[i] = fr->dur_ns;
     size_t stride = (k->cap + 7) / 8, byte = i >> 3;
     uint8_t bit = (uint8_t)(1u << (i & 7));
     if (w->sp) {
@@ -212,18 +160,29 @@ WALK_STEP int push(struct walk *w, const int mode, uint32_t f, uint64_t addr, ui
         c->stackcap = cap;
     }
     struct frame *fr = &c->stack[w->sp];
+    fr->call = w->t->call_base + w->ncall;
+    /* Only a measure begun while the program ran (live.c) can outgrow the room. */
+    if (mode == WALK_MEASURE && fr->call >= c->durcap && ct_dur_reserve(c, fr->call + 1) < 0)
+        return -1;
     fr->f = f;
     fr->rt = rt;
     fr->addr = addr;
-    fr->call = w->t->call_base + w->ncall;
-    fr->start_ns = to_ns(c, ticks);
+    fr->start_ticks = ticks;
     fr->child_ns = 0;
     fr->before = 0;
     struct func *fn = &c->funcs[f];
     fr->outermost = fn->active++ == 0;
+    /* The measuring pass keeps ticks (it may run before the clock's rate is
+     * known: live.c); the writing passes turn them into nanoseconds. */
+    if (mode != WALK_MEASURE || c->tally == WALK_MEASURE)
+        fr->start_ns = to_ns(c, ticks);
+    if (mode != WALK_MEASURE) {
+        fr->word = c->dur[fr->call];
+        fr->dur_ns = to_ns(c, ticks + (fr->word & DUR_MASK)) - fr->start_ns;
+    }
     if (mode == WALK_WRITE) {
         struct out *o = w->o;
-        uint64_t d = c->dur[fr->call];
+        uint64_t d = fr->word;
         if (w->nwritten++)
             OUT_LIT(o, ",");
         if (w->pretty)
@@ -236,7 +195,7 @@ WALK_STEP int push(struct walk *w, const int mode, uint32_t f, uint64_t addr, ui
         OUT_LIT(o, ",\"start_ns\":");
         out_u64(o, fr->start_ns);
         OUT_LIT(o, ",\"duration_ns\":");
-        out_u64(o, d & DUR_MASK);
+        out_u64(o, fr->dur_ns);
         if (d & FLAG_INCOMPLETE)
             OUT_LIT(o, ",\"incomplete\":true");
         if (d & FLAG_UNWOUND)
@@ -252,27 +211,12 @@ WALK_STEP int push(struct walk *w, const int mode, uint32_t f, uint64_t addr, ui
     return 0;
 }
 
-WALK_STEP void pop(struct walk *w, const int mode, uint64_t end_ns, uint64_t flags) {
+/* A call of duration `d` ns into its function's table for the thread
+ * (fold_thread adds it to the trace's at the thread's end). */
+WALK_STEP void tally(struct walk *w, const struct frame *fr, struct func *fn, uint64_t d) {
     struct ct_conv *c = w->c;
-    struct frame *fr = &c->stack[--w->sp];
-    struct func *fn = &c->funcs[fr->f];
-    fn->active--;
-    if (mode != WALK_MEASURE)
-        return;
-    uint64_t d = end_ns > fr->start_ns ? end_ns - fr->start_ns : 0;
-    if (fr->before) {
-        flags |= FLAG_BEFORE_ATTACH;
-        c->before_attach++;
-    }
-    uint64_t v = d | flags;
-    /* A call that outlived the release point: its page was let go, and a
-     * store through the map would fault the page's whole folio (up to 2 MB)
-     * back in for the rest of the walk. The file takes it instead. */
-    if (fr->call >= w->released || c->durfd < 0 || pwrite(c->durfd, &v, 8, (off_t)(fr->call * 8)) != 8)
-        c->dur[fr->call] = v;
     if (w->sp)
         c->stack[w->sp - 1].child_ns += d;
-    /* The thread's table; measure() adds it to the trace's at the thread's end. */
     if (fn->tcalls++ == 0)
         c->touched[c->ntouched++] = fr->f;
     if (fr->outermost)
@@ -282,6 +226,31 @@ WALK_STEP void pop(struct walk *w, const int mode, uint64_t end_ns, uint64_t fla
         fn->tmin = d;
     if (d > fn->tmax)
         fn->tmax = d;
+}
+
+/* Close the innermost open call at `end` ticks. */
+WALK_STEP void pop(struct walk *w, const int mode, uint64_t end, uint64_t flags) {
+    struct ct_conv *c = w->c;
+    struct frame *fr = &c->stack[--w->sp];
+    struct func *fn = &c->funcs[fr->f];
+    fn->active--;
+    if (mode == WALK_COLUMNS && c->tally == WALK_COLUMNS)
+        tally(w, fr, fn, fr->dur_ns);
+    if (mode != WALK_MEASURE)
+        return;
+    uint64_t dt = end > fr->start_ticks ? end - fr->start_ticks : 0;
+    if (fr->before) {
+        flags |= FLAG_BEFORE_ATTACH;
+        c->before_attach++;
+    }
+    uint64_t v = (dt & DUR_MASK) | flags;
+    /* A call that outlived the release point: its page was let go, and a
+     * store through the map would fault the page's whole folio (up to 2 MB)
+     * back in for the rest of the walk. The file takes it instead. */
+    if (fr->call >= w->released || c->durfd < 0 || pwrite(c->durfd, &v, 8, (off_t)(fr->call * 8)) != 8)
+        c->dur[fr->call] = v;
+    if (c->tally == WALK_MEASURE)
+        tally(w, fr, fn, to_ns(c, fr->start_ticks + (v & DUR_MASK)) - fr->start_ns);
     if (flags & FLAG_INCOMPLETE)
         c->incomplete++;
     if (flags & FLAG_UNWOUND)
@@ -317,18 +286,27 @@ static CT_NOINST void close_call(struct walk *w, const uint64_t *v, size_t avail
     w->pending = -1;
 }
 
-WALK_STEP int walk_thread(struct walk *w, const int mode) {
-    uint64_t gone[64];
-    size_t ngone = 0;
-    struct ct_conv *c = w->c;
-    struct cthread *t = w->t;
-    uint64_t last = 0, paused = 0;
-    int64_t next_rt = -1;
+CT_NOINST void ct_walk_begin(struct walk *w) {
+    const struct cthread *t = w->t;
+    if (!w->segs) {
+        w->segs = &w->c->segs[t->first_seg];
+        w->nsegs = t->nsegs;
+    }
+    w->seg = 0;
     w->ncall = 0;
     w->sp = 0;
     w->released = t->call_base;
-    for (uint32_t k = 0; k < t->nsegs; k++) {
-        const struct cseg *sg = &c->segs[t->first_seg + k];
+    w->last = w->paused = 0;
+    w->next_rt = -1;
+    w->ngone = 0;
+}
+
+WALK_STEP int walk_segs(struct walk *w, const int mode) {
+    struct ct_conv *c = w->c;
+    struct cthread *t = w->t;
+    uint64_t last = w->last;
+    for (; w->seg < w->nsegs; w->seg++) {
+        const struct cseg *sg = &w->segs[w->seg];
         const uint64_t *p = seg_words(c, sg);
         size_t n = sg->words;
         last = sg->ticks;
@@ -348,7 +326,7 @@ WALK_STEP int walk_thread(struct walk *w, const int mode) {
                 unsigned sub = (unsigned)(v >> 54) & 0xff;
                 uint64_t words = (v >> 38) & 0xffff, val = v & ((1ull << 38) - 1);
                 if (sub == CT_EXT_PAUSE) {
-                    paused = last;
+                    w->paused = last;
                 } else if (sub == CT_EXT_RESUME) {
                     /* Frames that returned while recording was off: everything
                      * at or below the depth now being entered, or below the
@@ -362,17 +340,17 @@ WALK_STEP int walk_thread(struct walk *w, const int mode) {
                         int same = on_exit && top->rt == d && top->addr == fn;
                         if (top->rt < d || same)
                             break;
-                        pop(w, mode, to_ns(c, paused), FLAG_INCOMPLETE);
+                        pop(w, mode, w->paused, FLAG_INCOMPLETE);
                     }
-                    next_rt = on_exit ? -1 : (int64_t)d;
+                    w->next_rt = on_exit ? -1 : (int64_t)d;
                 } else if (sub == CT_EXT_UNWIND) {
                     /* Remember what was closed: C++ forced unwinding (after
                      * pthread_exit) still runs those frames' exit hooks. */
-                    ngone = 0;
+                    w->ngone = 0;
                     while (w->sp && c->stack[w->sp - 1].rt >= (uint32_t)val) {
-                        if (ngone < sizeof gone / sizeof *gone)
-                            gone[ngone++] = c->stack[w->sp - 1].addr;
-                        pop(w, mode, to_ns(c, last), FLAG_UNWOUND);
+                        if (w->ngone < sizeof w->gone / sizeof *w->gone)
+                            w->gone[w->ngone++] = c->stack[w->sp - 1].addr;
+                        pop(w, mode, last, FLAG_UNWOUND);
                     }
                 } else if (sub == CT_EXT_ATTACH) {
                     /* Frames open when calltrace attach began: calls from
@@ -388,7 +366,7 @@ WALK_STEP int walk_thread(struct walk *w, const int mode) {
                     }
                 } else if (sub == CT_EXT_THREAD_END) {
                     while (w->sp)
-                        pop(w, mode, to_ns(c, last), FLAG_UNWOUND);
+                        pop(w, mode, last, FLAG_UNWOUND);
                 }
                 i += words;
                 continue;
@@ -401,8 +379,8 @@ WALK_STEP int walk_thread(struct walk *w, const int mode) {
                 int64_t f = func_index(c, addr, last);
                 if (f < 0)
                     return -1;
-                uint32_t rt = next_rt >= 0 ? (uint32_t)next_rt : (w->sp ? c->stack[w->sp - 1].rt + 1 : 0);
-                next_rt = -1;
+                uint32_t rt = w->next_rt >= 0 ? (uint32_t)w->next_rt : (w->sp ? c->stack[w->sp - 1].rt + 1 : 0);
+                w->next_rt = -1;
                 if (push(w, mode, (uint32_t)f, addr, last, rt) < 0)
                     return -1;
             } else {
@@ -413,18 +391,17 @@ WALK_STEP int walk_thread(struct walk *w, const int mode) {
                     /* The exit of a frame an UNWIND already closed, or of a call
                      * made before recording started. */
                     size_t g = 0;
-                    while (g < ngone && gone[g] != addr)
+                    while (g < w->ngone && w->gone[g] != addr)
                         g++;
-                    if (g < ngone)
-                        gone[g] = gone[--ngone];
+                    if (g < w->ngone)
+                        w->gone[g] = w->gone[--w->ngone];
                     else if (mode == WALK_MEASURE)
                         c->unmatched++;
                     continue;
                 }
-                uint64_t now = to_ns(c, last);
                 while (w->sp > k2)
-                    pop(w, mode, now, FLAG_UNWOUND);   /* frames left by longjmp/exception */
-                pop(w, mode, now, 0);
+                    pop(w, mode, last, FLAG_UNWOUND);   /* frames left by longjmp/exception */
+                pop(w, mode, last, 0);
             }
         }
         c->done_words += i;
@@ -437,27 +414,34 @@ WALK_STEP int walk_thread(struct walk *w, const int mode) {
         w->released = done & ~(uint64_t)511;
         if (w->aborted)
             return -1;
-        if (c->progress && (k & 15) == 15)
+        if (c->progress && (w->seg & 15) == 15)
             c->progress(c->done_words, c->total_words);
     }
+    w->last = last;
+    return 0;
+}
+
+WALK_STEP int walk_thread(struct walk *w, const int mode, int end) {
+    if (walk_segs(w, mode) < 0)
+        return -1;
+    if (!end)
+        return 0;
     if (w->pending >= 0)
         close_call(w, NULL, 0);
-    uint64_t end = to_ns(c, c->end_ticks);
     while (w->sp)
-        pop(w, mode, end, FLAG_INCOMPLETE);
+        pop(w, mode, w->c->end_ticks, FLAG_INCOMPLETE);
     if (mode == WALK_COLUMNS)
         return emit_cols(w);
     return 0;
 }
 
-CT_NOINST int ct_walk(struct walk *w) {
+CT_NOINST int ct_walk(struct walk *w, int end) {
     switch (w->mode) {
     case WALK_MEASURE:
-        return walk_thread(w, WALK_MEASURE);
+        return walk_thread(w, WALK_MEASURE, end);
     case WALK_WRITE:
-        return walk_thread(w, WALK_WRITE);
+        return walk_thread(w, WALK_WRITE, end);
     default:
-        return walk_thread(w, WALK_COLUMNS);
+        return walk_thread(w, WALK_COLUMNS, end);
     }
 }
-

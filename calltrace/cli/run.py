@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import CalltraceError
 from ..files import probe_writable
-from ..record import warm
+from ..record import live, warm
 from ..record.rawdir import RawDir, raw_key, streams, trace_path
 from ..runtime import library_path, preload_env, write_filter, write_plan
 from ..supervise import Interrupts, Supervisor
@@ -191,15 +191,22 @@ def run(args) -> int:
         warm.start(path, output)
     rolling = _Rolling(raw.path, pid, output, args)
     rolling.start()
+    parts = args.rolling is not None or args.flush_interval is not None or "CALLTRACE_FLUSH_INTERVAL" in os.environ
+    measure = live.Live(raw.path, pid) if live.useful(output, parts) else None
+    if measure:
+        measure.start()
     try:
         rc = sup.wait()
     finally:
         rolling.stop()
+        opened = measure.stop() if measure else {}
     # Imported once the program has ended (warm.py has most of it loaded by
     # then): neither its start nor our waiting for it depends on them.
     from ..record.collect import Ending, convert_folder
     ending = Ending.from_returncode(rc)
     if output == "/dev/null" or not streams(raw.path) and not rolling.results:
+        for stream in opened.values():
+            stream.close()
         sup.restore()
         raw.remove()
         if output == "/dev/null":
@@ -207,7 +214,8 @@ def run(args) -> int:
         raise CalltraceError("the program ran but nothing was recorded (did the runtime load? "
                              "try --debug)", ending.status or 1)
     results, failed = Interrupts(raw.recovery(), sup.restore).run(lambda: convert_folder(
-        raw.path, pid, output, ending, pretty=args.pretty, progress=sys.stderr.isatty(), keep=args.rolling))
+        raw.path, pid, output, ending, pretty=args.pretty, progress=sys.stderr.isatty(), keep=args.rolling,
+        opened=opened))
     results = rolling.results + results
     ok = not failed and rolling.ok
     if failed:

@@ -51,12 +51,15 @@ def recorded_run(folder: str) -> tuple[int, str]:
 
 def convert_folder(folder: str, pid: int, output: str, ending: Ending | None = None, *,
                    pretty: bool | None = None, progress: bool = False,
-                   keep: int | None = None, delete: bool = True) -> tuple[list[Converted], list[str]]:
+                   keep: int | None = None, delete: bool = True,
+                   opened: dict | None = None) -> tuple[list[Converted], list[str]]:
     """Convert every stream in `folder`; returns the traces written (the
     program's first) and the failures (one line each). On success the
     folder's streams are deleted (`delete`: a run's raw folder). `keep`:
     rolling output keeps the newest K parts, so older ones are not converted
-    at all."""
+    at all. `opened`: raw streams measured while the program ran, by path
+    (record/live.py); each is closed here."""
+    opened = dict(opened or {})
     raws = streams(folder)
     last_part, last_image = {}, {}
     for raw in raws:
@@ -78,9 +81,12 @@ def convert_folder(folder: str, pid: int, output: str, ending: Ending | None = N
             done.append((key, convert(str(raw), out, exit_status=ending.status if main else None,
                                       termination=ending.termination if main else None,
                                       signal=ending.signal if main else None, pretty=pretty,
-                                      progress=progress, scratch=folder)))
+                                      progress=progress, scratch=folder,
+                                      stream=opened.pop(str(raw), None))))
         except CalltraceError as e:
             failed.append(f"{raw}: {e}")
+    for stream in opened.values():
+        stream.close()
     results = _name(done, pid, output)
     if not failed and delete:
         for raw in raws:

@@ -71,19 +71,26 @@ def _int_option(raw_path, ro: dict, key: str) -> int:
 def convert(raw_path: str, output: str | None = None, *, exit_status: int | None = None,
             termination: str | None = None, signal: int | None = None, pretty: bool | None = None,
             progress: bool = False, options: dict | None = None, scratch: str | None = None,
-            notes: list[str] | None = None, extra: dict | None = None) -> Converted:
+            notes: list[str] | None = None, extra: dict | None = None,
+            stream: RawStream | None = None) -> Converted:
     """Write the JSON trace for one raw stream and return its metadata and
     per-function table. `exit_status`/`termination`/`signal` come from the
     parent process when it saw the program end (calltrace run); `scratch` is
     where the trace is written before it is moved to `output`; `notes` and
-    `extra` (metadata keys) come from the caller too (calltrace attach)."""
+    `extra` (metadata keys) come from the caller too (calltrace attach).
+    `stream`: the file opened already, measured in part while the program
+    ran (record/live.py); it is closed here."""
     caller_notes = list(notes or [])
     info = read_info(raw_path)
     output = output or info.output or "calltrace.json"
     if info.part:
         output = part_name(output, info.part)
     pretty = bool(info.flags & FLAG_PRETTY) if pretty is None else pretty
-    with RawStream(raw_path) as raw:
+    parquet = output.endswith((".parquet", ".pq"))
+    if stream is not None and not parquet:
+        stream.close()      # JSON needs the tables before the calls: not made live
+        stream = None
+    with stream or RawStream(raw_path) as raw:
         bar = None
         second_pass = [0]
         if progress:
@@ -99,23 +106,28 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
             raw.set_progress(tick)
         timeline = stays(info.scans)
         raw.set_cuts(cuts(timeline))
-        parquet = output.endswith((".parquet", ".pq"))
         if parquet:
             from ..trace.index import MAX_ROWS
-            raw.keep_tables(MAX_ROWS)    # the footer index's, made by the measuring pass
+            # The tables go in the footer: the writing pass makes them.
+            raw.set_tally_in_columns()
+            raw.keep_tables(MAX_ROWS)    # the footer index's
         raw.analyze()
         summary = raw.summary()
         funcs = raw.functions()
         threads = raw.threads()
         resolver = Resolver(info.modules, timeline)
         infos = resolver.resolve([f.key for f in funcs])
-        stats = []
-        for f in funcs:
-            fi = infos[f.key]
-            stats.append(FunctionStats(shown(fi.function), f.calls, f.total_ns, f.self_ns, f.min_ns,
-                                       f.max_ns, f"0x{f.addr:x}", shown(fi.module), fi.file, fi.line,
-                                       fi.symbol))
-        stats.sort(key=lambda s: (-s.self_ns, s.function))
+
+        def function_stats() -> list[FunctionStats]:
+            stats = []
+            for f in raw.functions():
+                fi = infos[f.key]
+                stats.append(FunctionStats(shown(fi.function), f.calls, f.total_ns, f.self_ns, f.min_ns,
+                                           f.max_ns, f"0x{f.addr:x}", shown(fi.module), fi.file, fi.line,
+                                           fi.symbol))
+            stats.sort(key=lambda s: (-s.self_ns, s.function))
+            return stats
+        stats = [] if parquet else function_stats()
         status, term, sig = _ending(info, exit_status, termination, signal)
         notes = [shown(n) for n in resolver.notes] + caller_notes
         if summary.lost or info.stop_reason:
@@ -185,11 +197,15 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
         if parquet:
             import pyarrow as pa
             from ..trace import columns
-            header = columns.header_doc(metadata, stats)
+            header = columns.header_doc(metadata, [])
             listed = [(t.tid, info.thread_name(t.tid), t.main) for t in threads]
+
+            def functions() -> list[dict]:
+                stats[:] = function_stats()
+                return [s.to_json() for s in stats]
             write_atomic(output, lambda f: columns.write_raw(
                 pa.PythonFile(f, mode="w"), raw, header, [shown(infos[f.key].function) for f in funcs],
-                listed, arg_notes, raw.thread_table), "trace", scratch=scratch)
+                listed, arg_notes, raw.thread_table, functions), "trace", scratch=scratch)
         else:
             write_atomic(output, lambda f: (
                 f.write(document_head(metadata, stats, pretty).encode("utf-8", "backslashreplace")),

@@ -169,14 +169,31 @@ class RawThread:
 class RawStream:
     """The C walker over one raw file: analyze once, then write the threads."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, live: bool = False):
+        """`live`: the program is still writing the file; step() measures
+        what it has sealed so far (runtime/live.c), and the functions'
+        tables are made by columns() (Parquet output only)."""
         self._lib = _library()
         err = ctypes.create_string_buffer(256)
-        self._h = self._lib.ct_conv_open(os.fsencode(path), err, len(err))
+        self._h = (self._lib.ct_live_open if live else self._lib.ct_conv_open)(os.fsencode(path), err, len(err))
         if not self._h:
             raise TraceFormatError(f"{path}: {err.value.decode(errors='replace')}")
         self.path = path
+        self.live = live
+        self.tally_in_columns = live
         self._progress = None
+
+    def step(self, budget: int = 1 << 22) -> int:
+        """Live: measure about `budget` more words of what the program has
+        sealed; the main thread's segments measured so far, or -1 once this
+        is given up (analyze() then measures it all)."""
+        return self._lib.ct_live_step(self._h, budget)
+
+    def set_tally_in_columns(self) -> None:
+        """Have columns() rather than analyze() make the functions' tables
+        (functions(), thread_table()): before analyze()."""
+        self._lib.ct_conv_set_tally_in_columns(self._h)
+        self.tally_in_columns = True
 
     def set_progress(self, fn) -> None:
         self._progress = PROGRESS(fn)   # keep a reference while C holds it
@@ -205,13 +222,13 @@ class RawStream:
             raise MemoryError
 
     def keep_tables(self, rows: int) -> None:
-        """Have analyze() keep each thread's functions table while the
-        tables fit `rows` rows in all (thread_table())."""
+        """Keep each thread's functions table while the tables fit `rows`
+        rows in all (thread_table())."""
         self._lib.ct_conv_set_row_limit(self._h, rows)
 
     def thread_table(self, thread: int) -> dict[int, tuple[int, ...]] | None:
-        """Thread `thread`'s (threads() order) functions table after
-        analyze(): function index -> (calls, total, self, min, max); None
+        """Thread `thread`'s (threads() order) functions table once made
+        (analyze(), or columns() for that thread): function index -> (calls, total, self, min, max); None
         when the tables were not kept (keep_tables)."""
         n = self._lib.ct_conv_thread_table(self._h, thread, None, 0)
         if n < 0:

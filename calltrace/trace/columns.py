@@ -240,11 +240,12 @@ def index_builder(names: list[str] | None = None, tables=None):
 
 
 def write_raw(out, raw, header: dict, names: list[str], threads: list[tuple],
-              notes: list[bytes | None] | None, tables=None) -> int:
+              notes: list[bytes | None] | None, tables=None, functions=None) -> int:
     """Stream a raw trace's calls (RawStream.columns, walked in C) as
     Parquet; `threads` are (tid, name, main) in RawStream.threads() order;
-    `tables`: RawStream.thread_table when it kept them. The walk makes each
-    batch while a thread of its own encodes the one before (_Encoder)."""
+    `tables`: RawStream.thread_table when it kept them; `functions()`: the
+    header's functions, once the walk has made their tables. The walk makes
+    each batch while a thread of its own encodes the one before (_Encoder)."""
     names_arr = pa.array(names, pa.string())
     writer = open_writer(out, header)
     encoder = _Encoder(writer)
@@ -284,6 +285,8 @@ def write_raw(out, raw, header: dict, names: list[str], threads: list[tuple],
         encoder.finish(quiet=True)
         writer.close()
         raise
+    if functions is not None:
+        header = dict(header, functions=functions())
     close_writer(writer, header, entries, summary.doc())
     return row
 
