@@ -135,7 +135,8 @@ static CT_NOINST int put_row(struct walk *w, uint32_t f, const struct frame *fr)
     if (d & FLAG_BEFORE_ATTACH)
         k->bits[COL_BEFORE * stride + byte] |= bit;
     k->extra_off[i + 1] = k->extra_off[i];
-    w->pending = f;   /* ARGS may follow */
+    if (c->args || w->notes)
+        w->pending = f;   /* ARGS or a note may follow; without either, nothing to close */
     return 0;
 }
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import TYPE_CHECKING
 
 from ..errors import CalltraceError
-from .raw import RawStream
+
+if TYPE_CHECKING:
+    from .raw import RawStream
 
 STEP = 0.02          # seconds between steps: the runtime seals a segment per chunk filled
 
@@ -32,6 +35,8 @@ class Live(threading.Thread):
         self._halt = threading.Event()
 
     def run(self) -> None:
+        # Imported here: `calltrace run` starts the program before loading the converter.
+        from .raw import RawStream
         try:
             # Below the program in the scheduler's eyes: it only uses spare time.
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)

@@ -179,8 +179,6 @@ class RawStream:
         if not self._h:
             raise TraceFormatError(f"{path}: {err.value.decode(errors='replace')}")
         self.path = path
-        self.live = live
-        self.tally_in_columns = live
         self._progress = None
 
     def step(self, budget: int = 1 << 22) -> int:
@@ -193,7 +191,6 @@ class RawStream:
         """Have columns() rather than analyze() make the functions' tables
         (functions(), thread_table()): before analyze()."""
         self._lib.ct_conv_set_tally_in_columns(self._h)
-        self.tally_in_columns = True
 
     def set_progress(self, fn) -> None:
         self._progress = PROGRESS(fn)   # keep a reference while C holds it
