@@ -27,7 +27,6 @@ static volatile uint64_t claimed;       /* bytes claimed in all parts: the budge
 /* The rest of a chunk whose thread ended: slots taken and given with a
  * compare-and-swap (0 free, 1 in use, 2 full), so no one ever waits. */
 #define REST_SLOTS 128
-#define REST_MIN 1024
 static struct rest {
     volatile uint32_t state, part;
     struct ct_chunk *chunk;
@@ -240,7 +239,7 @@ CT_NOINST void ct_punch(struct ct_chunk *c, char *at, uint32_t part) {
 static CT_NOINST void give_back(struct ct_chunk *c, char *at, uint32_t part) {
     char *end = (char *)c + ct_chunk_bytes;
     at = (char *)(((uintptr_t)at + 7) & ~(uintptr_t)7);
-    if (end - at >= REST_MIN && part == ct_part() && give_rest(c, at, part))
+    if (end - at >= CT_REST_MIN && part == ct_part() && give_rest(c, at, part))
         return;
     ct_punch(c, at, part);
     ct_retire_chunk(c);

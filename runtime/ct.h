@@ -99,6 +99,9 @@ struct ct_chunk {
 /* A run of one thread's events in a chunk. `words` is set when the thread
  * leaves the segment (SEALED); a segment never sealed (the process died)
  * runs to its first zero word and is the chunk's last. */
+/* The least room left in a chunk that another thread is given (chunks.c):
+ * with less, no segment follows the last one (live.c stops looking). */
+#define CT_REST_MIN 1024
 enum { CT_SEG_FIRST = 1, CT_SEG_SEALED = 2, CT_SEG_ENDED = 4 };
 struct ct_seg {
     uint32_t magic, flags;          /* FIRST: the thread's first segment in this file */

@@ -20,6 +20,7 @@
 #include "conv.h"
 
 #define CHUNK_DONE UINT32_MAX
+#define FAULT_AROUND 65536      /* what the kernel maps around a page read (fault_around_bytes) */
 
 struct live {
     int fd;
@@ -102,7 +103,15 @@ static CT_NOINST int scan_chunk(struct ct_conv *c, struct live *l, size_t i) {
             return -1;
         pos += (uint32_t)(CT_SEG_HEADER + words * 8);
     }
-    l->scan[i] = (uint64_t)pos + CT_SEG_HEADER > end ? CHUNK_DONE : pos;
+    if (pos == CHUNK_DONE || pos + CT_REST_MIN > end) {
+        l->scan[i] = CHUNK_DONE;
+        return 0;
+    }
+    /* Looked at again every step: let the pages read (and the kernel's
+     * fault-around, 64 KB) go, or each such chunk would keep them. */
+    l->scan[i] = pos;
+    uint64_t from = pos > FAULT_AROUND ? pos - FAULT_AROUND : 0, to = pos + FAULT_AROUND < end ? pos + FAULT_AROUND : end;
+    release(c->map + off + from, c->map + off + to);
     return 0;
 }
 
