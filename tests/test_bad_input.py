@@ -103,6 +103,23 @@ def test_stdout_full(traces, tmp_path, args, unbuffered):
 
 
 @pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["report", "--help"]], ids=" ".join)
+def test_help_into_a_full_disk(tmp_path, args, unbuffered):
+    """argparse drops a failed write of the help and exits 0: said here."""
+    with open("/dev/full", "w") as full:
+        p = _to(full, args, unbuffered, tmp_path)
+    assert p.returncode == 2
+    assert one_line(p) == "calltrace: error: cannot write to standard output: No space left on device"
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = _to(w, args, unbuffered, tmp_path)      # into `head`, gone: quiet, as for the commands
+    finally:
+        os.close(w)
+    assert (p.returncode, p.stderr) == (0, b"")
+
+
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "unbuffered"])
 @pytest.mark.parametrize("args", [["lib"], ["report", "A"], ["replay", "A"]], ids=" ".join)
 def test_stdout_closed_pipe_is_quiet(traces, tmp_path, args, unbuffered):
     """Output into `head`, which has gone: status 0 and no message, as before."""

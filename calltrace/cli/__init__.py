@@ -162,7 +162,25 @@ def main(argv: list[str] | None = None) -> int:
         error(f"unknown command {argv[0]!r} (the commands: {', '.join(COMMANDS)})"
               + (f"; did you mean {close[0]!r}?" if close else ""))
         return 2
-    args, unknown = parser.parse_known_args(argv)
+    _stdout()
+    try:
+        args, unknown = parser.parse_known_args(argv)
+    except SystemExit as e:
+        # --help and --version print, then exit 0: not when standard output
+        # could not take it (argparse drops a failed write).
+        if e.code:
+            raise
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return 0
+        except CalltraceError as err:
+            error(str(err))
+            return 2
+        raise
+    except CalltraceError as e:     # unbuffered: the write itself failed
+        error(str(e))
+        return 2
     if unknown:
         # The command's own usage, not the top-level one.
         getattr(args, "_parser", parser).error("unrecognized arguments: " + " ".join(unknown))
@@ -172,7 +190,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command not in OWN_SIGNALS:
         _stop_cleanly()
     try:
-        _stdout()
         status = args._module.run(args)
         sys.stdout.flush()  # a full disk or a closed pipe is reported here, not at exit
         return status
