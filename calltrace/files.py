@@ -3,6 +3,7 @@ rename, so a reader never sees half a file and a symlink left at the path is
 replaced rather than written through. Mode 0666 minus the umask."""
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import tempfile
@@ -97,3 +98,32 @@ def probe_writable(output: str, folder: str) -> None:
         os.unlink(probe)
     except OSError as e:
         raise CalltraceError(f"cannot write {output}: {e.strerror}") from None
+
+
+def lock_if_free(path: str, create: bool = True) -> int | None:
+    """An exclusive flock on `path` (made if `create`), or None when a live
+    process holds it (or, without `create`, there is none). The kernel
+    drops a lock when its process ends, however it ends: a folder whose lock
+    is free is a dead process's. The descriptor must be the one now at
+    `path` (a dead run's folder may have been moved away between open and
+    flock)."""
+    flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
+    while True:
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            if create:
+                raise
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)

@@ -4,6 +4,7 @@ Ctrl-C in a query and a standard output that cannot be written end as
 they do in every command."""
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -73,6 +74,37 @@ def test_sql_ctrl_c(traces, tmp_path):
             pytest.fail("Ctrl-C did not stop the query")
     assert (proc.returncode, out, err) == (130, b"", b"")
     assert os.listdir(scratch) == []
+
+
+def test_sql_killed_leaves_its_scratch_to_the_next(traces, tmp_path):
+    """SIGTERM ends `sql` inside DuckDB (its default action, as the query
+    would not see a Python handler until it ends): the JSON trace converted
+    into its scratch folder stays. The next `sql` removes it, and leaves the
+    folder of one still running (its lock held) alone."""
+    started, scratch = tmp_path / "started.csv", tmp_path / "tmp"
+    scratch.mkdir()
+    query = (f"COPY (SELECT 1) TO '{started}'; "
+             "SELECT sum(a.range * b.range) FROM range(1000000000) a, range(1000000000) b")
+    env = clean_env(TMPDIR=str(scratch))
+    with cli_process("sql", traces[0], query, env=env, stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE) as proc:
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the query never started"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGTERM
+    (left,) = os.listdir(scratch)
+    assert sorted(os.listdir(scratch / left)) == ["0.parquet", "lock"]
+    alive = scratch / "calltrace-sql-alive"
+    alive.mkdir()
+    with open(alive / "lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        p = run_cli("sql", "--csv", traces[0], "SELECT count(*) AS n FROM calls", env=env)
+        assert p.returncode == 0 and p.stdout.startswith(b"n\n"), p.stderr
+        assert os.listdir(scratch) == ["calltrace-sql-alive"]
 
 
 def _to(stdout, args, unbuffered: bool, cwd) -> subprocess.CompletedProcess:

@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import CalltraceError
+from ..files import lock_if_free
 
 LOCK, RUN = "lock", "run.json"
 RAW_NAME = re.compile(r"^(\d+)(?:-(\d+))?(?:\.p(\d+))?$")
@@ -59,26 +60,6 @@ def trace_path(output: str, pid: int, raw: Path) -> str:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         return path
     return output if rpid == pid and not image else child_output(output, raw.stem.split(".p")[0])
-
-
-def _lock(path: str) -> int | None:
-    """An exclusive flock on `path`, or None when a live process holds it.
-    The descriptor must be the one now at `path` (a dead run's folder may
-    have been moved away between open and flock)."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        try:
-            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            return fd
-        os.close(fd)
 
 
 def _owner(folder: str) -> dict:
@@ -153,7 +134,7 @@ class RawDir:
                                          "of a run there; move it away") from None
             except OSError as e:
                 raise CalltraceError(f"cannot create {output}.raw: {e.strerror}") from None
-            fd = _lock(os.path.join(path, LOCK))
+            fd = lock_if_free(os.path.join(path, LOCK))
             if fd is None:
                 who = _owner(path).get("calltrace_pid")
                 raise CalltraceError(
@@ -174,7 +155,7 @@ class RawDir:
     @classmethod
     def adopt(cls, path: str) -> "RawDir":
         """A folder left by a run that is over (calltrace convert DIR)."""
-        fd = _lock(os.path.join(path, LOCK))
+        fd = lock_if_free(os.path.join(path, LOCK))
         if fd is None:
             who = _owner(path).get("calltrace_pid")
             raise CalltraceError(f"{path} belongs to a calltrace run still going"
@@ -187,7 +168,7 @@ class RawDir:
         runs there are removed."""
         for old in glob.glob(os.path.join(tempfile.gettempdir(), "calltrace-*", LOCK)):
             try:
-                fd = _lock(old)
+                fd = lock_if_free(old)
             except OSError:     # removed meanwhile by the run that made it
                 continue
             if fd is not None:
