@@ -90,6 +90,10 @@ $(FIX)/lib%.so: fixtures/lib/%.c | $(FIX)/.dir
 	$(CC) -g -O2 -finstrument-functions -fPIC -shared $< -o $@
 fixtures: $(patsubst fixtures/lib/%.c,$(FIX)/lib%.so,$(wildcard fixtures/lib/*.c))
 
+# A madvise without MADV_POPULATE_WRITE, preloaded ahead of the runtime: not instrumented.
+$(FIX)/libnopopulate.so: fixtures/lib/nopopulate.c | $(FIX)/.dir
+	$(CC) -O2 -fPIC -shared $< -o $@ -ldl
+
 # fixtures/linked.c is linked against fixtures/lib/shapes.c at each level.
 $(FIX)/libshapes.so: fixtures/lib/shapes.c | $(FIX)/.dir
 	$(CC) -g -O0 -finstrument-functions -fPIC -shared $< -o $@

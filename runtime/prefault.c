@@ -33,8 +33,11 @@ static volatile uint32_t pool_gen;      /* bumped when a stream closes: its help
 static CT_NOINST void prefault(void *m) {
     if (madvise(m, ct_chunk_bytes, MADV_POPULATE_WRITE) == 0)
         return;
+    /* A write that changes nothing: the first page holds the chunk's
+     * header, written already (a store of 0 there erased its magic, and
+     * the chunk's events were lost). */
     for (size_t i = 0; i < ct_chunk_bytes; i += 4096)
-        __atomic_store_n((volatile char *)m + i, 0, __ATOMIC_RELAXED);
+        __atomic_fetch_add((volatile char *)m + i, 0, __ATOMIC_RELAXED);
 }
 
 /* State letter of a task of ours, from /proc/self/task/TID/stat. */
