@@ -21,10 +21,12 @@
 
 #define CHUNK_DONE UINT32_MAX
 #define FAULT_AROUND 65536      /* what the kernel maps around a page read (fault_around_bytes) */
+#define IDLE_SCANS 50           /* an empty rest no thread took in this many scans (a second) is left */
 
 struct live {
     int fd;
     uint32_t *scan;          /* per chunk: where its first segment not yet seen sealed is; 0: chunk not begun */
+    uint32_t *since;         /* per chunk: the scan that last found something new there */
     size_t nscan;
     struct cseg *segs;       /* the main thread's sealed segments: walked ones first, in order */
     size_t nsegs, capsegs;
@@ -40,6 +42,7 @@ CT_NOINST void ct_live_free(struct live *l) {
     if (l->fd >= 0)
         close(l->fd);
     free(l->scan);
+    free(l->since);
     free(l->segs);
     free(l);
 }
@@ -89,11 +92,15 @@ static CT_NOINST int scan_chunk(struct ct_conv *c, struct live *l, size_t i) {
             return 0;
         pos = k->type == CT_CHUNK_EVENTS ? CT_CHUNK_HEADER : CHUNK_DONE;
     }
+    int open = 0;
+    if (pos != l->scan[i])
+        l->since[i] = l->round;
     while (pos != CHUNK_DONE && pos + CT_SEG_HEADER <= end) {
         const struct ct_seg *s = (const struct ct_seg *)(c->map + off + pos);
-        if (__atomic_load_n(&s->magic, __ATOMIC_ACQUIRE) != CT_SEG_MAGIC ||
-            !(__atomic_load_n(&s->flags, __ATOMIC_ACQUIRE) & CT_SEG_SEALED))
+        open = __atomic_load_n(&s->magic, __ATOMIC_ACQUIRE) == CT_SEG_MAGIC;
+        if (!open || !(__atomic_load_n(&s->flags, __ATOMIC_ACQUIRE) & CT_SEG_SEALED))
             break;
+        l->since[i] = l->round;
         uint64_t words = s->words;
         if (pos + CT_SEG_HEADER + words * 8 > end)
             return -1;   /* not what the runtime writes: leave it to the full index */
@@ -103,7 +110,11 @@ static CT_NOINST int scan_chunk(struct ct_conv *c, struct live *l, size_t i) {
             return -1;
         pos += (uint32_t)(CT_SEG_HEADER + words * 8);
     }
-    if (pos == CHUNK_DONE || pos + CT_REST_MIN > end) {
+    /* A rest no thread took (all rest slots in use, or left when a payload
+     * did not fit) stops being looked at after a while; should the main
+     * thread write there after all, ct_live_finish sees a segment missing
+     * and measures from scratch. A segment being written is waited for. */
+    if (pos == CHUNK_DONE || pos + CT_REST_MIN > end || (!open && l->round - l->since[i] > IDLE_SCANS)) {
         l->scan[i] = CHUNK_DONE;
         return 0;
     }
@@ -138,10 +149,14 @@ CT_EXPORT CT_NOINST int64_t ct_live_step(struct ct_conv *c, uint64_t budget) {
     size_t n = limit > CT_HEADER_SIZE ? (limit - CT_HEADER_SIZE) / cs : 0;
     if (n > l->nscan) {
         size_t cap = l->nscan;
-        if (ct_grow((void **)&l->scan, &cap, n, sizeof *l->scan) < 0) {
+        size_t cap2 = l->nscan;
+        if (ct_grow((void **)&l->scan, &cap, n, sizeof *l->scan) < 0 ||
+            ct_grow((void **)&l->since, &cap2, n, sizeof *l->since) < 0) {
             l->failed = 1;
             return -1;
         }
+        for (size_t i = l->nscan; i < n; i++)
+            l->since[i] = l->round;
         l->nscan = n;
     }
     for (size_t i = 0; i < l->nscan; i++)
