@@ -81,7 +81,12 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
     `stream`: the file opened already, measured in part while the program
     ran (record/live.py); it is closed here."""
     caller_notes = list(notes or [])
-    info = read_info(raw_path)
+    try:
+        info = read_info(raw_path)
+    except BaseException:
+        if stream is not None:
+            stream.close()
+        raise
     output = output or info.output or "calltrace.json"
     if info.part:
         output = part_name(output, info.part)
