@@ -51,29 +51,35 @@ def test_sql_empty_query(traces, query):
     assert one_line(p) == "calltrace: error: the query has no SQL statement in it"
 
 
-def test_sql_ctrl_c(traces, tmp_path):
-    """DuckDB turns SIGINT into its own error; calltrace still ends as on
-    any Ctrl-C: status 130, nothing said, its scratch folder removed."""
+def _long_query(trace, tmp_path, sig: int) -> tuple[subprocess.Popen, bytes, bytes]:
+    """`sql` over `trace` (TMPDIR: tmp_path/tmp) sent `sig` once its query
+    runs: the COPY says it does (the JSON trace is converted before); the
+    cross join would then take hours."""
     started, scratch = tmp_path / "started.csv", tmp_path / "tmp"
     scratch.mkdir()
-    # The COPY says the query runs (the JSON trace is converted before);
-    # the cross join would then take hours.
     query = (f"COPY (SELECT 1) TO '{started}'; "
              "SELECT sum(a.range * b.range) FROM range(1000000000) a, range(1000000000) b")
-    with cli_process("sql", traces[0], query, env=clean_env(TMPDIR=str(scratch)),
+    with cli_process("sql", trace, query, env=clean_env(TMPDIR=str(scratch)),
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         deadline = time.monotonic() + 60
         while not started.exists():
             assert proc.poll() is None, proc.stderr.read()
             assert time.monotonic() < deadline, "the query never started"
             time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, sig)
         try:
             out, err = proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
-            pytest.fail("Ctrl-C did not stop the query")
+            pytest.fail(f"signal {sig} did not stop the query")
+    return proc, out, err
+
+
+def test_sql_ctrl_c(traces, tmp_path):
+    """DuckDB turns SIGINT into its own error; calltrace still ends as on
+    any Ctrl-C: status 130, nothing said, its scratch folder removed."""
+    proc, out, err = _long_query(traces[0], tmp_path, signal.SIGINT)
     assert (proc.returncode, out, err) == (130, b"", b"")
-    assert os.listdir(scratch) == []
+    assert os.listdir(tmp_path / "tmp") == []
 
 
 def test_sql_killed_leaves_its_scratch_to_the_next(traces, tmp_path):
@@ -81,20 +87,9 @@ def test_sql_killed_leaves_its_scratch_to_the_next(traces, tmp_path):
     would not see a Python handler until it ends): the JSON trace converted
     into its scratch folder stays. The next `sql` removes it, and leaves the
     folder of one still running (its lock held) alone."""
-    started, scratch = tmp_path / "started.csv", tmp_path / "tmp"
-    scratch.mkdir()
-    query = (f"COPY (SELECT 1) TO '{started}'; "
-             "SELECT sum(a.range * b.range) FROM range(1000000000) a, range(1000000000) b")
+    proc, _, _ = _long_query(traces[0], tmp_path, signal.SIGTERM)
+    scratch = tmp_path / "tmp"
     env = clean_env(TMPDIR=str(scratch))
-    with cli_process("sql", traces[0], query, env=env, stdout=subprocess.PIPE,
-                     stderr=subprocess.PIPE) as proc:
-        deadline = time.monotonic() + 60
-        while not started.exists():
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.monotonic() < deadline, "the query never started"
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGTERM
     (left,) = os.listdir(scratch)
     assert sorted(os.listdir(scratch / left)) == ["0.parquet", "lock"]
