@@ -4,7 +4,9 @@ replaced rather than written through. Mode 0666 minus the umask."""
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
+import shutil
 import stat
 import tempfile
 from typing import IO, Callable
@@ -127,3 +129,27 @@ def lock_if_free(path: str, create: bool = True) -> int | None:
         if same:
             return fd
         os.close(fd)
+
+
+LOCK = "lock"      # the file a live process holds an flock on, in a folder of its own
+
+
+def locked_scratch(prefix: str) -> tuple[str, int]:
+    """A new folder `prefix`XXXXXX in $TMPDIR and the descriptor of the flock
+    on its LOCK, held while this process lives. Folders of the same prefix
+    whose lock is free are removed first: their process is gone, however it
+    ended (SIGKILL included)."""
+    for old in glob.glob(os.path.join(tempfile.gettempdir(), glob.escape(prefix) + "*", LOCK)):
+        try:
+            fd = lock_if_free(old, create=False)
+        except OSError:     # removed meanwhile by the process that made it
+            continue
+        if fd is not None:
+            shutil.rmtree(os.path.dirname(old), ignore_errors=True)
+            os.close(fd)
+    path = tempfile.mkdtemp(prefix=prefix)
+    # Locked before it has its name: a sweep never sees it unlocked.
+    fd = os.open(os.path.join(path, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.rename(os.path.join(path, ".lock"), os.path.join(path, LOCK))
+    return path, fd

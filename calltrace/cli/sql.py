@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import csv
-import fcntl
 import json
 import os
 import shutil
 import signal
 import sys
-import tempfile
 
 from ..errors import CalltraceError
-from ..files import lock_if_free
+from ..files import locked_scratch
 from ..trace import dataset
 
 NAME = "sql"
@@ -122,40 +120,11 @@ def _cell(v) -> str:
     return str(v)
 
 
-SCRATCH = "calltrace-sql-"      # + mkdtemp's letters, in $TMPDIR
-
-
-def _scratch() -> tuple[str, int]:
-    """A folder for JSON traces converted to Parquet, locked while this
-    process lives. SIGTERM and SIGKILL end `sql` inside DuckDB, before any
-    cleanup: the folders they leave are removed here, by the next `sql`."""
-    tmp = tempfile.gettempdir()
-    try:
-        names = [n for n in os.listdir(tmp) if n.startswith(SCRATCH)]
-    except OSError:
-        names = []
-    for name in names:
-        folder = os.path.join(tmp, name)
-        try:
-            if not os.path.isdir(folder) or os.path.islink(folder) or os.stat(folder).st_uid != os.getuid():
-                continue
-            fd = lock_if_free(os.path.join(folder, "lock"), create=False)
-        except OSError:
-            continue
-        if fd is not None:      # its process is gone
-            shutil.rmtree(folder, ignore_errors=True)
-            os.close(fd)
-    folder = tempfile.mkdtemp(prefix=SCRATCH)
-    # Locked before it has its name: another `sql` never finds it free.
-    fd = os.open(os.path.join(folder, "lock.new"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    os.rename(os.path.join(folder, "lock.new"), os.path.join(folder, "lock"))
-    return folder, fd
-
-
 def run(args) -> int:
     duckdb = _duckdb()
-    scratch, lock = _scratch()
+    # SIGTERM and SIGKILL end `sql` inside DuckDB, before any cleanup: the
+    # folder they leave is removed by the next `sql`.
+    scratch, lock = locked_scratch("calltrace-sql-")
     try:
         con = connect(args.trace, scratch)
         cur = _execute(duckdb, con, args.query)

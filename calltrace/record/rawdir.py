@@ -14,21 +14,18 @@ such a folder to OUTPUT.raw.old (as perf keeps perf.data.old) and says so.
 """
 from __future__ import annotations
 
-import fcntl
-import glob
 import json
 import os
 import re
 import shlex
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from ..errors import CalltraceError
-from ..files import lock_if_free
+from ..files import LOCK, lock_if_free, locked_scratch
 
-LOCK, RUN = "lock", "run.json"
+RUN = "run.json"
 RAW_NAME = re.compile(r"^(\d+)(?:-(\d+))?(?:\.p(\d+))?$")
 # What calltrace itself puts in a raw folder: the lock, the run's record,
 # the plan and filter it hands the runtime, the streams, unfinished traces.
@@ -166,19 +163,7 @@ class RawDir:
     def _temporary(cls) -> "RawDir":
         """-o /dev/null: nothing to recover, so /tmp, and the folders of dead
         runs there are removed."""
-        for old in glob.glob(os.path.join(tempfile.gettempdir(), "calltrace-*", LOCK)):
-            try:
-                fd = lock_if_free(old)
-            except OSError:     # removed meanwhile by the run that made it
-                continue
-            if fd is not None:
-                shutil.rmtree(os.path.dirname(old), ignore_errors=True)
-                os.close(fd)
-        path = tempfile.mkdtemp(prefix="calltrace-")
-        # Locked before it has its name: a sweep never sees it unlocked.
-        fd = os.open(os.path.join(path, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.rename(os.path.join(path, ".lock"), os.path.join(path, LOCK))
+        path, fd = locked_scratch("calltrace-")
         return cls(path, fd, True)
 
     def record(self, program_pid: int, output: str, command: list[str]) -> None:
