@@ -222,6 +222,10 @@ CT_HIDDEN struct ct_conv *ct_conv_new(void);
 void ct_conv_close(struct ct_conv *c);
 CT_HIDDEN const char *ct_conv_map(struct ct_conv *c, int fd);
 CT_HIDDEN const char *ct_conv_index(struct ct_conv *c);
+/* Segments in order: by thread, then time (index.c). */
+CT_HIDDEN int ct_cmp_segs(const void *a, const void *b);
+/* The program's main thread, an index into conv.threads, or -1 (convert.c). */
+CT_HIDDEN int64_t ct_main_thread(const struct ct_conv *c);
 /* Where the run ended, given its latest event (index.c). */
 CT_HIDDEN uint64_t ct_end_of(const struct ct_conv *c, uint64_t last);
 CT_HIDDEN int ct_measure(struct ct_conv *c, struct walk *w0);

@@ -149,13 +149,14 @@ static CT_NOINST int fold_thread(struct ct_conv *c, struct cthread *t) {
     return 0;
 }
 
-/* The thread that measuring starts with: the program's main thread, so
- * that a measure begun while the program ran (live.c) is the same. */
-static CT_NOINST size_t first_thread(const struct ct_conv *c) {
+/* The program's main thread (conv.threads index), or -1. Measuring starts
+ * with it, so that a measure begun while the program ran (live.c) is the
+ * same. */
+CT_NOINST int64_t ct_main_thread(const struct ct_conv *c) {
     for (size_t i = 0; i < c->nthreads; i++)
         if (c->threads[i].main)
-            return i;
-    return 0;
+            return (int64_t)i;
+    return -1;
 }
 
 /* The measuring pass: every call's duration, the threads' calls and first
@@ -179,7 +180,8 @@ CT_HIDDEN CT_NOINST int ct_measure(struct ct_conv *c, struct walk *w0) {
     c->nrows = 0;
     c->rows_dropped = 0;
     uint64_t base = 0;
-    size_t first = first_thread(c);
+    int64_t main = ct_main_thread(c);
+    size_t first = main >= 0 ? (size_t)main : 0;
     for (size_t k = 0; k < c->nthreads; k++) {
         size_t ti = k == 0 ? first : k <= first ? k - 1 : k;
         struct cthread *t = &c->threads[ti];

@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include "conv.h"
 
-static int cmp_segs(const void *a, const void *b) {
+CT_NOINST int ct_cmp_segs(const void *a, const void *b) {
     const struct cseg *x = a, *y = b;
     if (x->tid != y->tid)
         return x->tid < y->tid ? -1 : 1;
@@ -148,7 +148,7 @@ CT_HIDDEN CT_NOINST const char *ct_conv_index(struct ct_conv *c) {
         /* the kernel maps pages around the header read (fault-around): let them all go */
         release(c->map + off, c->map + (off + h->chunk_size < c->size ? off + h->chunk_size : c->size));
     }
-    qsort(c->segs, c->nsegs, sizeof *c->segs, cmp_segs);
+    qsort(c->segs, c->nsegs, sizeof *c->segs, ct_cmp_segs);
     free(c->threads);
     c->threads = calloc(c->nsegs + 1, sizeof *c->threads);
     if (!c->threads)

@@ -126,13 +126,6 @@ static CT_NOINST int scan_chunk(struct ct_conv *c, struct live *l, size_t i) {
     return 0;
 }
 
-static int cmp_time(const void *a, const void *b) {
-    const struct cseg *x = a, *y = b;
-    if (x->ticks != y->ticks)
-        return x->ticks < y->ticks ? -1 : 1;
-    return x->data < y->data ? -1 : x->data > y->data;
-}
-
 /* One step: index what was sealed since the last, then walk at most about
  * `budget` words. The main thread's segments walked so far, or -1 once
  * this measure is given up (the full one runs after the program then). */
@@ -168,7 +161,7 @@ CT_EXPORT CT_NOINST int64_t ct_live_step(struct ct_conv *c, uint64_t budget) {
      * came before it: those were sealed before it began, so before this scan
      * began, and this scan has seen them. */
     struct walk *w = &l->w;
-    qsort(l->segs + w->seg, l->nsegs - w->seg, sizeof *l->segs, cmp_time);
+    qsort(l->segs + w->seg, l->nsegs - w->seg, sizeof *l->segs, ct_cmp_segs);
     size_t upto = w->seg;
     for (size_t i = w->seg; i < l->nsegs; i++)
         if (l->segs[i].round < l->round)
@@ -196,10 +189,8 @@ CT_NOINST const char *ct_live_finish(struct ct_conv *c, struct walk **w0) {
     if (why)
         return why;
     struct walk *w = &l->w;
-    struct cthread *t = NULL;
-    for (size_t i = 0; i < c->nthreads && !t; i++)
-        if (c->threads[i].main)
-            t = &c->threads[i];
+    int64_t main = ct_main_thread(c);
+    struct cthread *t = main >= 0 ? &c->threads[main] : NULL;
     int same = !l->failed && !c->ncuts && w->seg && t && t->nsegs >= w->seg;
     for (uint32_t i = 0; same && i < w->seg; i++) {
         const struct cseg *a = &l->segs[i], *b = &c->segs[t->first_seg + i];

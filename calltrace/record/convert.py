@@ -123,16 +123,17 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
         resolver = Resolver(info.modules, timeline)
         infos = resolver.resolve([f.key for f in funcs])
 
-        def function_stats() -> list[FunctionStats]:
+        def function_stats(funcs) -> list[FunctionStats]:
             stats = []
-            for f in raw.functions():
+            for f in funcs:
                 fi = infos[f.key]
                 stats.append(FunctionStats(shown(fi.function), f.calls, f.total_ns, f.self_ns, f.min_ns,
                                            f.max_ns, f"0x{f.addr:x}", shown(fi.module), fi.file, fi.line,
                                            fi.symbol))
             stats.sort(key=lambda s: (-s.self_ns, s.function))
             return stats
-        stats = [] if parquet else function_stats()
+        # Parquet: the writing pass makes the tables (functions() below).
+        stats = [] if parquet else function_stats(funcs)
         status, term, sig = _ending(info, exit_status, termination, signal)
         notes = [shown(n) for n in resolver.notes] + caller_notes
         if summary.lost or info.stop_reason:
@@ -206,7 +207,7 @@ def convert(raw_path: str, output: str | None = None, *, exit_status: int | None
             listed = [(t.tid, info.thread_name(t.tid), t.main) for t in threads]
 
             def functions() -> list[dict]:
-                stats[:] = function_stats()
+                stats[:] = function_stats(raw.functions())
                 return [s.to_json() for s in stats]
             write_atomic(output, lambda f: columns.write_raw(
                 pa.PythonFile(f, mode="w"), raw, header, [shown(infos[f.key].function) for f in funcs],

@@ -26,7 +26,7 @@ def useful(output: str, rolling: bool) -> bool:
 
 
 class Live(threading.Thread):
-    """Measures `<raw_dir>/<pid>.raw` until stop(); stream() hands it over."""
+    """Measures `<raw_dir>/<pid>.raw` until stop(), which hands the stream over."""
 
     def __init__(self, raw_dir: str, pid: int):
         super().__init__(daemon=True, name="calltrace-live")
